@@ -1,0 +1,222 @@
+package client
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/peerline/peerline/hostcache"
+	"github.com/peerline/peerline/internal/backoff"
+	"github.com/peerline/peerline/internal/identity"
+	"github.com/peerline/peerline/internal/proto"
+	"github.com/peerline/peerline/internal/rpc"
+	"github.com/peerline/peerline/internal/secure"
+)
+
+// ErrNoSupernodes means the host cache is empty and the login server gave no seed yet.
+var ErrNoSupernodes = errors.New("client: no supernode known yet (host cache empty)")
+
+// attachLoop keeps the client attached to one supernode, reattaching after every loss.
+func (c *Client) attachLoop(ctx context.Context) {
+	bo := backoff.Backoff{Base: c.cfg.RetryBase, Max: c.cfg.RetryMax}
+	for ctx.Err() == nil {
+		if c.credential() == nil {
+			// Wait for the first login; the login loop reports fatal errors itself.
+			c.mu.Lock()
+			ch := c.loggedInCh
+			c.mu.Unlock()
+			if ch != nil {
+				select {
+				case <-ch:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+		a, err := c.attach(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			c.setErr(err)
+			c.m.Inc("attach_failures")
+			if errors.Is(err, proto.ErrCredExpired) || errors.Is(err, proto.ErrCredInvalid) {
+				select {
+				case c.loginNow <- struct{}{}:
+				default:
+				}
+			}
+			d := bo.Next()
+			c.log.Warn("attach failed; retrying", "err", err, "in", d.Round(time.Millisecond))
+			if !backoff.Sleep(ctx.Done(), d) {
+				return
+			}
+			continue
+		}
+		bo.Reset()
+		err = c.stayAttached(ctx, a)
+		c.mu.Lock()
+		c.attached = nil
+		c.mu.Unlock()
+		a.conn.Close()
+		if ctx.Err() != nil {
+			return
+		}
+		c.cache.MarkFailure(a.addr)
+		c.cache.Save()
+		c.m.Inc("supernode_lost")
+		c.log.Warn("lost supernode; reattaching", "supernode", a.name, "addr", a.addr, "err", err)
+		// A short pause only: the cache holds other supernodes to try at once.
+		if !backoff.Sleep(ctx.Done(), bo.Next()/4) {
+			return
+		}
+	}
+}
+
+// attach dials the best-ranked supernodes, ParallelAttach at a time, and keeps the first
+// that completes an attachment; the others are closed.
+func (c *Client) attach(ctx context.Context) (*attachment, error) {
+	cands := c.cache.Ranked()
+	if len(cands) == 0 {
+		return nil, ErrNoSupernodes
+	}
+	type res struct {
+		a   *attachment
+		e   hostcache.Entry
+		err error
+	}
+	actx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	results := make(chan res, len(cands))
+	next, running := 0, 0
+	start := func() {
+		e := cands[next]
+		next++
+		running++
+		go func() {
+			a, err := c.attachTo(actx, e)
+			results <- res{a, e, err}
+		}()
+	}
+	for next < len(cands) && running < c.cfg.ParallelAttach {
+		start()
+	}
+	var errs []error
+	var won *attachment
+	for running > 0 {
+		r := <-results
+		running--
+		switch {
+		case r.err == nil && won == nil:
+			won = r.a
+			cancel() // stop the slower attempts
+		case r.err == nil:
+			r.a.conn.Close() // a slower success: not needed
+		default:
+			if actx.Err() == nil || won == nil {
+				errs = append(errs, fmt.Errorf("%s: %w", r.e.Addr, r.err))
+				c.cache.MarkFailure(r.e.Addr)
+			}
+			if won == nil && next < len(cands) && actx.Err() == nil {
+				start()
+			}
+		}
+	}
+	if won == nil {
+		c.cache.Save()
+		return nil, errors.Join(errs...)
+	}
+	c.cache.MarkSuccess(won.addr)
+	c.cache.Save()
+	c.mu.Lock()
+	c.attached = won
+	c.attaches++
+	c.mu.Unlock()
+	c.m.Inc("attaches")
+	c.log.Info("attached", "supernode", won.name, "addr", won.addr)
+	return won, nil
+}
+
+// attachTo opens a control connection to one supernode and attaches with the credential.
+// The supernode must prove it holds the key named in a supernode credential signed by the
+// pinned login server.
+func (c *Client) attachTo(ctx context.Context, e hostcache.Entry) (*attachment, error) {
+	cred := c.credential()
+	if cred == nil {
+		return nil, errors.New("not logged in")
+	}
+	var snKey ed25519.PublicKey
+	cfg, err := secure.ClientConfig(c.key, func(k ed25519.PublicKey) error { snKey = k; return nil })
+	if err != nil {
+		return nil, err
+	}
+	tc, err := secure.Dial(ctx, c.cfg.Dialer, e.Addr, cfg)
+	if err != nil {
+		return nil, err
+	}
+	conn := rpc.New(tc, rpc.Options{Logger: c.log, Counter: c.m})
+	go conn.Run(context.WithoutCancel(ctx))
+	ok, err := rpc.Call[*proto.AttachOK](ctx, conn, &proto.Attach{Credential: cred})
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	sc, err := identity.VerifyHolder(ok.Credential, c.cfg.Login.Key, snKey, identity.KindSupernode, c.cfg.Now())
+	if err != nil {
+		conn.Close()
+		c.m.Inc("supernode_cred_invalid")
+		return nil, fmt.Errorf("supernode failed authentication: %w", err)
+	}
+	keep := c.cfg.KeepAlive
+	if keep <= 0 {
+		keep = time.Duration(ok.KeepAliveMs) * time.Millisecond
+	}
+	if keep < 100*time.Millisecond {
+		keep = 20 * time.Second
+	}
+	return &attachment{conn: conn, addr: e.Addr, id: identity.EncodeKey(snKey), name: sc.Name,
+		since: ok.Since, at: c.cfg.Now(), keep: keep}, nil
+}
+
+// stayAttached pings the supernode every keep-alive period and refreshes the host cache
+// from it, until the connection fails.
+func (c *Client) stayAttached(ctx context.Context, a *attachment) error {
+	c.refreshPeers(ctx, a)
+	ping := time.NewTicker(a.keep)
+	defer ping.Stop()
+	refresh := time.NewTicker(c.cfg.RefreshInterval)
+	defer refresh.Stop()
+	var seq uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-a.conn.Done():
+			return a.conn.Err()
+		case <-refresh.C:
+			c.refreshPeers(ctx, a)
+		case <-ping.C:
+			seq++
+			pctx, cancel := context.WithTimeout(ctx, a.keep)
+			_, err := rpc.Call[*proto.Pong](pctx, a.conn, &proto.Ping{Seq: seq})
+			cancel()
+			if err != nil {
+				return fmt.Errorf("keep-alive: %w", err)
+			}
+			c.m.Inc("keepalives")
+		}
+	}
+}
+
+func (c *Client) refreshPeers(ctx context.Context, a *attachment) {
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	peers, err := rpc.Call[*proto.PeersOK](pctx, a.conn, &proto.Peers{})
+	if err != nil {
+		c.log.Debug("peer refresh failed", "err", err)
+		return
+	}
+	c.mergeSeed(peers.Supernodes, "supernode")
+}

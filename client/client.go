@@ -1,0 +1,398 @@
+// Package client is Peerline's client node: the long-running process of one user.
+//
+// It logs in (or resumes with an unexpired credential, which costs the login server no
+// password hash), keeps a host cache of supernodes, attaches to one supernode by trying
+// several in parallel and keeping the first that answers, keeps the attachment alive with
+// pings, refreshes its host cache from its supernode, and reattaches to another supernode
+// from the cache within seconds when its supernode dies. Every retry backs off
+// exponentially with jitter. A control socket in the data directory lets the peerline
+// commands (status, buddy, search) drive the running client.
+package client
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/peerline/peerline/hostcache"
+	"github.com/peerline/peerline/internal/backoff"
+	"github.com/peerline/peerline/internal/ctl"
+	"github.com/peerline/peerline/internal/identity"
+	"github.com/peerline/peerline/internal/metrics"
+	"github.com/peerline/peerline/internal/proto"
+	"github.com/peerline/peerline/internal/rpc"
+	"github.com/peerline/peerline/internal/secure"
+)
+
+// Files kept in the data directory.
+const (
+	KeyFile        = "key"
+	CredentialFile = "credential"
+	HostCacheFile  = "hostcache.json"
+	SocketFile     = "peerline.sock"
+)
+
+// Config configures a Client. DataDir and Login are required.
+type Config struct {
+	DataDir string      // holds the key, the credential, the host cache and the control socket
+	Login   LoginServer // the login server and its pinned key
+	// User is the account to log in as. "" = the user of the saved credential.
+	User string
+	// Password is asked only when no valid credential is saved. nil = fail with
+	// ErrNeedPassword in that case.
+	Password        func(ctx context.Context) (string, error)
+	Dialer          secure.Dialer    // nil = &net.Dialer{}
+	ParallelAttach  int              // supernodes tried at once when attaching; 0 = 3
+	KeepAlive       time.Duration    // ping period; 0 = what the supernode asks for
+	RefreshInterval time.Duration    // host-cache refresh from the supernode; 0 = 5 minutes
+	RetryBase       time.Duration    // first back-off ceiling; 0 = 200ms
+	RetryMax        time.Duration    // largest back-off ceiling; 0 = 30s
+	NoControl       bool             // do not open the control socket
+	Logger          *slog.Logger     // nil = slog.Default()
+	Metrics         *metrics.Set     // nil = a fresh set
+	Now             func() time.Time // nil = time.Now
+}
+
+// Errors.
+var (
+	ErrNeedPassword = errors.New("client: no valid saved credential, and no password given (set PEERLINE_PASSWORD or run interactively)")
+	ErrNoUser       = errors.New("client: no user name given and no saved credential")
+)
+
+// Client is one user's running node.
+type Client struct {
+	cfg   Config
+	log   *slog.Logger
+	m     *metrics.Set
+	key   ed25519.PrivateKey
+	cache *hostcache.Cache
+
+	loginNow chan struct{} // asks the login loop to log in again (credential refused)
+
+	mu         sync.Mutex // mu protects the following fields
+	user       string
+	cred       []byte
+	credInfo   identity.Credential
+	attached   *attachment
+	attaches   int
+	lastErr    string
+	lsConn     *rpc.Conn // authenticated connection to the login server, reused
+	loggedInCh chan struct{}
+}
+
+type attachment struct {
+	conn  *rpc.Conn
+	addr  string
+	id    string
+	name  string
+	since time.Time
+	at    time.Time
+	keep  time.Duration
+}
+
+// New prepares a client: it loads or creates the key, the saved credential and the host
+// cache. Nothing touches the network until Run.
+func New(cfg Config) (*Client, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("client: Config.DataDir is required")
+	}
+	if cfg.Login.Addr == "" || len(cfg.Login.Key) != ed25519.PublicKeySize {
+		return nil, errors.New("client: the login server's address and key are required")
+	}
+	if cfg.Dialer == nil {
+		cfg.Dialer = &net.Dialer{}
+	}
+	if cfg.ParallelAttach <= 0 {
+		cfg.ParallelAttach = 3
+	}
+	if cfg.RefreshInterval <= 0 {
+		cfg.RefreshInterval = 5 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = &metrics.Set{}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	key, err := identity.LoadOrCreateKey(filepath.Join(cfg.DataDir, KeyFile))
+	if err != nil {
+		return nil, err
+	}
+	cache, err := hostcache.Open(filepath.Join(cfg.DataDir, HostCacheFile), hostcache.Options{Logger: cfg.Logger, Now: cfg.Now})
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		m:          cfg.Metrics,
+		key:        key,
+		cache:      cache,
+		user:       cfg.User,
+		loginNow:   make(chan struct{}, 1),
+		loggedInCh: make(chan struct{}),
+	}
+	if cache.Corrupted() {
+		c.m.Inc("hostcache_corrupt")
+	}
+	c.loadCredential()
+	if c.user == "" {
+		return nil, ErrNoUser
+	}
+	c.log = c.log.With("user", c.user)
+	return c, nil
+}
+
+// loadCredential picks up a saved credential that is still valid for this key and user.
+func (c *Client) loadCredential() {
+	b, err := os.ReadFile(filepath.Join(c.cfg.DataDir, CredentialFile))
+	if err != nil {
+		return
+	}
+	cred, err := identity.VerifyHolder(b, c.cfg.Login.Key, c.key.Public().(ed25519.PublicKey), identity.KindUser, c.cfg.Now())
+	if err != nil {
+		c.log.Info("saved credential not usable; a password login is needed", "err", err)
+		return
+	}
+	if c.user != "" && cred.Name != c.user {
+		return
+	}
+	c.user, c.cred, c.credInfo = cred.Name, b, cred
+}
+
+// Metrics returns the client's counters.
+func (c *Client) Metrics() *metrics.Set { return c.m }
+
+// User returns the client's user name.
+func (c *Client) User() string { return c.user }
+
+// HostCache returns the client's host cache.
+func (c *Client) HostCache() *hostcache.Cache { return c.cache }
+
+// Run logs in, attaches and stays attached until ctx ends. It returns early only for
+// errors that retrying cannot fix (wrong password, no such user, no password to use).
+func (c *Client) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+		c.mu.Lock()
+		if c.lsConn != nil {
+			c.lsConn.Close()
+			c.lsConn = nil
+		}
+		c.mu.Unlock()
+	}()
+	if !c.cfg.NoControl {
+		ln, err := ctl.Listen(filepath.Join(c.cfg.DataDir, SocketFile))
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctl.Serve(ctx, ln, c.handleControl, c.m)
+		}()
+	}
+	fatal := make(chan error, 1)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := c.loginLoop(ctx); err != nil {
+			fatal <- err
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		c.attachLoop(ctx)
+	}()
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-fatal:
+		return err
+	}
+}
+
+// credential returns the current credential, or nil.
+func (c *Client) credential() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cred
+}
+
+// loginLoop obtains a credential and keeps it fresh: it logs in with the password only when
+// no valid credential exists, resumes otherwise (renewing past half-life), and refills the
+// host cache from the seed each time.
+func (c *Client) loginLoop(ctx context.Context) error {
+	bo := backoff.Backoff{Base: c.cfg.RetryBase, Max: c.cfg.RetryMax}
+	for ctx.Err() == nil {
+		err := c.loginOnce(ctx)
+		if err == nil {
+			bo.Reset()
+			c.mu.Lock()
+			exp, issued := c.credInfo.Expires, c.credInfo.Issued
+			c.mu.Unlock()
+			// Come back at half-life to renew, or when a supernode refuses the credential.
+			wait := time.Until(issued.Add(exp.Sub(issued) / 2))
+			if wait < time.Second {
+				wait = time.Second
+			}
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-c.loginNow:
+				t.Stop()
+			case <-t.C:
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		c.setErr(err)
+		if errors.Is(err, proto.ErrWrongPassword) || errors.Is(err, proto.ErrNoSuchUser) ||
+			errors.Is(err, ErrNeedPassword) || errors.Is(err, proto.ErrInvalidName) {
+			return fmt.Errorf("login as %q: %w", c.user, err)
+		}
+		d := bo.Next()
+		if pe, ok := proto.AsError(err); ok && pe.RetryAfter() > d {
+			d = pe.RetryAfter()
+		}
+		c.m.Inc("login_retries")
+		c.log.Warn("login failed; retrying", "err", err, "in", d.Round(time.Millisecond))
+		if !backoff.Sleep(ctx.Done(), d) {
+			return nil
+		}
+	}
+	return nil
+}
+
+func (c *Client) loginOnce(ctx context.Context) error {
+	conn, err := dialLogin(ctx, c.cfg.Dialer, c.cfg.Login, c.key)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var ok *proto.LoginOK
+	if cred := c.credential(); cred != nil {
+		ok, err = rpc.Call[*proto.LoginOK](cctx, conn, &proto.Resume{Credential: cred})
+		if errors.Is(err, proto.ErrCredExpired) || errors.Is(err, proto.ErrCredInvalid) {
+			c.log.Info("saved credential refused; logging in with the password", "err", err)
+			c.mu.Lock()
+			c.cred = nil
+			c.mu.Unlock()
+			err = nil
+			ok = nil
+		} else if err == nil {
+			c.m.Inc("resumes")
+		}
+	}
+	if ok == nil && err == nil {
+		if c.cfg.Password == nil {
+			conn.Close()
+			return ErrNeedPassword
+		}
+		var pw string
+		pw, err = c.cfg.Password(ctx)
+		if err == nil {
+			ok, err = rpc.Call[*proto.LoginOK](cctx, conn, &proto.Login{Name: c.user, Password: pw})
+			if err == nil {
+				c.m.Inc("password_logins")
+			}
+		}
+	}
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	cred, err := identity.VerifyHolder(ok.Credential, c.cfg.Login.Key, c.key.Public().(ed25519.PublicKey), identity.KindUser, c.cfg.Now())
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("login server gave an unusable credential: %w", err)
+	}
+	if err := identity.WriteFileAtomic(filepath.Join(c.cfg.DataDir, CredentialFile), ok.Credential, 0o600); err != nil {
+		conn.Close()
+		return err
+	}
+	c.mergeSeed(ok.Seed, "login")
+	c.mu.Lock()
+	c.cred, c.credInfo, c.lastErr = ok.Credential, cred, ""
+	old := c.lsConn
+	c.lsConn = conn
+	first := c.loggedInCh
+	c.loggedInCh = nil
+	c.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	if first != nil {
+		close(first)
+	}
+	c.log.Info("logged in", "expires", cred.Expires.Format(time.RFC3339), "seed", len(ok.Seed))
+	return nil
+}
+
+func (c *Client) mergeSeed(list []proto.SupernodeInfo, source string) {
+	if len(list) == 0 {
+		return
+	}
+	es := make([]hostcache.Entry, 0, len(list))
+	for _, s := range list {
+		es = append(es, hostcache.Entry{Addr: s.Addr, PubKey: s.ID, Since: s.Since, Source: source})
+	}
+	c.cache.Merge(es...)
+	if err := c.cache.Save(); err != nil {
+		c.log.Warn("saving the host cache failed", "err", err)
+	}
+}
+
+func (c *Client) setErr(err error) {
+	c.mu.Lock()
+	c.lastErr = err.Error()
+	c.mu.Unlock()
+}
+
+// loginCall sends m to the login server over the client's authenticated connection,
+// resuming a new one if the old one died.
+func (c *Client) loginCall(ctx context.Context, m proto.Message) (proto.Message, error) {
+	c.mu.Lock()
+	conn := c.lsConn
+	c.mu.Unlock()
+	if conn != nil {
+		select {
+		case <-conn.Done():
+			conn = nil
+		default:
+		}
+	}
+	if conn == nil {
+		if c.credential() == nil {
+			return nil, errors.New("not logged in yet")
+		}
+		if err := c.loginOnce(ctx); err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		conn = c.lsConn
+		c.mu.Unlock()
+	}
+	return conn.Call(ctx, m)
+}

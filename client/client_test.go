@@ -1,0 +1,136 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/internal/ctl"
+	"github.com/peerline/peerline/internal/overlaytest"
+	"github.com/peerline/peerline/internal/proto"
+)
+
+func attached(c *overlaytest.Client) func() bool {
+	return func() bool { return c.Status().Supernode != nil }
+}
+
+// TestReattachAfterSupernodeDies kills the supernode a client is attached to and checks
+// that the client attaches to another one from its host cache.
+func TestReattachAfterSupernodeDies(t *testing.T) {
+	o := overlaytest.Start(t, overlaytest.Options{Supernodes: 3})
+	o.Register("alice", "correct horse")
+	c := o.StartClient(filepath.Join(t.TempDir(), "alice"), "alice", "correct horse", nil)
+	o.Eventually("alice attached", attached(c))
+	o.Eventually("host cache filled", func() bool { return c.HostCache().Len() == 3 })
+	first := c.Status().Supernode
+	sn := o.SupernodeAt(first.Addr)
+	if sn == nil {
+		t.Fatalf("attached to unknown supernode %s", first.Addr)
+	}
+	o.Eventually("supernode sees alice", func() bool { return len(sn.Status().Clients) == 1 })
+	killed := time.Now()
+	sn.Stop()
+	o.Eventually("reattached elsewhere", func() bool {
+		s := c.Status().Supernode
+		return s != nil && s.Addr != first.Addr
+	})
+	t.Logf("reattached from %s to %s in %v", first.Addr, c.Status().Supernode.Addr, time.Since(killed).Round(time.Millisecond))
+	if got := c.Metrics().Get("supernode_lost"); got != 1 {
+		t.Errorf("supernode_lost = %d", got)
+	}
+}
+
+// TestRestartWithoutPassword restarts a client within its credential's lifetime: it must
+// log back in without a password and without a single argon2 hash at the login server.
+func TestRestartWithoutPassword(t *testing.T) {
+	o := overlaytest.Start(t, overlaytest.Options{})
+	o.Register("alice", "correct horse")
+	dir := filepath.Join(t.TempDir(), "alice")
+	c := o.StartClient(dir, "alice", "correct horse", nil)
+	o.Eventually("alice attached", attached(c))
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	hashes := o.Login.Hasher().Count()
+	logins := o.Login.Metrics().Get("logins")
+
+	c2 := o.StartClient(dir, "", "", nil) // no user, no password: all from the data dir
+	o.Eventually("alice attached again", attached(c2))
+	o.Eventually("resumed at the login server", func() bool { return c2.Metrics().Get("resumes") == 1 })
+	if got := o.Login.Hasher().Count(); got != hashes {
+		t.Fatalf("argon2 hashes went from %d to %d on a credential restart", hashes, got)
+	}
+	if o.Login.Metrics().Get("logins") != logins || c2.Metrics().Get("password_logins") != 0 {
+		t.Fatal("a password login happened")
+	}
+	if c2.User() != "alice" {
+		t.Fatalf("user %q", c2.User())
+	}
+}
+
+func TestWrongPasswordIsFatal(t *testing.T) {
+	o := overlaytest.Start(t, overlaytest.Options{})
+	o.Register("alice", "correct horse")
+	c := o.StartClient(filepath.Join(t.TempDir(), "alice"), "alice", "wrong horse", nil)
+	select {
+	case err := <-c.Done():
+		if !errors.Is(err, proto.ErrWrongPassword) {
+			t.Fatalf("Run = %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("client kept retrying a wrong password")
+	}
+	c2 := o.StartClient(filepath.Join(t.TempDir(), "nobody"), "nobody", "", nil)
+	if err := <-c2.Done(); !errors.Is(err, client.ErrNeedPassword) {
+		t.Fatalf("no password: %v", err)
+	}
+}
+
+func TestControlSocket(t *testing.T) {
+	o := overlaytest.Start(t, overlaytest.Options{})
+	o.Register("alice", "correct horse")
+	o.Register("bob", "battery staple")
+	a := o.StartClient(filepath.Join(t.TempDir(), "alice"), "alice", "correct horse", nil)
+	o.Eventually("alice attached", attached(a))
+	sock := filepath.Join(a.Dir, client.SocketFile)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var st client.Status
+	if err := ctl.Do(ctx, sock, ctl.Request{Cmd: client.CmdStatus}, &st); err != nil || st.Supernode == nil || st.User != "alice" {
+		t.Fatalf("status %+v %v", st, err)
+	}
+	if err := ctl.Do(ctx, sock, ctl.Request{Cmd: client.CmdBuddyAdd, Args: []string{"bob"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var bl proto.BuddyListOK
+	if err := ctl.Do(ctx, sock, ctl.Request{Cmd: client.CmdBuddyList}, &bl); err != nil || len(bl.Buddies) != 1 {
+		t.Fatalf("buddies %+v %v", bl, err)
+	}
+	var sr client.SearchResult
+	if err := ctl.Do(ctx, sock, ctl.Request{Cmd: client.CmdSearch, Args: []string{"b*"}}, &sr); err != nil || len(sr.Results) != 1 || sr.Results[0].Name != "bob" {
+		t.Fatalf("search %+v %v", sr, err)
+	}
+	err := ctl.Do(ctx, sock, ctl.Request{Cmd: client.CmdBuddyAdd, Args: []string{"zed"}}, nil)
+	var re *ctl.RemoteError
+	if !errors.As(err, &re) || re.Code != "no_such_user" {
+		t.Fatalf("unknown buddy: %v", err)
+	}
+}
+
+// TestLoginServerOutageKeepsUsersAttached: credentials are checked offline, so a client
+// with a saved credential and host cache attaches while the login server is unreachable.
+func TestLoginServerOutageKeepsUsersAttached(t *testing.T) {
+	o := overlaytest.Start(t, overlaytest.Options{Supernodes: 2})
+	o.Register("alice", "correct horse")
+	dir := filepath.Join(t.TempDir(), "alice")
+	c := o.StartClient(dir, "alice", "correct horse", nil)
+	o.Eventually("alice attached", attached(c))
+	c.Stop()
+	// Point the restarted client at a login server that is not there: with a saved
+	// credential and host cache it still attaches.
+	c2 := o.StartClient(dir, "", "", func(cfg *client.Config) { cfg.Login.Addr = "127.0.0.1:1" })
+	o.Eventually("attached without the login server", attached(c2))
+}

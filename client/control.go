@@ -1,0 +1,129 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/peerline/peerline/internal/ctl"
+	"github.com/peerline/peerline/internal/proto"
+)
+
+// Status is what 'peerline status' shows.
+type Status struct {
+	Role              string            `json:"role"` // "client"
+	User              string            `json:"user"`
+	LoggedIn          bool              `json:"logged_in"`
+	CredentialExpires time.Time         `json:"credential_expires,omitzero"`
+	Supernode         *SupernodeStatus  `json:"supernode"`
+	Attaches          int               `json:"attaches"`
+	HostCache         int               `json:"host_cache"`
+	LastError         string            `json:"last_error,omitempty"`
+	Counters          map[string]uint64 `json:"counters"`
+}
+
+// SupernodeStatus describes the supernode the client is attached to.
+type SupernodeStatus struct {
+	ID         string    `json:"id"`
+	Name       string    `json:"name"`
+	Addr       string    `json:"addr"`
+	Since      time.Time `json:"since"`
+	AttachedAt time.Time `json:"attached_at"`
+}
+
+// Status returns a snapshot of the client's state.
+func (c *Client) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := Status{
+		Role:      "client",
+		User:      c.user,
+		LoggedIn:  c.cred != nil,
+		Attaches:  c.attaches,
+		HostCache: c.cache.Len(),
+		LastError: c.lastErr,
+		Counters:  c.m.Snapshot(),
+	}
+	if c.cred != nil {
+		st.CredentialExpires = c.credInfo.Expires
+	}
+	if a := c.attached; a != nil {
+		st.Supernode = &SupernodeStatus{ID: a.id, Name: a.name, Addr: a.addr, Since: a.since, AttachedAt: a.at}
+	}
+	return st
+}
+
+// Control commands understood on the control socket.
+const (
+	CmdStatus       = "status"
+	CmdBuddyAdd     = "buddy.add"
+	CmdBuddyRemove  = "buddy.remove"
+	CmdBuddyBlock   = "buddy.block"
+	CmdBuddyUnblock = "buddy.unblock"
+	CmdBuddyList    = "buddy.list"
+	CmdSearch       = "search"
+	CmdHostCache    = "hostcache"
+)
+
+// SearchResult is the answer to a search.
+type SearchResult struct {
+	Query   string           `json:"query"`
+	Source  string           `json:"source"` // where the answer came from: "directory"
+	Results []proto.DirEntry `json:"results"`
+}
+
+func (c *Client) handleControl(ctx context.Context, r ctl.Request) (any, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	arg := func() (string, error) {
+		if len(r.Args) != 1 {
+			return "", proto.ErrBadRequest.With("%s takes exactly one name", r.Cmd)
+		}
+		return r.Args[0], nil
+	}
+	switch r.Cmd {
+	case CmdStatus:
+		return c.Status(), nil
+	case CmdHostCache:
+		return c.cache.Ranked(), nil
+	case CmdBuddyList:
+		m, err := c.loginCall(ctx, &proto.BuddyList{})
+		if err != nil {
+			return nil, err
+		}
+		return m, nil
+	case CmdBuddyAdd, CmdBuddyRemove, CmdBuddyBlock, CmdBuddyUnblock:
+		name, err := arg()
+		if err != nil {
+			return nil, err
+		}
+		var m proto.Message
+		switch r.Cmd {
+		case CmdBuddyAdd:
+			m = &proto.BuddyAdd{Name: name}
+		case CmdBuddyRemove:
+			m = &proto.BuddyRemove{Name: name}
+		default:
+			m = &proto.BuddyBlock{Name: name, Blocked: r.Cmd == CmdBuddyBlock}
+		}
+		if _, err := c.loginCall(ctx, m); err != nil {
+			return nil, err
+		}
+		return map[string]string{"done": r.Cmd, "name": name}, nil
+	case CmdSearch:
+		q, err := arg()
+		if err != nil {
+			return nil, err
+		}
+		m, err := c.loginCall(ctx, &proto.Directory{Query: q})
+		if err != nil {
+			return nil, err
+		}
+		d, ok := m.(*proto.DirectoryOK)
+		if !ok {
+			return nil, fmt.Errorf("directory answered %T", m)
+		}
+		return SearchResult{Query: q, Source: "directory", Results: d.Results}, nil
+	}
+	return nil, proto.ErrBadRequest.With("unknown command %q", r.Cmd)
+}

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/peerline/peerline/client"
+)
+
+func clientCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "client",
+		Usage: "run a user's client node: log in, attach to a supernode, stay reachable",
+		UsageText: "peerline client --data DIR [--login HOST:PORT --login-key KEY --user NAME]\n\n" +
+			"Example:\n" +
+			"   PEERLINE_PASSWORD=... peerline client --data alice --login 127.0.0.1:7000 \\\n" +
+			"       --login-key-file login/login.pub --user alice\n" +
+			"   peerline client --data alice      # later runs: the data dir remembers the rest",
+		Description: "The password (from PEERLINE_PASSWORD, or a prompt) is needed only when the data\n" +
+			"dir holds no valid credential: a client restarted within its credential's lifetime\n" +
+			"logs back in without it. Other commands reach the running client through the\n" +
+			"control socket DIR/peerline.sock: peerline status, buddy, search.",
+		Flags: []cli.Flag{
+			dataFlag, loginFlag, loginKeyFlag, loginKeyFileFlag,
+			&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "account `NAME` (remembered in the data dir)"},
+			&cli.IntFlag{Name: "parallel", Value: 3, Usage: "supernodes tried at once when attaching"},
+			&cli.DurationFlag{Name: "keepalive", Usage: "ping period (0 = what the supernode asks for)"},
+			logLevelFlag,
+		},
+		Action: runClient,
+	}
+}
+
+func runClient(c *cli.Context) error {
+	log := newLogger(c)
+	dir := c.String("data")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	ls, cf, err := loginServer(c)
+	if err != nil {
+		return err
+	}
+	if u := c.String("user"); u != "" {
+		cf.User = u
+	}
+	cl, err := client.New(client.Config{
+		DataDir: dir, Login: ls, User: cf.User,
+		Password: func(ctx context.Context) (string, error) {
+			return readPassword(ctx, fmt.Sprintf("Password for %s: ", cf.User), false)
+		},
+		ParallelAttach: c.Int("parallel"),
+		KeepAlive:      c.Duration("keepalive"),
+		Logger:         log,
+	})
+	if errors.Is(err, client.ErrNoUser) {
+		return errors.New("no user: give --user NAME on the first run")
+	}
+	if err != nil {
+		return err
+	}
+	cf.User = cl.User()
+	if err := saveClientFile(dir, cf); err != nil {
+		return err
+	}
+	return cl.Run(c.Context)
+}
+
+func registerCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "register",
+		Usage:     "create an account on the login server",
+		ArgsUsage: "NAME",
+		UsageText: "peerline register --login HOST:PORT --login-key KEY NAME\n\n" +
+			"Example:\n" +
+			"   PEERLINE_PASSWORD=correct-horse peerline register --login 127.0.0.1:7000 --login-key-file login/login.pub alice",
+		Description: "Names: 3-32 characters a-z 0-9 . _ -, starting with a letter. The password (at\n" +
+			"least 8 characters) comes from PEERLINE_PASSWORD, a prompt, or one line on stdin; it\n" +
+			"travels only inside TLS to the login server whose key you pinned.",
+		Flags: []cli.Flag{
+			loginFlag, loginKeyFlag, loginKeyFileFlag,
+			&cli.StringFlag{Name: "data", Usage: "take --login and --login-key from this client data `DIR`"},
+			jsonFlag,
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return errors.New("give exactly one NAME")
+			}
+			name := c.Args().First()
+			ls, _, err := loginServer(c)
+			if err != nil {
+				return err
+			}
+			pw, err := readPassword(c.Context, "New password: ", true)
+			if err != nil {
+				return err
+			}
+			if err := client.Register(c.Context, nil, ls, name, pw); err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				return printJSON(c.App.Writer, map[string]any{"registered": name})
+			}
+			fmt.Fprintf(c.App.Writer, "registered %s\n", name)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/internal/ctl"
+	"github.com/peerline/peerline/internal/proto"
+	"github.com/peerline/peerline/supernode"
+)
+
+// ask sends one control request to the client (or supernode) running on --data.
+func ask(c *cli.Context, cmd string, args []string, out any) error {
+	ctx, cancel := context.WithTimeout(c.Context, 40*time.Second)
+	defer cancel()
+	return ctl.Do(ctx, filepath.Join(c.String("data"), client.SocketFile), ctl.Request{Cmd: cmd, Args: args}, out)
+}
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "show the state of a running client or supernode",
+		UsageText: "peerline status --data DIR [--json]\n\n" +
+			"Example:\n" +
+			"   peerline status --data alice --json | jq .supernode.addr",
+		Flags: []cli.Flag{dataFlag, jsonFlag},
+		Action: func(c *cli.Context) error {
+			var raw json.RawMessage
+			if err := ask(c, client.CmdStatus, nil, &raw); err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				var v any
+				json.Unmarshal(raw, &v)
+				return printJSON(c.App.Writer, v)
+			}
+			var role struct{ Role string }
+			json.Unmarshal(raw, &role)
+			w := c.App.Writer
+			if role.Role == "supernode" {
+				var st supernode.Status
+				if err := json.Unmarshal(raw, &st); err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "supernode %s (%s)\n  address:    %s\n  up since:   %s\n  admitted:   %v\n  clients:    %d %v\n  peers:      %d\n",
+					st.Name, st.ID, st.Addr, fmtTime(st.Since), st.Registered, len(st.Clients), st.Clients, len(st.Peers))
+				return nil
+			}
+			var st client.Status
+			if err := json.Unmarshal(raw, &st); err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "user %s\n  logged in:  %v (credential until %s)\n", st.User, st.LoggedIn, fmtTime(st.CredentialExpires))
+			if st.Supernode != nil {
+				fmt.Fprintf(w, "  supernode:  %s at %s (attached %s)\n", st.Supernode.Name, st.Supernode.Addr, fmtTime(st.Supernode.AttachedAt))
+			} else {
+				fmt.Fprintf(w, "  supernode:  none (attaching)\n")
+			}
+			fmt.Fprintf(w, "  attaches:   %d\n  host cache: %d supernodes\n", st.Attaches, st.HostCache)
+			if st.LastError != "" {
+				fmt.Fprintf(w, "  last error: %s\n", st.LastError)
+			}
+			return nil
+		},
+	}
+}
+
+func buddyCommand() *cli.Command {
+	simple := func(name, cmd, usage, done string) *cli.Command {
+		return &cli.Command{
+			Name: name, Usage: usage, ArgsUsage: "NAME",
+			UsageText: fmt.Sprintf("peerline buddy %s --data DIR NAME\n\nExample:\n   peerline buddy %s --data alice bob", name, name),
+			Flags:     []cli.Flag{dataFlag, jsonFlag},
+			Action: func(c *cli.Context) error {
+				if c.NArg() != 1 {
+					return errors.New("give exactly one NAME")
+				}
+				var out map[string]string
+				if err := ask(c, cmd, []string{c.Args().First()}, &out); err != nil {
+					return err
+				}
+				if c.Bool("json") {
+					return printJSON(c.App.Writer, out)
+				}
+				fmt.Fprintf(c.App.Writer, "%s %s\n", done, c.Args().First())
+				return nil
+			},
+		}
+	}
+	return &cli.Command{
+		Name:  "buddy",
+		Usage: "manage the buddy list of a running client",
+		UsageText: "peerline buddy add|remove|block|unblock|list --data DIR [NAME]\n\n" +
+			"Example:\n   peerline buddy add --data alice bob\n   peerline buddy list --data alice --json",
+		Subcommands: []*cli.Command{
+			simple("add", client.CmdBuddyAdd, "add NAME to your buddies", "added"),
+			simple("remove", client.CmdBuddyRemove, "remove NAME from your buddies", "removed"),
+			simple("block", client.CmdBuddyBlock, "block NAME: they cannot see your presence or reach you", "blocked"),
+			simple("unblock", client.CmdBuddyUnblock, "unblock NAME", "unblocked"),
+			{
+				Name: "list", Usage: "list your buddies",
+				UsageText: "peerline buddy list --data DIR [--json]",
+				Flags:     []cli.Flag{dataFlag, jsonFlag},
+				Action: func(c *cli.Context) error {
+					var out proto.BuddyListOK
+					if err := ask(c, client.CmdBuddyList, nil, &out); err != nil {
+						return err
+					}
+					if c.Bool("json") {
+						return printJSON(c.App.Writer, out)
+					}
+					if len(out.Buddies) == 0 {
+						fmt.Fprintln(c.App.Writer, "no buddies")
+					}
+					for _, b := range out.Buddies {
+						flag := ""
+						if b.Blocked {
+							flag = " (blocked)"
+						}
+						fmt.Fprintf(c.App.Writer, "%-32s last seen %s%s\n", b.Name, fmtTime(b.LastSeen), flag)
+					}
+					return nil
+				},
+			},
+		},
+	}
+}
+
+func searchCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "search",
+		Usage:     "find a user by exact name, or by prefix ending in '*'",
+		ArgsUsage: "NAME|PREFIX*",
+		UsageText: "peerline search --data DIR NAME\n\nExample:\n   peerline search --data alice bob\n   peerline search --data alice 'b*' --json",
+		Flags:     []cli.Flag{dataFlag, jsonFlag},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return errors.New("give exactly one NAME or PREFIX*")
+			}
+			var out client.SearchResult
+			if err := ask(c, client.CmdSearch, []string{c.Args().First()}, &out); err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				return printJSON(c.App.Writer, out)
+			}
+			if len(out.Results) == 0 {
+				fmt.Fprintf(c.App.Writer, "no such user %s\n", out.Query)
+				return nil
+			}
+			for _, r := range out.Results {
+				fmt.Fprintf(c.App.Writer, "%-32s exists, last seen %s\n", r.Name, fmtTime(r.LastSeen))
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,207 @@
+package hostcache
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+)
+
+const (
+	fileVersion   = 1
+	maxFileSize   = 1 << 20 // 1 MiB: 200 entries take about 60 KiB
+	fileMode      = 0o600
+	corruptSuffix = ".corrupt"
+)
+
+// fileFormat is the JSON layout of the cache file.
+type fileFormat struct {
+	Version int     `json:"version"`
+	Entries []Entry `json:"entries"`
+}
+
+// Open loads the cache stored at path. A missing file gives an empty cache.
+// A corrupt file (unparseable, larger than 1 MiB, or of another version) is
+// not an error: Open logs a warning, renames the file to path+".corrupt",
+// starts empty and Corrupted reports true. Open returns an error only for
+// invalid arguments (ErrNoPath, ErrInvalidOptions) and for I/O failures, such
+// as an unreadable file or a corrupt file that cannot be moved aside.
+func Open(path string, opts Options) (*Cache, error) {
+	if path == "" {
+		return nil, ErrNoPath
+	}
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	c := newCache(path, opts)
+
+	data, err := readFile(path, maxFileSize+1)
+	if errors.Is(err, fs.ErrNotExist) {
+		return c, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("hostcache: read %s: %w", path, err)
+	}
+
+	entries, dropped, err := decodeCounted(data)
+	if err != nil {
+		bad := path + corruptSuffix
+		if rerr := os.Rename(path, bad); rerr != nil {
+			return nil, fmt.Errorf("hostcache: %s is corrupt (%v) and cannot be moved aside; remove it: %w", path, err, rerr)
+		}
+		c.log.Warn("hostcache: corrupt host cache file moved aside; starting with an empty cache",
+			"path", path, "moved_to", bad, "err", err)
+		c.corrupted = true
+		return c, nil
+	}
+	if dropped > 0 {
+		c.log.Warn("hostcache: dropped invalid or duplicate entries from host cache file",
+			"path", path, "dropped", dropped, "kept", len(entries))
+	}
+
+	now := c.clock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range entries {
+		// A time from the future (the clock stepped back, or the file was
+		// edited) would otherwise keep a success bonus or block age-out.
+		if e.LastSuccess.After(now) {
+			e.LastSuccess = now
+		}
+		if e.LastFailure.After(now) {
+			e.LastFailure = now
+		}
+		if c.agedOut(&e, now) {
+			continue
+		}
+		c.entries[e.Addr] = &e
+	}
+	c.trimLocked(now)
+	return c, nil
+}
+
+// readFile reads at most limit bytes of path.
+func readFile(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, limit))
+}
+
+// Save writes the cache to Path() atomically: a temporary file in the same
+// directory is written, synced and renamed over the old file, then the
+// directory is synced. The file has mode 0600 and lists the entries in ranked
+// order. The directory must exist.
+func (c *Cache) Save() error {
+	c.saveMu.Lock()
+	defer c.saveMu.Unlock()
+	data, err := encode(c.Ranked())
+	if err != nil {
+		return fmt.Errorf("hostcache: encode: %w", err)
+	}
+	if err := writeFileAtomic(c.path, data, fileMode); err != nil {
+		return fmt.Errorf("hostcache: save %s: %w", c.path, err)
+	}
+	return nil
+}
+
+func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err = f.Chmod(perm); err != nil {
+		return err
+	}
+	if _, err = f.Write(data); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	if runtime.GOOS == "windows" {
+		return nil // directories cannot be opened for syncing; NTFS journals renames
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// encode returns the file contents for entries, which should be in ranked order.
+func encode(entries []Entry) ([]byte, error) {
+	if entries == nil {
+		entries = []Entry{}
+	}
+	b, err := json.MarshalIndent(fileFormat{Version: fileVersion, Entries: entries}, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// decode parses a cache file. It fails if the file is larger than 1 MiB, is
+// not JSON of the file format, or has a version other than 1. Invalid and
+// duplicate entries are dropped one by one (the first of duplicates is kept);
+// the rest are returned normalized, in file order. decode does not rank or
+// cap the entries, which needs the clock.
+func decode(data []byte) ([]Entry, error) {
+	entries, _, err := decodeCounted(data)
+	return entries, err
+}
+
+// decodeCounted is decode that also counts the dropped entries.
+func decodeCounted(data []byte) (entries []Entry, dropped int, err error) {
+	if len(data) > maxFileSize {
+		return nil, 0, fmt.Errorf("%w: more than %d bytes", errTooLarge, maxFileSize)
+	}
+	var f fileFormat
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, 0, fmt.Errorf("%w: %w", errSyntax, err)
+	}
+	if f.Version != fileVersion {
+		return nil, 0, fmt.Errorf("%w: %d, want %d", errVersion, f.Version, fileVersion)
+	}
+	seen := make(map[string]bool, len(f.Entries))
+	entries = make([]Entry, 0, len(f.Entries))
+	for _, e := range f.Entries {
+		n, err := normalize(e)
+		if err != nil || seen[n.Addr] {
+			dropped++
+			continue
+		}
+		seen[n.Addr] = true
+		entries = append(entries, n)
+	}
+	return entries, dropped, nil
+}

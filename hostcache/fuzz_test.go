@@ -1,0 +1,84 @@
+package hostcache
+
+import (
+	"net"
+	"strconv"
+	"testing"
+)
+
+// FuzzDecode checks that decode never panics on any file, and that what it
+// accepts is valid and survives encode and decode unchanged: everything Open
+// loads, Save can write back and Open load again.
+// Seeds are in testdata/fuzz/FuzzDecode.
+func FuzzDecode(f *testing.F) {
+	f.Fuzz(func(t *testing.T, data []byte) {
+		entries, err := decode(data)
+		if err != nil {
+			if entries != nil {
+				t.Fatalf("decode returned entries with error %v", err)
+			}
+			return
+		}
+		seen := make(map[string]bool, len(entries))
+		for _, e := range entries {
+			n, err := normalize(e)
+			if err != nil {
+				t.Fatalf("decode returned invalid entry %+v: %v", e, err)
+			}
+			if n != e {
+				t.Fatalf("decode returned an entry that is not normalized:\n got %+v\nnorm %+v", e, n)
+			}
+			if seen[e.Addr] {
+				t.Fatalf("decode returned duplicate address %q", e.Addr)
+			}
+			seen[e.Addr] = true
+		}
+		out, err := encode(entries)
+		if err != nil {
+			t.Fatalf("encode of decoded entries failed: %v", err)
+		}
+		again, err := decode(out)
+		if err != nil {
+			t.Fatalf("decode of encoded entries failed: %v\n%s", err, out)
+		}
+		if len(again) != len(entries) {
+			t.Fatalf("round trip: %d entries, want %d", len(again), len(entries))
+		}
+		for i := range entries {
+			if again[i] != entries[i] {
+				t.Fatalf("round trip changed entry %d:\n got %+v\nwant %+v", i, again[i], entries[i])
+			}
+		}
+	})
+}
+
+// FuzzCanonicalAddr checks that canonicalAddr's allocation-free fast path
+// agrees with the slow path (net.JoinHostPort) and that it is idempotent.
+func FuzzCanonicalAddr(f *testing.F) {
+	for _, s := range []string{
+		"203.0.113.7:33033", "[2001:db8::1]:33033", "[fe80::1%eth0]:1", "[sn.example.net]:080",
+		"h:0", "h:65536", ":80", "[a]b]:1", "[[a]]:1", "a b:1", "\xff:1",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, addr string) {
+		got, err := canonicalAddr(addr)
+		if err != nil {
+			return
+		}
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			t.Fatalf("canonicalAddr accepted %q, SplitHostPort did not: %v", addr, err)
+		}
+		p, err := strconv.ParseUint(port, 10, 16)
+		if err != nil || p == 0 {
+			t.Fatalf("canonicalAddr accepted port %q of %q", port, addr)
+		}
+		if want := net.JoinHostPort(host, strconv.FormatUint(p, 10)); got != want {
+			t.Fatalf("canonicalAddr(%q) = %q, want %q", addr, got, want)
+		}
+		if again, err := canonicalAddr(got); err != nil || again != got {
+			t.Fatalf("canonicalAddr(%q) = %q, %v; not idempotent", got, again, err)
+		}
+	})
+}

@@ -1,0 +1,245 @@
+// Package overlaytest starts in-process overlays for tests: a login server and supernodes
+// on loopback sockets, with helpers to register users and run clients. Everything stops
+// when the test ends.
+package overlaytest
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/loginsrv"
+	"github.com/peerline/peerline/supernode"
+)
+
+// Overlay is a running test overlay.
+type Overlay struct {
+	t      testing.TB
+	Login  *loginsrv.Server
+	LS     client.LoginServer
+	Secret string
+	Key    ed25519.PrivateKey // the login server's signing key, for tests that forge
+	Log    *slog.Logger
+
+	mu  sync.Mutex
+	sns []*SN
+}
+
+// SN is one running supernode.
+type SN struct {
+	*supernode.Supernode
+	Addr   string
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error // what Run returned; set before done closes
+}
+
+// Done is closed when the supernode has stopped.
+func (s *SN) Done() <-chan struct{} { return s.done }
+
+// Err is what Run returned; valid after Done.
+func (s *SN) Err() error { return s.err }
+
+// Stop stops the supernode and waits until it has closed every connection.
+func (s *SN) Stop() {
+	s.cancel()
+	<-s.done
+}
+
+// Options configure Start.
+type Options struct {
+	Supernodes int           // 0 = 2
+	Heartbeat  time.Duration // 0 = 200ms
+	KeepAlive  time.Duration // 0 = 500ms
+	Verbose    bool          // log to the test log... to stderr
+}
+
+// Start runs a login server (test argon2 parameters) and opts.Supernodes supernodes, and
+// waits until every supernode is admitted.
+func Start(t testing.TB, opts Options) *Overlay {
+	t.Helper()
+	if opts.Supernodes == 0 {
+		opts.Supernodes = 2
+	}
+	if opts.Heartbeat == 0 {
+		opts.Heartbeat = 200 * time.Millisecond
+	}
+	if opts.KeepAlive == 0 {
+		opts.KeepAlive = 500 * time.Millisecond
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if opts.Verbose {
+		log = slog.Default()
+	}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	store, err := loginsrv.OpenSQLite(filepath.Join(t.TempDir(), "accounts.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &Overlay{t: t, Secret: "test-secret", Key: key, Log: log}
+	o.Login, err = loginsrv.New(loginsrv.Config{
+		Key: key, Store: store, Hasher: loginsrv.NewHasher(loginsrv.TestArgon2Params, 0),
+		AdmitSecret: o.Secret, HeartbeatInterval: opts.Heartbeat, Logger: log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.LS = client.LoginServer{Addr: ln.Addr().String(), Key: o.Login.PublicKey()}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { o.Login.Serve(ctx, ln); close(done) }()
+	t.Cleanup(func() {
+		o.mu.Lock()
+		sns := o.sns
+		o.mu.Unlock()
+		for _, s := range sns {
+			s.Stop()
+		}
+		cancel()
+		<-done
+		store.Close()
+	})
+	for i := 0; i < opts.Supernodes; i++ {
+		o.AddSupernode(opts.KeepAlive)
+	}
+	o.Eventually("supernodes admitted", func() bool {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		for _, s := range o.sns {
+			if !s.Status().Registered {
+				return false
+			}
+		}
+		return true
+	})
+	return o
+}
+
+// AddSupernode starts one more supernode.
+func (o *Overlay) AddSupernode(keepAlive time.Duration) *SN {
+	o.t.Helper()
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	o.mu.Lock()
+	name := fmt.Sprintf("sn%d", len(o.sns)+1)
+	o.mu.Unlock()
+	sn, err := supernode.New(supernode.Config{
+		Key: key, Name: name, Advertise: ln.Addr().String(),
+		LoginAddr: o.LS.Addr, LoginKey: o.LS.Key, AdmitSecret: o.Secret,
+		KeepAlive: keepAlive, Logger: o.Log,
+	})
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &SN{Supernode: sn, Addr: ln.Addr().String(), cancel: cancel, done: make(chan struct{})}
+	go func() { s.err = sn.Run(ctx, ln); close(s.done) }()
+	o.mu.Lock()
+	o.sns = append(o.sns, s)
+	o.mu.Unlock()
+	return s
+}
+
+// Supernodes returns the supernodes started so far.
+func (o *Overlay) Supernodes() []*SN {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]*SN(nil), o.sns...)
+}
+
+// SupernodeAt returns the supernode listening on addr, or nil.
+func (o *Overlay) SupernodeAt(addr string) *SN {
+	for _, s := range o.Supernodes() {
+		if s.Addr == addr {
+			return s
+		}
+	}
+	return nil
+}
+
+// Register creates an account.
+func (o *Overlay) Register(name, password string) {
+	o.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := client.Register(ctx, nil, o.LS, name, password); err != nil {
+		o.t.Fatalf("register %s: %v", name, err)
+	}
+}
+
+// Client is a running client.
+type Client struct {
+	*client.Client
+	Dir    string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Stop stops the client and returns what Run returned.
+func (c *Client) Stop() error {
+	c.cancel()
+	return <-c.done
+}
+
+// Done delivers Run's result if the client stops by itself.
+func (c *Client) Done() <-chan error { return c.done }
+
+// StartClient runs a client in dir; password "" means none is available (the client must
+// resume with a saved credential). mod may adjust the config.
+func (o *Overlay) StartClient(dir, user, password string, mod func(*client.Config)) *Client {
+	o.t.Helper()
+	cfg := client.Config{
+		DataDir: dir, Login: o.LS, User: user, Logger: o.Log,
+		RetryBase: 50 * time.Millisecond, RetryMax: time.Second,
+	}
+	if password != "" {
+		cfg.Password = func(context.Context) (string, error) { return password, nil }
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	cl, err := client.New(cfg)
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Client{Client: cl, Dir: dir, cancel: cancel, done: make(chan error, 1)}
+	go func() { c.done <- cl.Run(ctx) }()
+	o.t.Cleanup(func() { cancel() })
+	return c
+}
+
+// Eventually waits up to 20 s for cond, polling every 10 ms.
+func (o *Overlay) Eventually(what string, cond func() bool) {
+	o.t.Helper()
+	Eventually(o.t, 20*time.Second, what, cond)
+}
+
+// Eventually waits up to limit for cond, polling every 10 ms, and fails the test if it
+// never holds.
+func Eventually(t testing.TB, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for: %s", limit, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,84 @@
+package proto
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+)
+
+func TestRoundTripAll(t *testing.T) {
+	for typ := range registry {
+		m := New(typ)
+		if m.Type() != typ {
+			t.Fatalf("type %d: New gives %T of type %d", typ, m, m.Type())
+		}
+	}
+	in := &LoginOK{Name: "alice", Credential: []byte{1, 2, 3}, Expires: time.Unix(100, 0).UTC(),
+		Seed: []SupernodeInfo{{ID: "abc", Addr: "192.0.2.1:7001", Since: time.Unix(50, 0).UTC()}}}
+	b, err := Encode(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Decode(TLoginOK, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.(*LoginOK)
+	if got.Name != "alice" || len(got.Seed) != 1 || got.Seed[0].Addr != "192.0.2.1:7001" || !got.Expires.Equal(in.Expires) {
+		t.Fatalf("round trip: %+v", got)
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	cases := []struct {
+		typ  Type
+		body string
+	}{
+		{99, `{}`},
+		{TLogin, `not json`},
+		{TLogin, `{"name":"","password":"x"}`},
+		{TLogin, fmt.Sprintf(`{"name":"%0100d","password":"x"}`, 0)},
+		{TSNRegister, `{"name":"sn","addr":"nope"}`},
+		{TSNRegister, `{"name":"sn","addr":"192.0.2.1:0"}`},
+		{TAttach, `{"credential":""}`},
+		{TPeersOK, `{"supernodes":[{"id":"x","addr":":1"}]}`},
+	}
+	for _, c := range cases {
+		if _, err := Decode(c.typ, []byte(c.body)); !errors.Is(err, ErrDecode) {
+			t.Errorf("type %d body %s: err %v, want ErrDecode", c.typ, c.body, err)
+		}
+	}
+}
+
+func TestErrorIs(t *testing.T) {
+	e := ErrRateLimited.With("slow down").WithRetry(3 * time.Second)
+	if !errors.Is(fmt.Errorf("login: %w", e), ErrRateLimited) || errors.Is(e, ErrBusy) {
+		t.Fatal("errors.Is by code broken")
+	}
+	if e.RetryAfter() != 3*time.Second || ErrRateLimited.RetryAfterMs != 0 {
+		t.Fatal("WithRetry must copy")
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add(uint8(TLogin), []byte(`{"name":"alice","password":"hunter22"}`))
+	f.Add(uint8(TLoginOK), []byte(`{"name":"a","credential":"AQID","seed":[{"id":"k","addr":"192.0.2.1:1","since":"2026-01-01T00:00:00Z"}]}`))
+	f.Add(uint8(TError), []byte(`{"code":"busy","retry_after_ms":100}`))
+	f.Fuzz(func(t *testing.T, typ uint8, body []byte) {
+		m, err := Decode(Type(typ), body)
+		if err != nil {
+			return
+		}
+		if m.Type() != Type(typ) {
+			t.Fatalf("decoded %T for type %d", m, typ)
+		}
+		b, err := Encode(m)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		if _, err := Decode(Type(typ), b); err != nil {
+			t.Fatalf("re-decode of accepted message failed: %v", err)
+		}
+	})
+}

@@ -1,0 +1,334 @@
+// Package rpc runs request/response exchanges and one-way notifications over one control
+// connection, in both directions at once: a client calls its supernode, and the supernode
+// can push to the client over the same connection.
+//
+// Frames (package wire) carry messages (package proto). A request has a non-zero id and
+// gets exactly one response frame with the same id; a frame with id 0 is a notification.
+// Requests are served concurrently, up to a per-connection bound. A frame that does not
+// parse ends the connection after a bad_frame error notification, and is counted.
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/peerline/peerline/internal/metrics"
+	"github.com/peerline/peerline/internal/proto"
+	"github.com/peerline/peerline/internal/wire"
+)
+
+// Handler serves the requests and notifications that arrive on a Conn. For a notification
+// the answer is discarded. A returned *proto.Error reaches the caller as is; any other
+// error reaches it as proto.ErrInternal (the detail stays in the server's log).
+type Handler interface {
+	Handle(ctx context.Context, c *Conn, m proto.Message) (proto.Message, error)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, c *Conn, m proto.Message) (proto.Message, error)
+
+// Handle implements Handler.
+func (f HandlerFunc) Handle(ctx context.Context, c *Conn, m proto.Message) (proto.Message, error) {
+	return f(ctx, c, m)
+}
+
+// Options configure a Conn.
+type Options struct {
+	Handler      Handler         // nil: every request is answered with bad_request
+	IdleTimeout  time.Duration   // close when nothing arrives for this long; 0 = never
+	WriteTimeout time.Duration   // per frame; 0 = 10s
+	MaxInFlight  int             // requests served at once; 0 = 16 (the reader waits beyond it)
+	Counter      metrics.Counter // counts frame_errors, decode_errors; nil = not counted
+	Logger       *slog.Logger    // nil = slog.Default()
+}
+
+// ErrClosed is returned by calls on a closed connection.
+var ErrClosed = errors.New("rpc: connection closed")
+
+// Conn is one control connection.
+type Conn struct {
+	nc   net.Conn
+	opts Options
+	log  *slog.Logger
+
+	wmu sync.Mutex // serializes frame writes
+	buf []byte     // guarded by wmu
+
+	mu      sync.Mutex // mu protects the following fields
+	pending map[uint32]chan result
+	err     error
+
+	nextID    atomic.Uint32
+	done      chan struct{}
+	closeOnce sync.Once
+	sem       chan struct{}
+	wg        sync.WaitGroup
+}
+
+type result struct {
+	m   proto.Message
+	err error
+}
+
+// New wraps nc. Call Run to start reading.
+func New(nc net.Conn, opts Options) *Conn {
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 10 * time.Second
+	}
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = 16
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Conn{
+		nc:      nc,
+		opts:    opts,
+		log:     log,
+		pending: make(map[uint32]chan result),
+		done:    make(chan struct{}),
+		sem:     make(chan struct{}, opts.MaxInFlight),
+	}
+}
+
+// NetConn returns the underlying connection.
+func (c *Conn) NetConn() net.Conn { return c.nc }
+
+// Done is closed when the connection has closed.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err returns why the connection closed (nil while open).
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+func (c *Conn) count(name string) {
+	if c.opts.Counter != nil {
+		c.opts.Counter.Inc(name)
+	}
+}
+
+// Close closes the connection; it is safe to call more than once.
+func (c *Conn) Close() error {
+	c.closeWith(ErrClosed)
+	return nil
+}
+
+func (c *Conn) closeWith(err error) {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.err = err
+		pending := c.pending
+		c.pending = nil
+		c.mu.Unlock()
+		c.nc.Close()
+		close(c.done)
+		for _, ch := range pending {
+			ch <- result{err: fmt.Errorf("%w: %v", ErrClosed, err)}
+		}
+	})
+}
+
+// Run reads frames until the connection fails or ctx ends, then closes the connection and
+// waits for in-flight handlers. It returns the reason (io.EOF for a clean close by the peer).
+func (c *Conn) Run(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { c.closeWith(ctx.Err()) })
+	defer stop()
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	err := c.readLoop(hctx)
+	c.closeWith(err)
+	cancel()
+	c.wg.Wait()
+	return c.Err()
+}
+
+func (c *Conn) readLoop(ctx context.Context) error {
+	for {
+		if c.opts.IdleTimeout > 0 {
+			c.nc.SetReadDeadline(time.Now().Add(c.opts.IdleTimeout))
+		}
+		h, body, err := wire.ReadFrame(c.nc)
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				return io.EOF
+			}
+			if errors.Is(err, wire.ErrVersion) || errors.Is(err, wire.ErrTooLarge) ||
+				errors.Is(err, wire.ErrFlags) || errors.Is(err, wire.ErrType) {
+				c.count("frame_errors")
+				c.log.Debug("bad frame", "remote", c.nc.RemoteAddr(), "err", err)
+				c.send(wire.Header{Type: uint8(proto.TError), Flags: wire.FlagError}, proto.ErrBadFrame.With("%v", err))
+				return err
+			}
+			return err
+		}
+		if h.IsResponse() {
+			c.deliver(h, body)
+			continue
+		}
+		m, err := proto.Decode(proto.Type(h.Type), body)
+		if err != nil {
+			c.count("decode_errors")
+			c.log.Debug("bad message", "remote", c.nc.RemoteAddr(), "err", err)
+			if h.ID != 0 {
+				c.send(wire.Header{Type: uint8(proto.TError), Flags: wire.FlagResponse | wire.FlagError, ID: h.ID},
+					proto.ErrBadRequest.With("%v", err))
+			}
+			continue
+		}
+		select {
+		case c.sem <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			defer func() { <-c.sem }()
+			c.serve(ctx, h.ID, m)
+		}()
+	}
+}
+
+func (c *Conn) serve(ctx context.Context, id uint32, m proto.Message) {
+	var resp proto.Message
+	var err error = proto.ErrBadRequest.With("no handler on this connection")
+	if c.opts.Handler != nil {
+		resp, err = c.opts.Handler.Handle(ctx, c, m)
+	}
+	if id == 0 {
+		return
+	}
+	if err != nil {
+		pe, ok := proto.AsError(err)
+		if !ok {
+			c.log.Warn("handler failed", "type", m.Type(), "remote", c.nc.RemoteAddr(), "err", err)
+			pe = proto.ErrInternal
+		}
+		c.send(wire.Header{Type: uint8(proto.TError), Flags: wire.FlagResponse | wire.FlagError, ID: id}, pe)
+		return
+	}
+	if resp == nil {
+		resp = &proto.OK{}
+	}
+	c.send(wire.Header{Type: uint8(resp.Type()), Flags: wire.FlagResponse, ID: id}, resp)
+}
+
+func (c *Conn) deliver(h wire.Header, body []byte) {
+	c.mu.Lock()
+	ch, ok := c.pending[h.ID]
+	delete(c.pending, h.ID)
+	c.mu.Unlock()
+	if !ok {
+		return // the caller gave up; late answers are dropped
+	}
+	m, err := proto.Decode(proto.Type(h.Type), body)
+	if err != nil {
+		c.count("decode_errors")
+		ch <- result{err: err}
+		return
+	}
+	if h.IsError() {
+		pe, ok := m.(*proto.Error)
+		if !ok {
+			ch <- result{err: proto.ErrBadRequest.With("error flag on a %d message", h.Type)}
+			return
+		}
+		ch <- result{err: pe}
+		return
+	}
+	ch <- result{m: m}
+}
+
+func (c *Conn) send(h wire.Header, m proto.Message) error {
+	body, err := proto.Encode(m)
+	if err != nil {
+		return err
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.buf, err = wire.AppendFrame(c.buf[:0], h, body)
+	if err != nil {
+		return err
+	}
+	c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
+	if _, err := c.nc.Write(c.buf); err != nil {
+		c.closeWith(err)
+		return fmt.Errorf("%w: %v", ErrClosed, err)
+	}
+	if cap(c.buf) > 4*wire.MaxBody {
+		c.buf = nil
+	}
+	return nil
+}
+
+// Notify sends m without waiting for an answer.
+func (c *Conn) Notify(m proto.Message) error {
+	select {
+	case <-c.done:
+		return ErrClosed
+	default:
+	}
+	return c.send(wire.Header{Type: uint8(m.Type())}, m)
+}
+
+// Call sends req and waits for its answer until ctx ends. A remote error comes back as a
+// *proto.Error.
+func (c *Conn) Call(ctx context.Context, req proto.Message) (proto.Message, error) {
+	id := c.nextID.Add(1)
+	if id == 0 {
+		id = c.nextID.Add(1)
+	}
+	ch := make(chan result, 1)
+	c.mu.Lock()
+	if c.pending == nil {
+		err := c.err
+		c.mu.Unlock()
+		return nil, fmt.Errorf("%w: %v", ErrClosed, err)
+	}
+	c.pending[id] = ch
+	c.mu.Unlock()
+	if err := c.send(wire.Header{Type: uint8(req.Type()), ID: id}, req); err != nil {
+		c.forget(id)
+		return nil, err
+	}
+	select {
+	case r := <-ch:
+		return r.m, r.err
+	case <-ctx.Done():
+		c.forget(id)
+		return nil, ctx.Err()
+	}
+}
+
+func (c *Conn) forget(id uint32) {
+	c.mu.Lock()
+	if c.pending != nil {
+		delete(c.pending, id)
+	}
+	c.mu.Unlock()
+}
+
+// Call is Conn.Call with the answer's type checked.
+func Call[T proto.Message](ctx context.Context, c *Conn, req proto.Message) (T, error) {
+	var zero T
+	m, err := c.Call(ctx, req)
+	if err != nil {
+		return zero, err
+	}
+	t, ok := m.(T)
+	if !ok {
+		return zero, fmt.Errorf("rpc: %T answered with unexpected %T", req, m)
+	}
+	return t, nil
+}

@@ -1,0 +1,152 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/peerline/peerline/internal/metrics"
+	"github.com/peerline/peerline/internal/proto"
+	"github.com/peerline/peerline/internal/wire"
+)
+
+func pair(t *testing.T, srv Options) (*Conn, *Conn, *metrics.Set) {
+	t.Helper()
+	a, b := net.Pipe()
+	m := &metrics.Set{}
+	srv.Counter = m
+	server := New(a, srv)
+	client := New(b, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); server.Run(ctx) }()
+	go func() { defer wg.Done(); client.Run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return server, client, m
+}
+
+func echo(ctx context.Context, c *Conn, m proto.Message) (proto.Message, error) {
+	switch m := m.(type) {
+	case *proto.Ping:
+		return &proto.Pong{Seq: m.Seq}, nil
+	case *proto.Login:
+		return nil, proto.ErrWrongPassword
+	case *proto.Seed:
+		return nil, errors.New("disk on fire")
+	}
+	return nil, nil
+}
+
+func TestCallAndErrors(t *testing.T) {
+	_, client, _ := pair(t, Options{Handler: HandlerFunc(echo)})
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for i := uint64(1); i <= 50; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pong, err := Call[*proto.Pong](ctx, client, &proto.Ping{Seq: i})
+			if err != nil || pong.Seq != i {
+				t.Errorf("ping %d: %v %v", i, pong, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if _, err := client.Call(ctx, &proto.Login{Name: "a", Password: "b"}); !errors.Is(err, proto.ErrWrongPassword) {
+		t.Fatalf("remote error: %v", err)
+	}
+	if _, err := client.Call(ctx, &proto.Seed{}); !errors.Is(err, proto.ErrInternal) {
+		t.Fatalf("internal error: %v", err)
+	}
+	if _, err := Call[*proto.Pong](ctx, client, &proto.BuddyList{}); err == nil {
+		t.Fatal("OK accepted as Pong")
+	}
+}
+
+func TestBadMessageKeepsConnection(t *testing.T) {
+	server, client, m := pair(t, Options{Handler: HandlerFunc(echo)})
+	_ = server
+	// A well-framed but invalid body gets bad_request, and the connection keeps working.
+	b, _ := wire.AppendFrame(nil, wire.Header{Type: uint8(proto.TLogin), ID: 77}, []byte(`{"name":""}`))
+	client.wmu.Lock()
+	client.nc.Write(b)
+	client.wmu.Unlock()
+	if _, err := Call[*proto.Pong](context.Background(), client, &proto.Ping{Seq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if m.Get("decode_errors") != 1 {
+		t.Fatalf("decode_errors = %d", m.Get("decode_errors"))
+	}
+}
+
+func TestGarbageClosesWithError(t *testing.T) {
+	a, b := net.Pipe()
+	m := &metrics.Set{}
+	server := New(a, Options{Handler: HandlerFunc(echo), Counter: m})
+	errc := make(chan error, 1)
+	go func() { errc <- server.Run(context.Background()) }()
+	go b.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+	h, body, err := wire.ReadFrame(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := proto.Decode(proto.Type(h.Type), body)
+	if err != nil || !h.IsError() || !errors.Is(e.(*proto.Error), proto.ErrBadFrame) {
+		t.Fatalf("got %+v %v %v", h, e, err)
+	}
+	if err := <-errc; !errors.Is(err, wire.ErrVersion) {
+		t.Fatalf("Run = %v", err)
+	}
+	if m.Get("frame_errors") != 1 {
+		t.Fatal("frame error not counted")
+	}
+}
+
+func TestCloseFailsPendingAndIdle(t *testing.T) {
+	block := make(chan struct{})
+	server, client, _ := pair(t, Options{Handler: HandlerFunc(func(ctx context.Context, c *Conn, m proto.Message) (proto.Message, error) {
+		<-block
+		return nil, nil
+	})})
+	defer close(block)
+	errc := make(chan error, 1)
+	go func() { _, err := client.Call(context.Background(), &proto.Ping{}); errc <- err }()
+	time.Sleep(20 * time.Millisecond)
+	server.Close()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("pending call: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("pending call not failed by close")
+	}
+
+	a, _ := net.Pipe()
+	idle := New(a, Options{IdleTimeout: 50 * time.Millisecond})
+	err := idle.Run(context.Background())
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("idle conn closed with %v, want a timeout", err)
+	}
+}
+
+func BenchmarkCall(b *testing.B) {
+	x, y := net.Pipe()
+	server := New(x, Options{Handler: HandlerFunc(echo)})
+	client := New(y, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go server.Run(ctx)
+	go client.Run(ctx)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := client.Call(ctx, &proto.Ping{Seq: 1}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,236 @@
+package stunsrv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+)
+
+// Slot names one of the server's four transport addresses; see the package comment.
+type Slot int
+
+// The four slots. Bit 1 is "alternate IP", bit 0 is "alternate port".
+const (
+	SlotPrimary  Slot = 0 // A1:P1
+	SlotAltPort  Slot = 1 // A1:P2
+	SlotAltIP    Slot = 2 // A2:P1
+	SlotAltBoth  Slot = 3 // A2:P2
+	numSlots          = 4
+	maxDatagram       = 1500
+)
+
+// Config configures a Server.
+type Config struct {
+	// Conns are the server's sockets, indexed by Slot. Conns[0] is required. Either all of
+	// Conns[1..3] are set (RFC 5780 behaviour discovery) or none (plain RFC 5389 Binding).
+	// Each must be bound to a concrete IP (not 0.0.0.0). The server owns them: Close closes
+	// them.
+	Conns [numSlots]net.PacketConn
+	// Software is sent in the SOFTWARE attribute; "" sends none.
+	Software string
+	// Logger receives one debug line per dropped datagram and errors; nil discards.
+	Logger *slog.Logger
+}
+
+// Stats counts what a Server did; all fields are cumulative.
+type Stats struct {
+	Requests  uint64 // well-formed Binding requests answered with success
+	Errors    uint64 // requests answered with an error response
+	Dropped   uint64 // datagrams ignored (not STUN, malformed, not a request)
+	WriteErrs uint64 // responses the socket failed to send
+}
+
+// Server answers STUN Binding requests on up to four sockets. Create it with New.
+type Server struct {
+	conns    [numSlots]net.PacketConn
+	addrs    [numSlots]netip.AddrPort
+	rfc5780  bool
+	software string
+	log      *slog.Logger
+
+	requests, errs, dropped, writeErrs atomic.Uint64
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	wg        sync.WaitGroup // counts the read loops started by Serve
+}
+
+// New checks cfg and returns a server that answers once Serve is called.
+func New(cfg Config) (*Server, error) {
+	if cfg.Conns[0] == nil {
+		return nil, ErrNoPrimary
+	}
+	n := 0
+	for _, c := range cfg.Conns[1:] {
+		if c != nil {
+			n++
+		}
+	}
+	if n != 0 && n != 3 {
+		return nil, ErrPartialAlternate
+	}
+	s := &Server{
+		conns:    cfg.Conns,
+		rfc5780:  n == 3,
+		software: cfg.Software,
+		log:      cfg.Logger,
+		closed:   make(chan struct{}),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	for i, c := range s.conns {
+		if c == nil {
+			continue
+		}
+		ap, err := addrPort(c.LocalAddr())
+		if err != nil {
+			return nil, fmt.Errorf("stunsrv: slot %d: %w", i, err)
+		}
+		if ap.Addr().IsUnspecified() {
+			return nil, fmt.Errorf("stunsrv: slot %d (%s): %w", i, ap, ErrUnspecifiedAddr)
+		}
+		s.addrs[i] = ap
+	}
+	if s.rfc5780 {
+		a := s.addrs
+		if a[0].Addr() != a[1].Addr() || a[2].Addr() != a[3].Addr() || a[0].Addr() == a[2].Addr() ||
+			a[0].Port() != a[2].Port() || a[1].Port() != a[3].Port() || a[0].Port() == a[1].Port() {
+			return nil, fmt.Errorf("%w (got %v)", ErrBadLayout, a)
+		}
+	}
+	return s, nil
+}
+
+// ListenUDP opens the four sockets of an RFC 5780 server on primary (A1:P1), altIP (A2)
+// and altPort (P2), ready for Config.Conns. When altIP is invalid (the zero Addr) only the
+// primary socket is opened.
+func ListenUDP(primary netip.AddrPort, altIP netip.Addr, altPort uint16) ([numSlots]net.PacketConn, error) {
+	var conns [numSlots]net.PacketConn
+	addrs := []netip.AddrPort{primary}
+	if altIP.IsValid() {
+		addrs = append(addrs,
+			netip.AddrPortFrom(primary.Addr(), altPort),
+			netip.AddrPortFrom(altIP, primary.Port()),
+			netip.AddrPortFrom(altIP, altPort))
+	}
+	for i, ap := range addrs {
+		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
+		if err != nil {
+			for _, o := range conns {
+				if o != nil {
+					o.Close()
+				}
+			}
+			return conns, fmt.Errorf("stunsrv: listen %s: %w", ap, err)
+		}
+		conns[i] = c
+	}
+	return conns, nil
+}
+
+// Addrs returns the addresses of the configured slots (zero AddrPort for unused ones).
+func (s *Server) Addrs() [numSlots]netip.AddrPort { return s.addrs }
+
+// RFC5780 reports whether the server has all four sockets.
+func (s *Server) RFC5780() bool { return s.rfc5780 }
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats {
+	return Stats{Requests: s.requests.Load(), Errors: s.errs.Load(), Dropped: s.dropped.Load(), WriteErrs: s.writeErrs.Load()}
+}
+
+// Serve answers requests until ctx ends or Close is called; it then closes the sockets,
+// waits for its read loops and returns nil (ctx) or ErrClosed (Close). A socket read error
+// other than closure stops the server and is returned.
+func (s *Server) Serve(ctx context.Context) error {
+	errc := make(chan error, numSlots)
+	for i, c := range s.conns {
+		if c == nil {
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			errc <- s.readLoop(Slot(i), c)
+		}()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case <-s.closed:
+		err = ErrClosed
+	case err = <-errc:
+	}
+	s.Close()
+	s.wg.Wait()
+	return err
+}
+
+// Close closes the sockets; it is idempotent and safe to call concurrently with Serve.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.closed)
+		for _, c := range s.conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	})
+	return nil
+}
+
+func (s *Server) readLoop(in Slot, c net.PacketConn) error {
+	buf := make([]byte, maxDatagram)
+	for {
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			select {
+			case <-s.closed:
+				return nil
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("stunsrv: read on slot %d: %w", in, err)
+		}
+		src, err := addrPort(from)
+		if err != nil {
+			s.dropped.Add(1)
+			continue
+		}
+		resp, out, dst, ok := s.Handle(buf[:n], src, in)
+		if !ok || len(resp) == 0 {
+			continue
+		}
+		if _, err := s.conns[out].WriteTo(resp, net.UDPAddrFromAddrPort(dst)); err != nil {
+			s.writeErrs.Add(1)
+			s.log.Debug("stun write failed", "slot", out, "to", dst, "err", err)
+		}
+	}
+}
+
+func addrPort(a net.Addr) (netip.AddrPort, error) {
+	switch v := a.(type) {
+	case *net.UDPAddr:
+		ap := v.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+	default:
+		ap, err := netip.ParseAddrPort(a.String())
+		if err != nil {
+			return ap, fmt.Errorf("address %q is not IP:port: %w", a, err)
+		}
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+	}
+}

@@ -1,0 +1,549 @@
+package loginsrv
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/subtle"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/peerline/peerline/internal/identity"
+	"github.com/peerline/peerline/internal/metrics"
+	"github.com/peerline/peerline/internal/proto"
+	"github.com/peerline/peerline/internal/rpc"
+	"github.com/peerline/peerline/internal/secure"
+	"github.com/peerline/peerline/internal/serve"
+)
+
+// Config configures a Server. Key and Store are required.
+type Config struct {
+	Key               ed25519.PrivateKey // signs credentials and authenticates the server
+	Store             Store              // accounts, buddies, supernodes
+	Hasher            *Hasher            // nil = NewHasher(DefaultArgon2Params, 0)
+	AdmitSecret       string             // supernodes must present it to register; "" = refuse all
+	CredentialTTL     time.Duration      // lifetime of user and supernode credentials; 0 = 24h
+	HeartbeatInterval time.Duration      // asked of supernodes; one missing 3 intervals leaves the seed; 0 = 10s
+	SeedSize          int                // supernodes in a host-cache seed; 0 = 200
+	MaxConns          int                // connections served at once, more are shed; 0 = 10000
+	FailsPerName      int                // failed logins per name per FailWindow; 0 = 5
+	FailsPerAddr      int                // failed logins per source address per FailWindow; 0 = 20
+	FailWindow        time.Duration      // 0 = 1 minute
+	Logger            *slog.Logger       // nil = slog.Default()
+	Metrics           *metrics.Set       // nil = a fresh set
+	Now               func() time.Time   // nil = time.Now
+}
+
+func (c *Config) setDefaults() error {
+	if len(c.Key) != ed25519.PrivateKeySize {
+		return errors.New("loginsrv: Config.Key is required")
+	}
+	if c.Store == nil {
+		return errors.New("loginsrv: Config.Store is required")
+	}
+	if c.Hasher == nil {
+		c.Hasher = NewHasher(DefaultArgon2Params, 0)
+	}
+	if c.CredentialTTL <= 0 {
+		c.CredentialTTL = 24 * time.Hour
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = 10 * time.Second
+	}
+	if c.SeedSize <= 0 || c.SeedSize > proto.MaxList {
+		c.SeedSize = proto.MaxList
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = 10000
+	}
+	if c.FailsPerName <= 0 {
+		c.FailsPerName = 5
+	}
+	if c.FailsPerAddr <= 0 {
+		c.FailsPerAddr = 20
+	}
+	if c.FailWindow <= 0 {
+		c.FailWindow = time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Metrics == nil {
+		c.Metrics = &metrics.Set{}
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+// Server is a login server. Create it with New and run it with Serve.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	m        *metrics.Set
+	tls      *tls.Config
+	byName   *FailLimiter
+	byAddr   *FailLimiter
+	regLimit *FailLimiter
+}
+
+// New checks cfg and returns a server.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	tc, err := secure.ServerConfig(cfg.Key, false)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		m:        cfg.Metrics,
+		tls:      tc,
+		byName:   NewFailLimiter(cfg.FailsPerName, cfg.FailWindow, 100_000, cfg.Now),
+		byAddr:   NewFailLimiter(cfg.FailsPerAddr, cfg.FailWindow, 100_000, cfg.Now),
+		regLimit: NewFailLimiter(20, time.Minute, 100_000, cfg.Now),
+	}, nil
+}
+
+// PublicKey is the key clients pin.
+func (s *Server) PublicKey() ed25519.PublicKey { return s.cfg.Key.Public().(ed25519.PublicKey) }
+
+// Metrics returns the server's counters.
+func (s *Server) Metrics() *metrics.Set { return s.m }
+
+// Hasher returns the password hasher (tests count its hashes).
+func (s *Server) Hasher() *Hasher { return s.cfg.Hasher }
+
+// Serve accepts control connections on ln until ctx ends, then closes ln and waits for
+// every connection to finish.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	return serve.Accept(ctx, ln, s.cfg.MaxConns, s.m, s.serveConn)
+}
+
+func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
+	tc := tls.Server(nc, s.tls)
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err := tc.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		s.m.Inc("tls_errors")
+		s.log.Debug("handshake failed", "remote", nc.RemoteAddr(), "err", err)
+		nc.Close()
+		return
+	}
+	sess := &session{s: s, remote: remoteHost(nc.RemoteAddr())}
+	if k, err := secure.PeerKey(tc.ConnectionState()); err == nil {
+		sess.peerKey = k
+	}
+	c := rpc.New(tc, rpc.Options{
+		Handler:     sess,
+		IdleTimeout: 5 * time.Minute,
+		Counter:     s.m,
+		Logger:      s.log,
+	})
+	c.Run(ctx)
+}
+
+func remoteHost(a net.Addr) string {
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
+}
+
+// nameRE is the rule for user names: 3 to 32 characters, lower-case ASCII letters, digits,
+// '.', '_' and '-', starting with a letter. Lower case only, so that "Alice" and "alice"
+// cannot be two people.
+var nameRE = regexp.MustCompile(`^[a-z][a-z0-9._-]{2,31}$`)
+
+// ValidName reports whether name follows the user name rules.
+func ValidName(name string) bool { return nameRE.MatchString(name) }
+
+// MinPassword is the shortest password accepted at registration.
+const MinPassword = 8
+
+// session is the state of one control connection.
+type session struct {
+	s       *Server
+	remote  string
+	peerKey ed25519.PublicKey // nil if the client presented no certificate
+
+	mu        sync.Mutex // mu protects the following fields
+	user      string     // authenticated user name
+	supernode string     // registered supernode id
+}
+
+func (ss *session) authedUser() (string, error) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.user == "" {
+		return "", proto.ErrUnauthenticated
+	}
+	return ss.user, nil
+}
+
+// Handle implements rpc.Handler.
+func (ss *session) Handle(ctx context.Context, c *rpc.Conn, m proto.Message) (proto.Message, error) {
+	s := ss.s
+	switch m := m.(type) {
+	case *proto.Ping:
+		return &proto.Pong{Seq: m.Seq}, nil
+	case *proto.Register:
+		return s.register(ctx, ss, m)
+	case *proto.Login:
+		return s.login(ctx, ss, m)
+	case *proto.Resume:
+		return s.resume(ctx, ss, m)
+	case *proto.Seed:
+		if _, err := ss.authedUser(); err != nil {
+			return nil, err
+		}
+		seed, err := s.seed(ctx, "")
+		return &proto.SeedOK{Supernodes: seed}, err
+	case *proto.BuddyAdd, *proto.BuddyRemove, *proto.BuddyBlock, *proto.BuddyList, *proto.Directory:
+		user, err := ss.authedUser()
+		if err != nil {
+			return nil, err
+		}
+		return s.userOp(ctx, user, m)
+	case *proto.SNRegister:
+		return s.snRegister(ctx, ss, m)
+	case *proto.SNHeartbeat:
+		return s.snHeartbeat(ctx, ss, m)
+	}
+	s.m.Inc("unexpected_messages")
+	return nil, proto.ErrBadRequest.With("message type %d is not served by the login server", m.Type())
+}
+
+func (s *Server) register(ctx context.Context, ss *session, m *proto.Register) (proto.Message, error) {
+	if ok, wait := s.regLimit.Allow(ss.remote); !ok {
+		s.m.Inc("register_rate_limited")
+		return nil, proto.ErrRateLimited.With("too many registrations from your address").WithRetry(wait)
+	}
+	if !ValidName(m.Name) {
+		s.m.Inc("register_invalid")
+		return nil, proto.ErrInvalidName.With("invalid user name %q: use 3-32 characters a-z 0-9 . _ -, starting with a letter", m.Name)
+	}
+	if len(m.Password) < MinPassword {
+		s.m.Inc("register_invalid")
+		return nil, proto.ErrWeakPassword.With("password must have at least %d characters", MinPassword)
+	}
+	if _, err := s.cfg.Store.User(ctx, m.Name); err == nil {
+		s.m.Inc("register_exists")
+		return nil, proto.ErrUserExists.With("the name %q is taken", m.Name)
+	}
+	hash, err := s.hash(ctx, func(ctx context.Context) ([]byte, error) { return s.cfg.Hasher.Hash(ctx, m.Password) })
+	if err != nil {
+		return nil, err
+	}
+	err = s.cfg.Store.CreateUser(ctx, User{Name: m.Name, PassHash: hash, Created: s.cfg.Now()})
+	if errors.Is(err, ErrUserExists) {
+		s.m.Inc("register_exists")
+		return nil, proto.ErrUserExists.With("the name %q is taken", m.Name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create user: %w", err)
+	}
+	s.regLimit.Fail(ss.remote) // counts registrations, not failures
+	s.m.Inc("registrations")
+	s.log.Info("registered", "user", m.Name, "remote", ss.remote)
+	return &proto.OK{}, nil
+}
+
+// hash runs an argon2 operation under a deadline: when every slot stays busy that long the
+// caller is told to come back later rather than queue without bound.
+func (s *Server) hash(ctx context.Context, f func(context.Context) ([]byte, error)) ([]byte, error) {
+	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	out, err := f(hctx)
+	if errors.Is(err, ErrBusy) {
+		s.m.Inc("shed_busy")
+		return nil, proto.ErrBusy.WithRetry(time.Second + rand.N(2*time.Second))
+	}
+	return out, err
+}
+
+func (s *Server) login(ctx context.Context, ss *session, m *proto.Login) (proto.Message, error) {
+	if ss.peerKey == nil {
+		return nil, proto.ErrBadRequest.With("login needs a client key: connect with a TLS client certificate")
+	}
+	for _, lim := range []struct {
+		l   *FailLimiter
+		key string
+	}{{s.byName, "name:" + m.Name}, {s.byAddr, "addr:" + ss.remote}} {
+		if ok, wait := lim.l.Allow(lim.key); !ok {
+			s.m.Inc("login_rate_limited")
+			return nil, proto.ErrRateLimited.WithRetry(wait)
+		}
+	}
+	fail := func(counter string, e *proto.Error) (proto.Message, error) {
+		s.byName.Fail("name:" + m.Name)
+		s.byAddr.Fail("addr:" + ss.remote)
+		s.m.Inc(counter)
+		s.log.Info("login failed", "user", m.Name, "remote", ss.remote, "reason", e.Code)
+		return nil, e
+	}
+	u, err := s.cfg.Store.User(ctx, m.Name)
+	if errors.Is(err, ErrNoSuchUser) {
+		// Spend the same work as a real check, so timing does not tell names apart
+		// more than the directory already does.
+		if _, err := s.hash(ctx, func(ctx context.Context) ([]byte, error) {
+			s.cfg.Hasher.DummyVerify(ctx, m.Password)
+			return nil, ctx.Err()
+		}); err != nil && errors.Is(err, proto.ErrBusy) {
+			return nil, err
+		}
+		return fail("login_unknown_user", proto.ErrNoSuchUser.With("no such user %q", m.Name))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load user: %w", err)
+	}
+	var ok bool
+	if _, err := s.hash(ctx, func(ctx context.Context) ([]byte, error) {
+		var err error
+		ok, err = s.cfg.Hasher.Verify(ctx, m.Password, u.PassHash)
+		return nil, err
+	}); err != nil {
+		return nil, err
+	}
+	if !ok {
+		return fail("login_wrong_password", proto.ErrWrongPassword)
+	}
+	s.byName.Reset("name:" + m.Name)
+	s.m.Inc("logins")
+	return s.issue(ctx, ss, m.Name, nil)
+}
+
+func (s *Server) resume(ctx context.Context, ss *session, m *proto.Resume) (proto.Message, error) {
+	if ss.peerKey == nil {
+		return nil, proto.ErrBadRequest.With("resume needs the client key the credential names")
+	}
+	cred, err := identity.VerifyHolder(m.Credential, s.PublicKey(), ss.peerKey, identity.KindUser, s.cfg.Now())
+	switch {
+	case errors.Is(err, identity.ErrExpired):
+		s.m.Inc("cred_expired")
+		return nil, proto.ErrCredExpired
+	case err != nil:
+		s.m.Inc("cred_invalid")
+		s.log.Info("bad credential", "remote", ss.remote, "err", err)
+		return nil, proto.ErrCredInvalid.With("%v", err)
+	}
+	if _, err := s.cfg.Store.User(ctx, cred.Name); errors.Is(err, ErrNoSuchUser) {
+		s.m.Inc("cred_invalid")
+		return nil, proto.ErrNoSuchUser.With("account %q no longer exists", cred.Name)
+	} else if err != nil {
+		return nil, err
+	}
+	s.m.Inc("resumes")
+	keep := m.Credential
+	if cred.Expires.Sub(s.cfg.Now()) < s.cfg.CredentialTTL/2 {
+		keep = nil // past half-life: renew
+	}
+	return s.issue(ctx, ss, cred.Name, keep)
+}
+
+// issue marks the session logged in as name and answers with a credential (a new one
+// unless keep is given) and the host-cache seed.
+func (s *Server) issue(ctx context.Context, ss *session, name string, keep []byte) (proto.Message, error) {
+	now := s.cfg.Now()
+	credBytes := keep
+	if credBytes == nil {
+		var err error
+		credBytes, err = identity.Sign(s.cfg.Key, identity.Credential{
+			Kind: identity.KindUser, Name: name, PubKey: ss.peerKey,
+			Issued: now, Expires: now.Add(s.cfg.CredentialTTL),
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.m.Inc("credentials_issued")
+	}
+	cred, err := identity.Parse(credBytes)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.cfg.Store.TouchUser(ctx, name, now); err != nil {
+		return nil, fmt.Errorf("touch user: %w", err)
+	}
+	seed, err := s.seed(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	ss.mu.Lock()
+	ss.user = name
+	ss.mu.Unlock()
+	return &proto.LoginOK{Name: name, Credential: credBytes, Expires: cred.Expires, ServerTime: now, Seed: seed}, nil
+}
+
+// seed lists the live supernodes, longest-lived first, leaving out the one named except.
+func (s *Server) seed(ctx context.Context, except string) ([]proto.SupernodeInfo, error) {
+	live := s.cfg.Now().Add(-3 * s.cfg.HeartbeatInterval)
+	recs, err := s.cfg.Store.Supernodes(ctx, live, s.cfg.SeedSize+1)
+	if err != nil {
+		return nil, fmt.Errorf("list supernodes: %w", err)
+	}
+	out := make([]proto.SupernodeInfo, 0, len(recs))
+	for _, r := range recs {
+		if r.ID == except || len(out) == s.cfg.SeedSize {
+			continue
+		}
+		out = append(out, proto.SupernodeInfo{ID: r.ID, Addr: r.Addr, Since: r.Since})
+	}
+	return out, nil
+}
+
+func (s *Server) userOp(ctx context.Context, user string, m proto.Message) (proto.Message, error) {
+	st, now := s.cfg.Store, s.cfg.Now()
+	mapErr := func(err error, name string) error {
+		if errors.Is(err, ErrNoSuchUser) {
+			return proto.ErrNoSuchUser.With("no such user %q", name)
+		}
+		return err
+	}
+	switch m := m.(type) {
+	case *proto.BuddyAdd:
+		if m.Name == user {
+			return nil, proto.ErrBadRequest.With("you cannot add yourself")
+		}
+		return nil, mapErr(st.AddBuddy(ctx, user, m.Name, now), m.Name)
+	case *proto.BuddyRemove:
+		return nil, mapErr(st.RemoveBuddy(ctx, user, m.Name), m.Name)
+	case *proto.BuddyBlock:
+		if m.Name == user {
+			return nil, proto.ErrBadRequest.With("you cannot block yourself")
+		}
+		if _, err := st.User(ctx, m.Name); err != nil {
+			return nil, mapErr(err, m.Name)
+		}
+		return nil, mapErr(st.SetBlocked(ctx, user, m.Name, m.Blocked, now), m.Name)
+	case *proto.BuddyList:
+		bs, err := st.Buddies(ctx, user)
+		if err != nil {
+			return nil, err
+		}
+		out := &proto.BuddyListOK{Buddies: make([]proto.Buddy, 0, len(bs))}
+		for _, b := range bs {
+			pb := proto.Buddy{Name: b.Name, Blocked: b.Blocked}
+			if seen, ok := s.visibleLastSeen(ctx, b.Name, user); ok {
+				pb.LastSeen = seen
+			}
+			out.Buddies = append(out.Buddies, pb)
+		}
+		return out, nil
+	case *proto.Directory:
+		s.m.Inc("directory_queries")
+		return s.directory(ctx, user, m.Query)
+	}
+	return nil, proto.ErrBadRequest
+}
+
+// visibleLastSeen returns when name was last seen, unless name has blocked viewer.
+func (s *Server) visibleLastSeen(ctx context.Context, name, viewer string) (time.Time, bool) {
+	if blocked, err := s.cfg.Store.IsBlocked(ctx, name, viewer); err != nil || blocked {
+		return time.Time{}, false
+	}
+	u, err := s.cfg.Store.User(ctx, name)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return u.LastSeen, true
+}
+
+// MaxDirectoryResults bounds a prefix search.
+const MaxDirectoryResults = 50
+
+func (s *Server) directory(ctx context.Context, viewer, q string) (proto.Message, error) {
+	prefix, isPrefix := strings.CutSuffix(q, "*")
+	if isPrefix {
+		if prefix == "" || !prefixRE.MatchString(prefix) {
+			return nil, proto.ErrBadRequest.With("prefix search needs at least one character before '*', e.g. 'al*'")
+		}
+		users, err := s.cfg.Store.SearchUsers(ctx, prefix, MaxDirectoryResults)
+		if err != nil {
+			return nil, err
+		}
+		out := &proto.DirectoryOK{Results: make([]proto.DirEntry, 0, len(users))}
+		for _, u := range users {
+			e := proto.DirEntry{Name: u.Name}
+			if seen, ok := s.visibleLastSeen(ctx, u.Name, viewer); ok {
+				e.LastSeen = seen
+			}
+			out.Results = append(out.Results, e)
+		}
+		return out, nil
+	}
+	if !ValidName(q) {
+		return &proto.DirectoryOK{}, nil // cannot exist
+	}
+	if _, err := s.cfg.Store.User(ctx, q); errors.Is(err, ErrNoSuchUser) {
+		return &proto.DirectoryOK{}, nil
+	} else if err != nil {
+		return nil, err
+	}
+	e := proto.DirEntry{Name: q}
+	if seen, ok := s.visibleLastSeen(ctx, q, viewer); ok {
+		e.LastSeen = seen
+	}
+	return &proto.DirectoryOK{Results: []proto.DirEntry{e}}, nil
+}
+
+var prefixRE = regexp.MustCompile(`^[a-z][a-z0-9._-]{0,31}$`)
+
+func (s *Server) snRegister(ctx context.Context, ss *session, m *proto.SNRegister) (proto.Message, error) {
+	if ss.peerKey == nil {
+		return nil, proto.ErrBadRequest.With("supernodes must present their key")
+	}
+	if s.cfg.AdmitSecret == "" || subtle.ConstantTimeCompare([]byte(m.AdmitSecret), []byte(s.cfg.AdmitSecret)) != 1 {
+		s.m.Inc("sn_not_admitted")
+		s.log.Warn("supernode refused", "remote", ss.remote, "addr", m.Addr)
+		return nil, proto.ErrNotAdmitted
+	}
+	now := s.cfg.Now()
+	cred, err := identity.Sign(s.cfg.Key, identity.Credential{
+		Kind: identity.KindSupernode, Name: m.Name, PubKey: ss.peerKey,
+		Issued: now, Expires: now.Add(s.cfg.CredentialTTL),
+	})
+	if err != nil {
+		return nil, err
+	}
+	id := identity.EncodeKey(ss.peerKey)
+	if err := s.cfg.Store.UpsertSupernode(ctx, SupernodeRecord{ID: id, Addr: m.Addr, Since: m.Since, FirstSeen: now, LastHeartbeat: now}); err != nil {
+		return nil, err
+	}
+	ss.mu.Lock()
+	ss.supernode = id
+	ss.mu.Unlock()
+	s.m.Inc("sn_registrations")
+	s.log.Info("supernode admitted", "id", id, "addr", m.Addr, "remote", ss.remote)
+	return &proto.SNRegisterOK{Credential: cred, HeartbeatInterval: s.cfg.HeartbeatInterval.Milliseconds()}, nil
+}
+
+func (s *Server) snHeartbeat(ctx context.Context, ss *session, m *proto.SNHeartbeat) (proto.Message, error) {
+	ss.mu.Lock()
+	id := ss.supernode
+	ss.mu.Unlock()
+	if id == "" {
+		return nil, proto.ErrUnauthenticated.With("register the supernode first")
+	}
+	now := s.cfg.Now()
+	if err := s.cfg.Store.UpsertSupernode(ctx, SupernodeRecord{ID: id, Addr: m.Addr, Since: m.Since, FirstSeen: now, LastHeartbeat: now}); err != nil {
+		return nil, err
+	}
+	s.m.Inc("sn_heartbeats")
+	peers, err := s.seed(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return &proto.SNPeers{Supernodes: peers}, nil
+}

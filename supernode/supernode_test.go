@@ -1,0 +1,139 @@
+package supernode_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/peerline/peerline/internal/identity"
+	"github.com/peerline/peerline/internal/overlaytest"
+	"github.com/peerline/peerline/internal/proto"
+	"github.com/peerline/peerline/internal/rpc"
+	"github.com/peerline/peerline/internal/secure"
+	"github.com/peerline/peerline/supernode"
+)
+
+func dial(t *testing.T, addr string, key ed25519.PrivateKey) *rpc.Conn {
+	t.Helper()
+	cfg, _ := secure.ClientConfig(key, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tc, err := secure.Dial(ctx, &net.Dialer{}, addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := rpc.New(tc, rpc.Options{})
+	rctx, rcancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(rctx); close(done) }()
+	t.Cleanup(func() { rcancel(); <-done })
+	return c
+}
+
+func call(t *testing.T, c *rpc.Conn, m proto.Message) (proto.Message, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return c.Call(ctx, m)
+}
+
+// TestBadClientsRefusedOthersServed sends a supernode every kind of bad attachment while
+// a real client stays attached to it.
+func TestBadClientsRefusedOthersServed(t *testing.T) {
+	o := overlaytest.Start(t, overlaytest.Options{Supernodes: 1})
+	sn := o.Supernodes()[0]
+	o.Register("alice", "correct horse")
+	alice := o.StartClient(filepath.Join(t.TempDir(), "alice"), "alice", "correct horse", nil)
+	o.Eventually("alice attached", func() bool { return alice.Status().Supernode != nil })
+
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	pub := key.Public().(ed25519.PublicKey)
+	now := time.Now()
+	sign := func(issuer ed25519.PrivateKey, kind identity.Kind, holder ed25519.PublicKey, exp time.Time) []byte {
+		b, err := identity.Sign(issuer, identity.Credential{Kind: kind, Name: "mallory", PubKey: holder, Issued: now.Add(-2 * time.Hour), Expires: exp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	_, otherIssuer, _ := ed25519.GenerateKey(rand.Reader)
+	otherPub, _, _ := ed25519.GenerateKey(rand.Reader)
+	cases := []struct {
+		name string
+		cred []byte
+		want error
+	}{
+		{"forged", sign(otherIssuer, identity.KindUser, pub, now.Add(time.Hour)), proto.ErrCredInvalid},
+		{"expired", sign(o.Key, identity.KindUser, pub, now.Add(-time.Hour)), proto.ErrCredExpired},
+		{"someone else's", sign(o.Key, identity.KindUser, otherPub, now.Add(time.Hour)), proto.ErrCredInvalid},
+		{"supernode kind", sign(o.Key, identity.KindSupernode, pub, now.Add(time.Hour)), proto.ErrCredInvalid},
+		{"garbage", []byte("not a credential"), proto.ErrCredInvalid},
+	}
+	for _, tc := range cases {
+		c := dial(t, sn.Addr, key)
+		if _, err := call(t, c, &proto.Attach{Credential: tc.cred}); !errors.Is(err, tc.want) {
+			t.Errorf("%s credential: %v, want %v", tc.name, err, tc.want)
+		}
+		if _, err := call(t, c, &proto.Ping{Seq: 1}); !errors.Is(err, proto.ErrUnauthenticated) {
+			t.Errorf("%s: ping after refused attach: %v", tc.name, err)
+		}
+	}
+	// Raw garbage on the port.
+	raw, err := net.Dial("tcp", sn.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.Write([]byte("\x16\x03\x01garbage garbage garbage"))
+	raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+	raw.Read(make([]byte, 64))
+	raw.Close()
+
+	m := sn.Metrics()
+	overlaytest.Eventually(t, 10*time.Second, "counters", func() bool {
+		return m.Get("cred_invalid") == 4 && m.Get("cred_expired") == 1 && m.Get("unauthenticated_requests") == 5 && m.Get("tls_errors") >= 1
+	})
+	// alice was never disturbed: still attached, keep-alives still answered.
+	before := alice.Metrics().Get("keepalives")
+	o.Eventually("alice keeps pinging", func() bool { return alice.Metrics().Get("keepalives") > before })
+	if alice.Metrics().Get("supernode_lost") != 0 {
+		t.Fatal("alice lost her supernode")
+	}
+	if st := sn.Status(); len(st.Clients) != 1 || st.Clients[0] != "alice" {
+		t.Fatalf("supernode clients %v", st.Clients)
+	}
+}
+
+// TestSupernodesLearnEachOther: heartbeats bring back the other live supernodes, and a
+// client's host cache fills from its supernode.
+func TestSupernodesLearnEachOther(t *testing.T) {
+	o := overlaytest.Start(t, overlaytest.Options{Supernodes: 3})
+	for _, sn := range o.Supernodes() {
+		o.Eventually("peers known", func() bool { return len(sn.Peers()) == 2 })
+	}
+	o.Register("alice", "correct horse")
+	c := o.StartClient(filepath.Join(t.TempDir(), "alice"), "alice", "correct horse", nil)
+	o.Eventually("alice attached", func() bool { return c.Status().Supernode != nil })
+	o.AddSupernode(time.Second)
+	// The fourth supernode reaches the client through its supernode's peer list or the
+	// login server's seed, whichever refreshes first.
+	o.Eventually("fourth supernode known to the supernodes", func() bool { return len(o.Supernodes()[0].Peers()) == 3 })
+}
+
+// TestWrongAdmissionSecret: a supernode with the wrong secret is refused and says why.
+func TestWrongAdmissionSecret(t *testing.T) {
+	o := overlaytest.Start(t, overlaytest.Options{Supernodes: 1})
+	o.Secret = "wrong"
+	sn := o.AddSupernode(time.Second)
+	select {
+	case <-sn.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("supernode with a wrong secret kept running")
+	}
+	if !errors.Is(sn.Err(), supernode.ErrNotAdmitted) {
+		t.Fatalf("Run = %v, want ErrNotAdmitted", sn.Err())
+	}
+}
