@@ -47,6 +47,10 @@ func (c *Client) attachLoop(ctx context.Context) {
 				case c.loginNow <- struct{}{}:
 				default:
 				}
+			} else {
+				// Every known supernode failed, or none is known: ask the login server
+				// for a fresh seed before the next round.
+				c.refreshSeed(ctx)
 			}
 			d := bo.Next()
 			c.log.Warn("attach failed; retrying", "err", err, "in", d.Round(time.Millisecond))
@@ -207,6 +211,21 @@ func (c *Client) stayAttached(ctx context.Context, a *attachment) error {
 			}
 			c.m.Inc("keepalives")
 		}
+	}
+}
+
+// refreshSeed merges the login server's current seed into the host cache.
+func (c *Client) refreshSeed(ctx context.Context) {
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	m, err := c.loginCall(sctx, &proto.Seed{})
+	if err != nil {
+		c.log.Debug("seed refresh failed", "err", err)
+		return
+	}
+	if seed, ok := m.(*proto.SeedOK); ok {
+		c.mergeSeed(seed.Supernodes, "login")
+		c.m.Inc("seed_refreshes")
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/hostcache"
+	"github.com/peerline/peerline/internal/atomicfile"
 	"github.com/peerline/peerline/internal/backoff"
 	"github.com/peerline/peerline/internal/ctl"
 	"github.com/peerline/peerline/internal/identity"
@@ -328,7 +329,7 @@ func (c *Client) loginOnce(ctx context.Context) error {
 		conn.Close()
 		return fmt.Errorf("login server gave an unusable credential: %w", err)
 	}
-	if err := identity.WriteFileAtomic(filepath.Join(c.cfg.DataDir, CredentialFile), ok.Credential, 0o600); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(c.cfg.DataDir, CredentialFile), ok.Credential, 0o600); err != nil {
 		conn.Close()
 		return err
 	}

@@ -134,3 +134,20 @@ func TestLoginServerOutageKeepsUsersAttached(t *testing.T) {
 	c2 := o.StartClient(dir, "", "", func(cfg *client.Config) { cfg.Login.Addr = "127.0.0.1:1" })
 	o.Eventually("attached without the login server", attached(c2))
 }
+
+// TestAttachWhenSupernodesAppearLater: a client that logs in while no supernode is live
+// gets an empty seed; it must keep asking and attach once a supernode comes up.
+func TestAttachWhenSupernodesAppearLater(t *testing.T) {
+	o := overlaytest.Start(t, overlaytest.Options{Supernodes: -1})
+	o.Register("alice", "correct horse")
+	c := o.StartClient(filepath.Join(t.TempDir(), "alice"), "alice", "correct horse", nil)
+	o.Eventually("alice logged in", func() bool { return c.Status().LoggedIn })
+	if c.HostCache().Len() != 0 {
+		t.Fatal("host cache filled with no supernode running")
+	}
+	o.AddSupernode(time.Second)
+	o.Eventually("alice attached", attached(c))
+	if c.Metrics().Get("seed_refreshes") == 0 {
+		t.Fatal("attached without a seed refresh?")
+	}
+}

@@ -131,20 +131,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
-	tc := tls.Server(nc, s.tls)
-	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err := tc.HandshakeContext(hctx)
-	cancel()
+	tc, key, err := secure.Accept(ctx, nc, s.tls)
 	if err != nil {
 		s.m.Inc("tls_errors")
 		s.log.Debug("handshake failed", "remote", nc.RemoteAddr(), "err", err)
-		nc.Close()
 		return
 	}
-	sess := &session{s: s, remote: remoteHost(nc.RemoteAddr())}
-	if k, err := secure.PeerKey(tc.ConnectionState()); err == nil {
-		sess.peerKey = k
-	}
+	sess := &session{s: s, remote: remoteHost(nc.RemoteAddr()), peerKey: key}
 	c := rpc.New(tc, rpc.Options{
 		Handler:     sess,
 		IdleTimeout: 5 * time.Minute,

@@ -259,18 +259,10 @@ func (sn *Supernode) heartbeat(ctx context.Context, c *rpc.Conn) error {
 }
 
 func (sn *Supernode) serveConn(ctx context.Context, nc net.Conn) {
-	tc := tls.Server(nc, sn.tls)
-	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err := tc.HandshakeContext(hctx)
-	cancel()
+	tc, key, err := secure.Accept(ctx, nc, sn.tls)
 	if err != nil {
 		sn.m.Inc("tls_errors")
 		sn.log.Debug("handshake failed", "remote", nc.RemoteAddr(), "err", err)
-		return
-	}
-	key, err := secure.PeerKey(tc.ConnectionState())
-	if err != nil {
-		sn.m.Inc("tls_errors")
 		return
 	}
 	h := &handler{sn: sn, key: key, remote: nc.RemoteAddr().String()}

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/internal/atomicfile"
 	"github.com/peerline/peerline/internal/identity"
 )
 
@@ -74,7 +75,7 @@ func loadClientFile(dir string) (clientFile, error) {
 
 func saveClientFile(dir string, cf clientFile) error {
 	b, _ := json.MarshalIndent(cf, "", "  ")
-	return identity.WriteFileAtomic(filepath.Join(dir, clientFileName), append(b, '\n'), 0o600)
+	return atomicfile.WriteFile(filepath.Join(dir, clientFileName), append(b, '\n'), 0o600)
 }
 
 // loginServer resolves --login and --login-key, falling back to the data dir's client.json.

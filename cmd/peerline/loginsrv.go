@@ -12,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/peerline/peerline/internal/atomicfile"
 	"github.com/peerline/peerline/internal/identity"
 	"github.com/peerline/peerline/loginsrv"
 )
@@ -70,7 +71,7 @@ func loadLoginState(dir, secretFlag string) (loginState, error) {
 		return loginState{}, err
 	}
 	pub := identity.EncodeKey(key.Public().(ed25519.PublicKey))
-	if err := identity.WriteFileAtomic(filepath.Join(dir, loginPubFile), []byte(pub+"\n"), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, loginPubFile), []byte(pub+"\n"), 0o644); err != nil {
 		return loginState{}, err
 	}
 	secret := secretFlag
@@ -82,7 +83,7 @@ func loadLoginState(dir, secretFlag string) (loginState, error) {
 			secret = strings.TrimSpace(string(b))
 		case errors.Is(err, os.ErrNotExist):
 			secret = randomSecret()
-			if err := identity.WriteFileAtomic(path, []byte(secret+"\n"), 0o600); err != nil {
+			if err := atomicfile.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
 				return loginState{}, err
 			}
 		default:

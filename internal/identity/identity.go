@@ -29,9 +29,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/peerline/peerline/internal/atomicfile"
 )
 
 // Kind says what a credential admits its holder as.
@@ -207,43 +208,8 @@ func LoadOrCreateKey(path string) (ed25519.PrivateKey, error) {
 		return nil, err
 	}
 	data := keyFileMagic + base64.RawURLEncoding.EncodeToString(priv.Seed()) + "\n"
-	if err := WriteFileAtomic(path, []byte(data), 0o600); err != nil {
+	if err := atomicfile.WriteFile(path, []byte(data), 0o600); err != nil {
 		return nil, err
 	}
 	return priv, nil
-}
-
-// WriteFileAtomic writes data to a temporary file beside path, syncs it and renames it over
-// path, so that a crash leaves either the old or the new content, never a torn file.
-func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }

@@ -57,7 +57,7 @@ func (s *SN) Stop() {
 
 // Options configure Start.
 type Options struct {
-	Supernodes int           // 0 = 2
+	Supernodes int           // 0 = 2; negative = none
 	Heartbeat  time.Duration // 0 = 200ms
 	KeepAlive  time.Duration // 0 = 500ms
 	Verbose    bool          // log to the test log... to stderr
@@ -112,7 +112,7 @@ func Start(t testing.TB, opts Options) *Overlay {
 		<-done
 		store.Close()
 	})
-	for i := 0; i < opts.Supernodes; i++ {
+	for i := 0; i < max(opts.Supernodes, 0); i++ {
 		o.AddSupernode(opts.KeepAlive)
 	}
 	o.Eventually("supernodes admitted", func() bool {

@@ -166,3 +166,24 @@ func Dial(ctx context.Context, d Dialer, addr string, cfg *tls.Config) (*tls.Con
 	}
 	return tc, nil
 }
+
+// HandshakeTimeout bounds the server side of a handshake, so that a peer that connects and
+// stays silent cannot hold a connection slot.
+const HandshakeTimeout = 10 * time.Second
+
+// Accept runs the server side of the TLS handshake on an accepted connection and returns
+// the TLS connection and the key the peer proved it holds (nil if it presented none, which
+// cfg allows only with RequestClientCert).
+func Accept(ctx context.Context, nc net.Conn, cfg *tls.Config) (*tls.Conn, ed25519.PublicKey, error) {
+	tc := tls.Server(nc, cfg)
+	hctx, cancel := context.WithTimeout(ctx, HandshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		return nil, nil, err
+	}
+	key, err := PeerKey(tc.ConnectionState())
+	if err != nil && cfg.ClientAuth == tls.RequireAnyClientCert {
+		return nil, nil, err
+	}
+	return tc, key, nil
+}
