@@ -293,8 +293,12 @@ func (s *Server) login(ctx context.Context, ss *session, m *proto.Login) (proto.
 		// more than the directory already does.
 		if _, err := s.hash(ctx, func(ctx context.Context) ([]byte, error) {
 			s.cfg.Hasher.DummyVerify(ctx, m.Password)
-			return nil, ctx.Err()
-		}); err != nil && errors.Is(err, proto.ErrBusy) {
+			if err := ctx.Err(); err != nil {
+				// Same answer as a real user's check under load: busy, not "no such user".
+				return nil, fmt.Errorf("%w: %w", ErrBusy, err)
+			}
+			return nil, nil
+		}); err != nil {
 			return nil, err
 		}
 		return fail("login_unknown_user", proto.ErrNoSuchUser.With("no such user %q", m.Name))
