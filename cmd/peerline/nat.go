@@ -27,7 +27,7 @@ func natCommand() *cli.Command {
 			"with 'peerline stun --primary IP1:PORT --alt IP2', or use a supernode) and prints the\n" +
 			"NAT's mapping and filtering behaviour (RFC 4787), hairpinning, whether UDP is blocked,\n" +
 			"and the classic name: open, full cone, restricted cone, port-restricted cone, symmetric\n" +
-			"or udp-blocked. Takes about 2 x --timeout; --lifetime-max adds about twice that much.",
+			"or udp-blocked. Takes about one --timeout (at most four); --lifetime-max D adds about 2 x D.",
 		Flags: []cli.Flag{
 			&cli.StringSliceFlag{Name: "stun", Usage: "STUN server `HOST:PORT` (repeatable; the first that supports RFC 5780 is used)", Required: true},
 			&cli.StringFlag{Name: "local", Usage: "local `ADDR` (IP:PORT) to test from", Value: "0.0.0.0:0"},

@@ -5,14 +5,14 @@
 //
 // Topology and addresses:
 //
-//	   public host ----+                    (203.0.113.10, .11, ... on eth0)
-//	   public host ----+--- br0 in "inet" namespace (the internet, 203.0.113.0/24)
-//	                   |
-//	         wan 203.0.113.100+k
-//	      site router (NAT kind)  lan bridge 10.S.0.1/24
-//	          |               \
-//	   host 10.S.0.10     child router (double NAT: its wan is 10.S.0.1x)
-//	                             lan 10.T.0.1/24 --- host 10.T.0.10
+//	public host ----+                    (203.0.113.10, .11, ... on eth0)
+//	public host ----+--- br0 in "inet" namespace (the internet, 203.0.113.0/24)
+//	                |
+//	      wan 203.0.113.100+k
+//	   site router (NAT kind)  lan bridge 10.S.0.1/24
+//	       |               \
+//	host 10.S.0.10     child router (double NAT: its wan is 10.S.0.1x)
+//	                          lan 10.T.0.1/24 --- host 10.T.0.10
 //
 // Only documentation ranges (203.0.113.0/24) are used for the simulated internet; private
 // 10.x ranges exist only inside lab namespaces. Nothing links a lab to the root namespace:

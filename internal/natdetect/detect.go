@@ -53,8 +53,8 @@ type network interface {
 
 // Detect runs the RFC 5780 tests (see the package comment) over conn and returns what the
 // NAT in front of conn does. conn must not be read by anyone else while Detect runs; its
-// read deadline is reset afterwards. Detect takes about 2*Options.Timeout at worst, plus
-// about 2*Options.LifetimeMax when the lifetime is measured.
+// read deadline is reset afterwards. Detect usually takes about one Options.Timeout and
+// at most four, plus about 2*Options.LifetimeMax when the lifetime is measured.
 //
 // When no server supports RFC 5780, Detect returns what it could learn (mapped address,
 // public or not, and the mapping behaviour if two servers answered) with ErrNoRFC5780.

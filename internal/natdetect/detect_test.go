@@ -30,11 +30,11 @@ type fakeNAT struct {
 	mapping   Mapping
 	filtering Filtering
 	hairpin   bool
-	noOther   bool          // server does not send OTHER-ADDRESS
-	ignoreCR  bool          // server ignores CHANGE-REQUEST
+	noOther   bool             // server does not send OTHER-ADDRESS
+	ignoreCR  bool             // server ignores CHANGE-REQUEST
 	lose      func(probe) bool // drops a probe's answer when it returns true
-	lifetime  time.Duration // mapping lifetime when idle
-	idle      time.Duration // idle time since the last packet
+	lifetime  time.Duration    // mapping lifetime when idle
+	idle      time.Duration    // idle time since the last packet
 
 	sentIP   map[netip.Addr]bool
 	sentAddr map[netip.AddrPort]bool

@@ -45,7 +45,9 @@ type Result struct {
 	Public    bool      `json:"public"`
 	Mapping   Mapping   `json:"mapping,omitempty"`
 	Filtering Filtering `json:"filtering,omitempty"`
-	// Hairpinning is nil when not tested (no Options.HairpinConn, or UDP blocked).
+	// Hairpinning says whether a datagram sent from this host to its own mapped address
+	// came back through the NAT (RFC 4787 REQ-9); for a public address it trivially does.
+	// nil when not tested (no Options.HairpinConn, or UDP blocked).
 	Hairpinning *bool `json:"hairpinning,omitempty"`
 	// MappingLifetime is the longest idle time the mapping was seen to survive; 0 means
 	// not measured (Options.LifetimeMax is 0) or the mapping died within the first step.
@@ -92,7 +94,8 @@ type Options struct {
 	// first in list order that answers with OTHER-ADDRESS runs the behaviour tests.
 	Servers []string
 	// Timeout is how long a test waits for its answer before calling it lost.
-	// 0 means 2 s. It bounds the whole detection at about 2*Timeout plus round trips.
+	// 0 means 2 s. A detection usually takes one Timeout (the tests that may go unanswered
+	// wait it out together) and at most four (T1, phase 2, T2, T3).
 	Timeout time.Duration
 	// Retransmit is the first retransmission interval; it doubles after each resend, as
 	// in RFC 5389 section 7.2.1. 0 means 200 ms.

@@ -17,12 +17,12 @@ type Slot int
 
 // The four slots. Bit 1 is "alternate IP", bit 0 is "alternate port".
 const (
-	SlotPrimary  Slot = 0 // A1:P1
-	SlotAltPort  Slot = 1 // A1:P2
-	SlotAltIP    Slot = 2 // A2:P1
-	SlotAltBoth  Slot = 3 // A2:P2
-	numSlots          = 4
-	maxDatagram       = 1500
+	SlotPrimary Slot = 0 // A1:P1
+	SlotAltPort Slot = 1 // A1:P2
+	SlotAltIP   Slot = 2 // A2:P1
+	SlotAltBoth Slot = 3 // A2:P2
+	numSlots         = 4
+	maxDatagram      = 1500
 )
 
 // Config configures a Server.

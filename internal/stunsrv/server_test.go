@@ -178,19 +178,17 @@ func TestHandleResponsePortAndErrors(t *testing.T) {
 // TestServeLoopback runs the server on real sockets (127.0.0.1 and 127.0.0.2 on lo) and
 // checks a change-IP-and-port answer comes from the other address, then a clean Close.
 func TestServeLoopback(t *testing.T) {
-	conns, err := ListenUDP(netip.MustParseAddrPort("127.0.0.1:0"), netip.MustParseAddr("127.0.0.2"), 0)
-	if err != nil {
-		t.Skipf("cannot listen on 127.0.0.2 (needs Linux lo 127/8): %v", err)
+	var conns2 [4]net.PacketConn
+	var err error
+	for try := 0; try < 20; try++ {
+		p := uint16(20000 + (time.Now().UnixNano()/1000+int64(try)*7919)%30000)
+		conns2, err = ListenUDP(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p), netip.MustParseAddr("127.0.0.2"), p+1)
+		if err == nil {
+			break
+		}
 	}
-	// Ports were 0: reopen the alternates on the ports the kernel picked.
-	p1 := conns[0].LocalAddr().(*net.UDPAddr).Port
-	for _, c := range conns[1:] {
-		c.Close()
-	}
-	conns2, err := ListenUDP(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(p1)), netip.MustParseAddr("127.0.0.2"), uint16(p1+1))
-	conns[0].Close()
 	if err != nil {
-		t.Skipf("ports busy: %v", err)
+		t.Skipf("cannot listen on 127.0.0.1/127.0.0.2 (needs Linux lo 127/8): %v", err)
 	}
 	s, err := New(Config{Conns: conns2})
 	if err != nil {
