@@ -160,7 +160,7 @@ func (c *Client) attachTo(ctx context.Context, e hostcache.Entry) (*attachment, 
 	if err != nil {
 		return nil, err
 	}
-	conn := rpc.New(tc, rpc.Options{Logger: c.log, Counter: c.m})
+	conn := rpc.New(tc, rpc.Options{Logger: c.log, Counter: c.m, Handler: clientHandler{c}})
 	go conn.Run(context.WithoutCancel(ctx))
 	ok, err := rpc.Call[*proto.AttachOK](ctx, conn, &proto.Attach{Credential: cred})
 	if err != nil {
@@ -184,29 +184,49 @@ func (c *Client) attachTo(ctx context.Context, e hostcache.Entry) (*attachment, 
 		since: ok.Since, at: c.cfg.Now(), keep: keep}, nil
 }
 
-// stayAttached pings the supernode every keep-alive period and refreshes the host cache
-// from it, until the connection fails.
+// stayAttached publishes the user's record, subscribes to the buddies' presence, then
+// republishes every keep-alive period (the publication is the keep-alive) and refreshes
+// the host cache from the supernode, until the connection fails.
 func (c *Client) stayAttached(ctx context.Context, a *attachment) error {
+	if err := c.refreshBuddies(ctx); err != nil {
+		c.log.Debug("buddy list unavailable; keeping the last one", "err", err)
+	}
+	if err := c.publish(ctx, a, false); err != nil {
+		return err
+	}
+	if err := c.subscribe(ctx, a); err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
 	c.refreshPeers(ctx, a)
-	ping := time.NewTicker(a.keep)
-	defer ping.Stop()
+	keep := time.NewTicker(a.keep)
+	defer keep.Stop()
 	refresh := time.NewTicker(c.cfg.RefreshInterval)
 	defer refresh.Stop()
-	var seq uint64
 	for {
 		select {
 		case <-ctx.Done():
+			// Log off cleanly: a signed offline record tells buddies at once.
+			c.mu.Lock()
+			crashed := c.crashed
+			c.mu.Unlock()
+			if !crashed {
+				lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+				c.publish(lctx, a, true)
+				cancel()
+			}
 			return ctx.Err()
 		case <-a.conn.Done():
 			return a.conn.Err()
 		case <-refresh.C:
 			c.refreshPeers(ctx, a)
-		case <-ping.C:
-			seq++
-			pctx, cancel := context.WithTimeout(ctx, a.keep)
-			_, err := rpc.Call[*proto.Pong](pctx, a.conn, &proto.Ping{Seq: seq})
-			cancel()
-			if err != nil {
+		case <-keep.C:
+			if err := c.publish(ctx, a, false); err != nil {
+				if errors.Is(err, proto.ErrCredExpired) || errors.Is(err, proto.ErrRefused) {
+					select {
+					case c.loginNow <- struct{}{}:
+					default:
+					}
+				}
 				return fmt.Errorf("keep-alive: %w", err)
 			}
 			c.m.Inc("keepalives")

@@ -25,6 +25,7 @@ import (
 	"github.com/peerline/peerline/internal/atomicfile"
 	"github.com/peerline/peerline/internal/backoff"
 	"github.com/peerline/peerline/internal/ctl"
+	"github.com/peerline/peerline/internal/e2ee"
 	"github.com/peerline/peerline/internal/identity"
 	"github.com/peerline/peerline/internal/metrics"
 	"github.com/peerline/peerline/internal/proto"
@@ -37,6 +38,7 @@ const (
 	KeyFile        = "key"
 	CredentialFile = "credential"
 	HostCacheFile  = "hostcache.json"
+	BoxKeyFile     = "boxkey"
 	SocketFile     = "peerline.sock"
 )
 
@@ -56,6 +58,7 @@ type Config struct {
 	RetryBase       time.Duration    // first back-off ceiling; 0 = 200ms
 	RetryMax        time.Duration    // largest back-off ceiling; 0 = 30s
 	NoControl       bool             // do not open the control socket
+	Events          chan<- Event     // presence changes and messages; nil = none; dropped when full
 	Logger          *slog.Logger     // nil = slog.Default()
 	Metrics         *metrics.Set     // nil = a fresh set
 	Now             func() time.Time // nil = time.Now
@@ -73,6 +76,7 @@ type Client struct {
 	log   *slog.Logger
 	m     *metrics.Set
 	key   ed25519.PrivateKey
+	box   e2ee.BoxKey
 	cache *hostcache.Cache
 
 	loginNow chan struct{} // asks the login loop to log in again (credential refused)
@@ -86,6 +90,29 @@ type Client struct {
 	lastErr    string
 	lsConn     *rpc.Conn // authenticated connection to the login server, reused
 	loggedInCh chan struct{}
+	seq        uint64               // of the last record signed
+	buddies    []string             // buddies to watch (not blocked)
+	blocked    []string             // names this user blocked
+	presence   map[string]*Presence // by buddy name
+	inbox      []Event
+	natClassic string
+	crashed    bool // Crash was called: no goodbye
+}
+
+// Crash makes the client fall silent at once, as a killed process would: its connections
+// close without a signed log-off. Tests use it to check how the overlay notices. Run
+// still has to be stopped through its context.
+func (c *Client) Crash() {
+	c.mu.Lock()
+	c.crashed = true
+	a, ls := c.attached, c.lsConn
+	c.mu.Unlock()
+	if a != nil {
+		a.conn.Close()
+	}
+	if ls != nil {
+		ls.Close()
+	}
 }
 
 type attachment struct {
@@ -132,6 +159,10 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	box, err := e2ee.LoadOrCreateBoxKey(filepath.Join(cfg.DataDir, BoxKeyFile))
+	if err != nil {
+		return nil, err
+	}
 	cache, err := hostcache.Open(filepath.Join(cfg.DataDir, HostCacheFile), hostcache.Options{Logger: cfg.Logger, Now: cfg.Now})
 	if err != nil {
 		return nil, err
@@ -141,7 +172,9 @@ func New(cfg Config) (*Client, error) {
 		log:        cfg.Logger,
 		m:          cfg.Metrics,
 		key:        key,
+		box:        box,
 		cache:      cache,
+		presence:   make(map[string]*Presence),
 		user:       cfg.User,
 		loginNow:   make(chan struct{}, 1),
 		loggedInCh: make(chan struct{}),

@@ -2,7 +2,7 @@ package client
 
 import (
 	"context"
-	"fmt"
+	"sort"
 	"time"
 
 	"github.com/peerline/peerline/internal/ctl"
@@ -19,6 +19,8 @@ type Status struct {
 	Attaches          int               `json:"attaches"`
 	HostCache         int               `json:"host_cache"`
 	LastError         string            `json:"last_error,omitempty"`
+	NAT               string            `json:"nat,omitempty"`
+	Buddies           []Presence        `json:"buddies"`
 	Counters          map[string]uint64 `json:"counters"`
 }
 
@@ -47,6 +49,11 @@ func (c *Client) Status() Status {
 	if c.cred != nil {
 		st.CredentialExpires = c.credInfo.Expires
 	}
+	st.NAT = c.natClassic
+	for _, p := range c.presence {
+		st.Buddies = append(st.Buddies, *p)
+	}
+	sort.Slice(st.Buddies, func(i, j int) bool { return st.Buddies[i].Name < st.Buddies[j].Name })
 	if a := c.attached; a != nil {
 		st.Supernode = &SupernodeStatus{ID: a.id, Name: a.name, Addr: a.addr, Since: a.since, AttachedAt: a.at}
 	}
@@ -63,13 +70,29 @@ const (
 	CmdBuddyList    = "buddy.list"
 	CmdSearch       = "search"
 	CmdHostCache    = "hostcache"
+	CmdMsg          = "msg"
+	CmdInbox        = "inbox"
 )
 
 // SearchResult is the answer to a search.
 type SearchResult struct {
 	Query   string           `json:"query"`
-	Source  string           `json:"source"` // where the answer came from: "directory"
+	Source  string           `json:"source"` // who answered: "overlay" or "directory"
+	User    *UserLocation    `json:"user,omitempty"`
 	Results []proto.DirEntry `json:"results"`
+	Hops    int              `json:"hops,omitempty"`   // overlay: supernodes contacted beyond our own
+	Cached  bool             `json:"cached,omitempty"` // overlay: answered from our supernode's cache
+}
+
+// UserLocation is where a user is now, from their signed record.
+type UserLocation struct {
+	Name          string    `json:"name"`
+	Online        bool      `json:"online"`
+	LastSeen      time.Time `json:"last_seen,omitzero"`
+	Supernode     string    `json:"supernode,omitempty"`
+	SupernodeAddr string    `json:"supernode_addr,omitempty"`
+	NAT           string    `json:"nat,omitempty"`
+	Candidates    []string  `json:"candidates,omitempty"`
 }
 
 func (c *Client) handleControl(ctx context.Context, r ctl.Request) (any, error) {
@@ -109,21 +132,24 @@ func (c *Client) handleControl(ctx context.Context, r ctl.Request) (any, error) 
 		if _, err := c.loginCall(ctx, m); err != nil {
 			return nil, err
 		}
+		c.overlayChanged(ctx)
 		return map[string]string{"done": r.Cmd, "name": name}, nil
 	case CmdSearch:
 		q, err := arg()
 		if err != nil {
 			return nil, err
 		}
-		m, err := c.loginCall(ctx, &proto.Directory{Query: q})
-		if err != nil {
+		return c.Search(ctx, q)
+	case CmdMsg:
+		if len(r.Args) != 2 {
+			return nil, proto.ErrBadRequest.With("msg takes a name and a text")
+		}
+		if err := c.Message(ctx, r.Args[0], r.Args[1]); err != nil {
 			return nil, err
 		}
-		d, ok := m.(*proto.DirectoryOK)
-		if !ok {
-			return nil, fmt.Errorf("directory answered %T", m)
-		}
-		return SearchResult{Query: q, Source: "directory", Results: d.Results}, nil
+		return map[string]string{"sent": r.Args[0]}, nil
+	case CmdInbox:
+		return c.Inbox(), nil
 	}
 	return nil, proto.ErrBadRequest.With("unknown command %q", r.Cmd)
 }

@@ -93,6 +93,7 @@ type Server struct {
 	byName   *FailLimiter
 	byAddr   *FailLimiter
 	regLimit *FailLimiter
+	members  *members
 }
 
 // New checks cfg and returns a server.
@@ -112,6 +113,7 @@ func New(cfg Config) (*Server, error) {
 		byName:   NewFailLimiter(cfg.FailsPerName, cfg.FailWindow, 100_000, cfg.Now),
 		byAddr:   NewFailLimiter(cfg.FailsPerAddr, cfg.FailWindow, 100_000, cfg.Now),
 		regLimit: NewFailLimiter(20, time.Minute, 100_000, cfg.Now),
+		members:  newMembers(),
 	}, nil
 }
 
@@ -145,6 +147,14 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 		Logger:      s.log,
 	})
 	c.Run(ctx)
+	// A supernode whose control connection closed is gone (a crashed process's kernel
+	// closes it at once); it registers again when it reconnects.
+	sess.mu.Lock()
+	id := sess.supernode
+	sess.mu.Unlock()
+	if id != "" && s.members.remove(id, sess) {
+		s.m.Inc("sn_disconnects")
+	}
 }
 
 func remoteHost(a net.Addr) string {
@@ -175,6 +185,12 @@ type session struct {
 	mu        sync.Mutex // mu protects the following fields
 	user      string     // authenticated user name
 	supernode string     // registered supernode id
+}
+
+func (ss *session) supernodeID() string {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.supernode
 }
 
 func (ss *session) authedUser() (string, error) {
@@ -214,6 +230,17 @@ func (ss *session) Handle(ctx context.Context, c *rpc.Conn, m proto.Message) (pr
 		return s.snRegister(ctx, ss, m)
 	case *proto.SNHeartbeat:
 		return s.snHeartbeat(ctx, ss, m)
+	case *proto.Members:
+		if ss.supernodeID() == "" {
+			return nil, proto.ErrUnauthenticated.With("register the supernode first")
+		}
+		return s.membersPage(m.Offset), nil
+	case *proto.SNLeave:
+		if id := ss.supernodeID(); id != "" && s.members.remove(id, ss) {
+			s.m.Inc("sn_leaves")
+			s.log.Info("supernode left", "id", id)
+		}
+		return &proto.OK{}, nil
 	}
 	s.m.Inc("unexpected_messages")
 	return nil, proto.ErrBadRequest.With("message type %d is not served by the login server", m.Type())
@@ -384,20 +411,42 @@ func (s *Server) issue(ctx context.Context, ss *session, name string, keep []byt
 }
 
 // seed lists the live supernodes, longest-lived first, leaving out the one named except.
-func (s *Server) seed(ctx context.Context, except string) ([]proto.SupernodeInfo, error) {
-	live := s.cfg.Now().Add(-3 * s.cfg.HeartbeatInterval)
-	recs, err := s.cfg.Store.Supernodes(ctx, live, s.cfg.SeedSize+1)
-	if err != nil {
-		return nil, fmt.Errorf("list supernodes: %w", err)
-	}
-	out := make([]proto.SupernodeInfo, 0, len(recs))
-	for _, r := range recs {
-		if r.ID == except || len(out) == s.cfg.SeedSize {
+func (s *Server) seed(_ context.Context, except string) ([]proto.SupernodeInfo, error) {
+	_, all := s.liveMembers()
+	out := make([]proto.SupernodeInfo, 0, min(len(all), s.cfg.SeedSize))
+	for _, m := range all {
+		if m.ID == except {
 			continue
 		}
-		out = append(out, proto.SupernodeInfo{ID: r.ID, Addr: r.Addr, Since: r.Since})
+		if len(out) == s.cfg.SeedSize {
+			break
+		}
+		out = append(out, m)
 	}
 	return out, nil
+}
+
+// MembersPage is how many supernodes one Members answer carries.
+const MembersPage = proto.MaxList
+
+// liveMembers drops supernodes that missed three heartbeats (at most ten times per
+// heartbeat interval, so a crowd of heartbeats does not rescan the table each time) and
+// returns the list.
+func (s *Server) liveMembers() (uint64, []proto.SupernodeInfo) {
+	now := s.cfg.Now()
+	if n := s.members.sweep(now, now.Add(-3*s.cfg.HeartbeatInterval), s.cfg.HeartbeatInterval/10); n > 0 {
+		s.m.Add("sn_timeouts", uint64(n))
+	}
+	return s.members.list()
+}
+
+func (s *Server) membersPage(offset int) *proto.MembersOK {
+	version, all := s.liveMembers()
+	out := &proto.MembersOK{Version: version, Total: len(all)}
+	if offset < len(all) {
+		out.Members = append([]proto.SupernodeInfo(nil), all[offset:min(len(all), offset+MembersPage)]...)
+	}
+	return out
 }
 
 func (s *Server) userOp(ctx context.Context, user string, m proto.Message) (proto.Message, error) {
@@ -521,6 +570,7 @@ func (s *Server) snRegister(ctx context.Context, ss *session, m *proto.SNRegiste
 	ss.mu.Lock()
 	ss.supernode = id
 	ss.mu.Unlock()
+	s.members.upsert(proto.SupernodeInfo{ID: id, Addr: m.Addr, Since: m.Since}, ss, now)
 	s.m.Inc("sn_registrations")
 	s.log.Info("supernode admitted", "id", id, "addr", m.Addr, "remote", ss.remote)
 	return &proto.SNRegisterOK{Credential: cred, HeartbeatInterval: s.cfg.HeartbeatInterval.Milliseconds()}, nil
@@ -537,10 +587,12 @@ func (s *Server) snHeartbeat(ctx context.Context, ss *session, m *proto.SNHeartb
 	if err := s.cfg.Store.UpsertSupernode(ctx, SupernodeRecord{ID: id, Addr: m.Addr, Since: m.Since, FirstSeen: now, LastHeartbeat: now}); err != nil {
 		return nil, err
 	}
+	s.members.upsert(proto.SupernodeInfo{ID: id, Addr: m.Addr, Since: m.Since}, ss, now)
 	s.m.Inc("sn_heartbeats")
 	peers, err := s.seed(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	return &proto.SNPeers{Supernodes: peers}, nil
+	version, _ := s.liveMembers()
+	return &proto.SNPeers{Supernodes: peers, Version: version}, nil
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/peerline/peerline/internal/backoff"
 	"github.com/peerline/peerline/internal/identity"
+	"github.com/peerline/peerline/internal/index"
 	"github.com/peerline/peerline/internal/metrics"
 	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/internal/rpc"
@@ -41,6 +42,10 @@ type Config struct {
 	Dialer      secure.Dialer      // nil = &net.Dialer{}
 	KeepAlive   time.Duration      // how often clients should ping; a client silent for 3 periods is dropped; 0 = 20s
 	MaxClients  int                // attached clients at once, more are shed; 0 = 5000
+	Replicas    int                // holders of each user record; 0 = 3
+	CacheTTL    time.Duration      // how long lookup results are cached here; 0 = 5s, negative = off
+	SuspectTime time.Duration      // how long an unreachable member is left out of holder sets; 0 = 10s
+	MaxPeers    int                // connections kept to other supernodes; 0 = 128
 	Logger      *slog.Logger       // nil = slog.Default()
 	Metrics     *metrics.Set       // nil = a fresh set
 	Now         func() time.Time   // nil = time.Now
@@ -54,6 +59,9 @@ type Supernode struct {
 	id    string
 	since time.Time
 	tls   *tls.Config
+	ov    *overlay
+	// runCtx is Run's context, for work that outlives a request (set before serving).
+	runCtx context.Context
 
 	mu         sync.Mutex // mu protects the following fields
 	cred       []byte     // supernode credential; nil until admitted
@@ -69,6 +77,8 @@ type client struct {
 	conn     *rpc.Conn
 	since    time.Time
 	lastSeen time.Time
+	rec      *index.Record // the user's latest record, nil until published
+	offline  bool          // the user published a signed log-off
 }
 
 // ErrNotAdmitted is returned by Run when the login server refuses the admission secret.
@@ -98,6 +108,18 @@ func New(cfg Config) (*Supernode, error) {
 	if cfg.MaxClients <= 0 {
 		cfg.MaxClients = 5000
 	}
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 3
+	}
+	if cfg.CacheTTL == 0 {
+		cfg.CacheTTL = 5 * time.Second
+	}
+	if cfg.SuspectTime <= 0 {
+		cfg.SuspectTime = 10 * time.Second
+	}
+	if cfg.MaxPeers <= 0 {
+		cfg.MaxPeers = 128
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -111,7 +133,7 @@ func New(cfg Config) (*Supernode, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Supernode{
+	sn := &Supernode{
 		cfg:     cfg,
 		log:     cfg.Logger.With("sn", cfg.Name),
 		m:       cfg.Metrics,
@@ -119,7 +141,10 @@ func New(cfg Config) (*Supernode, error) {
 		since:   cfg.Now().UTC().Truncate(time.Second),
 		tls:     tc,
 		clients: make(map[string]*client),
-	}, nil
+		runCtx:  context.Background(),
+	}
+	sn.initOverlay()
+	return sn, nil
 }
 
 // ID is the supernode's public key, as host caches name it.
@@ -133,6 +158,9 @@ func (sn *Supernode) Metrics() *metrics.Set { return sn.m }
 func (sn *Supernode) Run(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	sn.runCtx = ctx
+	defer sn.ov.peers.closeAll()
+	go sn.maintain(ctx)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- serve.Accept(ctx, ln, sn.cfg.MaxClients, sn.m, sn.serveConn) }()
 	if err := sn.registerLoop(ctx); err != nil {
@@ -255,115 +283,14 @@ func (sn *Supernode) heartbeat(ctx context.Context, c *rpc.Conn) error {
 	sn.mu.Lock()
 	sn.peers = peers.Supernodes
 	sn.mu.Unlock()
-	return nil
+	return sn.syncMembers(ctx, c, peers.Version)
 }
 
-func (sn *Supernode) serveConn(ctx context.Context, nc net.Conn) {
-	tc, key, err := secure.Accept(ctx, nc, sn.tls)
-	if err != nil {
-		sn.m.Inc("tls_errors")
-		sn.log.Debug("handshake failed", "remote", nc.RemoteAddr(), "err", err)
-		return
-	}
-	h := &handler{sn: sn, key: key, remote: nc.RemoteAddr().String()}
-	c := rpc.New(tc, rpc.Options{
-		Handler:     h,
-		IdleTimeout: 3 * sn.cfg.KeepAlive,
-		Counter:     sn.m,
-		Logger:      sn.log,
-	})
-	h.conn = c
-	c.Run(ctx)
-	if name := h.name(); name != "" {
-		sn.detach(name, c)
-	}
-}
-
-func (sn *Supernode) detach(name string, c *rpc.Conn) {
+// credential returns the supernode credential, nil until admitted.
+func (sn *Supernode) credential() []byte {
 	sn.mu.Lock()
 	defer sn.mu.Unlock()
-	if cl, ok := sn.clients[name]; ok && cl.conn == c {
-		delete(sn.clients, name)
-		sn.log.Info("client detached", "user", name)
-	}
-}
-
-// handler serves one client connection.
-type handler struct {
-	sn     *Supernode
-	key    ed25519.PublicKey
-	remote string
-	conn   *rpc.Conn
-
-	mu   sync.Mutex // mu protects user
-	user string
-}
-
-func (h *handler) name() string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.user
-}
-
-// Handle implements rpc.Handler.
-func (h *handler) Handle(ctx context.Context, c *rpc.Conn, m proto.Message) (proto.Message, error) {
-	sn := h.sn
-	if a, ok := m.(*proto.Attach); ok {
-		return sn.attach(h, a)
-	}
-	name := h.name()
-	if name == "" {
-		sn.m.Inc("unauthenticated_requests")
-		return nil, proto.ErrUnauthenticated.With("attach with a credential first")
-	}
-	switch m := m.(type) {
-	case *proto.Ping:
-		sn.mu.Lock()
-		if cl, ok := sn.clients[name]; ok && cl.conn == c {
-			cl.lastSeen = sn.cfg.Now()
-		}
-		sn.mu.Unlock()
-		sn.m.Inc("keepalives")
-		return &proto.Pong{Seq: m.Seq}, nil
-	case *proto.Peers:
-		return &proto.PeersOK{Supernodes: sn.Peers()}, nil
-	}
-	sn.m.Inc("unexpected_messages")
-	return nil, proto.ErrBadRequest.With("message type %d is not served by supernodes", m.Type())
-}
-
-func (sn *Supernode) attach(h *handler, a *proto.Attach) (proto.Message, error) {
-	sn.mu.Lock()
-	own := sn.cred
-	sn.mu.Unlock()
-	if own == nil {
-		sn.m.Inc("attach_not_ready")
-		return nil, proto.ErrBusy.With("supernode not yet admitted by the login server").WithRetry(time.Second)
-	}
-	cred, err := identity.VerifyHolder(a.Credential, sn.cfg.LoginKey, h.key, identity.KindUser, sn.cfg.Now())
-	switch {
-	case errors.Is(err, identity.ErrExpired):
-		sn.m.Inc("cred_expired")
-		return nil, proto.ErrCredExpired
-	case err != nil:
-		sn.m.Inc("cred_invalid")
-		sn.log.Info("attach refused", "remote", h.remote, "err", err)
-		return nil, proto.ErrCredInvalid.With("%v", err)
-	}
-	h.mu.Lock()
-	h.user = cred.Name
-	h.mu.Unlock()
-	now := sn.cfg.Now()
-	sn.mu.Lock()
-	old := sn.clients[cred.Name]
-	sn.clients[cred.Name] = &client{name: cred.Name, conn: h.conn, since: now, lastSeen: now}
-	sn.mu.Unlock()
-	if old != nil && old.conn != h.conn {
-		old.conn.Close() // the same user attached again: the newer session wins
-	}
-	sn.m.Inc("attaches")
-	sn.log.Info("client attached", "user", cred.Name, "remote", h.remote)
-	return &proto.AttachOK{Credential: own, Since: sn.since, KeepAliveMs: sn.cfg.KeepAlive.Milliseconds()}, nil
+	return sn.cred
 }
 
 // Peers returns the supernode's current view of the other live supernodes.
@@ -376,6 +303,8 @@ func (sn *Supernode) Peers() []proto.SupernodeInfo {
 // Status is a snapshot for operators and tests.
 type Status struct {
 	Role       string                `json:"role"` // "supernode"
+	RingSize   int                   `json:"ring_size"`
+	Records    int                   `json:"records"`
 	ID         string                `json:"id"`
 	Name       string                `json:"name"`
 	Addr       string                `json:"addr"`
@@ -397,5 +326,7 @@ func (sn *Supernode) Status() Status {
 	sn.mu.Unlock()
 	sort.Strings(st.Clients)
 	st.Counters = sn.m.Snapshot()
+	st.RingSize = sn.RingSize()
+	st.Records = sn.ov.store.Len()
 	return st
 }

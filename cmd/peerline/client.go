@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -29,6 +30,7 @@ func clientCommand() *cli.Command {
 			&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "account `NAME` (remembered in the data dir)"},
 			&cli.IntFlag{Name: "parallel", Value: 3, Usage: "supernodes tried at once when attaching"},
 			&cli.DurationFlag{Name: "keepalive", Usage: "ping period (0 = what the supernode asks for)"},
+			&cli.BoolFlag{Name: "json", Usage: "print events (buddy presence, messages) on stdout as JSON lines"},
 			logLevelFlag,
 		},
 		Action: runClient,
@@ -48,7 +50,18 @@ func runClient(c *cli.Context) error {
 	if u := c.String("user"); u != "" {
 		cf.User = u
 	}
+	var events chan client.Event
+	if c.Bool("json") {
+		events = make(chan client.Event, 64)
+		enc := json.NewEncoder(c.App.Writer)
+		go func() {
+			for ev := range events {
+				enc.Encode(ev)
+			}
+		}()
+	}
 	cl, err := client.New(client.Config{
+		Events:  events,
 		DataDir: dir, Login: ls, User: cf.User,
 		Password: func(ctx context.Context) (string, error) {
 			return readPassword(ctx, fmt.Sprintf("Password for %s: ", cf.User), false)

@@ -63,7 +63,14 @@ func statusCommand() *cli.Command {
 			} else {
 				fmt.Fprintf(w, "  supernode:  none (attaching)\n")
 			}
-			fmt.Fprintf(w, "  attaches:   %d\n  host cache: %d supernodes\n", st.Attaches, st.HostCache)
+			fmt.Fprintf(w, "  attaches:   %d\n  host cache: %d supernodes\n  NAT:        %s\n", st.Attaches, st.HostCache, orUnknown(st.NAT))
+			for _, b := range st.Buddies {
+				state := "offline, last seen " + fmtTime(b.LastSeen)
+				if b.Online {
+					state = "online"
+				}
+				fmt.Fprintf(w, "  buddy %-20s %s\n", b.Name, state)
+			}
 			if st.LastError != "" {
 				fmt.Fprintf(w, "  last error: %s\n", st.LastError)
 			}
@@ -151,12 +158,79 @@ func searchCommand() *cli.Command {
 			if c.Bool("json") {
 				return printJSON(c.App.Writer, out)
 			}
+			w := c.App.Writer
 			if len(out.Results) == 0 {
-				fmt.Fprintf(c.App.Writer, "no such user %s\n", out.Query)
+				fmt.Fprintf(w, "no such user %s\n", out.Query)
+				return nil
+			}
+			if u := out.User; u != nil && u.Online {
+				fmt.Fprintf(w, "%s is online at supernode %s (NAT %s) [found in the overlay, %d hops]\n",
+					u.Name, u.SupernodeAddr, orUnknown(u.NAT), out.Hops)
 				return nil
 			}
 			for _, r := range out.Results {
-				fmt.Fprintf(c.App.Writer, "%-32s exists, last seen %s\n", r.Name, fmtTime(r.LastSeen))
+				fmt.Fprintf(w, "%-32s offline, last seen %s [%s]\n", r.Name, fmtTime(r.LastSeen), out.Source)
+			}
+			return nil
+		},
+	}
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+func msgCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "msg",
+		Usage:     "send an end-to-end encrypted instant message to an online user",
+		ArgsUsage: "NAME TEXT",
+		UsageText: "peerline msg --data DIR NAME TEXT\n\nExample:\n   peerline msg --data alice bob 'lunch at noon?'",
+		Description: "The message is sealed for the recipient's key: the supernodes that carry it see\n" +
+			"only the recipient's name. A message to an offline user is refused.",
+		Flags: []cli.Flag{dataFlag, jsonFlag},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 2 {
+				return errors.New("give NAME and TEXT")
+			}
+			var out map[string]string
+			if err := ask(c, client.CmdMsg, []string{c.Args().Get(0), c.Args().Get(1)}, &out); err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				return printJSON(c.App.Writer, out)
+			}
+			fmt.Fprintf(c.App.Writer, "delivered to %s\n", c.Args().Get(0))
+			return nil
+		},
+	}
+}
+
+func inboxCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "inbox",
+		Usage:     "show the messages a running client received",
+		UsageText: "peerline inbox --data DIR [--json]",
+		Flags:     []cli.Flag{dataFlag, jsonFlag},
+		Action: func(c *cli.Context) error {
+			var out []client.Event
+			if err := ask(c, client.CmdInbox, nil, &out); err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				if out == nil {
+					out = []client.Event{}
+				}
+				return printJSON(c.App.Writer, out)
+			}
+			if len(out) == 0 {
+				fmt.Fprintln(c.App.Writer, "no messages")
+			}
+			for _, m := range out {
+				fmt.Fprintf(c.App.Writer, "%s  %s: %s\n", fmtTime(m.Sent), m.From, m.Text)
 			}
 			return nil
 		},

@@ -40,7 +40,7 @@ func commands() []*cli.Command {
 	return []*cli.Command{
 		demoCommand(),
 		loginsrvCommand(), supernodeCommand(), clientCommand(),
-		registerCommand(), statusCommand(), buddyCommand(), searchCommand(),
+		registerCommand(), statusCommand(), buddyCommand(), searchCommand(), msgCommand(), inboxCommand(),
 		natCommand(), stunCommand(),
 	}
 }

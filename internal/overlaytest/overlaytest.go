@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -29,6 +30,8 @@ type Overlay struct {
 	Secret string
 	Key    ed25519.PrivateKey // the login server's signing key, for tests that forge
 	Log    *slog.Logger
+
+	cacheTTL time.Duration
 
 	mu  sync.Mutex
 	sns []*SN
@@ -60,6 +63,7 @@ type Options struct {
 	Supernodes int           // 0 = 2; negative = none
 	Heartbeat  time.Duration // 0 = 200ms
 	KeepAlive  time.Duration // 0 = 500ms
+	CacheTTL   time.Duration // supernodes' lookup cache; 0 = their default, negative = off
 	Verbose    bool          // log to the test log... to stderr
 }
 
@@ -77,6 +81,9 @@ func Start(t testing.TB, opts Options) *Overlay {
 		opts.KeepAlive = 500 * time.Millisecond
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if os.Getenv("OVL_DEBUG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
 	if opts.Verbose {
 		log = slog.Default()
 	}
@@ -112,6 +119,7 @@ func Start(t testing.TB, opts Options) *Overlay {
 		<-done
 		store.Close()
 	})
+	o.cacheTTL = opts.CacheTTL
 	for i := 0; i < max(opts.Supernodes, 0); i++ {
 		o.AddSupernode(opts.KeepAlive)
 	}
@@ -142,7 +150,7 @@ func (o *Overlay) AddSupernode(keepAlive time.Duration) *SN {
 	sn, err := supernode.New(supernode.Config{
 		Key: key, Name: name, Advertise: ln.Addr().String(),
 		LoginAddr: o.LS.Addr, LoginKey: o.LS.Key, AdmitSecret: o.Secret,
-		KeepAlive: keepAlive, Logger: o.Log,
+		KeepAlive: keepAlive, CacheTTL: o.cacheTTL, Logger: o.Log,
 	})
 	if err != nil {
 		o.t.Fatal(err)
@@ -195,6 +203,14 @@ type Client struct {
 func (c *Client) Stop() error {
 	c.cancel()
 	return <-c.done
+}
+
+// Kill stops the client as a crash would: its connections close at once, and it logs off
+// from nothing.
+func (c *Client) Kill() {
+	c.Client.Crash()
+	c.cancel()
+	<-c.done
 }
 
 // Done delivers Run's result if the client stops by itself.

@@ -137,9 +137,12 @@ type SNHeartbeat struct {
 	Clients int       `json:"clients"`
 }
 
-// SNPeers answers SNHeartbeat with the live supernodes, so supernodes learn each other.
+// SNPeers answers SNHeartbeat with the live supernodes (at most MaxList, longest-lived
+// first) and the version of the full member list, which a supernode fetches page by page
+// with Members whenever the version changes.
 type SNPeers struct {
 	Supernodes []SupernodeInfo `json:"supernodes"`
+	Version    uint64          `json:"version"`
 }
 
 // Attach is a client's first message to a supernode.

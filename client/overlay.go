@@ -1,0 +1,351 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/peerline/peerline/internal/e2ee"
+	"github.com/peerline/peerline/internal/index"
+	"github.com/peerline/peerline/internal/proto"
+	"github.com/peerline/peerline/internal/rpc"
+)
+
+// The client's part of the overlay: it publishes a signed record of where it is with
+// every keep-alive, subscribes to its buddies' presence, searches through its supernode
+// (falling back to the login server's directory), and sends and receives end-to-end
+// encrypted messages.
+
+// Presence is what the client knows of a buddy.
+type Presence struct {
+	Name     string    `json:"name"`
+	Online   bool      `json:"online"`
+	LastSeen time.Time `json:"last_seen,omitzero"`
+	Updated  time.Time `json:"updated"`
+}
+
+// Event is something that happened to the client: a buddy's presence changed or a
+// message arrived. 'peerline client --json' prints them as JSON lines.
+type Event struct {
+	Kind     string    `json:"kind"` // "presence" or "message"
+	Time     time.Time `json:"time"`
+	Name     string    `json:"name,omitempty"`
+	Online   bool      `json:"online,omitempty"`
+	LastSeen time.Time `json:"last_seen,omitzero"`
+	From     string    `json:"from,omitempty"`
+	Text     string    `json:"text,omitempty"`
+	Sent     time.Time `json:"sent,omitzero"`
+}
+
+// InboxSize bounds the messages a client keeps for 'peerline inbox'.
+const InboxSize = 256
+
+// recordTTL is how long a published record lives: one and a half keep-alive periods, so
+// one late keep-alive does not flap presence, and a user who vanishes without a trace
+// reads as offline within two periods.
+func recordTTL(keep time.Duration) time.Duration { return keep + keep/2 }
+
+// publish signs a fresh record naming the supernode a is attached to and sends it.
+func (c *Client) publish(ctx context.Context, a *attachment, offline bool) error {
+	c.mu.Lock()
+	cred := c.cred
+	blocked := append([]string(nil), c.blocked...)
+	nat := c.natClassic
+	c.mu.Unlock()
+	if cred == nil {
+		return errors.New("not logged in")
+	}
+	now := c.cfg.Now()
+	seq := uint64(now.UnixNano())
+	c.mu.Lock()
+	if seq <= c.seq {
+		seq = c.seq + 1
+	}
+	c.seq = seq
+	c.mu.Unlock()
+	raw, err := index.Sign(c.key, index.Record{
+		Name: c.user, Offline: offline, Credential: cred, Supernode: a.id, SNAddr: a.addr,
+		NAT: nat, BoxKey: c.box.Public, Blocked: blocked,
+		Seq: seq, Expires: now.Add(recordTTL(a.keep)),
+	})
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, a.keep)
+	defer cancel()
+	if _, err := a.conn.Call(pctx, &proto.Publish{Record: raw}); err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	c.m.Inc("publishes")
+	return nil
+}
+
+// subscribe tells the supernode whose presence to push: the buddies not blocked.
+func (c *Client) subscribe(ctx context.Context, a *attachment) error {
+	c.mu.Lock()
+	names := append([]string(nil), c.buddies...)
+	c.mu.Unlock()
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err := a.conn.Call(sctx, &proto.Subscribe{Names: names})
+	return err
+}
+
+// refreshBuddies reads the buddy list from the login server: buddies to watch, and the
+// blocked names that go into the record.
+func (c *Client) refreshBuddies(ctx context.Context) error {
+	m, err := c.loginCall(ctx, &proto.BuddyList{})
+	if err != nil {
+		return err
+	}
+	bl, ok := m.(*proto.BuddyListOK)
+	if !ok {
+		return fmt.Errorf("buddy list answered %T", m)
+	}
+	var buddies, blocked []string
+	for _, b := range bl.Buddies {
+		if b.Blocked {
+			blocked = append(blocked, b.Name)
+		} else {
+			buddies = append(buddies, b.Name)
+		}
+	}
+	if len(blocked) > index.MaxBlocked {
+		blocked = blocked[:index.MaxBlocked]
+	}
+	now := c.cfg.Now()
+	c.mu.Lock()
+	c.buddies, c.blocked = buddies, blocked
+	for _, b := range bl.Buddies {
+		if _, ok := c.presence[b.Name]; !ok && !b.Blocked {
+			c.presence[b.Name] = &Presence{Name: b.Name, LastSeen: b.LastSeen, Updated: now}
+		}
+	}
+	for name := range c.presence {
+		if !contains(buddies, name) {
+			delete(c.presence, name)
+		}
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// overlayChanged republishes and resubscribes after the buddy list changed.
+func (c *Client) overlayChanged(ctx context.Context) {
+	if err := c.refreshBuddies(ctx); err != nil {
+		c.log.Warn("buddy list refresh failed", "err", err)
+		return
+	}
+	c.mu.Lock()
+	a := c.attached
+	c.mu.Unlock()
+	if a == nil {
+		return
+	}
+	if err := c.publish(ctx, a, false); err != nil {
+		c.log.Warn("republish failed", "err", err)
+	}
+	if err := c.subscribe(ctx, a); err != nil {
+		c.log.Warn("resubscribe failed", "err", err)
+	}
+}
+
+// clientHandler serves what the supernode pushes to the client.
+type clientHandler struct{ c *Client }
+
+// Handle implements rpc.Handler.
+func (h clientHandler) Handle(ctx context.Context, _ *rpc.Conn, m proto.Message) (proto.Message, error) {
+	c := h.c
+	switch m := m.(type) {
+	case *proto.Presence:
+		c.onPresence(m)
+		return nil, nil
+	case *proto.Deliver:
+		return nil, c.onDeliver(m)
+	}
+	return nil, proto.ErrBadRequest.With("message type %d is not served by clients", m.Type())
+}
+
+func (c *Client) onPresence(p *proto.Presence) {
+	now := c.cfg.Now()
+	c.mu.Lock()
+	cur, ok := c.presence[p.Name]
+	if !ok || !contains(c.buddies, p.Name) {
+		c.mu.Unlock()
+		return
+	}
+	changed := cur.Online != p.Online || cur.Updated.IsZero()
+	cur.Online, cur.Updated = p.Online, now
+	if !p.LastSeen.IsZero() {
+		cur.LastSeen = p.LastSeen
+	}
+	c.mu.Unlock()
+	c.m.Inc("presence_updates")
+	if changed {
+		c.log.Info("buddy presence", "buddy", p.Name, "online", p.Online)
+		c.emit(Event{Kind: "presence", Time: now, Name: p.Name, Online: p.Online, LastSeen: p.LastSeen})
+	}
+}
+
+func (c *Client) onDeliver(d *proto.Deliver) error {
+	msg, sender, err := e2ee.Open(d.Envelope, c.box, c.cfg.Login.Key, c.user, c.cfg.Now())
+	if err != nil {
+		c.m.Inc("messages_rejected")
+		return proto.ErrRefused.With("message refused: %v", err)
+	}
+	if sender.Name != d.From {
+		c.m.Inc("messages_rejected")
+		return proto.ErrRefused.With("message from %s claims to be from %s", d.From, sender.Name)
+	}
+	c.mu.Lock()
+	blocked := contains(c.blocked, sender.Name)
+	c.mu.Unlock()
+	if blocked {
+		c.m.Inc("messages_blocked")
+		return proto.ErrBlocked
+	}
+	ev := Event{Kind: "message", Time: c.cfg.Now(), From: msg.From, Text: msg.Text, Sent: msg.Sent}
+	c.mu.Lock()
+	c.inbox = append(c.inbox, ev)
+	if len(c.inbox) > InboxSize {
+		c.inbox = c.inbox[len(c.inbox)-InboxSize:]
+	}
+	c.mu.Unlock()
+	c.m.Inc("messages_received")
+	c.log.Info("message", "from", msg.From, "text", msg.Text)
+	c.emit(ev)
+	return nil
+}
+
+func (c *Client) emit(ev Event) {
+	if c.cfg.Events == nil {
+		return
+	}
+	select {
+	case c.cfg.Events <- ev:
+	default:
+		c.m.Inc("events_dropped")
+	}
+}
+
+// Buddies returns what the client knows of its buddies' presence.
+func (c *Client) Buddies() []Presence {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]Presence, 0, len(c.presence))
+	for _, p := range c.presence {
+		out = append(out, *p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Inbox returns the messages received.
+func (c *Client) Inbox() []Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]Event(nil), c.inbox...)
+}
+
+func (c *Client) attachedConn() (*attachment, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.attached == nil {
+		return nil, errors.New("not attached to a supernode yet")
+	}
+	return c.attached, nil
+}
+
+// Search finds a user: through the overlay first; when the overlay has no record, the
+// login server's directory says whether the user exists and when they were last seen. A
+// query ending in '*' is a prefix search, which only the directory answers.
+func (c *Client) Search(ctx context.Context, q string) (SearchResult, error) {
+	if len(q) > 0 && q[len(q)-1] == '*' {
+		return c.directory(ctx, q)
+	}
+	if a, err := c.attachedConn(); err == nil {
+		ok, err := rpc.Call[*proto.SearchOK](ctx, a.conn, &proto.Search{Name: q})
+		if err == nil && ok.Found {
+			res := SearchResult{Query: q, Source: "overlay", Hops: ok.Hops, Cached: ok.Cached}
+			hit := proto.DirEntry{Name: q, LastSeen: ok.LastSeen}
+			if ok.Online {
+				rec, err := index.Verify(ok.Record, c.cfg.Login.Key, c.cfg.Now())
+				if err != nil {
+					return SearchResult{}, fmt.Errorf("the overlay returned a bad record: %w", err)
+				}
+				res.User = &UserLocation{Name: rec.Name, Online: true, Supernode: rec.Supernode, SupernodeAddr: rec.SNAddr,
+					NAT: rec.NAT, Candidates: rec.Candidates}
+				hit.LastSeen = c.cfg.Now()
+			} else {
+				res.User = &UserLocation{Name: q, LastSeen: ok.LastSeen}
+			}
+			res.Results = []proto.DirEntry{hit}
+			c.m.Inc("searches_overlay")
+			return res, nil
+		}
+		if err != nil {
+			c.log.Debug("overlay search failed; asking the directory", "err", err)
+		}
+	}
+	return c.directory(ctx, q)
+}
+
+func (c *Client) directory(ctx context.Context, q string) (SearchResult, error) {
+	m, err := c.loginCall(ctx, &proto.Directory{Query: q})
+	if err != nil {
+		return SearchResult{}, err
+	}
+	d, ok := m.(*proto.DirectoryOK)
+	if !ok {
+		return SearchResult{}, fmt.Errorf("directory answered %T", m)
+	}
+	c.m.Inc("searches_directory")
+	res := SearchResult{Query: q, Source: "directory", Results: d.Results}
+	if len(d.Results) == 1 && d.Results[0].Name == q {
+		res.User = &UserLocation{Name: q, LastSeen: d.Results[0].LastSeen}
+	}
+	return res, nil
+}
+
+// Message sends text to user, end-to-end encrypted: only the recipient can read it, and
+// the supernodes on the way see only the recipient's name.
+func (c *Client) Message(ctx context.Context, to, text string) error {
+	a, err := c.attachedConn()
+	if err != nil {
+		return err
+	}
+	ok, err := rpc.Call[*proto.SearchOK](ctx, a.conn, &proto.Search{Name: to})
+	if err != nil {
+		return err
+	}
+	if !ok.Found || !ok.Online {
+		return proto.ErrOffline.With("%s is offline; messages are delivered only to online users", to)
+	}
+	rec, err := index.Verify(ok.Record, c.cfg.Login.Key, c.cfg.Now())
+	if err != nil {
+		return fmt.Errorf("the overlay returned a bad record: %w", err)
+	}
+	c.mu.Lock()
+	cred := c.cred
+	c.mu.Unlock()
+	env, err := e2ee.Seal(e2ee.Message{From: c.user, To: to, Sent: c.cfg.Now(), Text: text}, c.key, cred, rec.BoxKey)
+	if err != nil {
+		return err
+	}
+	if _, err := a.conn.Call(ctx, &proto.Msg{To: to, Envelope: env}); err != nil {
+		return err
+	}
+	c.m.Inc("messages_sent")
+	return nil
+}

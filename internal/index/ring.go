@@ -1,0 +1,122 @@
+package index
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"slices"
+	"sort"
+	"strconv"
+)
+
+// Member is a supernode on the ring.
+type Member struct {
+	ID   string // the supernode's public key (unpadded base64url)
+	Addr string
+}
+
+// VNodes is how many points each supernode takes on the ring. More points even out the
+// share of names each supernode holds (with 1,000 supernodes and 16 points each, the
+// busiest holds about twice the mean rather than five times).
+const VNodes = 16
+
+type point struct {
+	h  uint64
+	id string
+}
+
+// Ring places supernodes and names on a 64-bit hash circle. A name is held by the first R
+// distinct supernodes clockwise from its hash. The zero value is an empty ring; a Ring is
+// not safe for concurrent mutation (the supernode keeps one behind its own lock and swaps
+// whole rings).
+type Ring struct {
+	points  []point
+	members map[string]Member
+}
+
+// NewRing builds a ring of the given members.
+func NewRing(members []Member) *Ring {
+	r := &Ring{members: make(map[string]Member, len(members))}
+	for _, m := range members {
+		r.members[m.ID] = m
+	}
+	r.points = make([]point, 0, len(r.members)*VNodes)
+	for id := range r.members {
+		for v := 0; v < VNodes; v++ {
+			r.points = append(r.points, point{hashKey(id + "#" + strconv.Itoa(v)), id})
+		}
+	}
+	sort.Slice(r.points, func(i, j int) bool {
+		if r.points[i].h != r.points[j].h {
+			return r.points[i].h < r.points[j].h
+		}
+		return r.points[i].id < r.points[j].id
+	})
+	return r
+}
+
+func hashKey(s string) uint64 {
+	sum := sha256.Sum256([]byte(s))
+	return binary.BigEndian.Uint64(sum[:8])
+}
+
+// Len is the number of members.
+func (r *Ring) Len() int { return len(r.members) }
+
+// Has reports whether id is a member.
+func (r *Ring) Has(id string) bool { _, ok := r.members[id]; return ok }
+
+// Member returns the member with that id.
+func (r *Ring) Member(id string) (Member, bool) { m, ok := r.members[id]; return m, ok }
+
+// Members returns every member, sorted by id.
+func (r *Ring) Members() []Member {
+	out := make([]Member, 0, len(r.members))
+	for _, m := range r.members {
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b Member) int {
+		if a.ID < b.ID {
+			return -1
+		}
+		if a.ID > b.ID {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Walk calls f with the distinct members clockwise from name's position, nearest first,
+// until f returns false or every member has been visited. Lookups and publications walk
+// the same order, skipping members they find dead, so both reach the same live holders.
+func (r *Ring) Walk(name string, f func(Member) bool) {
+	if len(r.points) == 0 {
+		return
+	}
+	h := hashKey("user:" + name)
+	i := sort.Search(len(r.points), func(i int) bool { return r.points[i].h >= h })
+	seen := make(map[string]bool, 8)
+	for n := 0; n < len(r.points) && len(seen) < len(r.members); n++ {
+		p := r.points[(i+n)%len(r.points)]
+		if seen[p.id] {
+			continue
+		}
+		seen[p.id] = true
+		if !f(r.members[p.id]) {
+			return
+		}
+	}
+}
+
+// Holders returns the first n distinct members for name for which alive returns true
+// (alive nil = all).
+func (r *Ring) Holders(name string, n int, alive func(id string) bool) []Member {
+	out := make([]Member, 0, n)
+	r.Walk(name, func(m Member) bool {
+		if alive == nil || alive(m.ID) {
+			out = append(out, m)
+		}
+		return len(out) < n
+	})
+	return out
+}

@@ -1,0 +1,267 @@
+package proto
+
+import (
+	"fmt"
+	"time"
+)
+
+// Overlay message types: the user index, search, presence and instant messages.
+const (
+	TMembers     Type = 34 // supernode -> login server: a page of the member list
+	TMembersOK   Type = 35
+	TSNLeave     Type = 36 // supernode -> login server: leaving (demotion)
+	TSNPromote   Type = 37 // client -> login server: admit me as a supernode
+	TSNPromoteOK Type = 38
+	TSNHello     Type = 50 // supernode -> supernode: first message, proves who dials
+	TIndexStore  Type = 51
+	TIndexLookup Type = 52
+	TIndexResult Type = 53
+	TIndexGone   Type = 54
+	TWatch       Type = 55
+	TPresence    Type = 56 // holder -> watcher's supernode -> watcher's client
+	TDeliver     Type = 57 // supernode -> supernode -> client: an end-to-end message
+	TPublish     Type = 60 // client -> supernode
+	TSearch      Type = 61
+	TSearchOK    Type = 62
+	TSubscribe   Type = 63
+	TMsg         Type = 64
+	TDialBack    Type = 65 // client -> supernode: dial me back at this address
+	TBandwidth   Type = 66 // client -> supernode: upload probe
+	TBandwidthOK Type = 67
+)
+
+// Limits of overlay messages.
+const (
+	MaxRecord   = 16 << 10
+	MaxEnvelope = 8 << 10
+	MaxProbe    = 48 << 10
+)
+
+// Errors of the overlay.
+var (
+	ErrOffline  = &Error{Code: "offline", Message: "that user is offline"}
+	ErrNotFound = &Error{Code: "not_found", Message: "not found in the overlay"}
+	ErrRefused  = &Error{Code: "refused", Message: "refused"}
+)
+
+// Members asks the login server for a page of the live supernodes.
+type Members struct {
+	Offset int `json:"offset"`
+}
+
+// MembersOK is one page of the member list, longest-lived first.
+type MembersOK struct {
+	Version uint64          `json:"version"`
+	Total   int             `json:"total"`
+	Members []SupernodeInfo `json:"members"`
+}
+
+// SNLeave tells the login server the supernode is leaving.
+type SNLeave struct{}
+
+// SNPromote asks the login server to admit the logged-in user's node as a supernode at
+// Addr. The server dials Addr back and checks that the node there holds the user's key.
+type SNPromote struct {
+	Addr  string    `json:"addr"`
+	Since time.Time `json:"since"`
+}
+
+// SNPromoteOK carries the new supernode credential.
+type SNPromoteOK struct {
+	Credential        []byte `json:"credential"`
+	HeartbeatInterval int64  `json:"heartbeat_ms"`
+}
+
+// SNHello is a supernode's first message to another supernode.
+type SNHello struct {
+	Credential []byte `json:"credential"`
+}
+
+// IndexStore asks a holder to keep a signed user record.
+type IndexStore struct {
+	Record []byte `json:"record"`
+}
+
+// IndexLookup asks a holder for a user's record on behalf of Asker.
+type IndexLookup struct {
+	Name  string `json:"name"`
+	Asker string `json:"asker"`
+}
+
+// IndexResult answers IndexLookup.
+type IndexResult struct {
+	Found    bool      `json:"found"`
+	Online   bool      `json:"online"`
+	Record   []byte    `json:"record,omitempty"`
+	LastSeen time.Time `json:"last_seen,omitzero"`
+}
+
+// IndexGone reports that a user attached to the sending supernode disconnected.
+type IndexGone struct {
+	Name string `json:"name"`
+	Seq  uint64 `json:"seq"`
+}
+
+// Watch asks a holder to push presence changes of Name to the sending supernode, for its
+// user Watcher. Watches expire unless renewed.
+type Watch struct {
+	Name    string `json:"name"`
+	Watcher string `json:"watcher"`
+}
+
+// Presence tells of a user's presence.
+type Presence struct {
+	Name     string    `json:"name"`
+	Online   bool      `json:"online"`
+	LastSeen time.Time `json:"last_seen,omitzero"`
+	To       string    `json:"to,omitempty"` // the watching user (supernode to supernode)
+}
+
+// Deliver carries an end-to-end encrypted message to its recipient.
+type Deliver struct {
+	From     string `json:"from"`
+	To       string `json:"to"`
+	Envelope []byte `json:"envelope"`
+}
+
+// Publish is a client's signed record, sent on attach and with every keep-alive.
+type Publish struct {
+	Record []byte `json:"record"`
+}
+
+// Search asks the client's supernode where a user is.
+type Search struct {
+	Name string `json:"name"`
+}
+
+// SearchOK answers Search.
+type SearchOK struct {
+	Found    bool      `json:"found"`
+	Online   bool      `json:"online"`
+	Record   []byte    `json:"record,omitempty"`
+	LastSeen time.Time `json:"last_seen,omitzero"`
+	Hops     int       `json:"hops"`
+	Cached   bool      `json:"cached"`
+}
+
+// Subscribe sets the users whose presence the client wants pushed.
+type Subscribe struct {
+	Names []string `json:"names"`
+}
+
+// Msg asks the client's supernode to forward an end-to-end message.
+type Msg struct {
+	To       string `json:"to"`
+	Envelope []byte `json:"envelope"`
+}
+
+// DialBack asks a supernode to connect to Addr and report whether the node there proved
+// it holds the asking client's key.
+type DialBack struct {
+	Addr string `json:"addr"`
+}
+
+// Bandwidth is an upload probe: the supernode answers when the payload has arrived.
+type Bandwidth struct {
+	Payload []byte `json:"payload"`
+}
+
+// BandwidthOK answers Bandwidth.
+type BandwidthOK struct {
+	Bytes int `json:"bytes"`
+}
+
+func (*Members) Type() Type     { return TMembers }
+func (*MembersOK) Type() Type   { return TMembersOK }
+func (*SNLeave) Type() Type     { return TSNLeave }
+func (*SNPromote) Type() Type   { return TSNPromote }
+func (*SNPromoteOK) Type() Type { return TSNPromoteOK }
+func (*SNHello) Type() Type     { return TSNHello }
+func (*IndexStore) Type() Type  { return TIndexStore }
+func (*IndexLookup) Type() Type { return TIndexLookup }
+func (*IndexResult) Type() Type { return TIndexResult }
+func (*IndexGone) Type() Type   { return TIndexGone }
+func (*Watch) Type() Type       { return TWatch }
+func (*Presence) Type() Type    { return TPresence }
+func (*Deliver) Type() Type     { return TDeliver }
+func (*Publish) Type() Type     { return TPublish }
+func (*Search) Type() Type      { return TSearch }
+func (*SearchOK) Type() Type    { return TSearchOK }
+func (*Subscribe) Type() Type   { return TSubscribe }
+func (*Msg) Type() Type         { return TMsg }
+func (*DialBack) Type() Type    { return TDialBack }
+func (*Bandwidth) Type() Type   { return TBandwidth }
+func (*BandwidthOK) Type() Type { return TBandwidthOK }
+
+func init() {
+	register(&Members{}, &MembersOK{}, &SNLeave{}, &SNPromote{}, &SNPromoteOK{},
+		&SNHello{}, &IndexStore{}, &IndexLookup{}, &IndexResult{}, &IndexGone{}, &Watch{},
+		&Presence{}, &Deliver{}, &Publish{}, &Search{}, &SearchOK{}, &Subscribe{}, &Msg{},
+		&DialBack{}, &Bandwidth{}, &BandwidthOK{})
+}
+
+func (m *Members) validate() error {
+	if m.Offset < 0 {
+		return fmt.Errorf("negative offset")
+	}
+	return nil
+}
+
+func (m *MembersOK) validate() error { return validSupernodes(m.Members) }
+func (m *SNPromote) validate() error { return ValidAddr(m.Addr) }
+func (m *SNPromoteOK) validate() error {
+	return checkBytes("credential", m.Credential, 1, MaxCredential)
+}
+func (m *SNHello) validate() error    { return checkBytes("credential", m.Credential, 1, MaxCredential) }
+func (m *IndexStore) validate() error { return checkBytes("record", m.Record, 1, MaxRecord) }
+func (m *IndexLookup) validate() error {
+	if err := checkLen("name", m.Name, 1, MaxName); err != nil {
+		return err
+	}
+	return checkLen("asker", m.Asker, 0, MaxName)
+}
+func (m *IndexResult) validate() error { return checkBytes("record", m.Record, 0, MaxRecord) }
+func (m *IndexGone) validate() error   { return checkLen("name", m.Name, 1, MaxName) }
+func (m *Watch) validate() error {
+	if err := checkLen("name", m.Name, 1, MaxName); err != nil {
+		return err
+	}
+	return checkLen("watcher", m.Watcher, 1, MaxName)
+}
+func (m *Presence) validate() error {
+	if err := checkLen("name", m.Name, 1, MaxName); err != nil {
+		return err
+	}
+	return checkLen("to", m.To, 0, MaxName)
+}
+func (m *Deliver) validate() error {
+	if err := checkLen("from", m.From, 1, MaxName); err != nil {
+		return err
+	}
+	if err := checkLen("to", m.To, 1, MaxName); err != nil {
+		return err
+	}
+	return checkBytes("envelope", m.Envelope, 1, MaxEnvelope)
+}
+func (m *Publish) validate() error  { return checkBytes("record", m.Record, 1, MaxRecord) }
+func (m *Search) validate() error   { return checkLen("name", m.Name, 1, MaxName) }
+func (m *SearchOK) validate() error { return checkBytes("record", m.Record, 0, MaxRecord) }
+func (m *Subscribe) validate() error {
+	if len(m.Names) > 10*MaxList {
+		return fmt.Errorf("%d names", len(m.Names))
+	}
+	for _, n := range m.Names {
+		if err := checkLen("name", n, 1, MaxName); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+func (m *Msg) validate() error {
+	if err := checkLen("to", m.To, 1, MaxName); err != nil {
+		return err
+	}
+	return checkBytes("envelope", m.Envelope, 1, MaxEnvelope)
+}
+func (m *DialBack) validate() error  { return ValidAddr(m.Addr) }
+func (m *Bandwidth) validate() error { return checkBytes("payload", m.Payload, 0, MaxProbe) }

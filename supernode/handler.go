@@ -1,0 +1,285 @@
+package supernode
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/peerline/peerline/internal/identity"
+	"github.com/peerline/peerline/internal/index"
+	"github.com/peerline/peerline/internal/proto"
+	"github.com/peerline/peerline/internal/rpc"
+	"github.com/peerline/peerline/internal/secure"
+)
+
+func (sn *Supernode) serveConn(ctx context.Context, nc net.Conn) {
+	tc, key, err := secure.Accept(ctx, nc, sn.tls)
+	if err != nil {
+		sn.m.Inc("tls_errors")
+		sn.log.Debug("handshake failed", "remote", nc.RemoteAddr(), "err", err)
+		return
+	}
+	h := &handler{sn: sn, key: key, remote: nc.RemoteAddr().String()}
+	c := rpc.New(tc, rpc.Options{
+		Handler: h,
+		// Clients ping every KeepAlive; one silent for two periods is gone, so its
+		// buddies learn it within the two periods presence promises.
+		IdleTimeout: 2 * sn.cfg.KeepAlive,
+		Counter:     sn.m,
+		Logger:      sn.log,
+	})
+	h.conn = c
+	c.Run(ctx)
+	if name := h.name(); name != "" {
+		sn.detach(ctx, name, c)
+	}
+}
+
+// detach forgets an attached user whose connection ended and, unless the user logged off
+// with a signed record, tells the user's holders the user is gone.
+func (sn *Supernode) detach(ctx context.Context, name string, c *rpc.Conn) {
+	sn.mu.Lock()
+	cl, ok := sn.clients[name]
+	if ok && cl.conn == c {
+		delete(sn.clients, name)
+	} else {
+		ok = false
+	}
+	sn.mu.Unlock()
+	if !ok {
+		return
+	}
+	sn.ov.mu.Lock()
+	delete(sn.ov.subs, name)
+	sn.ov.mu.Unlock()
+	sn.log.Info("client detached", "user", name)
+	if cl.rec != nil && !cl.offline && ctx.Err() == nil {
+		sn.gone(ctx, name, cl.rec.Seq)
+	}
+}
+
+// handler serves one connection: a client's (after Attach) or another supernode's (after
+// SNHello, or from the start when this side dialled).
+type handler struct {
+	sn     *Supernode
+	key    ed25519.PublicKey
+	remote string
+	conn   *rpc.Conn
+
+	mu     sync.Mutex // mu protects the following fields
+	user   string     // attached user
+	peerSN string     // authenticated supernode
+}
+
+func (h *handler) name() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.user
+}
+
+func (h *handler) peer() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.peerSN
+}
+
+// Handle implements rpc.Handler.
+func (h *handler) Handle(ctx context.Context, c *rpc.Conn, m proto.Message) (proto.Message, error) {
+	sn := h.sn
+	switch m := m.(type) {
+	case *proto.Attach:
+		return sn.attach(h, m)
+	case *proto.SNHello:
+		return sn.hello(h, m)
+	}
+	if peer := h.peer(); peer != "" {
+		return sn.handlePeer(ctx, peer, m)
+	}
+	name := h.name()
+	if name == "" {
+		sn.m.Inc("unauthenticated_requests")
+		return nil, proto.ErrUnauthenticated.With("attach with a credential first")
+	}
+	return sn.handleClient(ctx, h, name, m)
+}
+
+func (sn *Supernode) attach(h *handler, a *proto.Attach) (proto.Message, error) {
+	own := sn.credential()
+	if own == nil {
+		sn.m.Inc("attach_not_ready")
+		return nil, proto.ErrBusy.With("supernode not yet admitted by the login server").WithRetry(time.Second)
+	}
+	cred, err := identity.VerifyHolder(a.Credential, sn.cfg.LoginKey, h.key, identity.KindUser, sn.cfg.Now())
+	switch {
+	case errors.Is(err, identity.ErrExpired):
+		sn.m.Inc("cred_expired")
+		return nil, proto.ErrCredExpired
+	case err != nil:
+		sn.m.Inc("cred_invalid")
+		sn.log.Info("attach refused", "remote", h.remote, "err", err)
+		return nil, proto.ErrCredInvalid.With("%v", err)
+	}
+	h.mu.Lock()
+	h.user = cred.Name
+	h.mu.Unlock()
+	now := sn.cfg.Now()
+	sn.mu.Lock()
+	old := sn.clients[cred.Name]
+	sn.clients[cred.Name] = &client{name: cred.Name, conn: h.conn, since: now, lastSeen: now}
+	sn.mu.Unlock()
+	if old != nil && old.conn != h.conn {
+		old.conn.Close() // the same user attached again: the newer session wins
+	}
+	sn.m.Inc("attaches")
+	sn.log.Info("client attached", "user", cred.Name, "remote", h.remote)
+	return &proto.AttachOK{Credential: own, Since: sn.since, KeepAliveMs: sn.cfg.KeepAlive.Milliseconds()}, nil
+}
+
+// hello authenticates another supernode: its credential must be a supernode credential
+// for the key it proved in TLS.
+func (sn *Supernode) hello(h *handler, m *proto.SNHello) (proto.Message, error) {
+	cred, err := identity.VerifyHolder(m.Credential, sn.cfg.LoginKey, h.key, identity.KindSupernode, sn.cfg.Now())
+	if err != nil {
+		sn.m.Inc("peer_cred_invalid")
+		return nil, proto.ErrCredInvalid.With("%v", err)
+	}
+	h.mu.Lock()
+	h.peerSN = identity.EncodeKey(cred.PubKey)
+	h.mu.Unlock()
+	return &proto.OK{}, nil
+}
+
+// handlePeer serves another supernode.
+func (sn *Supernode) handlePeer(ctx context.Context, peer string, m proto.Message) (proto.Message, error) {
+	switch m := m.(type) {
+	case *proto.IndexStore:
+		return &proto.OK{}, sn.storeRecord(m.Record)
+	case *proto.IndexLookup:
+		sn.m.Inc("index_lookups_served")
+		r := sn.lookupLocal(m.Name, m.Asker)
+		return &r, nil
+	case *proto.IndexGone:
+		if sn.ov.store.Gone(m.Name, peer, m.Seq, sn.cfg.Now()) {
+			sn.notifyWatchers(m.Name)
+		}
+		return &proto.OK{}, nil
+	case *proto.Watch:
+		sn.addWatch(m.Name, watcher{sn: peer, user: m.Watcher})
+		return &proto.OK{}, nil
+	case *proto.Presence:
+		sn.presenceToClient(*m)
+		return &proto.OK{}, nil
+	case *proto.Deliver:
+		return &proto.OK{}, sn.deliver(ctx, m, nil)
+	case *proto.Ping:
+		return &proto.Pong{Seq: m.Seq}, nil
+	}
+	sn.m.Inc("unexpected_messages")
+	return nil, proto.ErrBadRequest.With("message type %d is not served between supernodes", m.Type())
+}
+
+// handleClient serves an attached client.
+func (sn *Supernode) handleClient(ctx context.Context, h *handler, name string, m proto.Message) (proto.Message, error) {
+	switch m := m.(type) {
+	case *proto.Ping:
+		sn.touch(name, h.conn)
+		sn.m.Inc("keepalives")
+		return &proto.Pong{Seq: m.Seq}, nil
+	case *proto.Peers:
+		return &proto.PeersOK{Supernodes: sn.Peers()}, nil
+	case *proto.Publish:
+		return sn.publish(ctx, h, name, m.Record)
+	case *proto.Search:
+		res, hops, hit := sn.Lookup(ctx, m.Name, name)
+		sn.m.Inc("searches")
+		return &proto.SearchOK{Found: res.Found, Online: res.Online, Record: res.Record, LastSeen: res.LastSeen, Hops: hops, Cached: hit}, nil
+	case *proto.Subscribe:
+		sn.subscribe(ctx, name, m.Names)
+		return &proto.OK{}, nil
+	case *proto.Msg:
+		res, _, _ := sn.Lookup(ctx, m.To, name)
+		if !res.Found || !res.Online {
+			return nil, proto.ErrOffline.With("%s is offline", m.To)
+		}
+		rec, err := index.Parse(res.Record)
+		if err != nil {
+			return nil, proto.ErrOffline
+		}
+		return &proto.OK{}, sn.deliver(ctx, &proto.Deliver{From: name, To: m.To, Envelope: m.Envelope}, &rec)
+	case *proto.DialBack:
+		return &proto.OK{}, sn.dialBack(ctx, h.key, m.Addr)
+	case *proto.Bandwidth:
+		return &proto.BandwidthOK{Bytes: len(m.Payload)}, nil
+	}
+	sn.m.Inc("unexpected_messages")
+	return nil, proto.ErrBadRequest.With("message type %d is not served to clients", m.Type())
+}
+
+func (sn *Supernode) touch(name string, c *rpc.Conn) {
+	sn.mu.Lock()
+	if cl, ok := sn.clients[name]; ok && cl.conn == c {
+		cl.lastSeen = sn.cfg.Now()
+	}
+	sn.mu.Unlock()
+}
+
+// publish accepts an attached user's own record, naming this supernode, and stores it at
+// the record's holders. It doubles as the user's keep-alive.
+func (sn *Supernode) publish(ctx context.Context, h *handler, name string, raw []byte) (proto.Message, error) {
+	rec, err := index.Verify(raw, sn.cfg.LoginKey, sn.cfg.Now())
+	if err != nil {
+		sn.m.Inc("records_rejected")
+		return nil, proto.ErrRefused.With("record refused: %v", err)
+	}
+	if rec.Name != name || !bytes.Equal(identityKey(rec.Credential), h.key) {
+		sn.m.Inc("records_rejected")
+		return nil, proto.ErrRefused.With("a client may publish only its own record")
+	}
+	if rec.Supernode != sn.id {
+		sn.m.Inc("records_rejected")
+		return nil, proto.ErrRefused.With("the record must name this supernode")
+	}
+	sn.touch(name, h.conn)
+	sn.mu.Lock()
+	if cl, ok := sn.clients[name]; ok && cl.conn == h.conn {
+		cl.rec, cl.offline = &rec, rec.Offline
+	}
+	sn.mu.Unlock()
+	sn.forget(name)
+	if n := sn.replicate(ctx, name, raw); n == 0 {
+		return nil, proto.ErrBusy.With("no holder reachable for your record").WithRetry(time.Second)
+	}
+	sn.m.Inc("publishes")
+	return &proto.OK{}, nil
+}
+
+func identityKey(cred []byte) ed25519.PublicKey {
+	c, err := identity.Parse(cred)
+	if err != nil {
+		return nil
+	}
+	return c.PubKey
+}
+
+// dialBack connects to addr and checks that the node there proves the key want, which
+// confirms to a client that its address is reachable from outside.
+func (sn *Supernode) dialBack(ctx context.Context, want ed25519.PublicKey, addr string) error {
+	cfg, err := secure.ClientConfig(sn.cfg.Key, secure.PinnedKey(want))
+	if err != nil {
+		return err
+	}
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	tc, err := secure.Dial(dctx, sn.cfg.Dialer, addr, cfg)
+	if err != nil {
+		sn.m.Inc("dialbacks_failed")
+		return proto.ErrRefused.With("could not reach %s: %v", addr, err)
+	}
+	tc.Close()
+	sn.m.Inc("dialbacks_ok")
+	return nil
+}

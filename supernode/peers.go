@@ -1,0 +1,197 @@
+package supernode
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/peerline/peerline/internal/identity"
+	"github.com/peerline/peerline/internal/index"
+	"github.com/peerline/peerline/internal/proto"
+	"github.com/peerline/peerline/internal/rpc"
+	"github.com/peerline/peerline/internal/secure"
+)
+
+// peerPool keeps control connections to other supernodes, dialled on demand and
+// authenticated both ways: the dialled supernode must hold the key its member id names,
+// and the dialler proves itself with its supernode credential (SNHello).
+type peerPool struct {
+	sn  *Supernode
+	max int
+
+	mu    sync.Mutex // mu protects conns
+	conns map[string]*peerConn
+}
+
+type peerConn struct {
+	ready chan struct{} // closed when dialling finished
+	conn  *rpc.Conn     // nil if dialling failed
+	err   error
+	used  time.Time
+}
+
+func newPeerPool(sn *Supernode, max int) *peerPool {
+	return &peerPool{sn: sn, max: max, conns: make(map[string]*peerConn)}
+}
+
+// errTransport marks failures of the connection itself (as opposed to an answer), which
+// make the caller suspect the peer is dead.
+var errTransport = errors.New("supernode: peer unreachable")
+
+// errNotAdmitted: this supernode has no credential yet to show its peers.
+var errNotAdmitted = errors.New("supernode: not admitted yet")
+
+// call sends m to member and returns the answer. Transport failures wrap errTransport.
+func (p *peerPool) call(ctx context.Context, m index.Member, msg proto.Message) (proto.Message, error) {
+	c, err := p.get(ctx, m)
+	if err != nil {
+		if errors.Is(err, errNotAdmitted) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %s: %v", errTransport, m.Addr, err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := c.Call(cctx, msg)
+	if err != nil {
+		if _, ok := proto.AsError(err); ok {
+			return nil, err
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err() // our caller gave up: says nothing about the peer
+		}
+		p.drop(m.ID, c)
+		return nil, fmt.Errorf("%w: %s: %v", errTransport, m.Addr, err)
+	}
+	return resp, nil
+}
+
+func (p *peerPool) get(ctx context.Context, m index.Member) (*rpc.Conn, error) {
+	p.mu.Lock()
+	pc, ok := p.conns[m.ID]
+	if ok {
+		p.mu.Unlock()
+		<-pc.ready
+		if pc.err == nil {
+			select {
+			case <-pc.conn.Done():
+			default:
+				p.mu.Lock()
+				pc.used = time.Now()
+				p.mu.Unlock()
+				return pc.conn, nil
+			}
+		}
+		p.drop(m.ID, pc.conn)
+		if pc.err != nil {
+			return nil, pc.err
+		}
+		p.mu.Lock()
+	}
+	pc = &peerConn{ready: make(chan struct{}), used: time.Now()}
+	p.conns[m.ID] = pc
+	p.evictLocked()
+	p.mu.Unlock()
+	// The dial serves every caller waiting for this peer, so one caller giving up must
+	// not cancel it: it runs under the supernode's own context and timeout.
+	pc.conn, pc.err = p.dial(p.sn.runCtx, m)
+	close(pc.ready)
+	if pc.err != nil {
+		p.mu.Lock()
+		if p.conns[m.ID] == pc {
+			delete(p.conns, m.ID)
+		}
+		p.mu.Unlock()
+	}
+	return pc.conn, pc.err
+}
+
+// evictLocked closes the least recently used connection when the pool is full.
+func (p *peerPool) evictLocked() {
+	if len(p.conns) <= p.max {
+		return
+	}
+	var oldID string
+	var old *peerConn
+	for id, pc := range p.conns {
+		select {
+		case <-pc.ready:
+		default:
+			continue
+		}
+		if old == nil || pc.used.Before(old.used) {
+			oldID, old = id, pc
+		}
+	}
+	if old != nil {
+		delete(p.conns, oldID)
+		if old.conn != nil {
+			old.conn.Close()
+		}
+	}
+}
+
+func (p *peerPool) drop(id string, c *rpc.Conn) {
+	p.mu.Lock()
+	if pc, ok := p.conns[id]; ok && (pc.conn == c || c == nil) {
+		delete(p.conns, id)
+	}
+	p.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+}
+
+func (p *peerPool) dial(ctx context.Context, m index.Member) (*rpc.Conn, error) {
+	sn := p.sn
+	want, err := identity.DecodeKey(m.ID)
+	if err != nil {
+		return nil, err
+	}
+	cred := sn.credential()
+	if cred == nil {
+		return nil, errNotAdmitted
+	}
+	cfg, err := secure.ClientConfig(sn.cfg.Key, func(k ed25519.PublicKey) error {
+		if !k.Equal(want) {
+			return fmt.Errorf("supernode at %s is not %s", m.Addr, m.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	tc, err := secure.Dial(dctx, sn.cfg.Dialer, m.Addr, cfg)
+	if err != nil {
+		return nil, err
+	}
+	c := rpc.New(tc, rpc.Options{Logger: sn.log, Counter: sn.m, Handler: &handler{sn: sn, key: want, remote: m.Addr, peerSN: m.ID}})
+	go c.Run(sn.runCtx)
+	if _, err := c.Call(dctx, &proto.SNHello{Credential: cred}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	sn.m.Inc("peer_dials")
+	return c, nil
+}
+
+func (p *peerPool) closeAll() {
+	p.mu.Lock()
+	conns := p.conns
+	p.conns = make(map[string]*peerConn)
+	p.mu.Unlock()
+	for _, pc := range conns {
+		select {
+		case <-pc.ready:
+			if pc.conn != nil {
+				pc.conn.Close()
+			}
+		default:
+		}
+	}
+}
