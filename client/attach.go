@@ -181,7 +181,7 @@ func (c *Client) attachTo(ctx context.Context, e hostcache.Entry) (*attachment, 
 		keep = 20 * time.Second
 	}
 	return &attachment{conn: conn, addr: e.Addr, id: identity.EncodeKey(snKey), name: sc.Name,
-		since: ok.Since, at: c.cfg.Now(), keep: keep}, nil
+		since: ok.Since, at: c.cfg.Now(), keep: keep, stun: ok.STUN}, nil
 }
 
 // stayAttached publishes the user's record, subscribes to the buddies' presence, then
@@ -198,6 +198,9 @@ func (c *Client) stayAttached(ctx context.Context, a *attachment) error {
 		return fmt.Errorf("subscribe: %w", err)
 	}
 	c.refreshPeers(ctx, a)
+	natDone := make(chan struct{})
+	go func() { defer close(natDone); c.detectNAT(ctx, a) }()
+	defer func() { <-natDone }()
 	keep := time.NewTicker(a.keep)
 	defer keep.Stop()
 	refresh := time.NewTicker(c.cfg.RefreshInterval)

@@ -51,17 +51,20 @@ type Config struct {
 	// Password is asked only when no valid credential is saved. nil = fail with
 	// ErrNeedPassword in that case.
 	Password        func(ctx context.Context) (string, error)
-	Dialer          secure.Dialer    // nil = &net.Dialer{}
-	ParallelAttach  int              // supernodes tried at once when attaching; 0 = 3
-	KeepAlive       time.Duration    // ping period; 0 = what the supernode asks for
-	RefreshInterval time.Duration    // host-cache refresh from the supernode; 0 = 5 minutes
-	RetryBase       time.Duration    // first back-off ceiling; 0 = 200ms
-	RetryMax        time.Duration    // largest back-off ceiling; 0 = 30s
-	NoControl       bool             // do not open the control socket
-	Events          chan<- Event     // presence changes and messages; nil = none; dropped when full
-	Logger          *slog.Logger     // nil = slog.Default()
-	Metrics         *metrics.Set     // nil = a fresh set
-	Now             func() time.Time // nil = time.Now
+	Dialer          secure.Dialer // nil = &net.Dialer{}
+	ParallelAttach  int           // supernodes tried at once when attaching; 0 = 3
+	KeepAlive       time.Duration // ping period; 0 = what the supernode asks for
+	RefreshInterval time.Duration // host-cache refresh from the supernode; 0 = 5 minutes
+	RetryBase       time.Duration // first back-off ceiling; 0 = 200ms
+	RetryMax        time.Duration // largest back-off ceiling; 0 = 30s
+	NoControl       bool          // do not open the control socket
+	Events          chan<- Event  // presence changes and messages; nil = none; dropped when full
+	// ListenPacket opens the UDP sockets of NAT detection; nil = net.ListenPacket.
+	ListenPacket func(network, addr string) (net.PacketConn, error)
+	NATTimeout   time.Duration    // per NAT test; 0 = 2s
+	Logger       *slog.Logger     // nil = slog.Default()
+	Metrics      *metrics.Set     // nil = a fresh set
+	Now          func() time.Time // nil = time.Now
 }
 
 // Errors.
@@ -96,6 +99,7 @@ type Client struct {
 	presence   map[string]*Presence // by buddy name
 	inbox      []Event
 	natClassic string
+	nat        NATStatus
 	crashed    bool // Crash was called: no goodbye
 }
 
@@ -123,6 +127,7 @@ type attachment struct {
 	since time.Time
 	at    time.Time
 	keep  time.Duration
+	stun  string // the supernode's STUN service, "" if none
 }
 
 // New prepares a client: it loads or creates the key, the saved credential and the host
@@ -139,6 +144,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.ParallelAttach <= 0 {
 		cfg.ParallelAttach = 3
+	}
+	if cfg.ListenPacket == nil {
+		cfg.ListenPacket = defaultListenPacket
 	}
 	if cfg.RefreshInterval <= 0 {
 		cfg.RefreshInterval = 5 * time.Minute

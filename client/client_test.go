@@ -151,3 +151,17 @@ func TestAttachWhenSupernodesAppearLater(t *testing.T) {
 		t.Fatal("attached without a seed refresh?")
 	}
 }
+
+// TestNATShownInStatus: the client detects its NAT with its supernode's RFC 5780 STUN
+// service; on loopback it has none, so it is "open", and its record says so.
+func TestNATShownInStatus(t *testing.T) {
+	o := overlaytest.Start(t, overlaytest.Options{STUN: true})
+	o.Register("alice", "correct horse")
+	c := o.StartClient(filepath.Join(t.TempDir(), "alice"), "alice", "correct horse",
+		func(cfg *client.Config) { cfg.NATTimeout = 300 * time.Millisecond })
+	o.Eventually("NAT detected", func() bool { return c.Status().NAT != nil })
+	n := c.Status().NAT
+	if n.Classic != "open" || !n.Public || n.Mapping != "endpoint-independent" || n.Filtering != "endpoint-independent" || n.Error != "" {
+		t.Fatalf("loopback NAT status %+v", n)
+	}
+}

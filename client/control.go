@@ -19,7 +19,7 @@ type Status struct {
 	Attaches          int               `json:"attaches"`
 	HostCache         int               `json:"host_cache"`
 	LastError         string            `json:"last_error,omitempty"`
-	NAT               string            `json:"nat,omitempty"`
+	NAT               *NATStatus        `json:"nat,omitempty"`
 	Buddies           []Presence        `json:"buddies"`
 	Counters          map[string]uint64 `json:"counters"`
 }
@@ -49,7 +49,10 @@ func (c *Client) Status() Status {
 	if c.cred != nil {
 		st.CredentialExpires = c.credInfo.Expires
 	}
-	st.NAT = c.natClassic
+	if !c.nat.Checked.IsZero() {
+		n := c.nat
+		st.NAT = &n
+	}
 	for _, p := range c.presence {
 		st.Buddies = append(st.Buddies, *p)
 	}

@@ -136,7 +136,11 @@ func (sn *Supernode) attach(h *handler, a *proto.Attach) (proto.Message, error) 
 	}
 	sn.m.Inc("attaches")
 	sn.log.Info("client attached", "user", cred.Name, "remote", h.remote)
-	return &proto.AttachOK{Credential: own, Since: sn.since, KeepAliveMs: sn.cfg.KeepAlive.Milliseconds()}, nil
+	ok := &proto.AttachOK{Credential: own, Since: sn.since, KeepAliveMs: sn.cfg.KeepAlive.Milliseconds()}
+	if c := sn.cfg.STUN[0]; c != nil {
+		ok.STUN = c.LocalAddr().String()
+	}
+	return ok, nil
 }
 
 // hello authenticates another supernode: its credential must be a supernode credential

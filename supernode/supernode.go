@@ -29,6 +29,7 @@ import (
 	"github.com/peerline/peerline/internal/rpc"
 	"github.com/peerline/peerline/internal/secure"
 	"github.com/peerline/peerline/internal/serve"
+	"github.com/peerline/peerline/internal/stunsrv"
 )
 
 // Config configures a Supernode. Key, Advertise, LoginAddr and LoginKey are required.
@@ -46,9 +47,14 @@ type Config struct {
 	CacheTTL    time.Duration      // how long lookup results are cached here; 0 = 5s, negative = off
 	SuspectTime time.Duration      // how long an unreachable member is left out of holder sets; 0 = 10s
 	MaxPeers    int                // connections kept to other supernodes; 0 = 128
-	Logger      *slog.Logger       // nil = slog.Default()
-	Metrics     *metrics.Set       // nil = a fresh set
-	Now         func() time.Time   // nil = time.Now
+	// STUN are the sockets of the RFC 5780 STUN service clients use to detect their NAT:
+	// [0] the primary address (required for the service), and either all of [1..3]
+	// (same IP other port, other IP same port, other IP other port) or none. Zero = no
+	// STUN service. The supernode owns and closes them.
+	STUN    [4]net.PacketConn
+	Logger  *slog.Logger     // nil = slog.Default()
+	Metrics *metrics.Set     // nil = a fresh set
+	Now     func() time.Time // nil = time.Now
 }
 
 // Supernode is one running supernode.
@@ -161,6 +167,14 @@ func (sn *Supernode) Run(ctx context.Context, ln net.Listener) error {
 	sn.runCtx = ctx
 	defer sn.ov.peers.closeAll()
 	go sn.maintain(ctx)
+	if sn.cfg.STUN[0] != nil {
+		srv, err := stunsrv.New(stunsrv.Config{Conns: sn.cfg.STUN, Software: "peerline", Logger: sn.log})
+		if err != nil {
+			return fmt.Errorf("supernode: STUN service: %w", err)
+		}
+		defer srv.Close()
+		go srv.Serve(ctx)
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- serve.Accept(ctx, ln, sn.cfg.MaxClients, sn.m, sn.serveConn) }()
 	if err := sn.registerLoop(ctx); err != nil {

@@ -63,7 +63,7 @@ func statusCommand() *cli.Command {
 			} else {
 				fmt.Fprintf(w, "  supernode:  none (attaching)\n")
 			}
-			fmt.Fprintf(w, "  attaches:   %d\n  host cache: %d supernodes\n  NAT:        %s\n", st.Attaches, st.HostCache, orUnknown(st.NAT))
+			fmt.Fprintf(w, "  attaches:   %d\n  host cache: %d supernodes\n  NAT:        %s\n", st.Attaches, st.HostCache, natText(st.NAT))
 			for _, b := range st.Buddies {
 				state := "offline, last seen " + fmtTime(b.LastSeen)
 				if b.Online {
@@ -235,4 +235,14 @@ func inboxCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+func natText(n *client.NATStatus) string {
+	if n == nil {
+		return "not detected yet"
+	}
+	if n.Classic == "" {
+		return "unknown (" + n.Error + ")"
+	}
+	return fmt.Sprintf("%s (mapping %s, filtering %s)", n.Classic, orUnknown(string(n.Mapping)), orUnknown(string(n.Filtering)))
 }

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"github.com/peerline/peerline/internal/identity"
 	"github.com/peerline/peerline/internal/metrics"
 	"github.com/peerline/peerline/internal/proto"
+	"github.com/peerline/peerline/internal/stunsrv"
 	"github.com/peerline/peerline/supernode"
 )
 
@@ -37,6 +40,8 @@ func supernodeCommand() *cli.Command {
 			&cli.StringFlag{Name: "admit-secret", Usage: "the login server's admission `SECRET`", EnvVars: []string{"PEERLINE_ADMIT_SECRET"}},
 			&cli.StringFlag{Name: "admit-secret-file", Usage: "read the admission secret from `FILE`"},
 			&cli.DurationFlag{Name: "keepalive", Usage: "ping period asked of clients (0 = 20s)"},
+			&cli.BoolFlag{Name: "no-stun", Usage: "do not serve STUN (clients then cannot detect their NAT here)"},
+			&cli.StringFlag{Name: "stun-alt-ip", Usage: "second `IP` of this host, for full RFC 5780 NAT detection (without it, clients learn only their mapped address)"},
 			logLevelFlag,
 		},
 		Action: runSupernode,
@@ -73,9 +78,18 @@ func runSupernode(c *cli.Context) error {
 	if adv == "" {
 		adv = ln.Addr().String()
 	}
+	var stun [4]net.PacketConn
+	if !c.Bool("no-stun") {
+		stun, err = listenSTUN(adv, c.String("stun-alt-ip"))
+		if err != nil {
+			ln.Close()
+			return err
+		}
+	}
 	m := &metrics.Set{}
 	sn, err := supernode.New(supernode.Config{
-		Key: key, Name: c.String("name"), Advertise: adv,
+		STUN: stun,
+		Key:  key, Name: c.String("name"), Advertise: adv,
 		LoginAddr: ls.Addr, LoginKey: ls.Key, AdmitSecret: secret,
 		KeepAlive: c.Duration("keepalive"), Logger: log, Metrics: m,
 	})
@@ -96,4 +110,20 @@ func runSupernode(c *cli.Context) error {
 	}, m)
 	log.Info("supernode listening", "addr", ln.Addr().String(), "advertise", adv, "id", sn.ID())
 	return sn.Run(c.Context, ln)
+}
+
+// listenSTUN opens the STUN sockets: UDP on the advertised IP and port, plus the port
+// above it and the same two ports on altIP when one is given.
+func listenSTUN(advertise, altIP string) ([4]net.PacketConn, error) {
+	ap, err := netip.ParseAddrPort(advertise)
+	if err != nil {
+		return [4]net.PacketConn{}, fmt.Errorf("STUN needs an IP:PORT advertised address (or --no-stun): %w", err)
+	}
+	var alt netip.Addr
+	if altIP != "" {
+		if alt, err = netip.ParseAddr(altIP); err != nil {
+			return [4]net.PacketConn{}, fmt.Errorf("--stun-alt-ip: %w", err)
+		}
+	}
+	return stunsrv.ListenUDP(ap, alt, ap.Port()+1)
 }

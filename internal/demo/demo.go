@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/peerline/peerline/client"
 	"github.com/peerline/peerline/internal/ctl"
 	"github.com/peerline/peerline/internal/identity"
+	"github.com/peerline/peerline/internal/stunsrv"
 	"github.com/peerline/peerline/loginsrv"
 	"github.com/peerline/peerline/supernode"
 )
@@ -43,6 +45,7 @@ type Result struct {
 	Supernodes []SupernodeInfo      `json:"supernodes"`
 	Users      []UserInfo           `json:"users"`
 	Search     *client.SearchResult `json:"search,omitempty"`
+	Message    *client.Event        `json:"message,omitempty"`
 	Elapsed    string               `json:"elapsed"`
 }
 
@@ -61,6 +64,7 @@ type UserInfo struct {
 	CredentialExpires time.Time `json:"credential_expires"`
 	Supernode         string    `json:"supernode"`
 	SupernodeAddr     string    `json:"supernode_addr"`
+	NAT               string    `json:"nat"`
 }
 
 type runner struct {
@@ -151,8 +155,16 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 		if err != nil {
 			return res, err
 		}
+		// Each supernode serves RFC 5780 STUN on two loopback addresses, so clients can
+		// tell their NAT type (on loopback: none, "open").
+		stun, err := stunsrv.ListenFree(netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2"))
+		if err != nil {
+			ln.Close()
+			return res, err
+		}
 		sn, err := supernode.New(supernode.Config{
-			Key: key, Name: fmt.Sprintf("sn%d", i+1), Advertise: ln.Addr().String(),
+			STUN: stun,
+			Key:  key, Name: fmt.Sprintf("sn%d", i+1), Advertise: ln.Addr().String(),
 			LoginAddr: res.LoginAddr, LoginKey: ls.PublicKey(), AdmitSecret: secret,
 			KeepAlive: 2 * time.Second, Logger: r.log.With("role", "supernode"),
 		})
@@ -187,8 +199,9 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 		r.say("registered     %s", name)
 		cl, err := client.New(client.Config{
 			DataDir: filepath.Join(dir, name), Login: login, User: name,
-			Password: func(context.Context) (string, error) { return pw, nil },
-			Logger:   r.log.With("role", "client"),
+			Password:   func(context.Context) (string, error) { return pw, nil },
+			NATTimeout: 500 * time.Millisecond,
+			Logger:     r.log.With("role", "client"),
 		})
 		if err != nil {
 			return res, err
@@ -206,12 +219,22 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 	}); err != nil {
 		return res, err
 	}
+	if err := r.wait(ctx, "NAT detection", func() bool {
+		for _, cl := range clients {
+			if cl.Status().NAT == nil {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		return res, err
+	}
 	for _, cl := range clients {
 		st := cl.Status()
-		r.say("logged in      %-8s attached to %s at %s", st.User, st.Supernode.Name, st.Supernode.Addr)
+		r.say("logged in      %-8s attached to %s at %s, NAT: %s", st.User, st.Supernode.Name, st.Supernode.Addr, st.NAT.Classic)
 		res.Users = append(res.Users, UserInfo{
 			Name: st.User, Registered: true, LoggedIn: st.LoggedIn, CredentialExpires: st.CredentialExpires,
-			Supernode: st.Supernode.Name, SupernodeAddr: st.Supernode.Addr,
+			Supernode: st.Supernode.Name, SupernodeAddr: st.Supernode.Addr, NAT: st.NAT.Classic,
 		})
 	}
 
@@ -223,15 +246,30 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 			return res, fmt.Errorf("buddy add: %w", err)
 		}
 		var sr client.SearchResult
-		if err := ctl.Do(ctx, sock, ctl.Request{Cmd: client.CmdSearch, Args: []string{opts.Users[1]}}, &sr); err != nil {
+		// The first search may run before bob's record reached its holders.
+		if err := r.wait(ctx, "overlay search", func() bool {
+			sr = client.SearchResult{}
+			err := ctl.Do(ctx, sock, ctl.Request{Cmd: client.CmdSearch, Args: []string{opts.Users[1]}}, &sr)
+			return err == nil && sr.User != nil && sr.User.Online
+		}); err != nil {
 			return res, fmt.Errorf("search: %w", err)
 		}
-		if len(sr.Results) != 1 {
-			return res, fmt.Errorf("search for %s found %d users", opts.Users[1], len(sr.Results))
-		}
 		res.Search = &sr
-		r.say("%s added %s as a buddy and found them: last seen %s", opts.Users[0], opts.Users[1],
-			sr.Results[0].LastSeen.Local().Format(time.TimeOnly))
+		r.say("%s added %s as a buddy and found them through the %s (%d hops): online at %s",
+			opts.Users[0], opts.Users[1], sr.Source, sr.Hops, sr.User.SupernodeAddr)
+		text := "hello from " + opts.Users[0]
+		if err := ctl.Do(ctx, sock, ctl.Request{Cmd: client.CmdMsg, Args: []string{opts.Users[1], text}}, nil); err != nil {
+			return res, fmt.Errorf("message: %w", err)
+		}
+		var inbox []client.Event
+		if err := r.wait(ctx, "message delivery", func() bool {
+			inbox = clients[1].Inbox()
+			return len(inbox) > 0
+		}); err != nil {
+			return res, err
+		}
+		res.Message = &inbox[0]
+		r.say("%s sent %s an end-to-end encrypted message; %s received %q", opts.Users[0], opts.Users[1], opts.Users[1], inbox[0].Text)
 	}
 	for _, sn := range sns {
 		st := sn.Status()

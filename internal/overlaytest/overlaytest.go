@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/internal/stunsrv"
 	"github.com/peerline/peerline/loginsrv"
 	"github.com/peerline/peerline/supernode"
 )
@@ -32,6 +34,7 @@ type Overlay struct {
 	Log    *slog.Logger
 
 	cacheTTL time.Duration
+	stun     bool
 
 	mu  sync.Mutex
 	sns []*SN
@@ -64,6 +67,7 @@ type Options struct {
 	Heartbeat  time.Duration // 0 = 200ms
 	KeepAlive  time.Duration // 0 = 500ms
 	CacheTTL   time.Duration // supernodes' lookup cache; 0 = their default, negative = off
+	STUN       bool          // supernodes serve RFC 5780 STUN on 127.0.0.1 and 127.0.0.2
 	Verbose    bool          // log to the test log... to stderr
 }
 
@@ -119,7 +123,7 @@ func Start(t testing.TB, opts Options) *Overlay {
 		<-done
 		store.Close()
 	})
-	o.cacheTTL = opts.CacheTTL
+	o.cacheTTL, o.stun = opts.CacheTTL, opts.STUN
 	for i := 0; i < max(opts.Supernodes, 0); i++ {
 		o.AddSupernode(opts.KeepAlive)
 	}
@@ -147,8 +151,13 @@ func (o *Overlay) AddSupernode(keepAlive time.Duration) *SN {
 	o.mu.Lock()
 	name := fmt.Sprintf("sn%d", len(o.sns)+1)
 	o.mu.Unlock()
+	var stun [4]net.PacketConn
+	if o.stun {
+		stun = LoopbackSTUN(o.t)
+	}
 	sn, err := supernode.New(supernode.Config{
-		Key: key, Name: name, Advertise: ln.Addr().String(),
+		STUN: stun,
+		Key:  key, Name: name, Advertise: ln.Addr().String(),
 		LoginAddr: o.LS.Addr, LoginKey: o.LS.Key, AdmitSecret: o.Secret,
 		KeepAlive: keepAlive, CacheTTL: o.cacheTTL, Logger: o.Log,
 	})
@@ -258,4 +267,15 @@ func Eventually(t testing.TB, limit time.Duration, what string, cond func() bool
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// LoopbackSTUN opens the four sockets of an RFC 5780 STUN service on 127.0.0.1 and
+// 127.0.0.2 (Linux routes all of 127/8 to lo).
+func LoopbackSTUN(t testing.TB) [4]net.PacketConn {
+	t.Helper()
+	conns, err := stunsrv.ListenFree(netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conns
 }

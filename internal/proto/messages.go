@@ -154,7 +154,8 @@ type Attach struct {
 type AttachOK struct {
 	Credential  []byte    `json:"credential"` // the supernode's own credential
 	Since       time.Time `json:"since"`
-	KeepAliveMs int64     `json:"keepalive_ms"` // how often the client should Ping
+	KeepAliveMs int64     `json:"keepalive_ms"`   // how often the client should Ping
+	STUN        string    `json:"stun,omitempty"` // the supernode's RFC 5780 STUN service
 }
 
 // Peers asks a supernode for its view of the other supernodes.
@@ -294,5 +295,12 @@ func (m *SNRegisterOK) validate() error {
 func (m *SNHeartbeat) validate() error { return ValidAddr(m.Addr) }
 func (m *SNPeers) validate() error     { return validSupernodes(m.Supernodes) }
 func (m *Attach) validate() error      { return checkBytes("credential", m.Credential, 1, MaxCredential) }
-func (m *AttachOK) validate() error    { return checkBytes("credential", m.Credential, 1, MaxCredential) }
-func (m *PeersOK) validate() error     { return validSupernodes(m.Supernodes) }
+func (m *AttachOK) validate() error {
+	if m.STUN != "" {
+		if err := ValidAddr(m.STUN); err != nil {
+			return err
+		}
+	}
+	return checkBytes("credential", m.Credential, 1, MaxCredential)
+}
+func (m *PeersOK) validate() error { return validSupernodes(m.Supernodes) }

@@ -234,3 +234,26 @@ func addrPort(a net.Addr) (netip.AddrPort, error) {
 		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
 	}
 }
+
+// ListenFree is ListenUDP at a free pair of ports (p, p+1) on ip and altIP, for tests and
+// demos that cannot pick ports in advance.
+func ListenFree(ip, altIP netip.Addr) ([numSlots]net.PacketConn, error) {
+	var lastErr error
+	for try := 0; try < 50; try++ {
+		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
+		if err != nil {
+			return [numSlots]net.PacketConn{}, err
+		}
+		port := uint16(c.LocalAddr().(*net.UDPAddr).Port)
+		c.Close()
+		if port == 65535 {
+			continue
+		}
+		conns, err := ListenUDP(netip.AddrPortFrom(ip, port), altIP, port+1)
+		if err == nil {
+			return conns, nil
+		}
+		lastErr = err
+	}
+	return [numSlots]net.PacketConn{}, fmt.Errorf("stunsrv: no free port pair: %w", lastErr)
+}
