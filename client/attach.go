@@ -83,6 +83,15 @@ func (c *Client) attachLoop(ctx context.Context) {
 // that completes an attachment; the others are closed.
 func (c *Client) attach(ctx context.Context) (*attachment, error) {
 	cands := c.cache.Ranked()
+	if p := c.cfg.Prefer; p != "" {
+		rest := []hostcache.Entry{{Addr: p, Source: hostcache.SourceManual}}
+		for _, e := range cands {
+			if e.Addr != p {
+				rest = append(rest, e)
+			}
+		}
+		cands = rest
+	}
 	if len(cands) == 0 {
 		return nil, ErrNoSupernodes
 	}

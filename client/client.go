@@ -31,6 +31,7 @@ import (
 	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/internal/rpc"
 	"github.com/peerline/peerline/internal/secure"
+	"github.com/peerline/peerline/supernode"
 )
 
 // Files kept in the data directory.
@@ -53,6 +54,7 @@ type Config struct {
 	Password        func(ctx context.Context) (string, error)
 	Dialer          secure.Dialer // nil = &net.Dialer{}
 	ParallelAttach  int           // supernodes tried at once when attaching; 0 = 3
+	Prefer          string        // a supernode address tried before the host cache ranking; "" = none
 	KeepAlive       time.Duration // ping period; 0 = what the supernode asks for
 	RefreshInterval time.Duration // host-cache refresh from the supernode; 0 = 5 minutes
 	RetryBase       time.Duration // first back-off ceiling; 0 = 200ms
@@ -62,6 +64,7 @@ type Config struct {
 	// ListenPacket opens the UDP sockets of NAT detection; nil = net.ListenPacket.
 	ListenPacket func(network, addr string) (net.PacketConn, error)
 	NATTimeout   time.Duration    // per NAT test; 0 = 2s
+	Promote      PromoteConfig    // when to become a supernode
 	Logger       *slog.Logger     // nil = slog.Default()
 	Metrics      *metrics.Set     // nil = a fresh set
 	Now          func() time.Time // nil = time.Now
@@ -100,7 +103,9 @@ type Client struct {
 	inbox      []Event
 	natClassic string
 	nat        NATStatus
-	crashed    bool // Crash was called: no goodbye
+	promotion  PromotionStatus
+	sn         *supernode.Supernode // the supernode role, while promoted
+	crashed    bool                 // Crash was called: no goodbye
 }
 
 // Crash makes the client fall silent at once, as a killed process would: its connections
@@ -145,6 +150,7 @@ func New(cfg Config) (*Client, error) {
 	if cfg.ParallelAttach <= 0 {
 		cfg.ParallelAttach = 3
 	}
+	cfg.Promote.setDefaults()
 	if cfg.ListenPacket == nil {
 		cfg.ListenPacket = defaultListenPacket
 	}
@@ -251,7 +257,11 @@ func (c *Client) Run(ctx context.Context) error {
 		}()
 	}
 	fatal := make(chan error, 1)
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		c.promoteLoop(ctx)
+	}()
 	go func() {
 		defer wg.Done()
 		if err := c.loginLoop(ctx); err != nil {

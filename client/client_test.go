@@ -59,7 +59,7 @@ func TestRestartWithoutPassword(t *testing.T) {
 
 	c2 := o.StartClient(dir, "", "", nil) // no user, no password: all from the data dir
 	o.Eventually("alice attached again", attached(c2))
-	o.Eventually("resumed at the login server", func() bool { return c2.Metrics().Get("resumes") == 1 })
+	o.Eventually("resumed at the login server", func() bool { return c2.Metrics().Get("resumes") >= 1 })
 	if got := o.Login.Hasher().Count(); got != hashes {
 		t.Fatalf("argon2 hashes went from %d to %d on a credential restart", hashes, got)
 	}

@@ -21,6 +21,7 @@ type Status struct {
 	LastError         string            `json:"last_error,omitempty"`
 	NAT               *NATStatus        `json:"nat,omitempty"`
 	Buddies           []Presence        `json:"buddies"`
+	Promotion         PromotionStatus   `json:"promotion"`
 	Counters          map[string]uint64 `json:"counters"`
 }
 
@@ -49,6 +50,8 @@ func (c *Client) Status() Status {
 	if c.cred != nil {
 		st.CredentialExpires = c.credInfo.Expires
 	}
+	st.Promotion = c.promotion
+	st.Promotion.Admitted = c.sn != nil && c.sn.Registered()
 	if !c.nat.Checked.IsZero() {
 		n := c.nat
 		st.NAT = &n

@@ -36,6 +36,8 @@ type Config struct {
 	FailsPerName      int                // failed logins per name per FailWindow; 0 = 5
 	FailsPerAddr      int                // failed logins per source address per FailWindow; 0 = 20
 	FailWindow        time.Duration      // 0 = 1 minute
+	Dialer            secure.Dialer      // dials promoted supernodes back; nil = &net.Dialer{}
+	NoPromotion       bool               // refuse to promote clients to supernodes
 	Logger            *slog.Logger       // nil = slog.Default()
 	Metrics           *metrics.Set       // nil = a fresh set
 	Now               func() time.Time   // nil = time.Now
@@ -71,6 +73,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.FailWindow <= 0 {
 		c.FailWindow = time.Minute
+	}
+	if c.Dialer == nil {
+		c.Dialer = &net.Dialer{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -550,7 +555,13 @@ func (s *Server) snRegister(ctx context.Context, ss *session, m *proto.SNRegiste
 	if ss.peerKey == nil {
 		return nil, proto.ErrBadRequest.With("supernodes must present their key")
 	}
-	if s.cfg.AdmitSecret == "" || subtle.ConstantTimeCompare([]byte(m.AdmitSecret), []byte(s.cfg.AdmitSecret)) != 1 {
+	if len(m.UserCredential) > 0 {
+		if err := s.admitPromoted(ctx, ss, m); err != nil {
+			s.m.Inc("sn_not_admitted")
+			s.log.Warn("promotion refused", "remote", ss.remote, "addr", m.Addr, "err", err)
+			return nil, err
+		}
+	} else if s.cfg.AdmitSecret == "" || subtle.ConstantTimeCompare([]byte(m.AdmitSecret), []byte(s.cfg.AdmitSecret)) != 1 {
 		s.m.Inc("sn_not_admitted")
 		s.log.Warn("supernode refused", "remote", ss.remote, "addr", m.Addr)
 		return nil, proto.ErrNotAdmitted
@@ -595,4 +606,37 @@ func (s *Server) snHeartbeat(ctx context.Context, ss *session, m *proto.SNHeartb
 	}
 	version, _ := s.liveMembers()
 	return &proto.SNPeers{Supernodes: peers, Version: version}, nil
+}
+
+// admitPromoted checks a client's request to become a supernode: a valid user credential
+// for the key of this connection, an account that still exists, and a node at the
+// advertised address that proves the same key when the login server dials it. Dialling
+// back is what keeps a node behind a NAT, or one naming someone else's address, out of
+// host caches.
+func (s *Server) admitPromoted(ctx context.Context, ss *session, m *proto.SNRegister) error {
+	if s.cfg.NoPromotion {
+		return proto.ErrNotAdmitted.With("this login server does not promote clients")
+	}
+	cred, err := identity.VerifyHolder(m.UserCredential, s.PublicKey(), ss.peerKey, identity.KindUser, s.cfg.Now())
+	if err != nil {
+		return proto.ErrNotAdmitted.With("promotion needs your own valid credential: %v", err)
+	}
+	if _, err := s.cfg.Store.User(ctx, cred.Name); err != nil {
+		return proto.ErrNotAdmitted.With("no account %q", cred.Name)
+	}
+	cfg, err := secure.ClientConfig(s.cfg.Key, secure.PinnedKey(ss.peerKey))
+	if err != nil {
+		return err
+	}
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	tc, err := secure.Dial(dctx, s.cfg.Dialer, m.Addr, cfg)
+	if err != nil {
+		s.m.Inc("sn_dialback_failed")
+		return proto.ErrNotAdmitted.With("could not reach you at %s: %v", m.Addr, err)
+	}
+	tc.Close()
+	s.m.Inc("sn_promotions")
+	s.log.Info("client promoted to supernode", "user", cred.Name, "addr", m.Addr)
+	return nil
 }

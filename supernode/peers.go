@@ -164,14 +164,15 @@ func (p *peerPool) dial(ctx context.Context, m index.Member) (*rpc.Conn, error) 
 	if err != nil {
 		return nil, err
 	}
-	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	// A supernode that is leaving still hands its records off over fresh connections.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	tc, err := secure.Dial(dctx, sn.cfg.Dialer, m.Addr, cfg)
 	if err != nil {
 		return nil, err
 	}
 	c := rpc.New(tc, rpc.Options{Logger: sn.log, Counter: sn.m, Handler: &handler{sn: sn, key: want, remote: m.Addr, peerSN: m.ID}})
-	go c.Run(sn.runCtx)
+	go c.Run(context.Background()) // closed by closeAll, eviction, or the peer
 	if _, err := c.Call(dctx, &proto.SNHello{Credential: cred}); err != nil {
 		c.Close()
 		return nil, err

@@ -39,14 +39,20 @@ type Config struct {
 	Advertise   string             // host:port clients dial, as listed in host caches
 	LoginAddr   string             // host:port of the login server
 	LoginKey    ed25519.PublicKey  // the login server's pinned key
-	AdmitSecret string             // the login server's supernode admission secret
-	Dialer      secure.Dialer      // nil = &net.Dialer{}
-	KeepAlive   time.Duration      // how often clients should ping; a client silent for 3 periods is dropped; 0 = 20s
-	MaxClients  int                // attached clients at once, more are shed; 0 = 5000
-	Replicas    int                // holders of each user record; 0 = 3
-	CacheTTL    time.Duration      // how long lookup results are cached here; 0 = 5s, negative = off
-	SuspectTime time.Duration      // how long an unreachable member is left out of holder sets; 0 = 10s
-	MaxPeers    int                // connections kept to other supernodes; 0 = 128
+	AdmitSecret string             // the login server's supernode admission secret (infrastructure supernodes)
+	// UserCredential admits a promoted client instead of AdmitSecret: the user's own
+	// credential for Key; the login server dials Advertise back before it admits.
+	UserCredential []byte
+	// Overload demotes the supernode when it reports true at three maintenance ticks in a
+	// row (nil = never); the supernode hands off its records and leaves the ring.
+	Overload    func(clients int) bool
+	Dialer      secure.Dialer // nil = &net.Dialer{}
+	KeepAlive   time.Duration // how often clients should ping; a client silent for 3 periods is dropped; 0 = 20s
+	MaxClients  int           // attached clients at once, more are shed; 0 = 5000
+	Replicas    int           // holders of each user record; 0 = 3
+	CacheTTL    time.Duration // how long lookup results are cached here; 0 = 5s, negative = off
+	SuspectTime time.Duration // how long an unreachable member is left out of holder sets; 0 = 10s
+	MaxPeers    int           // connections kept to other supernodes; 0 = 128
 	// STUN are the sockets of the RFC 5780 STUN service clients use to detect their NAT:
 	// [0] the primary address (required for the service), and either all of [1..3]
 	// (same IP other port, other IP same port, other IP other port) or none. Zero = no
@@ -68,6 +74,7 @@ type Supernode struct {
 	ov    *overlay
 	// runCtx is Run's context, for work that outlives a request (set before serving).
 	runCtx context.Context
+	demote context.CancelFunc // ends Run: overload demotion
 
 	mu         sync.Mutex // mu protects the following fields
 	cred       []byte     // supernode credential; nil until admitted
@@ -165,6 +172,7 @@ func (sn *Supernode) Run(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sn.runCtx = ctx
+	sn.demote = cancel
 	defer sn.ov.peers.closeAll()
 	go sn.maintain(ctx)
 	if sn.cfg.STUN[0] != nil {
@@ -226,7 +234,8 @@ func (sn *Supernode) registerOnce(ctx context.Context) error {
 	}
 	c := rpc.New(tc, rpc.Options{Logger: sn.log, Counter: sn.m})
 	runDone := make(chan struct{})
-	go func() { c.Run(ctx); close(runDone) }()
+	// The connection outlives ctx by the moment leave needs to say goodbye on it.
+	go func() { c.Run(context.WithoutCancel(ctx)); close(runDone) }()
 	defer func() { c.Close(); <-runDone }()
 
 	interval, err := sn.register(ctx, c)
@@ -249,6 +258,7 @@ func (sn *Supernode) registerOnce(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
+			sn.leave(c)
 			return nil
 		case <-c.Done():
 			return c.Err()
@@ -257,11 +267,25 @@ func (sn *Supernode) registerOnce(ctx context.Context) error {
 	}
 }
 
+// leave demotes the supernode in order: its records go to their next holders first, then
+// the login server takes it off the member list, so lookups move on without a gap.
+func (sn *Supernode) leave(c *rpc.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n := sn.handOff(ctx)
+	if _, err := c.Call(ctx, &proto.SNLeave{}); err != nil {
+		sn.log.Warn("leave: login server not told", "err", err)
+	}
+	sn.m.Inc("leaves")
+	sn.log.Info("left the supernode layer", "records_handed", n)
+}
+
 func (sn *Supernode) register(ctx context.Context, c *rpc.Conn) (time.Duration, error) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	ok, err := rpc.Call[*proto.SNRegisterOK](cctx, c, &proto.SNRegister{
 		Name: sn.cfg.Name, Addr: sn.cfg.Advertise, Since: sn.since, AdmitSecret: sn.cfg.AdmitSecret,
+		UserCredential: sn.cfg.UserCredential,
 	})
 	if errors.Is(err, proto.ErrNotAdmitted) {
 		return 0, ErrNotAdmitted
@@ -305,6 +329,13 @@ func (sn *Supernode) credential() []byte {
 	sn.mu.Lock()
 	defer sn.mu.Unlock()
 	return sn.cred
+}
+
+// Registered reports whether the login server has admitted the supernode.
+func (sn *Supernode) Registered() bool {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	return sn.registered
 }
 
 // Peers returns the supernode's current view of the other live supernodes.

@@ -137,3 +137,29 @@ func TestWrongAdmissionSecret(t *testing.T) {
 		t.Fatalf("Run = %v, want ErrNotAdmitted", sn.Err())
 	}
 }
+
+// TestPromotionNeedsReachableAddress: a node asking to be promoted with an address where
+// nobody proves its key is refused by the login server.
+func TestPromotionNeedsReachableAddress(t *testing.T) {
+	o := overlaytest.Start(t, overlaytest.Options{Supernodes: 1})
+	o.Register("mallory", "mallory's password")
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	now := time.Now()
+	cred, _ := identity.Sign(o.Key, identity.Credential{Kind: identity.KindUser, Name: "mallory",
+		PubKey: key.Public().(ed25519.PublicKey), Issued: now, Expires: now.Add(time.Hour)})
+	// The address is another supernode's: reachable, but it holds a different key.
+	victim := o.Supernodes()[0].Addr
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	sn, err := supernode.New(supernode.Config{Key: key, Advertise: victim, LoginAddr: o.LS.Addr, LoginKey: o.LS.Key, UserCredential: cred, Logger: o.Log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := sn.Run(ctx, ln); !errors.Is(err, supernode.ErrNotAdmitted) {
+		t.Fatalf("Run = %v, want ErrNotAdmitted", err)
+	}
+	if o.Login.Metrics().Get("sn_dialback_failed") != 1 {
+		t.Fatalf("sn_dialback_failed = %d", o.Login.Metrics().Get("sn_dialback_failed"))
+	}
+}

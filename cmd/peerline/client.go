@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -21,7 +22,10 @@ func clientCommand() *cli.Command {
 			"   PEERLINE_PASSWORD=... peerline client --data alice --login 127.0.0.1:7000 \\\n" +
 			"       --login-key-file login/login.pub --user alice\n" +
 			"   peerline client --data alice      # later runs: the data dir remembers the rest",
-		Description: "The password (from PEERLINE_PASSWORD, or a prompt) is needed only when the data\n" +
+		Description: "A client with a public address (confirmed by a dial-back), enough bandwidth, CPU,\n" +
+			"memory and uptime promotes itself to a supernode; --no-supernode opts out, and\n" +
+			"nothing else can make it one. 'peerline status' says which it is.\n" +
+			"The password (from PEERLINE_PASSWORD, or a prompt) is needed only when the data\n" +
 			"dir holds no valid credential: a client restarted within its credential's lifetime\n" +
 			"logs back in without it. Other commands reach the running client through the\n" +
 			"control socket DIR/peerline.sock: peerline status, buddy, search.",
@@ -29,8 +33,16 @@ func clientCommand() *cli.Command {
 			dataFlag, loginFlag, loginKeyFlag, loginKeyFileFlag,
 			&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "account `NAME` (remembered in the data dir)"},
 			&cli.IntFlag{Name: "parallel", Value: 3, Usage: "supernodes tried at once when attaching"},
+			&cli.StringFlag{Name: "prefer-supernode", Usage: "try the supernode at `ADDR` first (before the host cache's ranking)"},
 			&cli.DurationFlag{Name: "keepalive", Usage: "ping period (0 = what the supernode asks for)"},
 			&cli.BoolFlag{Name: "json", Usage: "print events (buddy presence, messages) on stdout as JSON lines"},
+			&cli.BoolFlag{Name: "no-supernode", Usage: "never promote this node to a supernode"},
+			&cli.DurationFlag{Name: "promote-uptime", Value: 10 * time.Minute, Usage: "uptime before this node may promote itself"},
+			&cli.Float64Flag{Name: "promote-min-upload", Value: 125_000, Usage: "upload bandwidth (bytes/s) required to promote"},
+			&cli.IntFlag{Name: "promote-min-cpus", Value: 2, Usage: "CPUs required to promote"},
+			&cli.Uint64Flag{Name: "promote-min-memory", Value: 1 << 30, Usage: "memory (bytes) required to promote"},
+			&cli.DurationFlag{Name: "promote-check", Value: time.Minute, Usage: "how often the promotion conditions are checked"},
+			&cli.StringFlag{Name: "sn-listen", Usage: "`ADDR` the supernode role listens on once promoted (default: public IP, free port)"},
 			logLevelFlag,
 		},
 		Action: runClient,
@@ -67,8 +79,15 @@ func runClient(c *cli.Context) error {
 			return readPassword(ctx, fmt.Sprintf("Password for %s: ", cf.User), false)
 		},
 		ParallelAttach: c.Int("parallel"),
-		KeepAlive:      c.Duration("keepalive"),
-		Logger:         log,
+		Prefer:         c.String("prefer-supernode"),
+		Promote: client.PromoteConfig{
+			Disabled: c.Bool("no-supernode"), MinUptime: c.Duration("promote-uptime"),
+			MinUploadBps: c.Float64("promote-min-upload"), MinCPUs: c.Int("promote-min-cpus"),
+			MinMemory: c.Uint64("promote-min-memory"), CheckInterval: c.Duration("promote-check"),
+			ListenAddr: c.String("sn-listen"),
+		},
+		KeepAlive: c.Duration("keepalive"),
+		Logger:    log,
 	})
 	if errors.Is(err, client.ErrNoUser) {
 		return errors.New("no user: give --user NAME on the first run")

@@ -63,6 +63,11 @@ func statusCommand() *cli.Command {
 			} else {
 				fmt.Fprintf(w, "  supernode:  none (attaching)\n")
 			}
+			if st.Promotion.Supernode {
+				fmt.Fprintf(w, "  supernode role: serving at %s (admitted %v)\n", st.Promotion.Addr, st.Promotion.Admitted)
+			} else {
+				fmt.Fprintf(w, "  supernode role: no (%s)\n", orUnknown(st.Promotion.Reason))
+			}
 			fmt.Fprintf(w, "  attaches:   %d\n  host cache: %d supernodes\n  NAT:        %s\n", st.Attaches, st.HostCache, natText(st.NAT))
 			for _, b := range st.Buddies {
 				state := "offline, last seen " + fmtTime(b.LastSeen)

@@ -122,6 +122,9 @@ type SNRegister struct {
 	Addr        string    `json:"addr"`
 	Since       time.Time `json:"since"`
 	AdmitSecret string    `json:"admit_secret"`
+	// UserCredential, instead of AdmitSecret, asks to promote the logged-in user's node:
+	// the login server dials Addr back before it admits.
+	UserCredential []byte `json:"user_credential,omitempty"`
 }
 
 // SNRegisterOK answers SNRegister.
@@ -283,6 +286,9 @@ func (m *SNRegister) validate() error {
 		return err
 	}
 	if err := checkLen("admit_secret", m.AdmitSecret, 0, MaxText); err != nil {
+		return err
+	}
+	if err := checkBytes("user_credential", m.UserCredential, 0, MaxCredential); err != nil {
 		return err
 	}
 	return ValidAddr(m.Addr)
