@@ -1,9 +1,12 @@
 package client_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -172,4 +175,44 @@ func TestMessages(t *testing.T) {
 		var re *ctl.RemoteError
 		return errors.As(err, &re) && re.Code == proto.ErrOffline.Code
 	})
+}
+
+// TestSupernodesSeeOnlyCiphertext inspects every message the supernodes handle on its way
+// from alice to bob: each carries only the recipient's and sender's names for routing, and
+// an envelope that contains neither the text nor alice's credential.
+func TestSupernodesSeeOnlyCiphertext(t *testing.T) {
+	var mu sync.Mutex
+	var seen []proto.Deliver
+	var where []string
+	_, a, b := twoUsers(t, overlaytest.Options{Forward: func(sn string, d *proto.Deliver) {
+		mu.Lock()
+		seen = append(seen, *d)
+		where = append(where, sn)
+		mu.Unlock()
+	}})
+	const text = "the eagle lands at midnight"
+	overlaytest.Eventually(t, 10*time.Second, "alice messages bob", func() bool {
+		return ask(t, a, client.CmdMsg, []string{"bob", text}, nil) == nil
+	})
+	overlaytest.Eventually(t, 10*time.Second, "bob has it", func() bool { return len(b.Inbox()) == 1 })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) < 2 {
+		t.Fatalf("the message passed %d supernodes, want alice's and bob's (%v)", len(seen), where)
+	}
+	cred, _ := os.ReadFile(filepath.Join(a.Dir, client.CredentialFile))
+	for i, d := range seen {
+		if d.From != "alice" || d.To != "bob" {
+			t.Fatalf("routing fields %q -> %q", d.From, d.To)
+		}
+		for _, secret := range [][]byte{[]byte(text), []byte("eagle"), cred} {
+			if bytes.Contains(d.Envelope, secret) {
+				t.Fatalf("supernode %s saw plaintext %q in the envelope", where[i], secret)
+			}
+		}
+	}
+	if got := b.Inbox()[0]; got.Text != text || got.From != "alice" {
+		t.Fatalf("bob got %+v", got)
+	}
+	t.Logf("message crossed supernodes %v as %d-byte envelopes", where, len(seen[0].Envelope))
 }

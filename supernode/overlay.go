@@ -516,6 +516,9 @@ func (sn *Supernode) handOff(ctx context.Context) int {
 // deliver hands an end-to-end message to an attached user, or forwards it to the
 // supernode the recipient's record names.
 func (sn *Supernode) deliver(ctx context.Context, d *proto.Deliver, rec *index.Record) error {
+	if h := sn.cfg.TestHookForward; h != nil {
+		h(d)
+	}
 	if rec == nil || rec.Supernode == sn.id {
 		sn.mu.Lock()
 		cl, ok := sn.clients[d.To]

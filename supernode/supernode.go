@@ -45,14 +45,17 @@ type Config struct {
 	UserCredential []byte
 	// Overload demotes the supernode when it reports true at three maintenance ticks in a
 	// row (nil = never); the supernode hands off its records and leaves the ring.
-	Overload    func(clients int) bool
-	Dialer      secure.Dialer // nil = &net.Dialer{}
-	KeepAlive   time.Duration // how often clients should ping; a client silent for 3 periods is dropped; 0 = 20s
-	MaxClients  int           // attached clients at once, more are shed; 0 = 5000
-	Replicas    int           // holders of each user record; 0 = 3
-	CacheTTL    time.Duration // how long lookup results are cached here; 0 = 5s, negative = off
-	SuspectTime time.Duration // how long an unreachable member is left out of holder sets; 0 = 10s
-	MaxPeers    int           // connections kept to other supernodes; 0 = 128
+	Overload func(clients int) bool
+	// TestHookForward, if set, sees every end-to-end message this supernode handles, as
+	// it handles it (tests check that supernodes see only ciphertext).
+	TestHookForward func(*proto.Deliver)
+	Dialer          secure.Dialer // nil = &net.Dialer{}
+	KeepAlive       time.Duration // how often clients should ping; a client silent for 3 periods is dropped; 0 = 20s
+	MaxClients      int           // attached clients at once, more are shed; 0 = 5000
+	Replicas        int           // holders of each user record; 0 = 3
+	CacheTTL        time.Duration // how long lookup results are cached here; 0 = 5s, negative = off
+	SuspectTime     time.Duration // how long an unreachable member is left out of holder sets; 0 = 10s
+	MaxPeers        int           // connections kept to other supernodes; 0 = 128
 	// STUN are the sockets of the RFC 5780 STUN service clients use to detect their NAT:
 	// [0] the primary address (required for the service), and either all of [1..3]
 	// (same IP other port, other IP same port, other IP other port) or none. Zero = no

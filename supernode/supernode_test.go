@@ -1,6 +1,7 @@
 package supernode_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/internal/identity"
+	"github.com/peerline/peerline/internal/index"
 	"github.com/peerline/peerline/internal/overlaytest"
 	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/internal/rpc"
@@ -161,5 +163,73 @@ func TestPromotionNeedsReachableAddress(t *testing.T) {
 	}
 	if o.Login.Metrics().Get("sn_dialback_failed") != 1 {
 		t.Fatalf("sn_dialback_failed = %d", o.Login.Metrics().Get("sn_dialback_failed"))
+	}
+}
+
+// TestSupernodeCannotForgeRecords: an admitted supernode that publishes a record for a
+// user it does not hold the key of, or alters a genuine record, is refused by the holders;
+// and it cannot report another supernode's user gone.
+func TestSupernodeCannotForgeRecords(t *testing.T) {
+	o := overlaytest.Start(t, overlaytest.Options{Supernodes: 3})
+	o.Register("alice", "correct horse")
+	alice := o.StartClient(filepath.Join(t.TempDir(), "alice"), "alice", "correct horse", nil)
+	o.Eventually("alice published", func() bool { return alice.Metrics().Get("publishes") > 0 })
+
+	// mallory runs a supernode the login server admitted.
+	_, rogue, _ := ed25519.GenerateKey(rand.Reader)
+	now := time.Now()
+	snCred, _ := identity.Sign(o.Key, identity.Credential{Kind: identity.KindSupernode, Name: "sn-mallory",
+		PubKey: rogue.Public().(ed25519.PublicKey), Issued: now, Expires: now.Add(time.Hour)})
+	target := o.Supernodes()[0]
+	c := dial(t, target.Addr, rogue)
+	if _, err := call(t, c, &proto.SNHello{Credential: snCred}); err != nil {
+		t.Fatal(err)
+	}
+	// The genuine record, as any holder has it.
+	res, _, _ := target.Lookup(t.Context(), "alice", "")
+	if !res.Found || !res.Online {
+		t.Fatalf("alice not found: %+v", res)
+	}
+	genuine := res.Record
+	rec, err := index.Parse(genuine)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// 1. A record for alice signed with mallory's key (alice's credential copied in).
+	forged := rec
+	forged.Supernode, forged.SNAddr, forged.Seq = "mallory", "192.0.2.66:7100", rec.Seq+1000
+	raw, _ := index.Sign(rogue, forged)
+	if _, err := call(t, c, &proto.IndexStore{Record: raw}); !errors.Is(err, proto.ErrRefused) {
+		t.Fatalf("forged record: %v", err)
+	}
+	// 2. The genuine record with where-she-is altered, signature kept.
+	altered := append([]byte(nil), genuine...)
+	i := bytes.Index(altered, []byte(rec.SNAddr))
+	altered[i] ^= 0x01
+	if _, err := call(t, c, &proto.IndexStore{Record: altered}); !errors.Is(err, proto.ErrRefused) {
+		t.Fatalf("altered record: %v", err)
+	}
+	// 3. A record for a user under a credential of another user.
+	o.Register("mallory", "mallory's password")
+	mCred, _ := identity.Sign(o.Key, identity.Credential{Kind: identity.KindUser, Name: "mallory",
+		PubKey: rogue.Public().(ed25519.PublicKey), Issued: now, Expires: now.Add(time.Hour)})
+	impostor := rec
+	impostor.Credential, impostor.Seq = mCred, rec.Seq+2000
+	raw, _ = index.Sign(rogue, impostor)
+	if _, err := call(t, c, &proto.IndexStore{Record: raw}); !errors.Is(err, proto.ErrRefused) {
+		t.Fatalf("record under another's credential: %v", err)
+	}
+	// 4. Reporting alice gone: she is not attached to mallory, so nothing changes.
+	if _, err := call(t, c, &proto.IndexGone{Name: "alice", Seq: rec.Seq + 5000}); err != nil {
+		t.Fatal(err)
+	}
+	if got := target.Metrics().Get("records_rejected"); got != 3 {
+		t.Fatalf("records_rejected = %d, want 3", got)
+	}
+	res, _, _ = target.Lookup(t.Context(), "alice", "")
+	got, _ := index.Parse(res.Record)
+	if !res.Online || got.Supernode != rec.Supernode || got.SNAddr != rec.SNAddr {
+		t.Fatalf("alice's record changed: online=%v %+v", res.Online, got)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"sync"
+	"sync/atomic"
 )
 
 // Member is a supernode on the ring.
@@ -41,8 +43,8 @@ func NewRing(members []Member) *Ring {
 	}
 	r.points = make([]point, 0, len(r.members)*VNodes)
 	for id := range r.members {
-		for v := 0; v < VNodes; v++ {
-			r.points = append(r.points, point{hashKey(id + "#" + strconv.Itoa(v)), id})
+		for _, h := range vnodeHashes(id) {
+			r.points = append(r.points, point{h, id})
 		}
 	}
 	sort.Slice(r.points, func(i, j int) bool {
@@ -52,6 +54,33 @@ func NewRing(members []Member) *Ring {
 		return r.points[i].id < r.points[j].id
 	})
 	return r
+}
+
+// vnodeCache keeps each member's point hashes: every supernode rebuilds its ring whenever
+// membership changes, and at 1,000 members hashing 16,000 points each time would cost
+// more than the sort.
+// It is dropped whole when it passes maxCached ids, which bounds it in a long run.
+var (
+	vnodeCache  sync.Map // id -> *[VNodes]uint64
+	vnodeCached atomic.Int64
+)
+
+const maxCached = 100_000
+
+func vnodeHashes(id string) *[VNodes]uint64 {
+	if v, ok := vnodeCache.Load(id); ok {
+		return v.(*[VNodes]uint64)
+	}
+	if vnodeCached.Add(1) > maxCached {
+		vnodeCache.Clear()
+		vnodeCached.Store(1)
+	}
+	var hs [VNodes]uint64
+	for v := range hs {
+		hs[v] = hashKey(id + "#" + strconv.Itoa(v))
+	}
+	actual, _ := vnodeCache.LoadOrStore(id, &hs)
+	return actual.(*[VNodes]uint64)
 }
 
 func hashKey(s string) uint64 {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/internal/stunsrv"
 	"github.com/peerline/peerline/loginsrv"
 	"github.com/peerline/peerline/supernode"
@@ -35,6 +36,7 @@ type Overlay struct {
 
 	cacheTTL time.Duration
 	stun     bool
+	forward  func(string, *proto.Deliver)
 
 	mu  sync.Mutex
 	sns []*SN
@@ -68,7 +70,9 @@ type Options struct {
 	KeepAlive  time.Duration // 0 = 500ms
 	CacheTTL   time.Duration // supernodes' lookup cache; 0 = their default, negative = off
 	STUN       bool          // supernodes serve RFC 5780 STUN on 127.0.0.1 and 127.0.0.2
-	Verbose    bool          // log to the test log... to stderr
+	// Forward, if set, sees every end-to-end message any supernode handles.
+	Forward func(sn string, d *proto.Deliver)
+	Verbose bool // log to the test log... to stderr
 }
 
 // Start runs a login server (test argon2 parameters) and opts.Supernodes supernodes, and
@@ -123,7 +127,7 @@ func Start(t testing.TB, opts Options) *Overlay {
 		<-done
 		store.Close()
 	})
-	o.cacheTTL, o.stun = opts.CacheTTL, opts.STUN
+	o.cacheTTL, o.stun, o.forward = opts.CacheTTL, opts.STUN, opts.Forward
 	for i := 0; i < max(opts.Supernodes, 0); i++ {
 		o.AddSupernode(opts.KeepAlive)
 	}
@@ -155,12 +159,15 @@ func (o *Overlay) AddSupernode(keepAlive time.Duration) *SN {
 	if o.stun {
 		stun = LoopbackSTUN(o.t)
 	}
-	sn, err := supernode.New(supernode.Config{
-		STUN: stun,
-		Key:  key, Name: name, Advertise: ln.Addr().String(),
+	cfg := supernode.Config{
+		STUN: stun, Key: key, Name: name, Advertise: ln.Addr().String(),
 		LoginAddr: o.LS.Addr, LoginKey: o.LS.Key, AdmitSecret: o.Secret,
 		KeepAlive: keepAlive, CacheTTL: o.cacheTTL, Logger: o.Log,
-	})
+	}
+	if fwd := o.forward; fwd != nil {
+		cfg.TestHookForward = func(d *proto.Deliver) { fwd(name, d) }
+	}
+	sn, err := supernode.New(cfg)
 	if err != nil {
 		o.t.Fatal(err)
 	}

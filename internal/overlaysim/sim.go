@@ -1,0 +1,343 @@
+// Package overlaysim runs a whole overlay (the real login server, supernodes and clients,
+// unchanged) on the in-memory network of package memnet, so that one process can hold
+// 1,000 supernodes and 10,000 clients and measure the user index under churn.
+//
+// Supernodes live on 2001:db8::/48 and clients on 2001:db8:1::/48 (IPv6 documentation
+// ranges, large enough for any population). Users get their credentials from the login
+// server's key directly and resume with them, as clients restarted within their
+// credential's lifetime do: a boot of 10,000 clients costs no password hashing.
+package overlaysim
+
+import (
+	"context"
+	"crypto/ed25519"
+	crand "crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/internal/identity"
+	"github.com/peerline/peerline/internal/memnet"
+	"github.com/peerline/peerline/loginsrv"
+	"github.com/peerline/peerline/supernode"
+)
+
+// Options size and pace a simulation.
+type Options struct {
+	Supernodes int           // required
+	Users      int           // required
+	KeepAlive  time.Duration // clients' keep-alive (record refresh) period; 0 = 5s
+	Heartbeat  time.Duration // supernodes' heartbeat to the login server; 0 = 1s
+	Replicas   int           // 0 = supernode default (3)
+	Dir        string        // state; "" = a temporary directory (in /dev/shm when present)
+	Logger     *slog.Logger  // nil = discard
+}
+
+// Sim is a running simulated overlay.
+type Sim struct {
+	opts   Options
+	Net    *memnet.Network
+	Login  *loginsrv.Server
+	SNs    []*SN
+	Users  []*User
+	loginK ed25519.PrivateKey
+	dir    string
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	store  *loginsrv.SQLiteStore
+}
+
+// SN is a simulated supernode.
+type SN struct {
+	*supernode.Supernode
+	Host   *memnet.Host
+	Addr   string
+	Killed bool
+}
+
+// User is a simulated user with a running client.
+type User struct {
+	Name   string
+	Client *client.Client
+}
+
+// Start builds the overlay and waits until every supernode is admitted and every client
+// attached, or ctx ends.
+func Start(ctx context.Context, opts Options) (*Sim, error) {
+	if opts.KeepAlive <= 0 {
+		opts.KeepAlive = 5 * time.Second
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	dir := opts.Dir
+	if dir == "" {
+		base := ""
+		if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+			base = "/dev/shm"
+		}
+		var err error
+		if dir, err = os.MkdirTemp(base, "peerline-sim-"); err != nil {
+			return nil, err
+		}
+	}
+	s := &Sim{opts: opts, Net: memnet.New(memnet.Options{}), dir: dir}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if err := s.startLogin(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	for i := 0; i < opts.Supernodes; i++ {
+		if err := s.startSupernode(i); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	if err := s.waitFor(ctx, "supernodes admitted and ring complete", func() bool {
+		for _, sn := range s.SNs {
+			if !sn.Registered() || sn.RingSize() != len(s.SNs) {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.startUsers(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Sim) startLogin() error {
+	_, key, _ := ed25519.GenerateKey(crand.Reader)
+	s.loginK = key
+	store, err := loginsrv.OpenSQLite(filepath.Join(s.dir, "accounts.db"))
+	if err != nil {
+		return err
+	}
+	s.store = store
+	host := s.Net.Host("2001:db8:ffff::1")
+	s.Login, err = loginsrv.New(loginsrv.Config{
+		Key: key, Store: store, Hasher: loginsrv.NewHasher(loginsrv.TestArgon2Params, 0),
+		AdmitSecret: "sim", HeartbeatInterval: s.opts.Heartbeat, Dialer: host,
+		MaxConns: 100_000, Logger: s.opts.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := host.Listen("tcp", "[2001:db8:ffff::1]:7000")
+	if err != nil {
+		return err
+	}
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.Login.Serve(s.ctx, ln) }()
+	return nil
+}
+
+// LoginAddr is the login server's address on the simulated network.
+func (s *Sim) LoginAddr() string { return "[2001:db8:ffff::1]:7000" }
+
+func (s *Sim) startSupernode(i int) error {
+	ip := fmt.Sprintf("2001:db8::%x", i+1)
+	host := s.Net.Host(ip)
+	_, key, _ := ed25519.GenerateKey(crand.Reader)
+	addr := net.JoinHostPort(ip, "7100")
+	ln, err := host.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	sn, err := supernode.New(supernode.Config{
+		Key: key, Name: fmt.Sprintf("sn%d", i+1), Advertise: addr,
+		LoginAddr: s.LoginAddr(), LoginKey: s.Login.PublicKey(), AdmitSecret: "sim",
+		Dialer: host, KeepAlive: s.opts.KeepAlive, Replicas: s.opts.Replicas,
+		MaxClients: 20_000, Logger: s.opts.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	s.SNs = append(s.SNs, &SN{Supernode: sn, Host: host, Addr: addr})
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); sn.Run(s.ctx, ln) }()
+	return nil
+}
+
+// startUsers creates accounts and credentials in bulk and starts one client per user,
+// each preferring a random supernode (a population's host caches differ).
+func (s *Sim) startUsers(ctx context.Context) error {
+	now := time.Now()
+	for i := 0; i < s.opts.Users; i++ {
+		name := fmt.Sprintf("user%05d", i)
+		if err := s.store.CreateUser(ctx, loginsrv.User{Name: name, PassHash: []byte("$sim$"), Created: now}); err != nil {
+			return err
+		}
+		dir := filepath.Join(s.dir, name)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		key, err := identity.LoadOrCreateKey(filepath.Join(dir, client.KeyFile))
+		if err != nil {
+			return err
+		}
+		cred, err := identity.Sign(s.loginK, identity.Credential{Kind: identity.KindUser, Name: name,
+			PubKey: key.Public().(ed25519.PublicKey), Issued: now, Expires: now.Add(24 * time.Hour)})
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, client.CredentialFile), cred, 0o600); err != nil {
+			return err
+		}
+		host := s.Net.Host(fmt.Sprintf("2001:db8:1::%x", i+1))
+		cl, err := client.New(client.Config{
+			DataDir: dir, Login: client.LoginServer{Addr: s.LoginAddr(), Key: s.Login.PublicKey()},
+			Dialer: host, ParallelAttach: 1, Prefer: s.SNs[rand.IntN(len(s.SNs))].Addr,
+			RefreshInterval: time.Hour, NoControl: true, RetryBase: 100 * time.Millisecond, RetryMax: 2 * time.Second,
+			Promote: client.PromoteConfig{Disabled: true}, Logger: s.opts.Logger,
+		})
+		if err != nil {
+			return err
+		}
+		s.Users = append(s.Users, &User{Name: name, Client: cl})
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); cl.Run(s.ctx) }()
+	}
+	return s.waitFor(ctx, "clients attached", func() bool {
+		for _, u := range s.Users {
+			if st := u.Client.Status(); st.Supernode == nil || st.Counters["publishes"] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// KillSupernodes crashes n random live supernodes at once and returns them.
+func (s *Sim) KillSupernodes(n int) []*SN {
+	var live []*SN
+	for _, sn := range s.SNs {
+		if !sn.Killed {
+			live = append(live, sn)
+		}
+	}
+	rand.Shuffle(len(live), func(i, j int) { live[i], live[j] = live[j], live[i] })
+	victims := live[:min(n, len(live))]
+	for _, sn := range victims {
+		sn.Killed = true
+		sn.Host.Kill()
+	}
+	return victims
+}
+
+// LookupStats is the outcome of looking every user up.
+type LookupStats struct {
+	Users, Found int
+	MeanHops     float64
+	P99Hops      int
+	MaxHops      int
+	Elapsed      time.Duration
+}
+
+// LookupAll looks every user up from a random live supernode, workers at a time.
+func (s *Sim) LookupAll(ctx context.Context, workers int) LookupStats {
+	var live []*SN
+	for _, sn := range s.SNs {
+		if !sn.Killed {
+			live = append(live, sn)
+		}
+	}
+	start := time.Now()
+	hops := make([]int, len(s.Users))
+	found := make([]bool, len(s.Users))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				sn := live[rand.IntN(len(live))]
+				res, h, _ := sn.Lookup(ctx, s.Users[i].Name, "")
+				hops[i], found[i] = h, res.Found && res.Online
+			}
+		}()
+	}
+	for i := range s.Users {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	st := LookupStats{Users: len(s.Users), Elapsed: time.Since(start)}
+	sum := 0
+	for i := range hops {
+		if found[i] {
+			st.Found++
+		}
+		sum += hops[i]
+	}
+	sort.Ints(hops)
+	if len(hops) > 0 {
+		st.MeanHops = float64(sum) / float64(len(hops))
+		st.P99Hops = hops[(len(hops)*99)/100]
+		st.MaxHops = hops[len(hops)-1]
+	}
+	return st
+}
+
+// Missing names the users not found online by a lookup from a random live supernode.
+func (s *Sim) Missing(ctx context.Context, limit int) []string {
+	var out []string
+	for _, u := range s.Users {
+		for _, sn := range s.SNs {
+			if sn.Killed {
+				continue
+			}
+			if res, _, _ := sn.Lookup(ctx, u.Name, ""); !res.Found || !res.Online {
+				out = append(out, u.Name)
+			}
+			break
+		}
+		if len(out) >= limit {
+			break
+		}
+	}
+	return out
+}
+
+func (s *Sim) waitFor(ctx context.Context, what string, cond func() bool) error {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("overlaysim: waiting for %s: %w", what, ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Close stops everything and removes the state directory.
+func (s *Sim) Close() error {
+	s.cancel()
+	s.wg.Wait()
+	var err error
+	if s.store != nil {
+		err = s.store.Close()
+	}
+	return errors.Join(err, os.RemoveAll(s.dir))
+}

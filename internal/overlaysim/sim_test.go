@@ -1,0 +1,64 @@
+package overlaysim
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// scale returns the population of the churn test: PEERLINE_SIM="SUPERNODES,USERS", or a
+// small default that fits a -race run.
+func scale(t testing.TB) (sns, users int) {
+	sns, users = 50, 500
+	if v := os.Getenv("PEERLINE_SIM"); v != "" {
+		var a, b string
+		for i := range v {
+			if v[i] == ',' {
+				a, b = v[:i], v[i+1:]
+			}
+		}
+		x, err1 := strconv.Atoi(a)
+		y, err2 := strconv.Atoi(b)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("PEERLINE_SIM=%q: want SUPERNODES,USERS", v)
+		}
+		sns, users = x, y
+	}
+	return sns, users
+}
+
+// TestIndexUnderChurn kills 10% of the supernodes at once; after one keep-alive period
+// every online user must be found. PEERLINE_SIM=1000,10000 runs it at full scale.
+func TestIndexUnderChurn(t *testing.T) {
+	sns, users := scale(t)
+	keep := 3 * time.Second
+	if users >= 5000 {
+		keep = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	start := time.Now()
+	s, err := Start(ctx, Options{Supernodes: sns, Users: users, KeepAlive: keep})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	t.Logf("%d supernodes and %d users up in %v", sns, users, time.Since(start).Round(time.Millisecond))
+	before := s.LookupAll(ctx, 32)
+	t.Logf("before churn: found %d/%d, hops mean %.2f p99 %d max %d, in %v", before.Found, before.Users,
+		before.MeanHops, before.P99Hops, before.MaxHops, before.Elapsed.Round(time.Millisecond))
+	if before.Found != before.Users {
+		t.Fatalf("before churn only %d of %d users found: %v", before.Found, before.Users, s.Missing(ctx, 10))
+	}
+	killed := s.KillSupernodes(sns / 10)
+	t.Logf("killed %d supernodes; waiting one keep-alive period (%v)", len(killed), keep)
+	time.Sleep(keep)
+	after := s.LookupAll(ctx, 32)
+	t.Logf("after churn: found %d/%d, hops mean %.2f p99 %d max %d, in %v", after.Found, after.Users,
+		after.MeanHops, after.P99Hops, after.MaxHops, after.Elapsed.Round(time.Millisecond))
+	if after.Found != after.Users {
+		t.Fatalf("after churn only %d of %d users found; e.g. %v", after.Found, after.Users, s.Missing(ctx, 10))
+	}
+}
