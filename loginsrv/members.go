@@ -22,7 +22,18 @@ type members struct {
 	version uint64
 	sorted  []proto.SupernodeInfo // cache of the list, longest-lived first; nil = stale
 	swept   time.Time             // last sweep
+	log     []change              // the latest changes, oldest first, at most maxLog
 }
+
+// change is one entry of the change log: the member list at version v differs from the
+// one at v-1 by this join or departure.
+type change struct {
+	v uint64
+	c proto.MemberChange
+}
+
+// maxLog bounds the change log; a supernode further behind fetches the whole list.
+const maxLog = 2000
 
 type member struct {
 	info   proto.SupernodeInfo
@@ -36,9 +47,32 @@ func newMembers() *members {
 	return &members{m: make(map[string]*member), version: rand.Uint64() >> 16}
 }
 
-func (ms *members) changedLocked() {
+func (ms *members) changedLocked(c proto.MemberChange) {
 	ms.version++
 	ms.sorted = nil
+	ms.log = append(ms.log, change{ms.version, c})
+	if len(ms.log) > maxLog {
+		ms.log = append(ms.log[:0:0], ms.log[len(ms.log)-maxLog/2:]...)
+	}
+}
+
+// since returns the changes after version v, or false when they are no longer all kept.
+func (ms *members) since(v uint64) (uint64, []proto.MemberChange, bool) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if v == ms.version {
+		return v, nil, true
+	}
+	if v > ms.version || len(ms.log) == 0 || ms.log[0].v > v+1 {
+		return ms.version, nil, false
+	}
+	var out []proto.MemberChange
+	for _, c := range ms.log {
+		if c.v > v {
+			out = append(out, c.c)
+		}
+	}
+	return ms.version, out, true
 }
 
 // upsert records a registration or heartbeat.
@@ -48,7 +82,7 @@ func (ms *members) upsert(info proto.SupernodeInfo, owner *session, now time.Tim
 	m, ok := ms.m[info.ID]
 	if !ok || m.info.Addr != info.Addr || !m.info.Since.Equal(info.Since) {
 		ms.m[info.ID] = &member{info: info, lastHB: now, owner: owner}
-		ms.changedLocked()
+		ms.changedLocked(proto.MemberChange{SupernodeInfo: info})
 		return
 	}
 	m.lastHB = now
@@ -64,7 +98,7 @@ func (ms *members) remove(id string, owner *session) bool {
 		return false
 	}
 	delete(ms.m, id)
-	ms.changedLocked()
+	ms.changedLocked(proto.MemberChange{SupernodeInfo: m.info, Left: true})
 	return true
 }
 
@@ -81,11 +115,9 @@ func (ms *members) sweep(now, deadline time.Time, every time.Duration) int {
 	for id, m := range ms.m {
 		if m.lastHB.Before(deadline) {
 			delete(ms.m, id)
+			ms.changedLocked(proto.MemberChange{SupernodeInfo: m.info, Left: true})
 			n++
 		}
-	}
-	if n > 0 {
-		ms.changedLocked()
 	}
 	return n
 }

@@ -239,6 +239,12 @@ func (ss *session) Handle(ctx context.Context, c *rpc.Conn, m proto.Message) (pr
 		if ss.supernodeID() == "" {
 			return nil, proto.ErrUnauthenticated.With("register the supernode first")
 		}
+		if m.Since != 0 {
+			s.liveMembers()
+			if v, changes, ok := s.members.since(m.Since); ok {
+				return &proto.MembersOK{Version: v, Delta: true, Changes: changes}, nil
+			}
+		}
 		return s.membersPage(m.Offset), nil
 	case *proto.SNLeave:
 		if id := ss.supernodeID(); id != "" && s.members.remove(id, ss) {
@@ -594,18 +600,12 @@ func (s *Server) snHeartbeat(ctx context.Context, ss *session, m *proto.SNHeartb
 	if id == "" {
 		return nil, proto.ErrUnauthenticated.With("register the supernode first")
 	}
-	now := s.cfg.Now()
-	if err := s.cfg.Store.UpsertSupernode(ctx, SupernodeRecord{ID: id, Addr: m.Addr, Since: m.Since, FirstSeen: now, LastHeartbeat: now}); err != nil {
-		return nil, err
-	}
-	s.members.upsert(proto.SupernodeInfo{ID: id, Addr: m.Addr, Since: m.Since}, ss, now)
+	// Heartbeats touch only memory: a thousand supernodes beat every few seconds, and
+	// the database row written at registration is all that must survive a restart.
+	s.members.upsert(proto.SupernodeInfo{ID: id, Addr: m.Addr, Since: m.Since}, ss, s.cfg.Now())
 	s.m.Inc("sn_heartbeats")
-	peers, err := s.seed(ctx, id)
-	if err != nil {
-		return nil, err
-	}
 	version, _ := s.liveMembers()
-	return &proto.SNPeers{Supernodes: peers, Version: version}, nil
+	return &proto.SNPeers{Version: version}, nil
 }
 
 // admitPromoted checks a client's request to become a supernode: a valid user credential

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -418,5 +419,41 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 10s")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestMembersDeltas: supernodes follow the member list through its changes; one whose
+// connection closes leaves the list at once.
+func TestMembersDeltas(t *testing.T) {
+	ts := startServer(t, nil)
+	var conns []*rpc.Conn
+	for i := 0; i < 3; i++ {
+		c := ts.dial(t, newKey())
+		if _, err := call(t, c, &proto.SNRegister{Name: fmt.Sprintf("sn%d", i), Addr: fmt.Sprintf("192.0.2.%d:7001", i+1), AdmitSecret: "s3cret"}); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	m, err := call(t, conns[0], &proto.Members{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := m.(*proto.MembersOK)
+	if full.Delta || full.Total != 3 || len(full.Members) != 3 {
+		t.Fatalf("full list %+v", full)
+	}
+	conns[2].Close()
+	waitFor(t, func() bool {
+		m, err := call(t, conns[0], &proto.Members{Since: full.Version})
+		if err != nil {
+			return false
+		}
+		d := m.(*proto.MembersOK)
+		return d.Delta && len(d.Changes) == 1 && d.Changes[0].Left && d.Changes[0].Addr == "192.0.2.3:7001"
+	})
+	// A version the server never had gets the whole list.
+	m, _ = call(t, conns[0], &proto.Members{Since: full.Version + 1000})
+	if d := m.(*proto.MembersOK); d.Delta || d.Total != 2 {
+		t.Fatalf("unknown version answered %+v", d)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"time"
 
@@ -31,13 +32,15 @@ type overlay struct {
 	store *index.Store
 	peers *peerPool
 
-	mu       sync.Mutex // mu protects the following fields
-	ring     *index.Ring
-	version  uint64
-	dead     map[string]time.Time             // suspected members, until
-	watchers map[string]map[watcher]time.Time // name -> watcher -> expiry
-	cache    map[string]cached
-	subs     map[string][]string // attached user -> names they watch
+	mu        sync.Mutex // mu protects the following fields
+	ring      *index.Ring
+	version   uint64
+	members   map[string]proto.SupernodeInfo
+	peersList []proto.SupernodeInfo            // cache for Peers; nil = stale
+	dead      map[string]time.Time             // suspected members, until
+	watchers  map[string]map[watcher]time.Time // name -> watcher -> expiry
+	cache     map[string]cached
+	subs      map[string][]string // attached user -> names they watch
 }
 
 type watcher struct{ sn, user string }
@@ -55,6 +58,7 @@ func (sn *Supernode) initOverlay() {
 		store:    index.NewStore(0),
 		peers:    newPeerPool(sn, sn.cfg.MaxPeers),
 		ring:     index.NewRing(nil),
+		members:  make(map[string]proto.SupernodeInfo),
 		dead:     make(map[string]time.Time),
 		watchers: make(map[string]map[watcher]time.Time),
 		cache:    make(map[string]cached),
@@ -107,15 +111,42 @@ func (sn *Supernode) currentRing() *index.Ring {
 // RingSize is the number of supernodes this supernode knows.
 func (sn *Supernode) RingSize() int { return sn.currentRing().Len() }
 
-// syncMembers fetches the member list from the login server when its version changed.
+// syncMembers brings the member list up to the login server's version: the changes
+// since the version it knows when the login server still has them, else the whole list.
 func (sn *Supernode) syncMembers(ctx context.Context, c *rpc.Conn, version uint64) error {
-	sn.ov.mu.Lock()
-	same := sn.ov.version == version && sn.ov.ring.Len() > 0
-	sn.ov.mu.Unlock()
-	if same {
+	ov := sn.ov
+	ov.mu.Lock()
+	have, ring := ov.version, ov.ring
+	ov.mu.Unlock()
+	if have == version && ring.Len() > 0 {
 		return nil
 	}
-	var all []index.Member
+	if have != 0 && ring.Len() > 0 {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		ok, err := rpc.Call[*proto.MembersOK](cctx, c, &proto.Members{Since: have})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("members: %w", err)
+		}
+		if ok.Delta {
+			var add []index.Member
+			var remove []string
+			ov.mu.Lock()
+			for _, ch := range ok.Changes {
+				if ch.Left {
+					delete(ov.members, ch.ID)
+					remove = append(remove, ch.ID)
+				} else {
+					ov.members[ch.ID] = ch.SupernodeInfo
+					add = append(add, index.Member{ID: ch.ID, Addr: ch.Addr})
+				}
+			}
+			ov.mu.Unlock()
+			sn.setRing(ring.With(add, remove), ok.Version, ring)
+			return nil
+		}
+	}
+	var all []proto.SupernodeInfo
 	for page := 0; page < 1000; page++ {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		ok, err := rpc.Call[*proto.MembersOK](cctx, c, &proto.Members{Offset: len(all)})
@@ -123,28 +154,65 @@ func (sn *Supernode) syncMembers(ctx context.Context, c *rpc.Conn, version uint6
 		if err != nil {
 			return fmt.Errorf("members: %w", err)
 		}
-		for _, m := range ok.Members {
-			all = append(all, index.Member{ID: m.ID, Addr: m.Addr})
-		}
+		all = append(all, ok.Members...)
 		version = ok.Version
 		if len(ok.Members) == 0 || len(all) >= ok.Total {
 			break
 		}
 	}
-	ring := index.NewRing(all)
-	sn.ov.mu.Lock()
-	old := sn.ov.ring
-	sn.ov.ring, sn.ov.version = ring, version
+	ms := make([]index.Member, 0, len(all))
+	ov.mu.Lock()
+	ov.members = make(map[string]proto.SupernodeInfo, len(all))
+	for _, m := range all {
+		ov.members[m.ID] = m
+		ms = append(ms, index.Member{ID: m.ID, Addr: m.Addr})
+	}
+	ov.mu.Unlock()
+	sn.setRing(index.NewRing(ms), version, ring)
+	return nil
+}
+
+// setRing installs a new ring and re-homes records for it.
+func (sn *Supernode) setRing(ring *index.Ring, version uint64, old *index.Ring) {
+	ov := sn.ov
+	ov.mu.Lock()
+	ov.ring, ov.version, ov.peersList = ring, version, nil
 	// The login server's list is fresher than our suspicions of the members on it.
-	for id := range sn.ov.dead {
+	for id := range ov.dead {
 		if !ring.Has(id) {
-			delete(sn.ov.dead, id)
+			delete(ov.dead, id)
 		}
 	}
-	sn.ov.mu.Unlock()
+	ov.mu.Unlock()
 	sn.m.Inc("member_syncs")
 	go sn.repair(sn.runCtx, old)
-	return nil
+}
+
+// Peers returns up to MaxList other live supernodes, longest-lived first, for clients'
+// host caches.
+func (sn *Supernode) Peers() []proto.SupernodeInfo {
+	ov := sn.ov
+	ov.mu.Lock()
+	defer ov.mu.Unlock()
+	if ov.peersList == nil {
+		ov.peersList = make([]proto.SupernodeInfo, 0, len(ov.members))
+		for id, m := range ov.members {
+			if id != sn.id {
+				ov.peersList = append(ov.peersList, m)
+			}
+		}
+		sort.Slice(ov.peersList, func(i, j int) bool {
+			a, b := ov.peersList[i], ov.peersList[j]
+			if !a.Since.Equal(b.Since) {
+				return a.Since.Before(b.Since)
+			}
+			return a.ID < b.ID
+		})
+		if len(ov.peersList) > proto.MaxList {
+			ov.peersList = ov.peersList[:proto.MaxList]
+		}
+	}
+	return append([]proto.SupernodeInfo(nil), ov.peersList...)
 }
 
 // holdersDo walks name's ring order and calls f on live members until Replicas calls

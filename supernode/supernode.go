@@ -84,7 +84,6 @@ type Supernode struct {
 	credIssued time.Time
 	credExp    time.Time
 	registered bool
-	peers      []proto.SupernodeInfo
 	clients    map[string]*client // by user name
 }
 
@@ -321,9 +320,6 @@ func (sn *Supernode) heartbeat(ctx context.Context, c *rpc.Conn) error {
 	if err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
-	sn.mu.Lock()
-	sn.peers = peers.Supernodes
-	sn.mu.Unlock()
 	return sn.syncMembers(ctx, c, peers.Version)
 }
 
@@ -339,13 +335,6 @@ func (sn *Supernode) Registered() bool {
 	sn.mu.Lock()
 	defer sn.mu.Unlock()
 	return sn.registered
-}
-
-// Peers returns the supernode's current view of the other live supernodes.
-func (sn *Supernode) Peers() []proto.SupernodeInfo {
-	sn.mu.Lock()
-	defer sn.mu.Unlock()
-	return append([]proto.SupernodeInfo(nil), sn.peers...)
 }
 
 // Status is a snapshot for operators and tests.
@@ -367,7 +356,7 @@ type Status struct {
 func (sn *Supernode) Status() Status {
 	sn.mu.Lock()
 	st := Status{Role: "supernode", ID: sn.id, Name: sn.cfg.Name, Addr: sn.cfg.Advertise, Since: sn.since,
-		Registered: sn.registered, Peers: append([]proto.SupernodeInfo(nil), sn.peers...)}
+		Registered: sn.registered}
 	for name := range sn.clients {
 		st.Clients = append(st.Clients, name)
 	}
@@ -375,6 +364,7 @@ func (sn *Supernode) Status() Status {
 	sort.Strings(st.Clients)
 	st.Counters = sn.m.Snapshot()
 	st.RingSize = sn.RingSize()
+	st.Peers = sn.Peers()
 	st.Records = sn.ov.store.Len()
 	return st
 }

@@ -233,3 +233,33 @@ func BenchmarkHolders1000(b *testing.B) {
 		r.Holders(fmt.Sprintf("user%d", i), 3, nil)
 	}
 }
+
+func TestRingWith(t *testing.T) {
+	var ms []Member
+	for i := 0; i < 50; i++ {
+		ms = append(ms, Member{ID: fmt.Sprintf("sn%03d", i), Addr: fmt.Sprintf("192.0.2.%d:7000", i)})
+	}
+	r := NewRing(ms[:40])
+	// Ten join, five leave, one moves address, one leaves and comes back in the same step.
+	moved := Member{ID: "sn001", Addr: "198.51.100.1:7000"}
+	add := append(append([]Member(nil), ms[40:]...), moved, ms[7])
+	remove := []string{"sn002", "sn003", "sn004", "sn005", "sn006", "sn007"}
+	got := r.With(add, remove)
+	var want []Member
+	for _, m := range ms {
+		switch m.ID {
+		case "sn002", "sn003", "sn004", "sn005", "sn006":
+			continue
+		case "sn001":
+			m = moved
+		}
+		want = append(want, m)
+	}
+	ref := NewRing(want)
+	if fmt.Sprint(got.points) != fmt.Sprint(ref.points) || fmt.Sprint(got.Members()) != fmt.Sprint(ref.Members()) {
+		t.Fatal("incremental ring differs from a rebuilt one")
+	}
+	if r.Len() != 40 {
+		t.Fatal("With changed the original ring")
+	}
+}

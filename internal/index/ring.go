@@ -47,12 +47,7 @@ func NewRing(members []Member) *Ring {
 			r.points = append(r.points, point{h, id})
 		}
 	}
-	sort.Slice(r.points, func(i, j int) bool {
-		if r.points[i].h != r.points[j].h {
-			return r.points[i].h < r.points[j].h
-		}
-		return r.points[i].id < r.points[j].id
-	})
+	sort.Slice(r.points, func(i, j int) bool { return less(r.points[i], r.points[j]) })
 	return r
 }
 
@@ -148,4 +143,62 @@ func (r *Ring) Holders(name string, n int, alive func(id string) bool) []Member 
 		return len(out) < n
 	})
 	return out
+}
+
+// With returns a ring with add joined (or their addresses updated) and remove gone,
+// leaving r unchanged. It costs one pass over r's points plus sorting the new ones, so a
+// supernode can follow churn in a large ring without rebuilding it.
+func (r *Ring) With(add []Member, remove []string) *Ring {
+	out := &Ring{members: make(map[string]Member, len(r.members)+len(add))}
+	for id, m := range r.members {
+		out.members[id] = m
+	}
+	gone := make(map[string]bool, len(remove))
+	for _, id := range remove {
+		if _, ok := out.members[id]; ok {
+			delete(out.members, id)
+			gone[id] = true
+		}
+	}
+	var fresh []point
+	added := make(map[string]bool, len(add))
+	for _, m := range add {
+		out.members[m.ID] = m
+		switch {
+		case gone[m.ID]:
+			delete(gone, m.ID) // left and came back in one step: its points stay
+		case added[m.ID]:
+		default:
+			if _, inOld := r.members[m.ID]; !inOld {
+				for _, h := range vnodeHashes(m.ID) {
+					fresh = append(fresh, point{h, m.ID})
+				}
+			}
+		}
+		added[m.ID] = true
+	}
+	sort.Slice(fresh, func(i, j int) bool { return less(fresh[i], fresh[j]) })
+	out.points = make([]point, 0, len(r.points)+len(fresh))
+	i, j := 0, 0
+	for i < len(r.points) || j < len(fresh) {
+		if i < len(r.points) && gone[r.points[i].id] {
+			i++
+			continue
+		}
+		if j >= len(fresh) || (i < len(r.points) && less(r.points[i], fresh[j])) {
+			out.points = append(out.points, r.points[i])
+			i++
+		} else {
+			out.points = append(out.points, fresh[j])
+			j++
+		}
+	}
+	return out
+}
+
+func less(a, b point) bool {
+	if a.h != b.h {
+		return a.h < b.h
+	}
+	return a.id < b.id
 }

@@ -44,14 +44,25 @@ var (
 	ErrRefused  = &Error{Code: "refused", Message: "refused"}
 )
 
-// Members asks the login server for a page of the live supernodes.
+// Members asks the login server for the changes to the member list since version Since,
+// or (Since 0, or changes no longer kept) for a page of the whole list.
 type Members struct {
-	Offset int `json:"offset"`
+	Offset int    `json:"offset"`
+	Since  uint64 `json:"since,omitempty"`
 }
 
-// MembersOK is one page of the member list, longest-lived first.
+// MemberChange is one join or departure.
+type MemberChange struct {
+	SupernodeInfo
+	Left bool `json:"left,omitempty"`
+}
+
+// MembersOK is either the changes since the version asked for (Delta) or one page of the
+// member list, longest-lived first.
 type MembersOK struct {
 	Version uint64          `json:"version"`
+	Delta   bool            `json:"delta,omitempty"`
+	Changes []MemberChange  `json:"changes,omitempty"`
 	Total   int             `json:"total"`
 	Members []SupernodeInfo `json:"members"`
 }
@@ -207,7 +218,17 @@ func (m *Members) validate() error {
 	return nil
 }
 
-func (m *MembersOK) validate() error { return validSupernodes(m.Members) }
+func (m *MembersOK) validate() error {
+	if len(m.Changes) > 10*MaxList {
+		return fmt.Errorf("%d changes", len(m.Changes))
+	}
+	for _, c := range m.Changes {
+		if err := validSupernodes([]SupernodeInfo{c.SupernodeInfo}); err != nil {
+			return err
+		}
+	}
+	return validSupernodes(m.Members)
+}
 func (m *SNPromote) validate() error { return ValidAddr(m.Addr) }
 func (m *SNPromoteOK) validate() error {
 	return checkBytes("credential", m.Credential, 1, MaxCredential)
