@@ -42,10 +42,11 @@ type Event struct {
 // InboxSize bounds the messages a client keeps for 'peerline inbox'.
 const InboxSize = 256
 
-// recordTTL is how long a published record lives: one and a half keep-alive periods, so
-// one late keep-alive does not flap presence, and a user who vanishes without a trace
-// reads as offline within two periods.
-func recordTTL(keep time.Duration) time.Duration { return keep + keep/2 }
+// recordTTL is how long a published record lives: two keep-alive periods, so one late
+// keep-alive does not flap presence. A user whose connection drops is reported gone by
+// their supernode at once; one who falls silent is dropped by the supernode after two
+// periods, and their record expires at the holders by then too.
+func recordTTL(keep time.Duration) time.Duration { return 2 * keep }
 
 // publish signs a fresh record naming the supernode a is attached to and sends it.
 func (c *Client) publish(ctx context.Context, a *attachment, offline bool) error {

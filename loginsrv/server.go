@@ -241,8 +241,10 @@ func (ss *session) Handle(ctx context.Context, c *rpc.Conn, m proto.Message) (pr
 		}
 		if m.Since != 0 {
 			s.liveMembers()
-			if v, changes, ok := s.members.since(m.Since); ok {
-				return &proto.MembersOK{Version: v, Delta: true, Changes: changes}, nil
+			// A long list of changes goes as the whole list instead: it fits in pages.
+			if v, changes, ok := s.members.since(m.Since); ok && len(changes) <= proto.MaxList {
+				_, all := s.members.list()
+				return &proto.MembersOK{Version: v, Delta: true, Changes: changes, Total: len(all)}, nil
 			}
 		}
 		return s.membersPage(m.Offset), nil

@@ -250,7 +250,7 @@ func (sn *Supernode) publish(ctx context.Context, h *handler, name string, raw [
 	sn.touch(name, h.conn)
 	sn.mu.Lock()
 	if cl, ok := sn.clients[name]; ok && cl.conn == h.conn {
-		cl.rec, cl.offline = &rec, rec.Offline
+		cl.rec, cl.raw, cl.offline = &rec, raw, rec.Offline
 	}
 	sn.mu.Unlock()
 	sn.forget(name)

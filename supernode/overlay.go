@@ -32,15 +32,19 @@ type overlay struct {
 	store *index.Store
 	peers *peerPool
 
-	mu        sync.Mutex // mu protects the following fields
-	ring      *index.Ring
-	version   uint64
-	members   map[string]proto.SupernodeInfo
-	peersList []proto.SupernodeInfo            // cache for Peers; nil = stale
-	dead      map[string]time.Time             // suspected members, until
-	watchers  map[string]map[watcher]time.Time // name -> watcher -> expiry
-	cache     map[string]cached
-	subs      map[string][]string // attached user -> names they watch
+	mu      sync.Mutex // mu protects the following fields
+	ring    *index.Ring
+	version uint64
+	members map[string]proto.SupernodeInfo
+	// A repair pass is pending; repairOld is the ring before the change (nil = unknown).
+	repairPending bool
+	repairOld     *index.Ring
+	repairKick    chan struct{}
+	peersList     []proto.SupernodeInfo            // cache for Peers; nil = stale
+	dead          map[string]time.Time             // suspected members, until
+	watchers      map[string]map[watcher]time.Time // name -> watcher -> expiry
+	cache         map[string]cached
+	subs          map[string][]string // attached user -> names they watch
 }
 
 type watcher struct{ sn, user string }
@@ -55,14 +59,15 @@ const maxCache = 50_000
 
 func (sn *Supernode) initOverlay() {
 	sn.ov = &overlay{
-		store:    index.NewStore(0),
-		peers:    newPeerPool(sn, sn.cfg.MaxPeers),
-		ring:     index.NewRing(nil),
-		members:  make(map[string]proto.SupernodeInfo),
-		dead:     make(map[string]time.Time),
-		watchers: make(map[string]map[watcher]time.Time),
-		cache:    make(map[string]cached),
-		subs:     make(map[string][]string),
+		store:      index.NewStore(0),
+		peers:      newPeerPool(sn, sn.cfg.MaxPeers),
+		ring:       index.NewRing(nil),
+		members:    make(map[string]proto.SupernodeInfo),
+		repairKick: make(chan struct{}, 1),
+		dead:       make(map[string]time.Time),
+		watchers:   make(map[string]map[watcher]time.Time),
+		cache:      make(map[string]cached),
+		subs:       make(map[string][]string),
 	}
 }
 
@@ -98,7 +103,7 @@ func (sn *Supernode) markDead(id string, why error) {
 	if !already {
 		sn.m.Inc("peers_suspected")
 		sn.log.Warn("supernode suspected dead", "peer", id, "err", why)
-		go sn.repair(sn.runCtx, nil)
+		sn.requestRepair(nil)
 	}
 }
 
@@ -142,21 +147,47 @@ func (sn *Supernode) syncMembers(ctx context.Context, c *rpc.Conn, version uint6
 				}
 			}
 			ov.mu.Unlock()
-			sn.setRing(ring.With(add, remove), ok.Version, ring)
-			return nil
+			next := ring.With(add, remove)
+			if next.Len() == ok.Total {
+				sn.setRing(next, ok.Version, ring)
+				return nil
+			}
+			// Out of step with the login server (changes missed): fetch the whole list.
+			sn.m.Inc("member_resyncs")
 		}
 	}
+	// A consistent snapshot needs every page from one version: a departure between two
+	// pages would shift a member past us unseen. Retry a few times when it moves.
 	var all []proto.SupernodeInfo
-	for page := 0; page < 1000; page++ {
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		ok, err := rpc.Call[*proto.MembersOK](cctx, c, &proto.Members{Offset: len(all)})
-		cancel()
-		if err != nil {
-			return fmt.Errorf("members: %w", err)
+	for attempt := 0; ; attempt++ {
+		var first uint64
+		consistent := true
+		all = all[:0]
+		for page := 0; page < 1000; page++ {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			ok, err := rpc.Call[*proto.MembersOK](cctx, c, &proto.Members{Offset: len(all)})
+			cancel()
+			if err != nil {
+				return fmt.Errorf("members: %w", err)
+			}
+			if page == 0 {
+				first = ok.Version
+			} else if ok.Version != first {
+				consistent = false
+			}
+			all = append(all, ok.Members...)
+			if len(ok.Members) == 0 || len(all) >= ok.Total {
+				break
+			}
 		}
-		all = append(all, ok.Members...)
-		version = ok.Version
-		if len(ok.Members) == 0 || len(all) >= ok.Total {
+		version = first
+		if consistent {
+			break
+		}
+		if attempt == 4 {
+			// Still moving: keep what we have under the oldest version, so the next
+			// heartbeat's delta replays every change since.
+			sn.m.Inc("member_sync_inconsistent")
 			break
 		}
 	}
@@ -185,7 +216,55 @@ func (sn *Supernode) setRing(ring *index.Ring, version uint64, old *index.Ring) 
 	}
 	ov.mu.Unlock()
 	sn.m.Inc("member_syncs")
-	go sn.repair(sn.runCtx, old)
+	sn.requestRepair(old)
+}
+
+// requestRepair asks the repair loop for a pass. Requests that arrive while one waits are
+// merged into it (then every holder of each record is refreshed, not only new ones), so
+// a burst of membership changes costs one pass, not one per change.
+func (sn *Supernode) requestRepair(old *index.Ring) {
+	ov := sn.ov
+	ov.mu.Lock()
+	if ov.repairPending {
+		ov.repairOld = nil
+	} else {
+		ov.repairPending, ov.repairOld = true, old
+	}
+	ov.mu.Unlock()
+	select {
+	case ov.repairKick <- struct{}{}:
+	default:
+	}
+}
+
+// repairDebounce gathers the changes of a burst (a crash of many supernodes is seen one
+// by one) into one repair pass.
+const repairDebounce = 300 * time.Millisecond
+
+// repairLoop runs repair passes one at a time until ctx ends.
+func (sn *Supernode) repairLoop(ctx context.Context) {
+	ov := sn.ov
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ov.repairKick:
+		}
+		t := time.NewTimer(repairDebounce)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		ov.mu.Lock()
+		pending, old := ov.repairPending, ov.repairOld
+		ov.repairPending, ov.repairOld = false, nil
+		ov.mu.Unlock()
+		if pending {
+			sn.repair(ctx, old)
+		}
+	}
 }
 
 // Peers returns up to MaxList other live supernodes, longest-lived first, for clients'
@@ -526,6 +605,23 @@ func (sn *Supernode) maintain(ctx context.Context) {
 func (sn *Supernode) repair(ctx context.Context, old *index.Ring) {
 	if ctx == nil || ctx.Err() != nil {
 		return
+	}
+	// The users attached here are republished first: their records may have lost every
+	// holder at once, and their next keep-alive could be most of a period away.
+	sn.mu.Lock()
+	var own [][]byte
+	var names []string
+	for name, cl := range sn.clients {
+		if cl.raw != nil && !cl.offline && sn.cfg.Now().Before(cl.rec.Expires) {
+			own, names = append(own, cl.raw), append(names, name)
+		}
+	}
+	sn.mu.Unlock()
+	for i, raw := range own {
+		if ctx.Err() != nil {
+			return
+		}
+		sn.replicate(ctx, names[i], raw)
 	}
 	ring := sn.currentRing()
 	now := sn.cfg.Now()

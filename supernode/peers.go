@@ -45,18 +45,23 @@ var errTransport = errors.New("supernode: peer unreachable")
 var errNotAdmitted = errors.New("supernode: not admitted yet")
 
 // call sends m to member and returns the answer. Transport failures wrap errTransport.
+// A pooled connection may have died since its last use (the peer restarted, or closed
+// it as idle): that costs one fresh dial, not a suspicion.
 func (p *peerPool) call(ctx context.Context, m index.Member, msg proto.Message) (proto.Message, error) {
-	c, err := p.get(ctx, m)
-	if err != nil {
-		if errors.Is(err, errNotAdmitted) {
-			return nil, err
+	for attempt := 0; ; attempt++ {
+		c, fresh, err := p.get(ctx, m)
+		if err != nil {
+			if errors.Is(err, errNotAdmitted) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %s: %v", errTransport, m.Addr, err)
 		}
-		return nil, fmt.Errorf("%w: %s: %v", errTransport, m.Addr, err)
-	}
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	resp, err := c.Call(cctx, msg)
-	if err != nil {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		resp, err := c.Call(cctx, msg)
+		cancel()
+		if err == nil {
+			return resp, nil
+		}
 		if _, ok := proto.AsError(err); ok {
 			return nil, err
 		}
@@ -64,12 +69,14 @@ func (p *peerPool) call(ctx context.Context, m index.Member, msg proto.Message) 
 			return nil, ctx.Err() // our caller gave up: says nothing about the peer
 		}
 		p.drop(m.ID, c)
-		return nil, fmt.Errorf("%w: %s: %v", errTransport, m.Addr, err)
+		if fresh || attempt > 0 || !errors.Is(err, rpc.ErrClosed) {
+			return nil, fmt.Errorf("%w: %s: %v", errTransport, m.Addr, err)
+		}
 	}
-	return resp, nil
 }
 
-func (p *peerPool) get(ctx context.Context, m index.Member) (*rpc.Conn, error) {
+// get returns a connection to m, and whether it was dialled just now.
+func (p *peerPool) get(ctx context.Context, m index.Member) (*rpc.Conn, bool, error) {
 	p.mu.Lock()
 	pc, ok := p.conns[m.ID]
 	if ok {
@@ -82,13 +89,10 @@ func (p *peerPool) get(ctx context.Context, m index.Member) (*rpc.Conn, error) {
 				p.mu.Lock()
 				pc.used = time.Now()
 				p.mu.Unlock()
-				return pc.conn, nil
+				return pc.conn, false, nil
 			}
 		}
 		p.drop(m.ID, pc.conn)
-		if pc.err != nil {
-			return nil, pc.err
-		}
 		p.mu.Lock()
 	}
 	pc = &peerConn{ready: make(chan struct{}), used: time.Now()}
@@ -106,7 +110,7 @@ func (p *peerPool) get(ctx context.Context, m index.Member) (*rpc.Conn, error) {
 		}
 		p.mu.Unlock()
 	}
-	return pc.conn, pc.err
+	return pc.conn, true, pc.err
 }
 
 // evictLocked closes the least recently used connection when the pool is full.

@@ -93,6 +93,7 @@ type client struct {
 	since    time.Time
 	lastSeen time.Time
 	rec      *index.Record // the user's latest record, nil until published
+	raw      []byte        // and its signed bytes
 	offline  bool          // the user published a signed log-off
 }
 
@@ -177,6 +178,7 @@ func (sn *Supernode) Run(ctx context.Context, ln net.Listener) error {
 	sn.demote = cancel
 	defer sn.ov.peers.closeAll()
 	go sn.maintain(ctx)
+	go sn.repairLoop(ctx)
 	if sn.cfg.STUN[0] != nil {
 		srv, err := stunsrv.New(stunsrv.Config{Conns: sn.cfg.STUN, Software: "peerline", Logger: sn.log})
 		if err != nil {

@@ -63,6 +63,7 @@ type SN struct {
 	Host   *memnet.Host
 	Addr   string
 	Killed bool
+	stop   context.CancelFunc
 }
 
 // User is a simulated user with a running client.
@@ -114,8 +115,16 @@ func Start(ctx context.Context, opts Options) (*Sim, error) {
 		}
 		return true
 	}); err != nil {
+		hist := map[int]int{}
+		admitted := 0
+		for _, sn := range s.SNs {
+			hist[sn.RingSize()]++
+			if sn.Registered() {
+				admitted++
+			}
+		}
 		s.Close()
-		return nil, err
+		return nil, fmt.Errorf("%w (%d of %d admitted; ring sizes: %v)", err, admitted, len(s.SNs), hist)
 	}
 	if err := s.startUsers(ctx); err != nil {
 		s.Close()
@@ -171,9 +180,10 @@ func (s *Sim) startSupernode(i int) error {
 	if err != nil {
 		return err
 	}
-	s.SNs = append(s.SNs, &SN{Supernode: sn, Host: host, Addr: addr})
+	ctx, stop := context.WithCancel(s.ctx)
+	s.SNs = append(s.SNs, &SN{Supernode: sn, Host: host, Addr: addr, stop: stop})
 	s.wg.Add(1)
-	go func() { defer s.wg.Done(); sn.Run(s.ctx, ln) }()
+	go func() { defer s.wg.Done(); sn.Run(ctx, ln) }()
 	return nil
 }
 
@@ -238,7 +248,8 @@ func (s *Sim) KillSupernodes(n int) []*SN {
 	victims := live[:min(n, len(live))]
 	for _, sn := range victims {
 		sn.Killed = true
-		sn.Host.Kill()
+		sn.Host.Kill() // the network dies first, so the process stops without a goodbye
+		sn.stop()
 	}
 	return victims
 }
@@ -340,4 +351,21 @@ func (s *Sim) Close() error {
 		err = s.store.Close()
 	}
 	return errors.Join(err, os.RemoveAll(s.dir))
+}
+
+// Describe says what the client of user name believes, for failure messages.
+func (s *Sim) Describe(name string) string {
+	for _, u := range s.Users {
+		if u.Name != name {
+			continue
+		}
+		st := u.Client.Status()
+		sn := "none"
+		if st.Supernode != nil {
+			sn = st.Supernode.Name + " attached " + st.Supernode.AttachedAt.Format("15:04:05.000")
+		}
+		return fmt.Sprintf("%s: supernode %s, attaches %d, publishes %d, last error %q", name, sn,
+			st.Attaches, st.Counters["publishes"], st.LastError)
+	}
+	return name + ": no such user"
 }

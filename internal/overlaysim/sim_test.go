@@ -2,6 +2,7 @@ package overlaysim
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"strconv"
 	"testing"
@@ -40,7 +41,11 @@ func TestIndexUnderChurn(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	start := time.Now()
-	s, err := Start(ctx, Options{Supernodes: sns, Users: users, KeepAlive: keep})
+	var log *slog.Logger
+	if os.Getenv("PEERLINE_SIM_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	s, err := Start(ctx, Options{Supernodes: sns, Users: users, KeepAlive: keep, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,12 +58,16 @@ func TestIndexUnderChurn(t *testing.T) {
 		t.Fatalf("before churn only %d of %d users found: %v", before.Found, before.Users, s.Missing(ctx, 10))
 	}
 	killed := s.KillSupernodes(sns / 10)
-	t.Logf("killed %d supernodes; waiting one keep-alive period (%v)", len(killed), keep)
+	t.Logf("%s: killed %d supernodes; waiting one keep-alive period (%v)", time.Now().Format("15:04:05.000"), len(killed), keep)
 	time.Sleep(keep)
 	after := s.LookupAll(ctx, 32)
 	t.Logf("after churn: found %d/%d, hops mean %.2f p99 %d max %d, in %v", after.Found, after.Users,
 		after.MeanHops, after.P99Hops, after.MaxHops, after.Elapsed.Round(time.Millisecond))
 	if after.Found != after.Users {
-		t.Fatalf("after churn only %d of %d users found; e.g. %v", after.Found, after.Users, s.Missing(ctx, 10))
+		missing := s.Missing(ctx, 10)
+		for _, m := range missing {
+			t.Log(s.Describe(m))
+		}
+		t.Fatalf("after churn only %d of %d users found; e.g. %v", after.Found, after.Users, missing)
 	}
 }

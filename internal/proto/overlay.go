@@ -219,7 +219,7 @@ func (m *Members) validate() error {
 }
 
 func (m *MembersOK) validate() error {
-	if len(m.Changes) > 10*MaxList {
+	if len(m.Changes) > MaxList {
 		return fmt.Errorf("%d changes", len(m.Changes))
 	}
 	for _, c := range m.Changes {

@@ -221,7 +221,11 @@ func (c *Conn) serve(ctx context.Context, id uint32, m proto.Message) {
 	if resp == nil {
 		resp = &proto.OK{}
 	}
-	c.send(wire.Header{Type: uint8(resp.Type()), Flags: wire.FlagResponse, ID: id}, resp)
+	if err := c.send(wire.Header{Type: uint8(resp.Type()), Flags: wire.FlagResponse, ID: id}, resp); errors.Is(err, wire.ErrTooLarge) {
+		// The caller must hear something rather than wait for its deadline.
+		c.log.Error("answer too large for a frame", "type", resp.Type(), "err", err)
+		c.send(wire.Header{Type: uint8(proto.TError), Flags: wire.FlagResponse | wire.FlagError, ID: id}, proto.ErrInternal.With("answer too large"))
+	}
 }
 
 func (c *Conn) deliver(h wire.Header, body []byte) {

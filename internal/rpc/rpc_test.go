@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -148,5 +149,16 @@ func BenchmarkCall(b *testing.B) {
 		if _, err := client.Call(ctx, &proto.Ping{Seq: 1}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestOversizedAnswerBecomesError(t *testing.T) {
+	_, client, _ := pair(t, Options{Handler: HandlerFunc(func(ctx context.Context, c *Conn, m proto.Message) (proto.Message, error) {
+		return &proto.Error{Code: "x", Message: strings.Repeat("y", wire.MaxBody)}, nil
+	})})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := client.Call(ctx, &proto.Ping{}); !errors.Is(err, proto.ErrInternal) {
+		t.Fatalf("oversized answer: %v, want an internal error at once", err)
 	}
 }
