@@ -140,8 +140,14 @@ func (p *peerPool) evictLocked() {
 
 func (p *peerPool) drop(id string, c *rpc.Conn) {
 	p.mu.Lock()
-	if pc, ok := p.conns[id]; ok && (pc.conn == c || c == nil) {
-		delete(p.conns, id)
+	if pc, ok := p.conns[id]; ok {
+		select {
+		case <-pc.ready: // pc.conn is set before ready closes
+			if pc.conn == c || c == nil {
+				delete(p.conns, id)
+			}
+		default: // a newer dial is under way: not the connection being dropped
+		}
 	}
 	p.mu.Unlock()
 	if c != nil {
