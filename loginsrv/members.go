@@ -23,7 +23,13 @@ type members struct {
 	sorted  []proto.SupernodeInfo // cache of the list, longest-lived first; nil = stale
 	swept   time.Time             // last sweep
 	log     []change              // the latest changes, oldest first, at most maxLog
+	// snaps keeps the sorted list of the last few versions, so a supernode fetching the
+	// list page by page gets every page from the same version.
+	snaps map[uint64][]proto.SupernodeInfo
 }
+
+// maxSnaps is how many versions of the list are kept for paged fetches.
+const maxSnaps = 8
 
 // change is one entry of the change log: the member list at version v differs from the
 // one at v-1 by this join or departure.
@@ -44,7 +50,7 @@ type member struct {
 func newMembers() *members {
 	// A random starting version, so a supernode that knew the list of a previous run of
 	// this server refetches it.
-	return &members{m: make(map[string]*member), version: rand.Uint64() >> 16}
+	return &members{m: make(map[string]*member), version: rand.Uint64() >> 16, snaps: make(map[uint64][]proto.SupernodeInfo)}
 }
 
 func (ms *members) changedLocked(c proto.MemberChange) {
@@ -138,6 +144,20 @@ func (ms *members) list() (uint64, []proto.SupernodeInfo) {
 			}
 			return a.ID < b.ID
 		})
+		ms.snaps[ms.version] = ms.sorted
+		for v := range ms.snaps {
+			if v+maxSnaps <= ms.version {
+				delete(ms.snaps, v)
+			}
+		}
 	}
 	return ms.version, ms.sorted
+}
+
+// at returns the list as it was at version v, if still kept.
+func (ms *members) at(v uint64) ([]proto.SupernodeInfo, bool) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	l, ok := ms.snaps[v]
+	return l, ok
 }

@@ -247,7 +247,7 @@ func (ss *session) Handle(ctx context.Context, c *rpc.Conn, m proto.Message) (pr
 				return &proto.MembersOK{Version: v, Delta: true, Changes: changes, Total: len(all)}, nil
 			}
 		}
-		return s.membersPage(m.Offset), nil
+		return s.membersPage(m.Offset, m.At), nil
 	case *proto.SNLeave:
 		if id := ss.supernodeID(); id != "" && s.members.remove(id, ss) {
 			s.m.Inc("sn_leaves")
@@ -453,8 +453,13 @@ func (s *Server) liveMembers() (uint64, []proto.SupernodeInfo) {
 	return s.members.list()
 }
 
-func (s *Server) membersPage(offset int) *proto.MembersOK {
+func (s *Server) membersPage(offset int, at uint64) *proto.MembersOK {
 	version, all := s.liveMembers()
+	if at != 0 && at != version {
+		if old, ok := s.members.at(at); ok {
+			version, all = at, old
+		}
+	}
 	out := &proto.MembersOK{Version: version, Total: len(all)}
 	if offset < len(all) {
 		out.Members = append([]proto.SupernodeInfo(nil), all[offset:min(len(all), offset+MembersPage)]...)

@@ -165,7 +165,7 @@ func (sn *Supernode) syncMembers(ctx context.Context, c *rpc.Conn, version uint6
 		all = all[:0]
 		for page := 0; page < 1000; page++ {
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			ok, err := rpc.Call[*proto.MembersOK](cctx, c, &proto.Members{Offset: len(all)})
+			ok, err := rpc.Call[*proto.MembersOK](cctx, c, &proto.Members{Offset: len(all), At: first})
 			cancel()
 			if err != nil {
 				return fmt.Errorf("members: %w", err)

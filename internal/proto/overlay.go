@@ -49,6 +49,10 @@ var (
 type Members struct {
 	Offset int    `json:"offset"`
 	Since  uint64 `json:"since,omitempty"`
+	// At asks for a page of the list as it was at that version (the one the first page
+	// carried), so that the pages of one fetch fit together; 0 = the current list. A
+	// version the server no longer keeps is answered with the current one.
+	At uint64 `json:"at,omitempty"`
 }
 
 // MemberChange is one join or departure.
