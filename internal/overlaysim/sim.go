@@ -38,6 +38,7 @@ type Options struct {
 	KeepAlive  time.Duration // clients' keep-alive (record refresh) period; 0 = 5s
 	Heartbeat  time.Duration // supernodes' heartbeat to the login server; 0 = 1s
 	Replicas   int           // 0 = supernode default (3)
+	CacheTTL   time.Duration // supernodes' lookup cache; 0 = their default, negative = off
 	Dir        string        // state; "" = a temporary directory (in /dev/shm when present)
 	Logger     *slog.Logger  // nil = discard
 }
@@ -174,7 +175,10 @@ func (s *Sim) startSupernode(i int) error {
 	sn, err := supernode.New(supernode.Config{
 		Key: key, Name: fmt.Sprintf("sn%d", i+1), Advertise: addr,
 		LoginAddr: s.LoginAddr(), LoginKey: s.Login.PublicKey(), AdmitSecret: "sim",
-		Dialer: host, KeepAlive: s.opts.KeepAlive, Replicas: s.opts.Replicas,
+		Dialer: host, KeepAlive: s.opts.KeepAlive, Replicas: s.opts.Replicas, CacheTTL: s.opts.CacheTTL,
+		// A real supernode keeps 128 peer connections (a few MiB of TLS buffers); a
+		// thousand in one process must keep fewer or the process runs out of memory.
+		MaxPeers:   32,
 		MaxClients: 20_000, Logger: s.opts.Logger,
 	})
 	if err != nil {

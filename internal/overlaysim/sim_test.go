@@ -2,9 +2,11 @@ package overlaysim
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -12,22 +14,24 @@ import (
 // scale returns the population of the churn test: PEERLINE_SIM="SUPERNODES,USERS", or a
 // small default that fits a -race run.
 func scale(t testing.TB) (sns, users int) {
-	sns, users = 50, 500
-	if v := os.Getenv("PEERLINE_SIM"); v != "" {
-		var a, b string
-		for i := range v {
-			if v[i] == ',' {
-				a, b = v[:i], v[i+1:]
-			}
-		}
-		x, err1 := strconv.Atoi(a)
-		y, err2 := strconv.Atoi(b)
-		if err1 != nil || err2 != nil {
-			t.Fatalf("PEERLINE_SIM=%q: want SUPERNODES,USERS", v)
-		}
-		sns, users = x, y
+	if v := getenvScale(); v != nil {
+		return v[0], v[1]
 	}
-	return sns, users
+	return 50, 500
+}
+
+func getenvScale() []int {
+	v := os.Getenv("PEERLINE_SIM")
+	if v == "" {
+		return nil
+	}
+	a, b, ok := strings.Cut(v, ",")
+	x, err1 := strconv.Atoi(a)
+	y, err2 := strconv.Atoi(b)
+	if !ok || err1 != nil || err2 != nil || x <= 0 || y < 0 {
+		panic(fmt.Sprintf("PEERLINE_SIM=%q: want SUPERNODES,USERS", v))
+	}
+	return []int{x, y}
 }
 
 // TestIndexUnderChurn kills 10% of the supernodes at once; after one keep-alive period
