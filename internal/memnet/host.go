@@ -117,16 +117,8 @@ func (h *Host) Listen(network, address string) (net.Listener, error) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !h.up {
-		return fail(ErrHostDown)
-	}
-	if port == 0 {
-		var ok bool
-		if port, ok = allocPort(h.tcpPorts, &h.nextTCP); !ok {
-			return fail(errno("bind", syscall.EADDRINUSE))
-		}
-	} else if _, used := h.tcpPorts[port]; used {
-		return fail(errno("bind", syscall.EADDRINUSE))
+	if port, err = reserveLocked(h, port, h.tcpPorts, &h.nextTCP); err != nil {
+		return fail(err)
 	}
 	h.tcpPorts[port] = struct{}{}
 	ln := &listener{h: h, port: port, addr: &net.TCPAddr{IP: h.ip.AsSlice(), Port: int(port)}}
@@ -320,3 +312,22 @@ type addrString string
 
 func (a addrString) Network() string { return "memnet" }
 func (a addrString) String() string  { return string(a) }
+
+// reserveLocked picks the port to bind in one of the host's port spaces: port itself if
+// free, or a free ephemeral one for 0. The caller holds h.mu and records the port.
+func reserveLocked[V any](h *Host, port uint16, used map[uint16]V, next *uint16) (uint16, error) {
+	if !h.up {
+		return 0, ErrHostDown
+	}
+	if port == 0 {
+		p, ok := allocPort(used, next)
+		if !ok {
+			return 0, errno("bind", syscall.EADDRINUSE)
+		}
+		return p, nil
+	}
+	if _, inUse := used[port]; inUse {
+		return 0, errno("bind", syscall.EADDRINUSE)
+	}
+	return port, nil
+}

@@ -53,16 +53,8 @@ func (h *Host) ListenPacket(network, address string) (net.PacketConn, error) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !h.up {
-		return fail(ErrHostDown)
-	}
-	if port == 0 {
-		var ok bool
-		if port, ok = allocPort(h.udp, &h.nextUDP); !ok {
-			return fail(errno("bind", syscall.EADDRINUSE))
-		}
-	} else if _, used := h.udp[port]; used {
-		return fail(errno("bind", syscall.EADDRINUSE))
+	if port, err = reserveLocked(h, port, h.udp, &h.nextUDP); err != nil {
+		return fail(err)
 	}
 	self := netip.AddrPortFrom(h.ip, port)
 	pc := &packetConn{h: h, port: port, self: self, addr: net.UDPAddrFromAddrPort(self)}
