@@ -84,7 +84,16 @@ func (c *Client) attachLoop(ctx context.Context) {
 func (c *Client) attach(ctx context.Context) (*attachment, error) {
 	cands := c.cache.Ranked()
 	if p := c.cfg.Prefer; p != "" {
-		rest := []hostcache.Entry{{Addr: p, Source: hostcache.SourceManual}}
+		// The preferred supernode is tried alone first, so that a faster one from the
+		// cache does not win the race against it.
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		a, err := c.attachTo(pctx, hostcache.Entry{Addr: p, Source: hostcache.SourceManual})
+		cancel()
+		if err == nil {
+			return c.recordAttachment(a), nil
+		}
+		c.log.Info("preferred supernode unavailable", "addr", p, "err", err)
+		rest := cands[:0:0]
 		for _, e := range cands {
 			if e.Addr != p {
 				rest = append(rest, e)
@@ -141,6 +150,11 @@ func (c *Client) attach(ctx context.Context) (*attachment, error) {
 		c.cache.Save()
 		return nil, errors.Join(errs...)
 	}
+	return c.recordAttachment(won), nil
+}
+
+// recordAttachment records a successful attachment.
+func (c *Client) recordAttachment(won *attachment) *attachment {
 	c.cache.MarkSuccess(won.addr)
 	c.cache.Save()
 	c.mu.Lock()
@@ -149,7 +163,7 @@ func (c *Client) attach(ctx context.Context) (*attachment, error) {
 	c.mu.Unlock()
 	c.m.Inc("attaches")
 	c.log.Info("attached", "supernode", won.name, "addr", won.addr)
-	return won, nil
+	return won
 }
 
 // attachTo opens a control connection to one supernode and attaches with the credential.
