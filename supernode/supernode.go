@@ -1,12 +1,16 @@
 // Package supernode runs a Peerline supernode: a well-connected node that clients attach
-// to. This part of the role registers with the login server (which admits it and signs its
-// supernode credential), heartbeats so that it stays in host-cache seeds, accepts clients'
-// control connections, checks their credentials offline, answers keep-alives and shares
-// its view of the other supernodes so clients can refresh their host caches.
+// to. It registers with the login server (which admits it, with the operator's admission
+// secret or, for a promoted client, after dialling it back, and signs its supernode
+// credential), heartbeats so that it stays in host-cache seeds and follows the member list,
+// accepts clients' control connections, checks their credentials offline, and serves STUN
+// for NAT detection. Together the supernodes hold the user index (overlay.go): signed
+// records on R holders of a consistent-hash ring, one-hop lookups with caching, presence
+// watches, and the forwarding of end-to-end encrypted messages.
 //
 // Trust runs both ways on an attachment: the client's TLS key must be the one its user
 // credential names, and the supernode's TLS key must be the one in its supernode
 // credential; both credentials are signed by the login server whose key everyone pins.
+// Between supernodes the same holds with supernode credentials on both sides.
 package supernode
 
 import (
