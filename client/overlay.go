@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -125,21 +126,12 @@ func (c *Client) refreshBuddies(ctx context.Context) error {
 		}
 	}
 	for name := range c.presence {
-		if !contains(buddies, name) {
+		if !slices.Contains(buddies, name) {
 			delete(c.presence, name)
 		}
 	}
 	c.mu.Unlock()
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // overlayChanged republishes and resubscribes after the buddy list changed.
@@ -182,7 +174,7 @@ func (c *Client) onPresence(p *proto.Presence) {
 	now := c.cfg.Now()
 	c.mu.Lock()
 	cur, ok := c.presence[p.Name]
-	if !ok || !contains(c.buddies, p.Name) {
+	if !ok || !slices.Contains(c.buddies, p.Name) {
 		c.mu.Unlock()
 		return
 	}
@@ -210,7 +202,7 @@ func (c *Client) onDeliver(d *proto.Deliver) error {
 		return proto.ErrRefused.With("message from %s claims to be from %s", d.From, sender.Name)
 	}
 	c.mu.Lock()
-	blocked := contains(c.blocked, sender.Name)
+	blocked := slices.Contains(c.blocked, sender.Name)
 	c.mu.Unlock()
 	if blocked {
 		c.m.Inc("messages_blocked")

@@ -32,6 +32,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/peerline/peerline/internal/identity"
@@ -256,11 +257,4 @@ func Verify(b []byte, loginKey ed25519.PublicKey, now time.Time) (Record, error)
 }
 
 // HasBlocked reports whether the record's user has blocked name.
-func (r *Record) HasBlocked(name string) bool {
-	for _, b := range r.Blocked {
-		if b == name {
-			return true
-		}
-	}
-	return false
-}
+func (r *Record) HasBlocked(name string) bool { return slices.Contains(r.Blocked, name) }

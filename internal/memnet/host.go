@@ -105,24 +105,15 @@ func (h *Host) Revive() {
 // another host's IP one wrapping syscall.EADDRNOTAVAIL. The listener's Addr is a
 // *net.TCPAddr with the host's IP.
 func (h *Host) Listen(network, address string) (net.Listener, error) {
-	fail := func(err error) (net.Listener, error) {
-		return nil, &net.OpError{Op: "listen", Net: network, Addr: addrString(address), Err: err}
-	}
-	if err := checkNetwork(network, "tcp"); err != nil {
-		return fail(err)
-	}
-	port, err := h.parseBind(address)
+	var ln *listener
+	err := bind(h, network, "tcp", address, h.tcpPorts, &h.nextTCP, func(port uint16) {
+		h.tcpPorts[port] = struct{}{}
+		ln = &listener{h: h, port: port, addr: &net.TCPAddr{IP: h.ip.AsSlice(), Port: int(port)}}
+		h.listeners[port] = ln
+	})
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if port, err = reserveLocked(h, port, h.tcpPorts, &h.nextTCP); err != nil {
-		return fail(err)
-	}
-	h.tcpPorts[port] = struct{}{}
-	ln := &listener{h: h, port: port, addr: &net.TCPAddr{IP: h.ip.AsSlice(), Port: int(port)}}
-	h.listeners[port] = ln
 	return ln, nil
 }
 
@@ -313,21 +304,33 @@ type addrString string
 func (a addrString) Network() string { return "memnet" }
 func (a addrString) String() string  { return string(a) }
 
-// reserveLocked picks the port to bind in one of the host's port spaces: port itself if
-// free, or a free ephemeral one for 0. The caller holds h.mu and records the port.
-func reserveLocked[V any](h *Host, port uint16, used map[uint16]V, next *uint16) (uint16, error) {
+// bind checks network (of the given kind) and address, picks the port in one of the
+// host's port spaces (port itself if free, a free ephemeral one for 0) and hands it to
+// record, which runs under h.mu and must enter it in used. Errors are *net.OpError.
+func bind[V any](h *Host, network, kind, address string, used map[uint16]V, next *uint16, record func(port uint16)) error {
+	fail := func(err error) error {
+		return &net.OpError{Op: "listen", Net: network, Addr: addrString(address), Err: err}
+	}
+	if err := checkNetwork(network, kind); err != nil {
+		return fail(err)
+	}
+	port, err := h.parseBind(address)
+	if err != nil {
+		return fail(err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	if !h.up {
-		return 0, ErrHostDown
+		return fail(ErrHostDown)
 	}
 	if port == 0 {
-		p, ok := allocPort(used, next)
-		if !ok {
-			return 0, errno("bind", syscall.EADDRINUSE)
+		var ok bool
+		if port, ok = allocPort(used, next); !ok {
+			return fail(errno("bind", syscall.EADDRINUSE))
 		}
-		return p, nil
+	} else if _, inUse := used[port]; inUse {
+		return fail(errno("bind", syscall.EADDRINUSE))
 	}
-	if _, inUse := used[port]; inUse {
-		return 0, errno("bind", syscall.EADDRINUSE)
-	}
-	return port, nil
+	record(port)
+	return nil
 }

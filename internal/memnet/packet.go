@@ -41,24 +41,15 @@ var _ net.PacketConn = (*packetConn)(nil)
 // ListenPacket opens a datagram socket. network must be "udp", "udp4" or "udp6"; address
 // follows the rules of Listen, in the host's separate UDP port space.
 func (h *Host) ListenPacket(network, address string) (net.PacketConn, error) {
-	fail := func(err error) (net.PacketConn, error) {
-		return nil, &net.OpError{Op: "listen", Net: network, Addr: addrString(address), Err: err}
-	}
-	if err := checkNetwork(network, "udp"); err != nil {
-		return fail(err)
-	}
-	port, err := h.parseBind(address)
+	var pc *packetConn
+	err := bind(h, network, "udp", address, h.udp, &h.nextUDP, func(port uint16) {
+		self := netip.AddrPortFrom(h.ip, port)
+		pc = &packetConn{h: h, port: port, self: self, addr: net.UDPAddrFromAddrPort(self)}
+		h.udp[port] = pc
+	})
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if port, err = reserveLocked(h, port, h.udp, &h.nextUDP); err != nil {
-		return fail(err)
-	}
-	self := netip.AddrPortFrom(h.ip, port)
-	pc := &packetConn{h: h, port: port, self: self, addr: net.UDPAddrFromAddrPort(self)}
-	h.udp[port] = pc
 	return pc, nil
 }
 
