@@ -28,6 +28,7 @@
 //	toLen      1   1..64
 //	to         toLen    recipient's user name
 //	sent       8   unix milliseconds, two's complement
+//	kind       1   0 text message, 1 call signalling (package callsig's encoding)
 //	textLen    2   0..4096
 //	text       textLen  UTF-8 by convention; not checked
 //	sig        64  Ed25519 by the credential's key over
@@ -109,8 +110,8 @@ const (
 	maxNameLen = identity.MaxNameLen
 
 	// minContentLen and maxContentLen bound the content before padding.
-	minContentLen = 2 + minCredLen + 1 + 1 + 1 + 1 + 8 + 2 + ed25519.SignatureSize
-	maxContentLen = 2 + maxCredLen + 1 + maxNameLen + 1 + maxNameLen + 8 + 2 + MaxTextLen + ed25519.SignatureSize
+	minContentLen = 2 + minCredLen + 1 + 1 + 1 + 1 + 8 + 1 + 2 + ed25519.SignatureSize
+	maxContentLen = 2 + maxCredLen + 1 + maxNameLen + 1 + maxNameLen + 8 + 1 + 2 + MaxTextLen + ed25519.SignatureSize
 
 	minEnvelopeLen = headerLen + (minContentLen+padBlock-1)/padBlock*padBlock + tagLen
 	maxEnvelopeLen = headerLen + (maxContentLen+padBlock-1)/padBlock*padBlock + tagLen
@@ -122,11 +123,21 @@ const (
 // The longest envelope Seal can produce must fit the limit Open enforces.
 var _ [MaxEnvelopeLen - maxEnvelopeLen]struct{}
 
+// Kind says what a message's text is.
+type Kind uint8
+
+// Kinds of message.
+const (
+	KindText Kind = 0 // an instant message for the user
+	KindCall Kind = 1 // call signalling, for the client itself
+)
+
 // Message is the plaintext content.
 type Message struct {
 	From string    // sender's user name, 1..64 bytes, as in their credential
 	To   string    // recipient's user name, 1..64 bytes
 	Sent time.Time // carried at millisecond precision; Open returns it in UTC
+	Kind Kind      // KindText or KindCall
 	Text string    // at most MaxTextLen bytes
 }
 
@@ -136,6 +147,9 @@ func (m *Message) validate() error {
 	}
 	if len(m.To) == 0 || len(m.To) > maxNameLen {
 		return fmt.Errorf("%w: recipient name is %d bytes, want 1..%d", ErrInvalidMessage, len(m.To), maxNameLen)
+	}
+	if m.Kind > KindCall {
+		return fmt.Errorf("%w: unknown kind %d", ErrInvalidMessage, m.Kind)
 	}
 	if len(m.Text) > MaxTextLen {
 		return fmt.Errorf("%w: text is %d bytes, limit %d; split it", ErrInvalidMessage, len(m.Text), MaxTextLen)
@@ -174,7 +188,7 @@ func Seal(m Message, senderKey ed25519.PrivateKey, senderCred []byte, recipientB
 // signContent encodes and signs the content, padded. It checks nothing, so that tests can
 // build forgeries with it.
 func signContent(m *Message, cred []byte, key ed25519.PrivateKey, recipientBox *[32]byte) []byte {
-	n := 2 + len(cred) + 1 + len(m.From) + 1 + len(m.To) + 8 + 2 + len(m.Text) + ed25519.SignatureSize
+	n := 2 + len(cred) + 1 + len(m.From) + 1 + len(m.To) + 8 + 1 + 2 + len(m.Text) + ed25519.SignatureSize
 	// Zeroed by make: the padding past the signature needs no writing.
 	b := make([]byte, 0, sigPrefixLen+padded(n))
 	b = append(b, sigContext...)
@@ -193,6 +207,7 @@ func appendFields(b []byte, m *Message, cred []byte) []byte {
 	b = append(b, byte(len(m.To)))
 	b = append(b, m.To...)
 	b = binary.BigEndian.AppendUint64(b, uint64(m.Sent.UnixMilli()))
+	b = append(b, byte(m.Kind))
 	b = binary.BigEndian.AppendUint16(b, uint16(len(m.Text)))
 	return append(b, m.Text...)
 }
@@ -337,9 +352,12 @@ func parseContent(b []byte) (content, error) {
 	if from != nil {
 		to = takeName(&p)
 	}
-	sent, textLenB := take(8), take(2)
-	if c.cred == nil || from == nil || to == nil || sent == nil || textLenB == nil {
+	sent, kind, textLenB := take(8), take(1), take(2)
+	if c.cred == nil || from == nil || to == nil || sent == nil || kind == nil || textLenB == nil {
 		return content{}, fmt.Errorf("%w: truncated content", ErrMalformed)
+	}
+	if Kind(kind[0]) > KindCall {
+		return content{}, fmt.Errorf("%w: unknown kind %d", ErrMalformed, kind[0])
 	}
 	textLen := int(binary.BigEndian.Uint16(textLenB))
 	if textLen > MaxTextLen {
@@ -364,6 +382,7 @@ func parseContent(b []byte) (content, error) {
 		From: string(from),
 		To:   string(to),
 		Sent: time.UnixMilli(int64(binary.BigEndian.Uint64(sent))).UTC(),
+		Kind: Kind(kind[0]),
 		Text: string(text),
 	}
 	return c, nil

@@ -42,9 +42,15 @@ func corpusSeeds(t testing.TB) map[string]corpusSeed {
 	otherLogin := mustCred(t, seededKey("other login server"), f.alice, identity.KindUser, "alice", testNow.Add(time.Hour))
 	long := m
 	long.Text = strings.Repeat("long text ", MaxTextLen/10)
+	call := m
+	call.Kind, call.Text = KindCall, `{"t":"invite"}`
+	badKind := m
+	badKind.Kind = KindCall + 1
 	return map[string]corpusSeed{
 		"valid":           {valid, nil},
 		"max_text":        {f.seal(t, long), nil},
+		"call_kind":       {f.seal(t, call), nil},
+		"unknown_kind":    {sealContent(t, f, badKind, func(b []byte) []byte { return b }), ErrMalformed},
 		"empty":           {[]byte{}, ErrMalformed},
 		"header_only":     {valid[:headerLen], ErrMalformed},
 		"bad_version":     {mod(valid, func(b []byte) []byte { b[0] = 2; return b }), ErrMalformed},
