@@ -154,6 +154,14 @@ func (ms *members) list() (uint64, []proto.SupernodeInfo) {
 	return ms.version, ms.sorted
 }
 
+// has reports whether id is a live member.
+func (ms *members) has(id string) bool {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	_, ok := ms.m[id]
+	return ok
+}
+
 // at returns the list as it was at version v, if still kept.
 func (ms *members) at(v uint64) ([]proto.SupernodeInfo, bool) {
 	ms.mu.Lock()

@@ -21,6 +21,7 @@ import (
 	"github.com/peerline/peerline/internal/rpc"
 	"github.com/peerline/peerline/internal/secure"
 	"github.com/peerline/peerline/internal/serve"
+	"github.com/peerline/peerline/internal/turncred"
 )
 
 // Config configures a Server. Key and Store are required.
@@ -38,9 +39,15 @@ type Config struct {
 	FailWindow        time.Duration      // 0 = 1 minute
 	Dialer            secure.Dialer      // dials promoted supernodes back; nil = &net.Dialer{}
 	NoPromotion       bool               // refuse to promote clients to supernodes
-	Logger            *slog.Logger       // nil = slog.Default()
-	Metrics           *metrics.Set       // nil = a fresh set
-	Now               func() time.Time   // nil = time.Now
+	// RelaySecret keys the TURN credentials the server issues: standalone relays (Relays)
+	// share it, each supernode's relay gets its own secret derived from it at admission.
+	// Empty = no TURN credentials are issued and supernodes run no relay.
+	RelaySecret []byte
+	Relays      []string         // host:port of standalone relays (peerline relay) sharing RelaySecret
+	RelayTTL    time.Duration    // lifetime of TURN credentials; 0 = 10 minutes
+	Logger      *slog.Logger     // nil = slog.Default()
+	Metrics     *metrics.Set     // nil = a fresh set
+	Now         func() time.Time // nil = time.Now
 }
 
 func (c *Config) setDefaults() error {
@@ -55,6 +62,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.CredentialTTL <= 0 {
 		c.CredentialTTL = 24 * time.Hour
+	}
+	if c.RelayTTL <= 0 {
+		c.RelayTTL = 10 * time.Minute
 	}
 	if c.HeartbeatInterval <= 0 {
 		c.HeartbeatInterval = 10 * time.Second
@@ -231,6 +241,12 @@ func (ss *session) Handle(ctx context.Context, c *rpc.Conn, m proto.Message) (pr
 			return nil, err
 		}
 		return s.userOp(ctx, user, m)
+	case *proto.TurnCreds:
+		user, err := ss.authedUser()
+		if err != nil {
+			return nil, err
+		}
+		return s.turnCreds(user, m)
 	case *proto.SNRegister:
 		return s.snRegister(ctx, ss, m)
 	case *proto.SNHeartbeat:
@@ -597,7 +613,35 @@ func (s *Server) snRegister(ctx context.Context, ss *session, m *proto.SNRegiste
 	s.members.upsert(proto.SupernodeInfo{ID: id, Addr: m.Addr, Since: m.Since}, ss, now)
 	s.m.Inc("sn_registrations")
 	s.log.Info("supernode admitted", "id", id, "addr", m.Addr, "remote", ss.remote)
-	return &proto.SNRegisterOK{Credential: cred, HeartbeatInterval: s.cfg.HeartbeatInterval.Milliseconds()}, nil
+	ok := &proto.SNRegisterOK{Credential: cred, HeartbeatInterval: s.cfg.HeartbeatInterval.Milliseconds()}
+	if len(s.cfg.RelaySecret) > 0 {
+		ok.RelaySecret = turncred.Derive(s.cfg.RelaySecret, id)
+	}
+	return ok, nil
+}
+
+// turnCreds issues short-lived TURN credentials to a logged-in user: for one
+// supernode's relay, or for every standalone relay.
+func (s *Server) turnCreds(user string, m *proto.TurnCreds) (proto.Message, error) {
+	if len(s.cfg.RelaySecret) == 0 {
+		return nil, proto.ErrRefused.With("this login server issues no relay credentials")
+	}
+	now := s.cfg.Now()
+	var ok proto.TurnCredsOK
+	if m.Relay != "" {
+		if !s.members.has(m.Relay) {
+			return nil, proto.ErrRefused.With("no live supernode %s", m.Relay)
+		}
+		u, p, exp := turncred.New(turncred.Derive(s.cfg.RelaySecret, m.Relay), user, s.cfg.RelayTTL, now)
+		ok.Creds = append(ok.Creds, proto.TurnCred{Relay: m.Relay, Username: u, Password: p, Expires: exp})
+	} else {
+		for _, addr := range s.cfg.Relays {
+			u, p, exp := turncred.New(s.cfg.RelaySecret, user, s.cfg.RelayTTL, now)
+			ok.Creds = append(ok.Creds, proto.TurnCred{Addr: addr, Username: u, Password: p, Expires: exp})
+		}
+	}
+	s.m.Inc("turn_credentials")
+	return &ok, nil
 }
 
 func (s *Server) snHeartbeat(ctx context.Context, ss *session, m *proto.SNHeartbeat) (proto.Message, error) {

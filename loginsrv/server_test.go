@@ -20,6 +20,7 @@ import (
 	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/internal/rpc"
 	"github.com/peerline/peerline/internal/secure"
+	"github.com/peerline/peerline/internal/turncred"
 )
 
 // clock is a settable test clock.
@@ -455,5 +456,56 @@ func TestMembersDeltas(t *testing.T) {
 	m, _ = call(t, conns[0], &proto.Members{Since: full.Version + 1000})
 	if d := m.(*proto.MembersOK); d.Delta || d.Total != 2 {
 		t.Fatalf("unknown version answered %+v", d)
+	}
+}
+
+// TestTurnCredentials checks that a logged-in user gets TURN credentials for a live
+// supernode's relay, under the secret that supernode was given at admission, and for the
+// standalone relays under the login server's own relay secret; nobody else gets any.
+func TestTurnCredentials(t *testing.T) {
+	master := []byte("relay master secret")
+	ts := startServer(t, func(c *Config) { c.RelaySecret = master; c.Relays = []string{"203.0.113.9:3478"} })
+	snKey := newKey()
+	m, err := call(t, ts.dial(t, snKey), &proto.SNRegister{Name: "sn1", Addr: "192.0.2.1:7001", AdmitSecret: "s3cret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snSecret := m.(*proto.SNRegisterOK).RelaySecret
+	snID := identity.EncodeKey(snKey.Public().(ed25519.PublicKey))
+	if len(snSecret) == 0 || string(snSecret) == string(master) {
+		t.Fatalf("supernode relay secret %x", snSecret)
+	}
+	if _, err := call(t, ts.dial(t, nil), &proto.TurnCreds{Relay: snID}); !errors.Is(err, proto.ErrUnauthenticated) {
+		t.Fatalf("anonymous: %v", err)
+	}
+	user := mustUser(t, ts)
+	c, _ := login(t, ts, newKey(), user, "password-u")
+	m, err = call(t, c, &proto.TurnCreds{Relay: snID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr := m.(*proto.TurnCredsOK).Creds
+	if len(cr) != 1 {
+		t.Fatalf("creds %+v", cr)
+	}
+	if got, err := turncred.Check(snSecret, cr[0].Username, cr[0].Password, ts.clock.Now()); err != nil || got != user {
+		t.Fatalf("supernode relay credential: %q %v", got, err)
+	}
+	if _, err := turncred.Check(master, cr[0].Username, cr[0].Password, ts.clock.Now()); err == nil {
+		t.Fatal("a supernode credential is valid on the standalone relays")
+	}
+	if _, err := call(t, c, &proto.TurnCreds{Relay: "no-such-supernode"}); !errors.Is(err, proto.ErrRefused) {
+		t.Fatalf("unknown relay: %v", err)
+	}
+	m, err = call(t, c, &proto.TurnCreds{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr = m.(*proto.TurnCredsOK).Creds
+	if len(cr) != 1 || cr[0].Addr != "203.0.113.9:3478" {
+		t.Fatalf("standalone creds %+v", cr)
+	}
+	if _, err := turncred.Check(master, cr[0].Username, cr[0].Password, ts.clock.Now()); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -131,6 +131,10 @@ type SNRegister struct {
 type SNRegisterOK struct {
 	Credential        []byte `json:"credential"`
 	HeartbeatInterval int64  `json:"heartbeat_ms"`
+	// RelaySecret is this supernode's own TURN secret, derived by the login server from
+	// its relay secret and the supernode's id: the login server issues TURN credentials
+	// for this relay with it, and no other relay accepts them. Empty = no TURN service.
+	RelaySecret []byte `json:"relay_secret,omitempty"`
 }
 
 // SNHeartbeat keeps a registered supernode listed in host-cache seeds.
@@ -159,6 +163,29 @@ type AttachOK struct {
 	Since       time.Time `json:"since"`
 	KeepAliveMs int64     `json:"keepalive_ms"`   // how often the client should Ping
 	STUN        string    `json:"stun,omitempty"` // the supernode's RFC 5780 STUN service
+	TURN        string    `json:"turn,omitempty"` // the supernode's TURN relay, UDP and TCP on this host:port
+}
+
+// TurnCreds asks the login server for short-lived credentials for a relay: a
+// supernode's (Relay = its id) or, with Relay empty, the standalone relays it knows.
+type TurnCreds struct {
+	Relay string `json:"relay,omitempty"`
+}
+
+// TurnCred is one relay's credential, in the TURN REST API form: Username is
+// "<unix expiry>:<user>", Password the base64 HMAC-SHA1 of Username under the relay's
+// secret.
+type TurnCred struct {
+	Relay    string    `json:"relay,omitempty"` // supernode id, or "" for a standalone relay
+	Addr     string    `json:"addr,omitempty"`  // standalone relays: host:port (UDP and TCP)
+	Username string    `json:"username"`
+	Password string    `json:"password"`
+	Expires  time.Time `json:"expires"`
+}
+
+// TurnCredsOK answers TurnCreds.
+type TurnCredsOK struct {
+	Creds []TurnCred `json:"creds"`
 }
 
 // Peers asks a supernode for its view of the other supernodes.
@@ -193,6 +220,8 @@ func (*Attach) Type() Type       { return TAttach }
 func (*AttachOK) Type() Type     { return TAttachOK }
 func (*Peers) Type() Type        { return TPeers }
 func (*PeersOK) Type() Type      { return TPeersOK }
+func (*TurnCreds) Type() Type    { return TTurnCreds }
+func (*TurnCredsOK) Type() Type  { return TTurnCredsOK }
 
 func init() {
 	register(&Error{}, &OK{}, &Ping{}, &Pong{},
@@ -200,7 +229,7 @@ func init() {
 		&BuddyAdd{}, &BuddyRemove{}, &BuddyBlock{}, &BuddyList{}, &BuddyListOK{},
 		&Directory{}, &DirectoryOK{},
 		&SNRegister{}, &SNRegisterOK{}, &SNHeartbeat{}, &SNPeers{},
-		&Attach{}, &AttachOK{}, &Peers{}, &PeersOK{})
+		&Attach{}, &AttachOK{}, &Peers{}, &PeersOK{}, &TurnCreds{}, &TurnCredsOK{})
 }
 
 // ValidAddr reports whether s is a host:port with a numeric port in 1..65535.
@@ -295,15 +324,43 @@ func (m *SNRegister) validate() error {
 }
 
 func (m *SNRegisterOK) validate() error {
+	if err := checkBytes("relay_secret", m.RelaySecret, 0, 64); err != nil {
+		return err
+	}
 	return checkBytes("credential", m.Credential, 1, MaxCredential)
+}
+
+func (m *TurnCreds) validate() error { return checkLen("relay", m.Relay, 0, 64) }
+
+func (m *TurnCredsOK) validate() error {
+	if len(m.Creds) > 16 {
+		return fmt.Errorf("%d credentials", len(m.Creds))
+	}
+	for _, c := range m.Creds {
+		if c.Addr != "" {
+			if err := ValidAddr(c.Addr); err != nil {
+				return err
+			}
+		}
+		if err := checkLen("username", c.Username, 1, MaxText); err != nil {
+			return err
+		}
+		if err := checkLen("password", c.Password, 1, MaxText); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (m *SNHeartbeat) validate() error { return ValidAddr(m.Addr) }
 func (m *SNPeers) validate() error     { return validSupernodes(m.Supernodes) }
 func (m *Attach) validate() error      { return checkBytes("credential", m.Credential, 1, MaxCredential) }
 func (m *AttachOK) validate() error {
-	if m.STUN != "" {
-		if err := ValidAddr(m.STUN); err != nil {
+	for _, a := range []string{m.STUN, m.TURN} {
+		if a == "" {
+			continue
+		}
+		if err := ValidAddr(a); err != nil {
 			return err
 		}
 	}

@@ -40,6 +40,8 @@ const (
 	TBuddyListOK  Type = 20
 	TDirectory    Type = 21
 	TDirectoryOK  Type = 22
+	TTurnCreds    Type = 23 // client -> login server: credentials for a TURN relay
+	TTurnCredsOK  Type = 24
 	TSNRegister   Type = 30 // supernode -> login server
 	TSNRegisterOK Type = 31
 	TSNHeartbeat  Type = 32
