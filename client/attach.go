@@ -204,7 +204,7 @@ func (c *Client) attachTo(ctx context.Context, e hostcache.Entry) (*attachment, 
 		keep = 20 * time.Second
 	}
 	return &attachment{conn: conn, addr: e.Addr, id: identity.EncodeKey(snKey), name: sc.Name,
-		since: ok.Since, at: c.cfg.Now(), keep: keep, stun: ok.STUN}, nil
+		since: ok.Since, at: c.cfg.Now(), keep: keep, stun: ok.STUN, turn: ok.TURN}, nil
 }
 
 // stayAttached publishes the user's record, subscribes to the buddies' presence, then

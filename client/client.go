@@ -65,6 +65,7 @@ type Config struct {
 	ListenPacket func(network, addr string) (net.PacketConn, error)
 	NATTimeout   time.Duration    // per NAT test; 0 = 2s
 	Promote      PromoteConfig    // when to become a supernode
+	Call         CallConfig       // placing and answering calls
 	Logger       *slog.Logger     // nil = slog.Default()
 	Metrics      *metrics.Set     // nil = a fresh set
 	Now          func() time.Time // nil = time.Now
@@ -85,7 +86,8 @@ type Client struct {
 	box   e2ee.BoxKey
 	cache *hostcache.Cache
 
-	loginNow chan struct{} // asks the login loop to log in again (credential refused)
+	loginNow chan struct{}  // asks the login loop to log in again (credential refused)
+	callWG   sync.WaitGroup // calls answered on our own
 
 	mu         sync.Mutex // mu protects the following fields
 	user       string
@@ -106,6 +108,19 @@ type Client struct {
 	promotion  PromotionStatus
 	sn         *supernode.Supernode // the supernode role, while promoted
 	crashed    bool                 // Crash was called: no goodbye
+	calls      map[string]*call     // ringing and active calls, by id
+	reports    []CallReport         // of the last calls
+	runCtx_    context.Context      // Run's context, for calls answered on our own
+}
+
+// runCtx is the context of Run: work the client starts on its own stops with it.
+func (c *Client) runCtx() context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.runCtx_ == nil {
+		return context.Background()
+	}
+	return c.runCtx_
 }
 
 // Crash makes the client fall silent at once, as a killed process would: its connections
@@ -133,6 +148,7 @@ type attachment struct {
 	at    time.Time
 	keep  time.Duration
 	stun  string // the supernode's STUN service, "" if none
+	turn  string // the supernode's TURN relay, "" if none
 }
 
 // New prepares a client: it loads or creates the key, the saved credential and the host
@@ -189,6 +205,7 @@ func New(cfg Config) (*Client, error) {
 		box:        box,
 		cache:      cache,
 		presence:   make(map[string]*Presence),
+		calls:      make(map[string]*call),
 		user:       cfg.User,
 		loginNow:   make(chan struct{}, 1),
 		loggedInCh: make(chan struct{}),
@@ -234,10 +251,14 @@ func (c *Client) HostCache() *hostcache.Cache { return c.cache }
 // errors that retrying cannot fix (wrong password, no such user, no password to use).
 func (c *Client) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
+	c.mu.Lock()
+	c.runCtx_ = ctx
+	c.mu.Unlock()
 	var wg sync.WaitGroup
 	defer func() {
 		cancel()
 		wg.Wait()
+		c.callWG.Wait()
 		c.mu.Lock()
 		if c.lsConn != nil {
 			c.lsConn.Close()

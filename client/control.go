@@ -78,7 +78,19 @@ const (
 	CmdHostCache    = "hostcache"
 	CmdMsg          = "msg"
 	CmdInbox        = "inbox"
+	CmdCall         = "call"   // target, send, send format, record, record format, duration ms
+	CmdAnswer       = "answer" // call id ("" = the ringing one), then as CmdCall
+	CmdReject       = "reject" // call id
+	CmdHangup       = "hangup" // call id ("" = the current call)
+	CmdCalls        = "calls"  // ringing calls and the last reports
 )
+
+// CallsStatus answers CmdCalls.
+type CallsStatus struct {
+	Ringing []CallReport `json:"ringing"`
+	Active  []CallReport `json:"active"`
+	Reports []CallReport `json:"reports"`
+}
 
 // SearchResult is the answer to a search.
 type SearchResult struct {
@@ -102,6 +114,26 @@ type UserLocation struct {
 }
 
 func (c *Client) handleControl(ctx context.Context, r ctl.Request) (any, error) {
+	switch r.Cmd {
+	case CmdCall, CmdAnswer:
+		// A call lasts as long as it lasts: the command's own connection bounds it.
+		target, opts, closeAll, err := callRequest(r.Args, r.Cmd == CmdAnswer)
+		if err != nil {
+			return nil, err
+		}
+		defer closeAll()
+		var rep CallReport
+		if r.Cmd == CmdCall {
+			rep, err = c.Call(ctx, target, opts)
+		} else {
+			rep, err = c.Answer(ctx, target, opts)
+		}
+		c.recordReport(rep)
+		if err != nil && rep.Call == "" {
+			return nil, err
+		}
+		return rep, nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	arg := func() (string, error) {
@@ -156,6 +188,20 @@ func (c *Client) handleControl(ctx context.Context, r ctl.Request) (any, error) 
 		return map[string]string{"sent": r.Args[0]}, nil
 	case CmdInbox:
 		return c.Inbox(), nil
+	case CmdReject:
+		id, err := arg()
+		if err != nil {
+			return nil, err
+		}
+		return map[string]string{"rejected": id}, c.Reject(ctx, id)
+	case CmdHangup:
+		id := ""
+		if len(r.Args) > 0 {
+			id = r.Args[0]
+		}
+		return map[string]string{"hung_up": id}, c.Hangup(id)
+	case CmdCalls:
+		return CallsStatus{Ringing: c.Ringing(), Active: c.Active(), Reports: c.Reports()}, nil
 	}
 	return nil, proto.ErrBadRequest.With("unknown command %q", r.Cmd)
 }

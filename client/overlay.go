@@ -30,7 +30,7 @@ type Presence struct {
 // Event is something that happened to the client: a buddy's presence changed or a
 // message arrived. 'peerline client --json' prints them as JSON lines.
 type Event struct {
-	Kind     string    `json:"kind"` // "presence" or "message"
+	Kind     string    `json:"kind"` // "presence", "message" or "call"
 	Time     time.Time `json:"time"`
 	Name     string    `json:"name,omitempty"`
 	Online   bool      `json:"online,omitempty"`
@@ -38,6 +38,8 @@ type Event struct {
 	From     string    `json:"from,omitempty"`
 	Text     string    `json:"text,omitempty"`
 	Sent     time.Time `json:"sent,omitzero"`
+	Call     string    `json:"call,omitempty"`  // call id
+	State    string    `json:"state,omitempty"` // call: ringing, active, hung up, ended
 }
 
 // InboxSize bounds the messages a client keeps for 'peerline inbox'.
@@ -207,6 +209,9 @@ func (c *Client) onDeliver(d *proto.Deliver) error {
 	if blocked {
 		c.m.Inc("messages_blocked")
 		return proto.ErrBlocked
+	}
+	if msg.Kind == e2ee.KindCall {
+		return c.onCallSignal(msg, sender)
 	}
 	ev := Event{Kind: "message", Time: c.cfg.Now(), From: msg.From, Text: msg.Text, Sent: msg.Sent}
 	c.mu.Lock()

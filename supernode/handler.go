@@ -137,6 +137,7 @@ func (sn *Supernode) attach(h *handler, a *proto.Attach) (proto.Message, error) 
 	sn.m.Inc("attaches")
 	sn.log.Info("client attached", "user", cred.Name, "remote", h.remote)
 	ok := &proto.AttachOK{Credential: own, Since: sn.since, KeepAliveMs: sn.cfg.KeepAlive.Milliseconds()}
+	ok.TURN = sn.TURNAddr()
 	if c := sn.cfg.STUN[0]; c != nil {
 		ok.STUN = c.LocalAddr().String()
 	}

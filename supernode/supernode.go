@@ -34,6 +34,7 @@ import (
 	"github.com/peerline/peerline/internal/secure"
 	"github.com/peerline/peerline/internal/serve"
 	"github.com/peerline/peerline/internal/stunsrv"
+	"github.com/peerline/peerline/relay"
 )
 
 // Config configures a Supernode. Key, Advertise, LoginAddr and LoginKey are required.
@@ -64,7 +65,11 @@ type Config struct {
 	// [0] the primary address (required for the service), and either all of [1..3]
 	// (same IP other port, other IP same port, other IP other port) or none. Zero = no
 	// STUN service. The supernode owns and closes them.
-	STUN    [4]net.PacketConn
+	STUN [4]net.PacketConn
+	// Relay runs a TURN relay beside the supernode (package relay), keyed with the secret
+	// the login server hands this supernode at admission; its Secret field is ignored.
+	// nil, or a login server that hands out no secret, = no relay.
+	Relay   *relay.Config
 	Logger  *slog.Logger     // nil = slog.Default()
 	Metrics *metrics.Set     // nil = a fresh set
 	Now     func() time.Time // nil = time.Now
@@ -89,6 +94,8 @@ type Supernode struct {
 	credExp    time.Time
 	registered bool
 	clients    map[string]*client // by user name
+	relay      *relay.Server      // the TURN relay, once started
+	turnAddr   string             // its address as clients reach it
 }
 
 type client struct {
@@ -167,6 +174,51 @@ func New(cfg Config) (*Supernode, error) {
 	return sn, nil
 }
 
+// startRelay starts the TURN relay with the secret from the login server, once.
+func (sn *Supernode) startRelay(secret []byte) error {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	if sn.relay != nil || sn.cfg.Relay == nil || sn.runCtx.Err() != nil {
+		return nil
+	}
+	cfg := *sn.cfg.Relay
+	cfg.Secret = secret
+	if cfg.Logger == nil {
+		cfg.Logger = sn.log.With("role", "relay")
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = sn.m
+	}
+	srv, err := relay.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	host, _, _ := net.SplitHostPort(sn.cfg.Advertise)
+	if cfg.PublicIP.IsValid() {
+		host = cfg.PublicIP.String()
+	}
+	sn.relay, sn.turnAddr = srv, net.JoinHostPort(host, fmt.Sprint(srv.Addr().Port()))
+	sn.log.Info("TURN relay up", "addr", sn.turnAddr)
+	return nil
+}
+
+// TURNAddr is the relay's address as clients reach it, "" when there is none.
+func (sn *Supernode) TURNAddr() string {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	return sn.turnAddr
+}
+
+// Relay is the supernode's TURN relay, nil when there is none.
+func (sn *Supernode) Relay() *relay.Server {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	return sn.relay
+}
+
 // ID is the supernode's public key, as host caches name it.
 func (sn *Supernode) ID() string { return sn.id }
 
@@ -178,9 +230,20 @@ func (sn *Supernode) Metrics() *metrics.Set { return sn.m }
 func (sn *Supernode) Run(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	sn.mu.Lock()
 	sn.runCtx = ctx
+	sn.mu.Unlock()
 	sn.demote = cancel
 	defer sn.ov.peers.closeAll()
+	defer func() {
+		sn.mu.Lock()
+		r := sn.relay
+		sn.relay, sn.turnAddr = nil, ""
+		sn.mu.Unlock()
+		if r != nil {
+			r.Close()
+		}
+	}()
 	go sn.maintain(ctx)
 	go sn.repairLoop(ctx)
 	if sn.cfg.STUN[0] != nil {
@@ -308,6 +371,11 @@ func (sn *Supernode) register(ctx context.Context, c *rpc.Conn) (time.Duration, 
 	sn.mu.Lock()
 	sn.cred, sn.credIssued, sn.credExp, sn.registered = ok.Credential, cred.Issued, cred.Expires, true
 	sn.mu.Unlock()
+	if len(ok.RelaySecret) > 0 {
+		if err := sn.startRelay(ok.RelaySecret); err != nil {
+			sn.log.Warn("no TURN relay", "err", err)
+		}
+	}
 	sn.log.Info("admitted by the login server", "expires", cred.Expires)
 	interval := time.Duration(ok.HeartbeatInterval) * time.Millisecond
 	if interval < 10*time.Millisecond {

@@ -42,6 +42,11 @@ func clientCommand() *cli.Command {
 			&cli.IntFlag{Name: "promote-min-cpus", Value: 2, Usage: "CPUs required to promote"},
 			&cli.Uint64Flag{Name: "promote-min-memory", Value: 1 << 30, Usage: "memory (bytes) required to promote"},
 			&cli.DurationFlag{Name: "promote-check", Value: time.Minute, Usage: "how often the promotion conditions are checked"},
+			&cli.BoolFlag{Name: "auto-answer", Usage: "answer incoming calls at once"},
+			&cli.StringFlag{Name: "answer-send", Usage: "play `FILE` (.wav) into answered calls (default: a 440 Hz tone)"},
+			&cli.StringFlag{Name: "record-dir", Usage: "record answered calls to `DIR`/<call id>.wav"},
+			&cli.BoolFlag{Name: "loopback-candidates", Usage: "offer loopback addresses for calls (clients on one machine)"},
+			&cli.DurationFlag{Name: "call-direct-delay", Hidden: true, Usage: "hold ICE checks back this long (tests of the move from relay to direct)"},
 			&cli.StringFlag{Name: "sn-listen", Usage: "`ADDR` the supernode role listens on once promoted (default: public IP, free port)"},
 			logLevelFlag,
 		},
@@ -87,7 +92,12 @@ func runClient(c *cli.Context) error {
 			ListenAddr: c.String("sn-listen"),
 		},
 		KeepAlive: c.Duration("keepalive"),
-		Logger:    log,
+		Call: client.CallConfig{
+			AutoAnswer: c.Bool("auto-answer"), AnswerSend: c.String("answer-send"),
+			RecordDir: c.String("record-dir"), Loopback: c.Bool("loopback-candidates"),
+			TestHookDirectDelay: c.Duration("call-direct-delay"),
+		},
+		Logger: log,
 	})
 	if errors.Is(err, client.ErrNoUser) {
 		return errors.New("no user: give --user NAME on the first run")

@@ -19,10 +19,11 @@ import (
 
 // Files of a login server's data directory.
 const (
-	loginKeyFile    = "login.key"    // private key (0600)
-	loginPubFile    = "login.pub"    // public key, to hand to clients and supernodes
-	admitSecretFile = "admit.secret" // supernode admission secret (0600)
-	loginDBFile     = "accounts.db"
+	loginKeyFile     = "login.key"    // private key (0600)
+	loginPubFile     = "login.pub"    // public key, to hand to clients and supernodes
+	admitSecretFile  = "admit.secret" // supernode admission secret (0600)
+	loginRelaySecret = "turn.secret"  // TURN credential secret, shared with standalone relays (0600)
+	loginDBFile      = "accounts.db"
 )
 
 func loginsrvCommand() *cli.Command {
@@ -48,6 +49,8 @@ func loginsrvCommand() *cli.Command {
 			&cli.UintFlag{Name: "argon2-threads", Value: uint(loginsrv.DefaultArgon2Params.Threads), Usage: "argon2id lanes"},
 			&cli.StringFlag{Name: "metrics-listen", Usage: "serve Prometheus counters at http://`ADDR`/metrics (off by default)"},
 			&cli.BoolFlag{Name: "init", Usage: "create the key and admission secret, print them and exit"},
+			&cli.StringSliceFlag{Name: "relay", Usage: "`ADDR` (host:port) of a standalone relay ('peerline relay --secret-file DATA/turn.secret'); repeatable"},
+			&cli.BoolFlag{Name: "no-relay-credentials", Usage: "issue no TURN credentials (supernodes then run no relay)"},
 			jsonFlag, logLevelFlag,
 		},
 		Action: runLoginsrv,
@@ -93,6 +96,23 @@ func loadLoginState(dir, secretFlag string) (loginState, error) {
 	return loginState{Key: key, PublicKey: pub, AdmitSecret: secret, Dir: dir}, nil
 }
 
+// loadOrCreateSecret reads a secret file (its trimmed text is the secret), creating it
+// with a random secret if missing.
+func loadOrCreateSecret(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		return []byte(strings.TrimSpace(string(b))), nil
+	case errors.Is(err, os.ErrNotExist):
+		secret := randomSecret()
+		if err := atomicfile.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+			return nil, err
+		}
+		return []byte(secret), nil
+	}
+	return nil, err
+}
+
 func runLoginsrv(c *cli.Context) error {
 	log := newLogger(c)
 	st, err := loadLoginState(c.String("data"), c.String("admit-secret"))
@@ -105,6 +125,13 @@ func runLoginsrv(c *cli.Context) error {
 		}
 		fmt.Fprintf(c.App.Writer, "login key:    %s\nadmit secret: %s\n", st.PublicKey, st.AdmitSecret)
 		return nil
+	}
+	var relaySecret []byte
+	if !c.Bool("no-relay-credentials") {
+		relaySecret, err = loadOrCreateSecret(filepath.Join(st.Dir, loginRelaySecret))
+		if err != nil {
+			return err
+		}
 	}
 	store, err := loginsrv.OpenSQLite(filepath.Join(st.Dir, loginDBFile))
 	if err != nil {
@@ -120,6 +147,8 @@ func runLoginsrv(c *cli.Context) error {
 		Store:             store,
 		Hasher:            loginsrv.NewHasher(params, 0),
 		AdmitSecret:       st.AdmitSecret,
+		RelaySecret:       relaySecret,
+		Relays:            c.StringSlice("relay"),
 		CredentialTTL:     c.Duration("cred-ttl"),
 		HeartbeatInterval: c.Duration("heartbeat"),
 		Logger:            log,

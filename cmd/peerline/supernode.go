@@ -17,6 +17,7 @@ import (
 	"github.com/peerline/peerline/internal/metrics"
 	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/internal/stunsrv"
+	"github.com/peerline/peerline/relay"
 	"github.com/peerline/peerline/supernode"
 )
 
@@ -42,6 +43,11 @@ func supernodeCommand() *cli.Command {
 			&cli.DurationFlag{Name: "keepalive", Usage: "ping period asked of clients (0 = 20s)"},
 			&cli.BoolFlag{Name: "no-stun", Usage: "do not serve STUN (clients then cannot detect their NAT here)"},
 			&cli.StringFlag{Name: "stun-alt-ip", Usage: "second `IP` of this host, for full RFC 5780 NAT detection (without it, clients learn only their mapped address)"},
+			&cli.BoolFlag{Name: "no-turn", Usage: "run no TURN relay (calls that cannot go direct then need another relay)"},
+			&cli.StringFlag{Name: "turn-listen", Usage: "`ADDR` of the TURN relay, UDP and TCP (default: the advertised IP, a free port)"},
+			&cli.IntFlag{Name: "turn-quota-allocs", Value: 8, Usage: "relay allocations one user may hold"},
+			&cli.IntFlag{Name: "turn-quota-kbps", Value: 512, Usage: "relayed kilobits per second one user may use (0 = no limit)"},
+			&cli.BoolFlag{Name: "turn-allow-private-peers", Usage: "let the relay send to loopback and private addresses (tests on one machine only)"},
 			logLevelFlag,
 		},
 		Action: runSupernode,
@@ -87,9 +93,17 @@ func runSupernode(c *cli.Context) error {
 		}
 	}
 	m := &metrics.Set{}
+	var rc *relay.Config
+	if !c.Bool("no-turn") {
+		rc, err = relayConfig(c, adv)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+	}
 	sn, err := supernode.New(supernode.Config{
-		STUN: stun,
-		Key:  key, Name: c.String("name"), Advertise: adv,
+		STUN: stun, Relay: rc,
+		Key: key, Name: c.String("name"), Advertise: adv,
 		LoginAddr: ls.Addr, LoginKey: ls.Key, AdmitSecret: secret,
 		KeepAlive: c.Duration("keepalive"), Logger: log, Metrics: m,
 	})
@@ -110,6 +124,26 @@ func runSupernode(c *cli.Context) error {
 	}, m)
 	log.Info("supernode listening", "addr", ln.Addr().String(), "advertise", adv, "id", sn.ID())
 	return sn.Run(c.Context, ln)
+}
+
+// relayConfig is the supernode's TURN relay: on --turn-listen, or the advertised IP.
+func relayConfig(c *cli.Context, advertise string) (*relay.Config, error) {
+	listen := c.String("turn-listen")
+	if listen == "" {
+		host, _, err := net.SplitHostPort(advertise)
+		if err != nil {
+			return nil, err
+		}
+		listen = net.JoinHostPort(host, "0")
+	}
+	ap, err := netip.ParseAddrPort(listen)
+	if err != nil {
+		return nil, fmt.Errorf("--turn-listen needs IP:PORT: %w", err)
+	}
+	return &relay.Config{
+		Listen: listen, PublicIP: ap.Addr(), MaxAllocsPerUser: c.Int("turn-quota-allocs"),
+		UserBandwidth: c.Int("turn-quota-kbps") * 1000 / 8, AllowPrivatePeers: c.Bool("turn-allow-private-peers"),
+	}, nil
 }
 
 // listenSTUN opens the STUN sockets: UDP on the advertised IP and port, plus the port

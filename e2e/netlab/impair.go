@@ -22,6 +22,15 @@ type Impairment struct {
 	Jitter time.Duration
 	// Loss is the probability (0..1) that a packet is dropped. 0: none.
 	Loss float64
+	// Inbound impairs only packets arriving on the link, and before the namespace's
+	// connection tracking sees them (the raw table), as if the delay were on the wire.
+	// On a NAT router this is what an access link does: an outgoing packet creates its
+	// mapping at once, and an incoming one meets the mappings of everything sent before
+	// it arrived. (Queueing outgoing packets happens before source NAT, so a router
+	// impaired both ways would hold its own new mappings back for the delay, and two
+	// sites punching at each other would each meet the other's packet first.) Impair
+	// every site's router Inbound by D, and every path between two sites is D one way.
+	Inbound bool
 }
 
 // impairQueue is the NFQUEUE number used inside a host's namespace (queues are per
@@ -87,10 +96,14 @@ func (h *Host) Impair(im Impairment) error {
 	h.lab.impairs = append(h.lab.impairs, imp)
 	h.lab.mu.Unlock()
 	q := fmt.Sprint(impairQueue)
-	for _, rule := range [][]string{
+	rules := [][]string{
 		{"-t", "mangle", "-A", "PREROUTING", "-i", h.iface, "-j", "NFQUEUE", "--queue-num", q},
 		{"-t", "mangle", "-A", "POSTROUTING", "-o", h.iface, "-j", "NFQUEUE", "--queue-num", q},
-	} {
+	}
+	if im.Inbound {
+		rules = [][]string{{"-t", "raw", "-A", "PREROUTING", "-i", h.iface, "-j", "NFQUEUE", "--queue-num", q}}
+	}
+	for _, rule := range rules {
 		if err := h.lab.run(nil, append([]string{"ip", "netns", "exec", h.NS(), "iptables"}, rule...)...); err != nil {
 			return err
 		}

@@ -157,3 +157,15 @@ func (h *Host) Run(ctx context.Context, argv ...string) ([]byte, error) {
 	}
 	return out.Bytes(), nil
 }
+
+// Kill kills the process with SIGKILL, as a crash would, and waits for it to exit.
+func (p *Proc) Kill() {
+	if p.exited() {
+		return
+	}
+	p.cmd.Process.Kill()
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+	}
+}

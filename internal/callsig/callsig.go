@@ -81,9 +81,24 @@ type Msg struct {
 	Relays []string `json:"relays,omitempty"` // the sender's relayed transport addresses
 	Public []string `json:"public,omitempty"` // the sender's public IPs, for TURN permissions
 	Eph    []byte   `json:"eph,omitempty"`    // X25519 public key, invite and accept
+	Box    []byte   `json:"box,omitempty"`    // invite: the caller's e2ee box key, for the callee's answers
 	Reason string   `json:"reason,omitempty"`
 	Conf   []string `json:"conf,omitempty"` // conference: everyone else invited
+	// Punch times the hole punch (candidate messages only): the caller sends "ping", the
+	// callee answers "pong", and the caller, now knowing the signalling round trip, sends
+	// "go" and starts its connectivity checks half a round trip later, as the callee
+	// starts its own on "go". Started together, each side's first packets leave its own
+	// NAT before the other's arrive there; a packet that arrives first leaves a conntrack
+	// entry that makes a Linux NAT map the later outgoing flow to another port.
+	Punch string `json:"punch,omitempty"`
 }
+
+// Punch timing steps.
+const (
+	PunchPing = "ping"
+	PunchPong = "pong"
+	PunchGo   = "go"
+)
 
 // Encode validates m and returns its encoding.
 func Encode(m *Msg) ([]byte, error) {
@@ -137,6 +152,9 @@ func (m *Msg) validate() error {
 	if (m.T == TInvite || m.T == TAccept) && len(m.Eph) != curve25519.PointSize {
 		return bad("%s needs a %d-byte key, got %d", m.T, curve25519.PointSize, len(m.Eph))
 	}
+	if len(m.Box) != 0 && (m.T != TInvite || len(m.Box) != curve25519.PointSize) {
+		return bad("box key of %d bytes in a %s", len(m.Box), m.T)
+	}
 	if m.T != TInvite && m.T != TAccept && len(m.Eph) != 0 {
 		return bad("key in a %s", m.T)
 	}
@@ -147,6 +165,15 @@ func (m *Msg) validate() error {
 	}
 	if m.NAT != nil && (len(m.NAT.Classic) > maxFieldLen || len(m.NAT.Mapping) > maxFieldLen || len(m.NAT.Filtering) > maxFieldLen) {
 		return bad("nat field too long")
+	}
+	switch m.Punch {
+	case "":
+	case PunchPing, PunchPong, PunchGo:
+		if m.T != TCandidate {
+			return bad("punch step in a %s", m.T)
+		}
+	default:
+		return bad("unknown punch step %q", m.Punch)
 	}
 	if len(m.Cands) > MaxCands {
 		return bad("%d candidates, limit %d", len(m.Cands), MaxCands)

@@ -22,8 +22,10 @@ import (
 	"github.com/peerline/peerline/client"
 	"github.com/peerline/peerline/internal/ctl"
 	"github.com/peerline/peerline/internal/identity"
+	"github.com/peerline/peerline/internal/media"
 	"github.com/peerline/peerline/internal/stunsrv"
 	"github.com/peerline/peerline/loginsrv"
+	"github.com/peerline/peerline/relay"
 	"github.com/peerline/peerline/supernode"
 )
 
@@ -35,6 +37,7 @@ type Options struct {
 	Logger     *slog.Logger // nil = discard
 	Progress   io.Writer    // narrated steps; nil = none
 	Timeout    time.Duration
+	CallLength time.Duration // the closing call between the first two users; 0 = 3s
 }
 
 // Result is the machine-readable outcome of a demo.
@@ -46,6 +49,7 @@ type Result struct {
 	Users      []UserInfo           `json:"users"`
 	Search     *client.SearchResult `json:"search,omitempty"`
 	Message    *client.Event        `json:"message,omitempty"`
+	Call       *client.CallReport   `json:"call,omitempty"`
 	Elapsed    string               `json:"elapsed"`
 }
 
@@ -106,6 +110,9 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 60 * time.Second
 	}
+	if opts.CallLength <= 0 {
+		opts.CallLength = 3 * time.Second
+	}
 	r := &runner{opts: opts, log: opts.Logger, errs: make(chan error, 16)}
 	if r.log == nil {
 		r.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -134,7 +141,8 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 	secret := randomString()
 	ls, err := loginsrv.New(loginsrv.Config{
 		Key: lkey, Store: store, AdmitSecret: secret, HeartbeatInterval: time.Second,
-		Logger: r.log.With("role", "loginsrv"),
+		RelaySecret: []byte(randomString()),
+		Logger:      r.log.With("role", "loginsrv"),
 	})
 	if err != nil {
 		return res, err
@@ -167,6 +175,8 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 			Key:  key, Name: fmt.Sprintf("sn%d", i+1), Advertise: ln.Addr().String(),
 			LoginAddr: res.LoginAddr, LoginKey: ls.PublicKey(), AdmitSecret: secret,
 			KeepAlive: 2 * time.Second, Logger: r.log.With("role", "supernode"),
+			// A TURN relay on loopback: it must be allowed to relay to loopback peers.
+			Relay: &relay.Config{Listen: "127.0.0.1:0", AllowPrivatePeers: true, Listeners: 1, MaxAllocsPerUser: 8},
 		})
 		if err != nil {
 			ln.Close()
@@ -202,6 +212,8 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 			Password:   func(context.Context) (string, error) { return pw, nil },
 			NATTimeout: 500 * time.Millisecond,
 			Logger:     r.log.With("role", "client"),
+			// Everyone is on this machine: loopback candidates are the direct path.
+			Call: client.CallConfig{Loopback: true, AutoAnswer: i > 0},
 		})
 		if err != nil {
 			return res, err
@@ -270,6 +282,19 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 		}
 		res.Message = &inbox[0]
 		r.say("%s sent %s an end-to-end encrypted message; %s received %q", opts.Users[0], opts.Users[1], opts.Users[1], inbox[0].Text)
+
+		// A real call: a tone from the caller, the callee (auto-answering) sends its own.
+		r.say("%s calls %s for %s ...", opts.Users[0], opts.Users[1], opts.CallLength)
+		src := &media.Sine{Freq: 440, Frames: int(opts.CallLength / media.FrameDuration)}
+		rec := &media.Recorder{}
+		rep, err := clients[0].Call(ctx, opts.Users[1], client.CallOptions{Source: src, Sink: rec})
+		if err != nil {
+			return res, fmt.Errorf("call: %w", err)
+		}
+		res.Call = &rep
+		m := rep.Media
+		r.say("call %s: path %s, first audio after %.0f ms, %d frames sent, %d received, loss %.2f%%, rtt %.1f ms, jitter %.1f ms, %d path changes",
+			rep.Result, rep.Path, rep.SetupMs, m.FramesSent, m.FramesReceived, m.LossPercent, m.RTTMs, m.JitterMs, len(m.PathChanges))
 	}
 	for _, sn := range sns {
 		st := sn.Status()

@@ -22,6 +22,7 @@ import (
 	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/internal/stunsrv"
 	"github.com/peerline/peerline/loginsrv"
+	"github.com/peerline/peerline/relay"
 	"github.com/peerline/peerline/supernode"
 )
 
@@ -36,6 +37,7 @@ type Overlay struct {
 
 	cacheTTL time.Duration
 	stun     bool
+	relay    bool
 	forward  func(string, *proto.Deliver)
 
 	mu  sync.Mutex
@@ -70,6 +72,9 @@ type Options struct {
 	KeepAlive  time.Duration // 0 = 500ms
 	CacheTTL   time.Duration // supernodes' lookup cache; 0 = their default, negative = off
 	STUN       bool          // supernodes serve RFC 5780 STUN on 127.0.0.1 and 127.0.0.2
+	// Relay runs a TURN relay on every supernode (loopback peers allowed), keyed by the
+	// login server's relay secret.
+	Relay bool
 	// Forward, if set, sees every end-to-end message any supernode handles.
 	Forward func(sn string, d *proto.Deliver)
 	Verbose bool // log to the test log... to stderr
@@ -104,6 +109,7 @@ func Start(t testing.TB, opts Options) *Overlay {
 	o.Login, err = loginsrv.New(loginsrv.Config{
 		Key: key, Store: store, Hasher: loginsrv.NewHasher(loginsrv.TestArgon2Params, 0),
 		AdmitSecret: o.Secret, HeartbeatInterval: opts.Heartbeat, Logger: log,
+		RelaySecret: relaySecret(opts.Relay),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +133,7 @@ func Start(t testing.TB, opts Options) *Overlay {
 		<-done
 		store.Close()
 	})
-	o.cacheTTL, o.stun, o.forward = opts.CacheTTL, opts.STUN, opts.Forward
+	o.cacheTTL, o.stun, o.forward, o.relay = opts.CacheTTL, opts.STUN, opts.Forward, opts.Relay
 	for i := 0; i < max(opts.Supernodes, 0); i++ {
 		o.AddSupernode(opts.KeepAlive)
 	}
@@ -142,6 +148,13 @@ func Start(t testing.TB, opts Options) *Overlay {
 		return true
 	})
 	return o
+}
+
+func relaySecret(on bool) []byte {
+	if !on {
+		return nil
+	}
+	return []byte("test relay secret")
 }
 
 // AddSupernode starts one more supernode.
@@ -163,6 +176,9 @@ func (o *Overlay) AddSupernode(keepAlive time.Duration) *SN {
 		STUN: stun, Key: key, Name: name, Advertise: ln.Addr().String(),
 		LoginAddr: o.LS.Addr, LoginKey: o.LS.Key, AdmitSecret: o.Secret,
 		KeepAlive: keepAlive, CacheTTL: o.cacheTTL, Logger: o.Log,
+	}
+	if o.relay {
+		cfg.Relay = &relay.Config{Listen: "127.0.0.1:0", AllowPrivatePeers: true, Listeners: 1, MaxAllocsPerUser: 8}
 	}
 	if fwd := o.forward; fwd != nil {
 		cfg.TestHookForward = func(d *proto.Deliver) { fwd(name, d) }

@@ -1,0 +1,689 @@
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/peerline/peerline/internal/callsig"
+	"github.com/peerline/peerline/internal/e2ee"
+	"github.com/peerline/peerline/internal/identity"
+	"github.com/peerline/peerline/internal/index"
+	"github.com/peerline/peerline/internal/media"
+	"github.com/peerline/peerline/internal/proto"
+	"github.com/peerline/peerline/internal/rpc"
+)
+
+// Calls. The caller finds the callee through the overlay, and the two exchange
+// signalling (package callsig) inside end-to-end encrypted messages through their
+// supernodes: invite, accept or reject, trickled candidates and relays, hangup. Each side
+// brings a leg (callpath.go): ICE for direct and punched paths, a TURN allocation on its
+// supernode's relay for relayed ones. The media session (package media) sends on the
+// best live path and fails over between them.
+
+// CallConfig is how a client places and answers calls.
+type CallConfig struct {
+	AutoAnswer  bool          // answer incoming calls at once
+	AnswerSend  string        // WAV file played into answered calls; "" = a 440 Hz tone
+	RecordDir   string        // answered calls are recorded to RecordDir/<call id>.wav; "" = not recorded
+	RingTimeout time.Duration // how long an invite rings unanswered; 0 = 30s
+	// Loopback offers loopback ICE candidates: for calls between clients on one machine
+	// (tests, the demo). Off, loopback addresses are never offered.
+	Loopback bool
+	// TestHookDirectDelay holds the ICE checks back this long, so that a test can see a
+	// call start relayed and move to the direct path.
+	TestHookDirectDelay time.Duration
+	// TestHookRelayed, if set, sees every datagram this client sends into a relay, as the
+	// relay receives it (tests check that relays see only ciphertext).
+	TestHookRelayed func([]byte)
+}
+
+// Call errors.
+var (
+	ErrCallRejected = errors.New("call rejected")
+	ErrCallBusy     = errors.New("callee is busy")
+	ErrNoAnswer     = errors.New("no answer")
+	ErrNoSuchCall   = errors.New("no such call")
+	ErrInCall       = errors.New("already in a call")
+)
+
+// CallOptions are the audio of one call.
+type CallOptions struct {
+	Source   media.FrameSource // what we send; nil = silence
+	Sink     media.FrameSink   // where the peer's audio goes; nil = discarded
+	Duration time.Duration     // hang up after this long; 0 = when Source ends or the peer hangs up
+}
+
+// CallReport is what a call did, as `peerline call --json` prints it.
+type CallReport struct {
+	Call       string      `json:"call"`
+	Peer       string      `json:"peer"`
+	Outgoing   bool        `json:"outgoing"`
+	Result     string      `json:"result"` // completed, rejected, busy, blocked, no answer, failed
+	Error      string      `json:"error,omitempty"`
+	Predicted  string      `json:"predicted_path,omitempty"`
+	Path       string      `json:"path,omitempty"` // the path the call ended on
+	LocalNAT   string      `json:"local_nat,omitempty"`
+	RemoteNAT  string      `json:"remote_nat,omitempty"`
+	SetupMs    float64     `json:"setup_ms"` // from dialling (or answering) to the first audio frame received
+	SignalMs   float64     `json:"signal_ms,omitempty"`
+	Media      media.Stats `json:"media"`
+	StartedAt  time.Time   `json:"started_at"`
+	DurationMs float64     `json:"duration_ms"`
+}
+
+// call is one call in progress.
+type call struct {
+	id       string
+	peer     string
+	outgoing bool
+	started  time.Time
+	answers  chan *callsig.Msg // outgoing: the accept or reject
+	hungUp   chan struct{}     // the peer hung up
+	hangOnce sync.Once
+
+	mu       sync.Mutex // mu protects the following fields
+	state    string     // ringing, active, ended
+	invite   *callsig.Msg
+	peerCred identity.Credential
+	peerBox  [32]byte
+	leg      *leg
+	pending  []*callsig.Msg // candidates that came before the leg
+	session  *media.Session
+	cancel   context.CancelFunc
+	sendq    chan callsig.Msg
+}
+
+func newCallID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (k *call) peerHungUp() { k.hangOnce.Do(func() { close(k.hungUp) }) }
+
+// sender sends one call's signalling in order, so candidates never overtake the invite.
+func (c *Client) sender(ctx context.Context, k *call) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m, ok := <-k.sendq:
+			if !ok {
+				return
+			}
+			k.mu.Lock()
+			box := k.peerBox
+			k.mu.Unlock()
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if err := c.signal(sctx, k.peer, box, &m); err != nil {
+				c.log.Debug("call signal not delivered", "call", k.id[:8], "type", m.T, "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// urgentSender returns a function that sends a message of call k at once, in its own
+// goroutine, past the queue of candidates.
+func (c *Client) urgentSender(ctx context.Context, k *call) func(callsig.Msg) {
+	return func(m callsig.Msg) {
+		c.callWG.Add(1)
+		go func() {
+			defer c.callWG.Done()
+			k.mu.Lock()
+			box := k.peerBox
+			k.mu.Unlock()
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			if err := c.signal(sctx, k.peer, box, &m); err != nil {
+				c.log.Debug("call signal not delivered", "call", k.id[:8], "type", m.T, "err", err)
+			}
+		}()
+	}
+}
+
+func (k *call) queue(m callsig.Msg) {
+	k.mu.Lock()
+	q := k.sendq
+	k.mu.Unlock()
+	if q == nil {
+		return
+	}
+	select {
+	case q <- m:
+	default: // a call that floods its own queue loses candidates, not the client
+	}
+}
+
+// signal seals one signalling message for the peer and sends it through our supernode.
+func (c *Client) signal(ctx context.Context, to string, box [32]byte, m *callsig.Msg) error {
+	a, err := c.attachedConn()
+	if err != nil {
+		return err
+	}
+	text, err := callsig.Encode(m)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	cred := c.cred
+	c.mu.Unlock()
+	env, err := e2ee.Seal(e2ee.Message{From: c.user, To: to, Sent: c.cfg.Now(), Kind: e2ee.KindCall, Text: string(text)}, c.key, cred, box)
+	if err != nil {
+		return err
+	}
+	_, err = a.conn.Call(ctx, &proto.Msg{To: to, Envelope: env})
+	if err == nil {
+		c.m.Inc("call_signals_sent")
+	}
+	return err
+}
+
+func (c *Client) ringTimeout() time.Duration {
+	if c.cfg.Call.RingTimeout > 0 {
+		return c.cfg.Call.RingTimeout
+	}
+	return 30 * time.Second
+}
+
+// activeCall returns the call in progress or ringing, if any.
+func (c *Client) activeCallLocked() *call {
+	for _, k := range c.calls {
+		return k
+	}
+	return nil
+}
+
+// Call places a call to name and runs it to its end: the callee is found through the
+// overlay, invited, and once it answers the audio flows on the best path until
+// opts.Duration passes, the source ends, the peer hangs up or ctx is done.
+func (c *Client) Call(ctx context.Context, name string, opts CallOptions) (CallReport, error) {
+	rep := CallReport{Peer: name, Outgoing: true, StartedAt: c.cfg.Now()}
+	start := time.Now()
+	a, err := c.attachedConn()
+	if err != nil {
+		return fail(rep, "failed", err)
+	}
+	ok, err := rpc.Call[*proto.SearchOK](ctx, a.conn, &proto.Search{Name: name})
+	if err != nil {
+		return fail(rep, "failed", err)
+	}
+	if !ok.Found || !ok.Online {
+		return fail(rep, "offline", proto.ErrOffline.With("%s is offline", name))
+	}
+	rec, err := index.Verify(ok.Record, c.cfg.Login.Key, c.cfg.Now())
+	if err != nil {
+		return fail(rep, "failed", fmt.Errorf("the overlay returned a bad record: %w", err))
+	}
+	k := &call{id: newCallID(), peer: name, outgoing: true, started: start, state: "ringing",
+		answers: make(chan *callsig.Msg, 1), hungUp: make(chan struct{}), peerBox: rec.BoxKey,
+		sendq: make(chan callsig.Msg, 64)}
+	rep.Call = k.id
+	c.mu.Lock()
+	if len(c.calls) > 0 {
+		c.mu.Unlock()
+		return fail(rep, "failed", ErrInCall)
+	}
+	c.calls[k.id] = k
+	c.mu.Unlock()
+	defer c.endCall(k)
+
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	l, err := c.newLeg(cctx, k.id, true, k.queue, c.urgentSender(cctx, k))
+	if err != nil {
+		return fail(rep, "failed", err)
+	}
+	defer l.close()
+	k.mu.Lock()
+	k.leg = l
+	k.mu.Unlock()
+	inv := callsig.Msg{T: callsig.TInvite, Call: k.id, Box: c.box.Public[:]}
+	l.firstSignal(cctx, &inv, 50*time.Millisecond)
+	rep.LocalNAT = inv.NAT.Classic
+	if err := c.signal(cctx, name, rec.BoxKey, &inv); err != nil {
+		if errors.Is(err, proto.ErrBlocked) {
+			return fail(rep, "blocked", err)
+		}
+		return fail(rep, "failed", err)
+	}
+	go c.sender(cctx, k)
+
+	var ans *callsig.Msg
+	select {
+	case ans = <-k.answers:
+	case <-time.After(c.ringTimeout()):
+		k.queue(callsig.Msg{T: callsig.THangup, Call: k.id, Reason: callsig.ReasonTimeout})
+		return fail(rep, "no answer", ErrNoAnswer)
+	case <-ctx.Done():
+		return fail(rep, "failed", ctx.Err())
+	}
+	if ans.T == callsig.TReject {
+		switch ans.Reason {
+		case callsig.ReasonBusy:
+			return fail(rep, "busy", ErrCallBusy)
+		case callsig.ReasonBlocked:
+			return fail(rep, "blocked", proto.ErrBlocked)
+		}
+		return fail(rep, "rejected", fmt.Errorf("%w: %s", ErrCallRejected, ans.Reason))
+	}
+	rep.SignalMs = ms(time.Since(start))
+	k.mu.Lock()
+	peerCred := k.peerCred
+	k.mu.Unlock()
+	c.mu.Lock()
+	myCred := c.credInfo
+	c.mu.Unlock()
+	key, err := callsig.MediaKey(l.ephPriv, ans.Eph, k.id, credBinding(myCred), credBinding(peerCred), l.ephPub, ans.Eph)
+	if err != nil {
+		return fail(rep, "failed", err)
+	}
+	return c.runMedia(cctx, k, l, key, ans, opts, rep, start)
+}
+
+// gatedSource sends silence until the call has a live path, then the real source: the
+// first words of a call are not spoken into the void while ICE and the relays set up.
+// The silence still goes out (no silence suppression), so it is what opens the paths.
+type gatedSource struct {
+	src  media.FrameSource // nil = silence
+	live func() bool
+	open bool
+}
+
+func (g *gatedSource) ReadFrame(pcm []int16) error {
+	if !g.open {
+		if g.live == nil || !g.live() {
+			clear(pcm)
+			return nil
+		}
+		g.open = true
+	}
+	if g.src == nil {
+		clear(pcm)
+		return nil
+	}
+	return g.src.ReadFrame(pcm)
+}
+
+// credBinding is what of a credential the media key is bound to: the name and key it
+// certifies.
+func credBinding(cr identity.Credential) []byte {
+	return append([]byte(cr.Name+"\x00"), cr.PubKey...)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func fail(rep CallReport, result string, err error) (CallReport, error) {
+	rep.Result = result
+	if err != nil {
+		rep.Error = err.Error()
+	}
+	return rep, err
+}
+
+// runMedia runs the audio of an answered call until it ends, and reports.
+func (c *Client) runMedia(ctx context.Context, k *call, l *leg, key [32]byte, remote *callsig.Msg, opts CallOptions, rep CallReport, start time.Time) (CallReport, error) {
+	gate := &gatedSource{src: opts.Source}
+	s, err := media.NewSession(media.Config{
+		Key: key, Caller: k.outgoing, Source: gate, Sink: opts.Sink,
+		Logger: c.log.With("call", k.id[:8]), Metrics: c.m,
+	})
+	if err != nil {
+		return fail(rep, "failed", err)
+	}
+	if remote.NAT != nil {
+		rep.RemoteNAT = remote.NAT.Classic
+		rep.Predicted = PredictPath(l.nat, *remote.NAT)
+	}
+	rep.LocalNAT = l.nat.Classic
+	gate.live = func() bool { return s.Stats().ActiveKind != "" }
+	k.mu.Lock()
+	k.session, k.state = s, "active"
+	pending := k.pending
+	k.pending = nil
+	k.mu.Unlock()
+	l.setSession(s)
+	l.addRemote(remote)
+	for _, m := range pending {
+		l.addRemote(m)
+	}
+	l.beginPunch()
+	c.emit(Event{Kind: "call", Time: c.cfg.Now(), Name: k.peer, Call: k.id, State: "active"})
+
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if opts.Duration > 0 {
+		var dcancel context.CancelFunc
+		rctx, dcancel = context.WithTimeout(rctx, opts.Duration)
+		defer dcancel()
+	}
+	go func() {
+		select {
+		case <-k.hungUp:
+			cancel()
+		case <-rctx.Done():
+		}
+	}()
+	firstAt := make(chan time.Duration, 1)
+	go func() {
+		select {
+		case <-s.FirstFrame():
+			firstAt <- time.Since(start)
+		case <-rctx.Done():
+		}
+	}()
+	runErr := s.Run(rctx)
+	select {
+	case <-k.hungUp:
+	default:
+		hctx, hcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		box := k.peerBox
+		m := callsig.Msg{T: callsig.THangup, Call: k.id, Reason: callsig.ReasonHangup}
+		c.signal(hctx, k.peer, box, &m)
+		hcancel()
+	}
+	rep.Media = s.Stats()
+	rep.Path = string(rep.Media.ActiveKind)
+	rep.DurationMs = ms(time.Since(start))
+	select {
+	case d := <-firstAt:
+		rep.SetupMs = ms(d)
+	default:
+	}
+	rep.Result = "completed"
+	if rep.Media.FramesReceived == 0 {
+		rep.Result = "failed"
+		rep.Error = "no audio arrived: no path worked"
+		c.m.Inc("calls_failed")
+		return rep, errors.New(rep.Error)
+	}
+	if runErr != nil && !errors.Is(runErr, context.Canceled) && !errors.Is(runErr, context.DeadlineExceeded) {
+		rep.Error = runErr.Error()
+	}
+	c.m.Inc("calls_completed")
+	c.emit(Event{Kind: "call", Time: c.cfg.Now(), Name: k.peer, Call: k.id, State: "ended"})
+	return rep, nil
+}
+
+func (c *Client) endCall(k *call) {
+	c.mu.Lock()
+	if c.calls[k.id] == k {
+		delete(c.calls, k.id)
+	}
+	c.mu.Unlock()
+	k.mu.Lock()
+	k.state = "ended"
+	k.mu.Unlock()
+}
+
+// onCallSignal handles call signalling from an opened e2ee message.
+func (c *Client) onCallSignal(msg e2ee.Message, sender identity.Credential) error {
+	m, err := callsig.Decode([]byte(msg.Text))
+	if err != nil {
+		c.m.Inc("call_signals_rejected")
+		return proto.ErrRefused.With("call signal refused: %v", err)
+	}
+	c.m.Inc("call_signals_received")
+	c.mu.Lock()
+	k := c.calls[m.Call]
+	c.mu.Unlock()
+	if k != nil && k.peer != sender.Name {
+		c.m.Inc("call_signals_rejected")
+		return proto.ErrRefused.With("call %s is not with %s", m.Call[:8], sender.Name)
+	}
+	switch m.T {
+	case callsig.TInvite:
+		return c.onInvite(m, sender)
+	case callsig.TAccept, callsig.TReject:
+		if k == nil || !k.outgoing {
+			return nil
+		}
+		k.mu.Lock()
+		k.peerCred = sender
+		k.mu.Unlock()
+		select {
+		case k.answers <- m:
+		default:
+		}
+	case callsig.TCandidate:
+		if k == nil {
+			return nil
+		}
+		k.mu.Lock()
+		l, active := k.leg, k.session != nil
+		if !active {
+			k.pending = append(k.pending, m)
+		}
+		k.mu.Unlock()
+		if active {
+			l.addRemote(m)
+		}
+	case callsig.THangup:
+		if k == nil {
+			return nil
+		}
+		k.peerHungUp()
+		c.emit(Event{Kind: "call", Time: c.cfg.Now(), Name: k.peer, Call: k.id, State: "hung up"})
+	}
+	return nil
+}
+
+// onInvite rings, or answers busy.
+func (c *Client) onInvite(m *callsig.Msg, sender identity.Credential) error {
+	if len(m.Box) != 32 {
+		c.m.Inc("call_signals_rejected")
+		return proto.ErrRefused.With("invite without a box key")
+	}
+	k := &call{id: m.Call, peer: sender.Name, started: time.Now(), state: "ringing", invite: m,
+		peerCred: sender, hungUp: make(chan struct{}), sendq: make(chan callsig.Msg, 64)}
+	copy(k.peerBox[:], m.Box)
+	c.mu.Lock()
+	if _, dup := c.calls[m.Call]; dup {
+		c.mu.Unlock()
+		return nil
+	}
+	busy := c.activeCallLocked() != nil
+	if !busy {
+		c.calls[k.id] = k
+	}
+	c.mu.Unlock()
+	if busy {
+		c.m.Inc("calls_busy")
+		c.callWG.Add(1)
+		go func() {
+			defer c.callWG.Done()
+			ctx, cancel := context.WithTimeout(c.runCtx(), 5*time.Second)
+			defer cancel()
+			c.signal(ctx, k.peer, k.peerBox, &callsig.Msg{T: callsig.TReject, Call: k.id, Reason: callsig.ReasonBusy})
+		}()
+		return nil
+	}
+	c.m.Inc("calls_ringing")
+	c.log.Info("incoming call", "from", k.peer, "call", k.id[:8])
+	c.emit(Event{Kind: "call", Time: c.cfg.Now(), From: k.peer, Call: k.id, State: "ringing"})
+	runCtx := c.runCtx()
+	c.callWG.Add(1)
+	go func() {
+		defer c.callWG.Done()
+		t := time.NewTimer(c.ringTimeout())
+		defer t.Stop()
+		select {
+		case <-t.C:
+			k.mu.Lock()
+			ringing := k.state == "ringing"
+			k.mu.Unlock()
+			if ringing {
+				c.endCall(k)
+			}
+		case <-k.hungUp:
+			c.endCall(k)
+		case <-runCtx.Done():
+		}
+	}()
+	if c.cfg.Call.AutoAnswer {
+		c.callWG.Add(1)
+		go func() {
+			defer c.callWG.Done()
+			c.autoAnswer(k.id)
+		}()
+	}
+	return nil
+}
+
+// Ringing lists the calls ringing now.
+func (c *Client) Ringing() []CallReport {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []CallReport
+	for _, k := range c.calls {
+		k.mu.Lock()
+		if k.state == "ringing" && !k.outgoing {
+			out = append(out, CallReport{Call: k.id, Peer: k.peer})
+		}
+		k.mu.Unlock()
+	}
+	return out
+}
+
+// Active lists the calls in progress, with their statistics so far.
+func (c *Client) Active() []CallReport {
+	c.mu.Lock()
+	calls := make([]*call, 0, len(c.calls))
+	for _, k := range c.calls {
+		calls = append(calls, k)
+	}
+	c.mu.Unlock()
+	var out []CallReport
+	for _, k := range calls {
+		k.mu.Lock()
+		s, state := k.session, k.state
+		k.mu.Unlock()
+		if s == nil || state != "active" {
+			continue
+		}
+		st := s.Stats()
+		out = append(out, CallReport{Call: k.id, Peer: k.peer, Outgoing: k.outgoing, Result: "in progress",
+			Path: string(st.ActiveKind), Media: st})
+	}
+	return out
+}
+
+// Answer answers a ringing call (id "" = the one ringing) and runs it to its end.
+func (c *Client) Answer(ctx context.Context, id string, opts CallOptions) (CallReport, error) {
+	start := time.Now()
+	c.mu.Lock()
+	k := c.calls[id]
+	if id == "" {
+		for _, x := range c.calls {
+			if !x.outgoing {
+				k = x
+			}
+		}
+	}
+	c.mu.Unlock()
+	rep := CallReport{Call: id, StartedAt: c.cfg.Now()}
+	if k == nil {
+		return fail(rep, "failed", ErrNoSuchCall)
+	}
+	k.mu.Lock()
+	if k.state != "ringing" || k.outgoing {
+		k.mu.Unlock()
+		return fail(rep, "failed", fmt.Errorf("call %s is %s", k.id[:8], k.state))
+	}
+	k.state = "answering"
+	inv := k.invite
+	k.mu.Unlock()
+	rep.Call, rep.Peer = k.id, k.peer
+	defer c.endCall(k)
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	l, err := c.newLeg(cctx, k.id, false, k.queue, c.urgentSender(cctx, k))
+	if err != nil {
+		return fail(rep, "failed", err)
+	}
+	defer l.close()
+	k.mu.Lock()
+	k.leg = l
+	k.mu.Unlock()
+	acc := callsig.Msg{T: callsig.TAccept, Call: k.id}
+	l.firstSignal(cctx, &acc, 50*time.Millisecond)
+	c.mu.Lock()
+	myCred := c.credInfo
+	c.mu.Unlock()
+	key, err := callsig.MediaKey(l.ephPriv, inv.Eph, k.id, credBinding(k.peerCred), credBinding(myCred), inv.Eph, l.ephPub)
+	if err != nil {
+		return fail(rep, "failed", err)
+	}
+	if err := c.signal(cctx, k.peer, k.peerBox, &acc); err != nil {
+		return fail(rep, "failed", fmt.Errorf("accept not delivered: %w", err))
+	}
+	go c.sender(cctx, k)
+	return c.runMedia(cctx, k, l, key, inv, opts, rep, start)
+}
+
+// Reject refuses a ringing call.
+func (c *Client) Reject(ctx context.Context, id string) error {
+	c.mu.Lock()
+	k := c.calls[id]
+	c.mu.Unlock()
+	if k == nil || k.outgoing {
+		return ErrNoSuchCall
+	}
+	c.endCall(k)
+	return c.signal(ctx, k.peer, k.peerBox, &callsig.Msg{T: callsig.TReject, Call: k.id, Reason: callsig.ReasonRejected})
+}
+
+// Hangup ends the call in progress (id "" = any).
+func (c *Client) Hangup(id string) error {
+	c.mu.Lock()
+	var k *call
+	for _, x := range c.calls {
+		if id == "" || x.id == id {
+			k = x
+		}
+	}
+	c.mu.Unlock()
+	if k == nil {
+		return ErrNoSuchCall
+	}
+	k.peerHungUp() // ends our session as if the peer had; runMedia then signals the peer
+	return nil
+}
+
+// autoAnswer answers with the configured audio and records to the configured directory.
+func (c *Client) autoAnswer(id string) {
+	opts, closeAll, err := c.answerAudio(id)
+	if err != nil {
+		c.log.Warn("cannot answer", "call", id[:8], "err", err)
+		return
+	}
+	defer closeAll()
+	rep, err := c.Answer(c.runCtx(), id, opts)
+	if err != nil {
+		c.log.Warn("answered call failed", "call", id[:8], "err", err)
+	}
+	c.recordReport(rep)
+}
+
+func (c *Client) recordReport(rep CallReport) {
+	c.mu.Lock()
+	c.reports = append(c.reports, rep)
+	if len(c.reports) > 32 {
+		c.reports = c.reports[len(c.reports)-32:]
+	}
+	c.mu.Unlock()
+	c.log.Info("call ended", "call", rep.Call, "peer", rep.Peer, "result", rep.Result, "path", rep.Path,
+		"setup_ms", rep.SetupMs, "frames_received", rep.Media.FramesReceived)
+}
+
+// Reports lists the reports of the last calls this client answered or placed.
+func (c *Client) Reports() []CallReport {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]CallReport(nil), c.reports...)
+}

@@ -1,0 +1,330 @@
+package client_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/internal/media"
+	"github.com/peerline/peerline/internal/overlaytest"
+	"github.com/peerline/peerline/internal/proto"
+)
+
+// callPair starts an overlay whose supernodes serve STUN and TURN, with alice and bob
+// attached to different supernodes; bob answers calls on his own and records them.
+func callPair(t *testing.T, modA, modB func(*client.Config)) (*overlaytest.Overlay, *overlaytest.Client, *overlaytest.Client, string) {
+	t.Helper()
+	o := overlaytest.Start(t, overlaytest.Options{Supernodes: 3, STUN: true, Relay: true, CacheTTL: -1})
+	o.Register("alice", "correct horse")
+	o.Register("bob", "battery staple")
+	rec := t.TempDir()
+	mA := func(c *client.Config) {
+		c.Call.Loopback = true
+		c.NATTimeout = 300 * time.Millisecond
+		if modA != nil {
+			modA(c)
+		}
+	}
+	mB := func(c *client.Config) {
+		c.Call.Loopback, c.Call.AutoAnswer, c.Call.RecordDir = true, true, rec
+		c.NATTimeout = 300 * time.Millisecond
+		if modB != nil {
+			modB(c)
+		}
+	}
+	a := o.StartClient(filepath.Join(t.TempDir(), "alice"), "alice", "correct horse", mA)
+	o.Eventually("alice attached", attached(a))
+	b := o.StartClient(filepath.Join(t.TempDir(), "bob"), "bob", "battery staple", mB)
+	o.Eventually("bob attached", attached(b))
+	for tries := 0; b.Status().Supernode.Addr == a.Status().Supernode.Addr; tries++ {
+		if tries > 20 {
+			t.Fatal("bob keeps attaching to alice's supernode")
+		}
+		b.Stop()
+		b = o.StartClient(b.Dir, "", "", func(c *client.Config) { mB(c); c.ParallelAttach = 1 })
+		b.HostCache().MarkFailure(a.Status().Supernode.Addr)
+		b.HostCache().MarkFailure(a.Status().Supernode.Addr)
+		o.Eventually("bob attached", attached(b))
+	}
+	o.Eventually("both published, NAT known", func() bool {
+		return a.Metrics().Get("publishes") > 1 && b.Metrics().Get("publishes") > 1 &&
+			a.Status().NAT != nil && b.Status().NAT != nil
+	})
+	// The overlay must know where bob is now, not where a stopped instance was.
+	o.Eventually("alice finds bob", func() bool {
+		sr, err := a.Search(context.Background(), "bob")
+		return err == nil && sr.User != nil && sr.User.Online && sr.User.SupernodeAddr == b.Status().Supernode.Addr
+	})
+	return o, a, b, rec
+}
+
+// sineFrames is what a media.Sine of n frames sends, through the µ-law round trip: what
+// the receiver must play out, bit for bit.
+func sineFrames(n int) [][]int16 {
+	src := &media.Sine{Freq: 440, Frames: n}
+	var out [][]int16
+	for i := 0; i < n; i++ {
+		pcm := make([]int16, media.FrameSamples)
+		if err := src.ReadFrame(pcm); err != nil {
+			break
+		}
+		u := media.EncodeUlaw(make([]byte, len(pcm)), pcm)
+		out = append(out, media.DecodeUlaw(make([]int16, len(u)), u))
+	}
+	return out
+}
+
+// checkFrames reports how many of the frames sent arrived bit-identical, and fails on
+// any frame that arrived different.
+func checkFrames(t *testing.T, sent [][]int16, rec *media.Recorder) int {
+	t.Helper()
+	got, lost := rec.Frames()
+	// The recording starts at the first frame played out; find it.
+	start := -1
+	for i, f := range got {
+		if !lost[i] && !isSilence(f) {
+			start = i
+			break
+		}
+	}
+	if start < 0 {
+		t.Fatal("nothing arrived")
+	}
+	first := -1
+	for j, f := range sent {
+		if equalPCM(f, got[start]) {
+			first = j
+			break
+		}
+	}
+	if first < 0 {
+		t.Fatal("the first frame received matches no frame sent")
+	}
+	ok := 0
+	for i := start; i < len(got) && first+i-start < len(sent); i++ {
+		if lost[i] {
+			continue
+		}
+		if !equalPCM(got[i], sent[first+i-start]) {
+			t.Fatalf("frame %d arrived different from what was sent", first+i-start)
+		}
+		ok++
+	}
+	return ok
+}
+
+func isSilence(f []int16) bool {
+	for _, v := range f {
+		if v != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func equalPCM(a, b []int16) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestCallDirectOnLoopback(t *testing.T) {
+	_, a, b, _ := callPair(t, nil, nil)
+	const frames = 100 // 2 s
+	rec := &media.Recorder{}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rep, err := a.Call(ctx, "bob", client.CallOptions{Source: &media.Sine{Freq: 440, Frames: frames}, Sink: rec})
+	if err != nil {
+		t.Fatalf("call: %v (%+v)", err, rep)
+	}
+	t.Logf("path %s (predicted %s), setup %.0f ms, sent %d, received %d, loss %.2f%%, rtt %.2f ms, changes %d",
+		rep.Path, rep.Predicted, rep.SetupMs, rep.Media.FramesSent, rep.Media.FramesReceived, rep.Media.LossPercent, rep.Media.RTTMs, len(rep.Media.PathChanges))
+	if rep.Result != "completed" || rep.Path != client.PathDirect {
+		t.Fatalf("report %+v, want a completed direct call", rep)
+	}
+	if rep.Media.FramesReceived == 0 {
+		t.Fatal("alice heard nothing from bob")
+	}
+	// bob's side: his recording holds alice's tone.
+	overlaytest.Eventually(t, 10*time.Second, "bob's report", func() bool { return len(b.Reports()) > 0 })
+	br := b.Reports()[0]
+	if br.Result != "completed" || br.Media.FramesReceived < frames*99/100 {
+		t.Fatalf("bob's report: %+v", br)
+	}
+}
+
+func TestCallRelayedSeesOnlyCiphertext(t *testing.T) {
+	var mu sync.Mutex
+	var relayed [][]byte
+	hook := func(b []byte) {
+		mu.Lock()
+		relayed = append(relayed, bytes.Clone(b))
+		mu.Unlock()
+	}
+	noDirect := func(c *client.Config) { c.Call.TestHookDirectDelay = time.Hour; c.Call.TestHookRelayed = hook }
+	_, a, b, _ := callPair(t, noDirect, noDirect)
+	const frames = 100
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rep, err := a.Call(ctx, "bob", client.CallOptions{Source: &media.Sine{Freq: 440, Frames: frames}})
+	if err != nil {
+		t.Fatalf("call: %v (%+v)", err, rep)
+	}
+	t.Logf("path %s, setup %.0f ms, received %d frames, %d path changes", rep.Path, rep.SetupMs, rep.Media.FramesReceived, len(rep.Media.PathChanges))
+	if rep.Path != client.PathRelayUDP {
+		t.Fatalf("path %q, want relayed (direct disabled)", rep.Path)
+	}
+	overlaytest.Eventually(t, 10*time.Second, "bob's report", func() bool { return len(b.Reports()) > 0 })
+	if br := b.Reports()[0]; br.Media.FramesReceived < frames*99/100 {
+		t.Fatalf("bob received %d of %d frames", br.Media.FramesReceived, frames)
+	}
+	// No 16-byte run of any µ-law frame alice sent appears in what the relays received.
+	mu.Lock()
+	defer mu.Unlock()
+	if len(relayed) < frames {
+		t.Fatalf("only %d datagrams went through relays", len(relayed))
+	}
+	src := &media.Sine{Freq: 440, Frames: frames}
+	pcm := make([]int16, media.FrameSamples)
+	for i := 0; i < frames; i++ {
+		src.ReadFrame(pcm)
+		u := media.EncodeUlaw(make([]byte, len(pcm)), pcm)
+		for off := 0; off+16 <= len(u); off += 16 {
+			for _, d := range relayed {
+				if bytes.Contains(d, u[off:off+16]) {
+					t.Fatalf("frame %d's audio passed a relay in clear", i)
+				}
+			}
+		}
+	}
+}
+
+func TestCallMovesFromRelayToDirect(t *testing.T) {
+	late := func(c *client.Config) { c.Call.TestHookDirectDelay = 1500 * time.Millisecond }
+	_, a, b, _ := callPair(t, late, late)
+	const frames = 200 // 4 s
+	rec := &media.Recorder{}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rep, err := a.Call(ctx, "bob", client.CallOptions{Source: &media.Sine{Freq: 440, Frames: frames}, Sink: rec})
+	if err != nil {
+		t.Fatalf("call: %v", err)
+	}
+	var kinds []string
+	for _, ch := range rep.Media.PathChanges {
+		kinds = append(kinds, ch.From+" -> "+ch.To+" ("+ch.Reason+")")
+	}
+	t.Logf("path changes: %q; max gap %.0f ms", kinds, rep.Media.MaxGapMs)
+	if rep.Path != client.PathDirect {
+		t.Fatalf("the call ended on %q, want direct", rep.Path)
+	}
+	movedFromRelay := false
+	for _, ch := range rep.Media.PathChanges {
+		if len(ch.From) >= 5 && ch.From[:5] == "relay" && len(ch.To) >= 6 && ch.To[:6] == "direct" {
+			movedFromRelay = true
+		}
+	}
+	if !movedFromRelay {
+		t.Fatalf("no move from the relay to the direct path: %q", kinds)
+	}
+	overlaytest.Eventually(t, 10*time.Second, "bob's report", func() bool { return len(b.Reports()) > 0 })
+	br := b.Reports()[0]
+	if br.Media.FramesReceived < frames*99/100 {
+		t.Fatalf("bob received %d of %d frames across the move", br.Media.FramesReceived, frames)
+	}
+}
+
+func TestCallFailsOverWhenRelayDies(t *testing.T) {
+	noDirect := func(c *client.Config) { c.Call.TestHookDirectDelay = time.Hour }
+	o, a, b, _ := callPair(t, noDirect, noDirect)
+	const frames = 250 // 5 s
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	done := make(chan client.CallReport, 1)
+	go func() {
+		rep, err := a.Call(ctx, "bob", client.CallOptions{Source: &media.Sine{Freq: 440, Frames: frames}})
+		if err != nil {
+			t.Errorf("call: %v", err)
+		}
+		done <- rep
+	}()
+	// Once audio flows on bob's relay (the best relayed path for alice), kill bob's
+	// supernode, which runs that relay.
+	overlaytest.Eventually(t, 10*time.Second, "audio flowing", func() bool {
+		act := b.Active()
+		return len(act) == 1 && act[0].Media.FramesReceived > 50
+	})
+	sn := o.SupernodeAt(b.Status().Supernode.Addr)
+	sn.Stop()
+	rep := <-done
+	var changes []string
+	for _, ch := range rep.Media.PathChanges {
+		changes = append(changes, ch.From+" -> "+ch.To+" ("+ch.Reason+")")
+	}
+	t.Logf("alice: %d frames received, max gap %.0f ms, changes %q", rep.Media.FramesReceived, rep.Media.MaxGapMs, changes)
+	if rep.Result != "completed" {
+		t.Fatalf("call %+v", rep)
+	}
+	overlaytest.Eventually(t, 10*time.Second, "bob's report", func() bool { return len(b.Reports()) > 0 })
+	br := b.Reports()[0]
+	t.Logf("bob: %d frames received, max gap %.0f ms", br.Media.FramesReceived, br.Media.MaxGapMs)
+	if br.Media.MaxGapMs > 2000 || rep.Media.MaxGapMs > 2000 {
+		t.Fatalf("gap %.0f / %.0f ms, want at most 2000", br.Media.MaxGapMs, rep.Media.MaxGapMs)
+	}
+	if br.Media.FramesReceived < frames*80/100 {
+		t.Fatalf("bob received %d of %d frames", br.Media.FramesReceived, frames)
+	}
+}
+
+func TestCallRefusals(t *testing.T) {
+	_, a, b, _ := callPair(t, nil, func(c *client.Config) { c.Call.AutoAnswer = false; c.Call.RingTimeout = 2 * time.Second })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Unanswered: no answer after the ring timeout (the caller's own is 30 s; bob's 2 s
+	// ring ends his side, alice gives up after hers).
+	go func() {
+		overlaytest.Eventually(t, 10*time.Second, "ringing", func() bool { return len(b.Ringing()) == 1 })
+		if err := b.Reject(ctx, b.Ringing()[0].Call); err != nil {
+			t.Errorf("reject: %v", err)
+		}
+	}()
+	rep, err := a.Call(ctx, "bob", client.CallOptions{})
+	if !errors.Is(err, client.ErrCallRejected) || rep.Result != "rejected" {
+		t.Fatalf("rejected call: %v %+v", err, rep)
+	}
+	// Blocked: bob blocks alice; her call is refused before it rings. The overlay hides
+	// bob from her (blocked users see no presence), so she learns only that he is not
+	// reachable; were a stale record to lead her invite to him, his client refuses it.
+	rings := b.Metrics().Get("calls_ringing")
+	if err := ask(t, b, client.CmdBuddyBlock, []string{"alice"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	overlaytest.Eventually(t, 10*time.Second, "alice refused", func() bool {
+		rep, err = a.Call(ctx, "bob", client.CallOptions{})
+		return errors.Is(err, proto.ErrOffline) || errors.Is(err, proto.ErrBlocked)
+	})
+	if rep.Result != "offline" && rep.Result != "blocked" {
+		t.Fatalf("blocked call: %+v", rep)
+	}
+	if got := b.Metrics().Get("calls_ringing"); got != rings || len(b.Ringing()) != 0 {
+		t.Fatalf("bob's phone rang for a blocked caller (%d -> %d)", rings, got)
+	}
+	// Offline: a user who is not online cannot be called.
+	b.Stop()
+	overlaytest.Eventually(t, 10*time.Second, "bob offline", func() bool {
+		_, err := a.Call(ctx, "bob", client.CallOptions{})
+		return errors.Is(err, proto.ErrOffline)
+	})
+}

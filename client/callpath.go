@@ -1,0 +1,741 @@
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/pion/ice/v3"
+	"github.com/pion/logging"
+	"github.com/pion/stun/v2"
+	"github.com/pion/turn/v4"
+	"golang.org/x/crypto/curve25519"
+
+	"github.com/peerline/peerline/internal/callsig"
+	"github.com/peerline/peerline/internal/media"
+	"github.com/peerline/peerline/internal/proto"
+)
+
+// The paths of a call, from best to worst. A call's media session sends on the best
+// path that is alive and receives on all of them, so a path that starts working later
+// (the punch after the relay) takes over without a gap, and one that dies is replaced
+// by the next within the session's DeadAfter.
+const (
+	rankDirect   = 0
+	rankPunched  = 1
+	rankRelayUDP = 2 // via the peer's relay, from our plain UDP socket
+	rankRelayOwn = 3 // via our own relay allocation
+	rankRelayTCP = 4
+)
+
+// Path kinds, as reported.
+const (
+	PathDirect   = "direct"
+	PathPunched  = "punched"
+	PathRelayUDP = "relay-udp"
+	PathRelayTCP = "relay-tcp"
+)
+
+// PredictPath says which path a call between NATs a and b should take, per the table of
+// which NAT pairs can punch (DESIGN.md): direct when one side is public or full cone,
+// punched when both are cone-like (or symmetric against restricted cone), relayed over
+// UDP when the pair cannot punch, relayed over TCP when either side's UDP is blocked.
+// Unknown NATs predict a punch: ICE tries, and the relay stands by.
+func PredictPath(a, b callsig.NAT) string {
+	ca, cb := normClassic(a), normClassic(b)
+	switch {
+	case ca == "udp-blocked" || cb == "udp-blocked":
+		return PathRelayTCP
+	case ca == "open" || cb == "open" || ca == "full cone" || cb == "full cone":
+		return PathDirect
+	case ca == "symmetric" && cb == "symmetric":
+		return PathRelayUDP
+	case ca == "symmetric" || cb == "symmetric":
+		other := cb
+		if cb == "symmetric" {
+			other = ca
+		}
+		if other == "restricted cone" {
+			return PathPunched
+		}
+		if other == "port-restricted cone" {
+			return PathRelayUDP
+		}
+		return PathPunched
+	default:
+		return PathPunched
+	}
+}
+
+func normClassic(n callsig.NAT) string {
+	if n.UDPBlocked {
+		return "udp-blocked"
+	}
+	switch n.Classic {
+	case "udp blocked", "udp-blocked":
+		return "udp-blocked"
+	}
+	return n.Classic
+}
+
+// leg is this side's half of a call's transport: an ICE agent for the direct and punched
+// paths, and a TURN allocation on our supernode's relay with a plain UDP socket for the
+// relayed ones.
+type leg struct {
+	c           *Client
+	log         *slog.Logger
+	callID      string
+	controlling bool
+	nat         callsig.NAT
+	ephPriv     []byte
+	ephPub      []byte
+	agent       *ice.Agent
+	ufrag, pwd  string
+	udpBlocked  bool
+
+	mu         sync.Mutex // mu protects the following fields
+	cands      []string   // local ICE candidates gathered so far
+	gathered   bool
+	relayAddr  string // our relayed transport address, once allocated
+	relayTCP   bool
+	publicIPs  []string
+	turnClient *turn.Client
+	turnConn   net.PacketConn // the socket (or TCP stream) under turnClient
+	alloc      net.PacketConn
+	plain      net.PacketConn
+	remoteSet  bool
+	remote     remoteInfo
+	session    *media.Session
+	relayPaths bool
+	closed     bool
+	onLocal    func(callsig.Msg) // sends our trickled candidates and relays to the peer, in order
+	urgent     func(callsig.Msg) // sends at once, past the queue: the punch timing
+
+	iceOnce sync.Once
+	pingAt  time.Time       // caller: when the last punch ping went out
+	pongs   int             // caller: punch pongs received
+	bestRTT time.Duration   // caller: the shortest signalling round trip seen
+	ctx     context.Context // the leg's own work stops with it
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// remoteInfo is what the peer told us so far.
+type remoteInfo struct {
+	nat        callsig.NAT
+	ufrag, pwd string
+	relays     []string
+	public     []string
+}
+
+func randomString(n int) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	b := make([]byte, n)
+	rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
+
+// newLeg gathers this side's candidates and allocates on the relay, in the background;
+// onLocal is called with every candidate or relay found after the first signal was built.
+func (c *Client) newLeg(ctx context.Context, callID string, controlling bool, onLocal, urgent func(callsig.Msg)) (*leg, error) {
+	priv := make([]byte, 32)
+	rand.Read(priv)
+	pub, err := curve25519.X25519(priv, curve25519.Basepoint)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	nat := c.nat
+	a := c.attached
+	c.mu.Unlock()
+	l := &leg{
+		c: c, log: c.log.With("call", callID[:8]), callID: callID, controlling: controlling,
+		nat:     callsig.NAT{Classic: nat.Classic, Mapping: string(nat.Mapping), Filtering: string(nat.Filtering), UDPBlocked: nat.UDPBlocked},
+		ephPriv: priv, ephPub: pub, ufrag: randomString(16), pwd: randomString(32),
+		udpBlocked: nat.UDPBlocked, onLocal: onLocal, urgent: urgent,
+	}
+	l.ctx, l.cancel = context.WithCancel(ctx)
+	ctx = l.ctx
+	if ip, _, err := net.SplitHostPort(nat.MappedAddr); err == nil {
+		l.publicIPs = append(l.publicIPs, ip)
+	}
+	var urls []*stun.URI
+	if a != nil && a.stun != "" && !l.udpBlocked {
+		if u, err := stun.ParseURI("stun:" + a.stun); err == nil {
+			urls = append(urls, u)
+		}
+	}
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelError
+	zero := time.Duration(0)
+	// A host pair that works (a LAN) is taken at once; a reflexive one waits a moment
+	// for a host pair to prove itself, so two hosts behind a hairpinning NAT talk over
+	// their LAN rather than through the NAT.
+	reflexiveWait := 250 * time.Millisecond
+	// Checks every 40 ms, each pair tried for 4 s: the peer's checks come a round trip and
+	// a trickled candidate later, and on slow links pion's default (7 requests) gives up
+	// on a pair before the other NAT has opened.
+	check := 40 * time.Millisecond
+	maxReq := uint16(100)
+	keepalive := 300 * time.Millisecond
+	disc, failed := 3*time.Second, 15*time.Second
+	stunWait := 2 * time.Second
+	cfg := &ice.AgentConfig{
+		Urls:                   urls,
+		LocalUfrag:             l.ufrag,
+		LocalPwd:               l.pwd,
+		NetworkTypes:           []ice.NetworkType{ice.NetworkTypeUDP4},
+		CandidateTypes:         []ice.CandidateType{ice.CandidateTypeHost, ice.CandidateTypeServerReflexive},
+		MulticastDNSMode:       ice.MulticastDNSModeDisabled,
+		IncludeLoopback:        c.cfg.Call.Loopback,
+		CheckInterval:          &check,
+		MaxBindingRequests:     &maxReq,
+		KeepaliveInterval:      &keepalive,
+		DisconnectedTimeout:    &disc,
+		FailedTimeout:          &failed,
+		HostAcceptanceMinWait:  &zero,
+		SrflxAcceptanceMinWait: &reflexiveWait,
+		PrflxAcceptanceMinWait: &reflexiveWait,
+		STUNGatherTimeout:      &stunWait,
+		LoggerFactory:          lf,
+	}
+	if l.udpBlocked {
+		cfg.CandidateTypes = []ice.CandidateType{ice.CandidateTypeHost}
+	}
+	if !c.cfg.Call.Loopback {
+		cfg.IPFilter = func(ip net.IP) bool { return !ip.IsLoopback() }
+	}
+	agent, err := ice.NewAgent(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("ice: %w", err)
+	}
+	l.agent = agent
+	if err := agent.OnCandidate(l.onCandidate); err != nil {
+		agent.Close()
+		return nil, err
+	}
+	if err := agent.GatherCandidates(); err != nil {
+		agent.Close()
+		return nil, fmt.Errorf("ice gather: %w", err)
+	}
+	if a != nil && a.turn != "" {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			if err := l.allocate(ctx, a); err != nil {
+				l.log.Warn("no relay for this call", "relay", a.turn, "err", err)
+				c.m.Inc("call_relay_failed")
+			}
+		}()
+	}
+	return l, nil
+}
+
+// onCandidate collects gathered ICE candidates; once the first signal is out, each new
+// one is trickled to the peer.
+func (l *leg) onCandidate(cand ice.Candidate) {
+	l.mu.Lock()
+	if cand == nil {
+		l.gathered = true
+		l.mu.Unlock()
+		return
+	}
+	s := cand.Marshal()
+	l.log.Debug("local candidate", "cand", s)
+	l.cands = append(l.cands, s)
+	send := l.onLocal
+	if cand.Type() == ice.CandidateTypeServerReflexive {
+		if ip := cand.Address(); ip != "" && !slices.Contains(l.publicIPs, ip) {
+			l.publicIPs = append(l.publicIPs, ip)
+		}
+	}
+	l.mu.Unlock()
+	if send != nil {
+		send(callsig.Msg{T: callsig.TCandidate, Call: l.callID, Cands: []string{s}})
+	}
+}
+
+// firstSignal fills m (an invite or accept) with what this side has now: ICE credentials,
+// the candidates gathered within wait, the relay if already allocated.
+func (l *leg) firstSignal(ctx context.Context, m *callsig.Msg, wait time.Duration) {
+	deadline := time.Now().Add(wait)
+	for {
+		l.mu.Lock()
+		ready := l.gathered || (len(l.cands) > 0 && l.relayAddr != "")
+		l.mu.Unlock()
+		if ready || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	nat := l.nat
+	m.NAT = &nat
+	m.Ufrag, m.Pwd, m.Eph = l.ufrag, l.pwd, l.ephPub
+	m.Cands = append([]string(nil), l.cands...)
+	if len(m.Cands) > callsig.MaxCands {
+		m.Cands = m.Cands[:callsig.MaxCands]
+	}
+	if l.relayAddr != "" {
+		m.Relays = []string{l.relayAddr}
+	}
+	m.Public = publicList(l.publicIPs)
+}
+
+func publicList(ips []string) []string {
+	if len(ips) > callsig.MaxPublic {
+		ips = ips[:callsig.MaxPublic]
+	}
+	return append([]string(nil), ips...)
+}
+
+// allocate gets TURN credentials for our supernode's relay from the login server and
+// allocates a relayed address on it: over UDP, or over TCP when UDP is blocked.
+func (l *leg) allocate(ctx context.Context, a *attachment) error {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	m, err := l.c.loginCall(cctx, &proto.TurnCreds{Relay: a.id})
+	if err != nil {
+		return fmt.Errorf("turn credentials: %w", err)
+	}
+	ok, _ := m.(*proto.TurnCredsOK)
+	if ok == nil || len(ok.Creds) == 0 {
+		return errors.New("the login server issued no turn credentials")
+	}
+	cred := ok.Creds[0]
+	var conn net.PacketConn
+	tcp := l.udpBlocked
+	if tcp {
+		var d net.Dialer
+		nc, err := d.DialContext(cctx, "tcp", a.turn)
+		if err != nil {
+			return err
+		}
+		conn = turn.NewSTUNConn(nc)
+	} else {
+		conn, err = l.c.cfg.ListenPacket("udp4", ":0")
+		if err != nil {
+			return err
+		}
+	}
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelError
+	tc, err := turn.NewClient(&turn.ClientConfig{
+		TURNServerAddr: a.turn, STUNServerAddr: a.turn, Conn: conn,
+		Username: cred.Username, Password: cred.Password, LoggerFactory: lf,
+	})
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	if err := tc.Listen(); err != nil {
+		tc.Close()
+		conn.Close()
+		return err
+	}
+	alloc, err := tc.Allocate()
+	if err != nil {
+		tc.Close()
+		conn.Close()
+		return fmt.Errorf("allocate: %w", err)
+	}
+	var plain net.PacketConn
+	if !tcp {
+		plain, err = l.c.cfg.ListenPacket("udp4", ":0")
+		if err != nil {
+			alloc.Close()
+			tc.Close()
+			conn.Close()
+			return err
+		}
+	}
+	relayed := alloc.LocalAddr().String()
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		alloc.Close()
+		tc.Close()
+		conn.Close()
+		if plain != nil {
+			plain.Close()
+		}
+		return nil
+	}
+	l.turnClient, l.turnConn, l.alloc, l.plain, l.relayAddr, l.relayTCP = tc, conn, alloc, plain, relayed, tcp
+	send := l.onLocal
+	pub := publicList(l.publicIPs)
+	l.mu.Unlock()
+	l.c.m.Inc("call_relay_allocations")
+	l.log.Debug("relay allocated", "relayed", relayed, "tcp", tcp)
+	if send != nil {
+		send(callsig.Msg{T: callsig.TCandidate, Call: l.callID, Relays: []string{relayed}, Public: pub})
+	}
+	l.maybeRelayPaths()
+	return nil
+}
+
+// setSession gives the leg the media session its paths go to, and the signal that sends
+// trickled candidates.
+func (l *leg) setSession(s *media.Session) {
+	l.mu.Lock()
+	l.session = s
+	l.mu.Unlock()
+	l.maybeRelayPaths()
+}
+
+// addRemote takes in what the peer signalled: ICE credentials and candidates, relays,
+// public addresses. The first time credentials arrive, the ICE checks start.
+func (l *leg) addRemote(m *callsig.Msg) {
+	l.mu.Lock()
+	if m.NAT != nil {
+		l.remote.nat = *m.NAT
+	}
+	if m.Ufrag != "" && !l.remoteSet {
+		l.remote.ufrag, l.remote.pwd, l.remoteSet = m.Ufrag, m.Pwd, true
+	}
+	for _, r := range m.Relays {
+		if !slices.Contains(l.remote.relays, r) {
+			l.remote.relays = append(l.remote.relays, r)
+		}
+	}
+	for _, p := range m.Public {
+		if !slices.Contains(l.remote.public, p) {
+			l.remote.public = append(l.remote.public, p)
+		}
+	}
+	l.mu.Unlock()
+	for _, s := range m.Cands {
+		l.log.Debug("remote candidate", "cand", s)
+		cand, err := ice.UnmarshalCandidate(s)
+		if err != nil {
+			l.c.m.Inc("call_bad_candidates")
+			continue
+		}
+		if err := l.agent.AddRemoteCandidate(cand); err != nil {
+			l.c.m.Inc("call_bad_candidates")
+		}
+	}
+	if m.Punch != "" {
+		l.onPunch(m.Punch)
+	}
+	l.maybeRelayPaths()
+}
+
+// punchTimeout is how long a side waits for the punch timing before checking anyway.
+const punchTimeout = 3 * time.Second
+
+// beginPunch starts the punch timing once both sides' ICE credentials are known: the
+// caller sends the ping; the callee waits for "go". Either checks on its own if the
+// timing does not complete.
+func (l *leg) beginPunch() {
+	l.mu.Lock()
+	send := l.urgent
+	if l.controlling {
+		l.pingAt = time.Now()
+	}
+	l.mu.Unlock()
+	if l.controlling && send != nil {
+		send(callsig.Msg{T: callsig.TCandidate, Call: l.callID, Punch: callsig.PunchPing})
+	}
+	wait := punchTimeout
+	if !l.controlling {
+		wait = 2 * punchTimeout
+	}
+	l.startICEAfter(wait)
+}
+
+// punchRounds is how many pings the caller sends; the shortest round trip is the
+// least delayed by queues, so half of it is the best guess of the one-way delay.
+const punchRounds = 3
+
+// onPunch takes one step of the punch timing.
+func (l *leg) onPunch(step string) {
+	l.mu.Lock()
+	send := l.urgent
+	var rtt time.Duration
+	again := false
+	if step == callsig.PunchPong && l.controlling && !l.pingAt.IsZero() {
+		rtt = time.Since(l.pingAt)
+		if l.pongs == 0 || rtt < l.bestRTT {
+			l.bestRTT = rtt
+		}
+		l.pongs++
+		if again = l.pongs < punchRounds; again {
+			l.pingAt = time.Now()
+		}
+		rtt = l.bestRTT
+	}
+	l.mu.Unlock()
+	if send == nil {
+		return
+	}
+	switch {
+	case step == callsig.PunchPing && !l.controlling:
+		send(callsig.Msg{T: callsig.TCandidate, Call: l.callID, Punch: callsig.PunchPong})
+	case step == callsig.PunchPong && again:
+		send(callsig.Msg{T: callsig.TCandidate, Call: l.callID, Punch: callsig.PunchPing})
+	case step == callsig.PunchPong && rtt > 0:
+		send(callsig.Msg{T: callsig.TCandidate, Call: l.callID, Punch: callsig.PunchGo})
+		l.log.Debug("punch timing", "signal_rtt", rtt.Round(time.Millisecond))
+		l.startICEAfter(rtt / 2)
+	case step == callsig.PunchGo && !l.controlling:
+		l.startICE()
+	}
+}
+
+// startICEAfter starts the checks after d, unless they started already or the leg ends.
+func (l *leg) startICEAfter(d time.Duration) {
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			l.startICE()
+		case <-l.ctx.Done():
+		}
+	}()
+}
+
+// startICE starts the connectivity checks, once.
+func (l *leg) startICE() {
+	l.mu.Lock()
+	ready := l.remoteSet && !l.closed
+	l.mu.Unlock()
+	if !ready {
+		return
+	}
+	l.iceOnce.Do(func() {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			l.runICE(l.ctx)
+		}()
+	})
+}
+
+// runICE runs the connectivity checks and, once a pair is selected, adds it to the
+// session as the direct or punched path.
+func (l *leg) runICE(ctx context.Context) {
+	l.mu.Lock()
+	ufrag, pwd := l.remote.ufrag, l.remote.pwd
+	l.mu.Unlock()
+	if d := l.c.cfg.Call.TestHookDirectDelay; d > 0 {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return
+		}
+	}
+	var conn *ice.Conn
+	var err error
+	start := time.Now()
+	if l.controlling {
+		conn, err = l.agent.Dial(ctx, ufrag, pwd)
+	} else {
+		conn, err = l.agent.Accept(ctx, ufrag, pwd)
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			l.log.Info("no direct path", "err", err)
+		}
+		l.c.m.Inc("call_ice_failed")
+		return
+	}
+	pair, err := l.agent.GetSelectedCandidatePair()
+	kind, rank := PathPunched, rankPunched
+	name := "ice"
+	if err == nil && pair != nil {
+		name = fmt.Sprintf("ice %s %s -> %s %s", pair.Local.Type(), net.JoinHostPort(pair.Local.Address(), fmt.Sprint(pair.Local.Port())),
+			pair.Remote.Type(), net.JoinHostPort(pair.Remote.Address(), fmt.Sprint(pair.Remote.Port())))
+		l.mu.Lock()
+		rnat := l.remote.nat
+		l.mu.Unlock()
+		if directKind(pair.Local.Type(), pair.Remote.Type(), l.nat, rnat) {
+			kind, rank = PathDirect, rankDirect
+		}
+	}
+	l.log.Info("ice connected", "path", kind, "pair", name, "after", time.Since(start).Round(time.Millisecond))
+	l.c.m.Inc("call_ice_connected")
+	l.mu.Lock()
+	s := l.session
+	l.mu.Unlock()
+	if s == nil {
+		conn.Close()
+		return
+	}
+	s.AddPath(media.PathKind(kind), name, conn, rank)
+}
+
+// directKind says whether an ICE pair is a direct path rather than a punched one: host
+// to host (a LAN, or both public), or one side needing no punch (open or full cone).
+func directKind(local, remote ice.CandidateType, a, b callsig.NAT) bool {
+	if local == ice.CandidateTypeHost && remote == ice.CandidateTypeHost {
+		return true
+	}
+	return PredictPath(a, b) == PathDirect
+}
+
+// maybeRelayPaths adds the relayed paths once both our allocation and the peer's relayed
+// address are known:
+//   - via the peer's relay: our plain UDP socket <-> the peer's relayed address;
+//   - via our relay: our allocation <-> whatever address of the peer sends to it (the
+//     peer's plain socket, through any NAT, since TURN permissions are per IP).
+//
+// When either side's UDP is blocked there is no plain socket, and the one path is relay
+// to relay: our allocation <-> the peer's relayed address.
+func (l *leg) maybeRelayPaths() {
+	l.mu.Lock()
+	if l.relayPaths || l.closed || l.session == nil || l.alloc == nil || len(l.remote.relays) == 0 {
+		l.mu.Unlock()
+		return
+	}
+	l.relayPaths = true
+	s, alloc, plain, tc, tcp := l.session, l.alloc, l.plain, l.turnClient, l.relayTCP
+	peerRelay, err := net.ResolveUDPAddr("udp4", l.remote.relays[0])
+	remote := l.remote
+	l.mu.Unlock()
+	if err != nil {
+		return
+	}
+	remoteBlocked := normClassic(remote.nat) == "udp-blocked"
+	var perms []net.Addr
+	allowed := map[netip.Addr]bool{}
+	for _, p := range append(append([]string(nil), remote.public...), peerRelay.IP.String()) {
+		ip, err := netip.ParseAddr(p)
+		if err != nil || allowed[ip] {
+			continue
+		}
+		allowed[ip] = true
+		perms = append(perms, &net.UDPAddr{IP: ip.AsSlice(), Port: 9})
+	}
+	if err := tc.CreatePermission(perms...); err != nil {
+		l.log.Warn("relay permissions", "err", err)
+	}
+	if tcp || remoteBlocked || plain == nil {
+		kind := PathRelayUDP
+		if tcp || remoteBlocked {
+			kind = PathRelayTCP
+		}
+		s.AddPath(media.PathKind(kind), "relay to relay "+l.relayAddr+" <-> "+peerRelay.String(),
+			&allocPath{pc: alloc, allowed: allowed, target: peerRelay, fixed: true, hook: l.c.cfg.Call.TestHookRelayed}, rankRelayTCP)
+		return
+	}
+	hook := l.c.cfg.Call.TestHookRelayed
+	s.AddPath(PathRelayUDP, "via peer relay "+peerRelay.String(), &plainPath{pc: plain, peer: peerRelay, hook: hook}, rankRelayUDP)
+	s.AddPath(PathRelayUDP, "via own relay "+l.relayAddr, &allocPath{pc: alloc, allowed: allowed, hook: hook}, rankRelayOwn)
+}
+
+// close releases everything the leg holds and waits for its goroutines.
+func (l *leg) close() {
+	l.mu.Lock()
+	l.closed = true
+	alloc, plain, tc, tconn := l.alloc, l.plain, l.turnClient, l.turnConn
+	l.onLocal, l.urgent = nil, nil
+	l.mu.Unlock()
+	l.cancel()
+	l.agent.Close()
+	if alloc != nil {
+		alloc.Close()
+	}
+	if plain != nil {
+		plain.Close()
+	}
+	if tc != nil {
+		tc.Close()
+	}
+	if tconn != nil {
+		tconn.Close()
+	}
+	l.wg.Wait()
+}
+
+// plainPath is our plain UDP socket talking to the peer's relayed address.
+type plainPath struct {
+	pc   net.PacketConn
+	peer *net.UDPAddr
+	hook func([]byte)
+}
+
+func (p *plainPath) Read(b []byte) (int, error) {
+	for {
+		n, from, err := p.pc.ReadFrom(b)
+		if err != nil {
+			return 0, err
+		}
+		if u, ok := from.(*net.UDPAddr); ok && u.IP.Equal(p.peer.IP) && u.Port == p.peer.Port {
+			return n, nil
+		}
+	}
+}
+
+func (p *plainPath) Write(b []byte) (int, error) {
+	if p.hook != nil {
+		p.hook(b)
+	}
+	return p.pc.WriteTo(b, p.peer)
+}
+func (p *plainPath) Close() error { return p.pc.Close() }
+
+// allocPath is our relay allocation talking to the peer: to the address the peer last
+// sent from (its plain socket, as its NAT maps it), or to a fixed address (the peer's
+// relayed address, relay to relay).
+type allocPath struct {
+	pc      net.PacketConn
+	allowed map[netip.Addr]bool // the peer's IPs; read-only
+	fixed   bool
+	hook    func([]byte)
+
+	mu     sync.Mutex
+	target net.Addr
+}
+
+func (p *allocPath) Read(b []byte) (int, error) {
+	for {
+		n, from, err := p.pc.ReadFrom(b)
+		if err != nil {
+			return 0, err
+		}
+		u, ok := from.(*net.UDPAddr)
+		if !ok {
+			continue
+		}
+		ip, _ := netip.AddrFromSlice(u.IP)
+		if !p.allowed[ip.Unmap()] {
+			continue
+		}
+		if !p.fixed {
+			p.mu.Lock()
+			p.target = from
+			p.mu.Unlock()
+		}
+		return n, nil
+	}
+}
+
+func (p *allocPath) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	t := p.target
+	p.mu.Unlock()
+	if t == nil {
+		return len(b), nil // the peer has not reached our relay yet; the probe is lost
+	}
+	if p.hook != nil {
+		p.hook(b)
+	}
+	return p.pc.WriteTo(b, t)
+}
+
+func (p *allocPath) Close() error { return p.pc.Close() }

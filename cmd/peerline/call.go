@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/internal/ctl"
+)
+
+var audioFlags = []cli.Flag{
+	&cli.StringFlag{Name: "send", Usage: "play `FILE` into the call: a .wav file, raw 8 kHz s16le PCM otherwise, '-' for raw PCM on stdin; default a 440 Hz tone"},
+	&cli.StringFlag{Name: "record", Usage: "record what arrives to `FILE`: .wav, raw PCM otherwise, '-' for raw PCM on stdout"},
+}
+
+func callCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "call",
+		Usage:     "call a user through the running client, with audio from and to files or pipes",
+		ArgsUsage: "NAME",
+		UsageText: "peerline call --data DIR NAME [--send FILE|-] [--record FILE|-] [--duration D] [--json]\n\n" +
+			"Examples:\n" +
+			"   peerline call --data alice bob --send in.wav --record out.wav --duration 10s --json\n" +
+			"   arecord -q -f S16_LE -r 8000 -c 1 | peerline call --data alice bob --send - --duration 30s",
+		Description: "The callee is found through the overlay and rings; once it answers, the call takes\n" +
+			"the best path its NAT pair allows (direct, hole punched, or relayed by TURN over UDP\n" +
+			"or TCP), keeps a second path warm, and moves when a better one works or the current\n" +
+			"one dies. Audio is G.711, 20 ms frames, encrypted end to end. The report gives the\n" +
+			"path, the NAT types, setup time to the first audio frame, RTT, loss, jitter, bytes each\n" +
+			"way and path changes.",
+		Flags: append([]cli.Flag{dataFlag, jsonFlag,
+			&cli.DurationFlag{Name: "duration", Usage: "hang up after `D` (default: when --send ends, or the callee hangs up)"},
+		}, audioFlags...),
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return errors.New("give exactly one NAME (conference calls: see --help)")
+			}
+			return runCall(c, client.CmdCall, c.Args().First(), c.Duration("duration"))
+		},
+	}
+}
+
+func answerCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "answer",
+		Usage:     "answer the call ringing at the running client",
+		ArgsUsage: "[CALL-ID]",
+		UsageText: "peerline answer --data DIR [CALL-ID] [--send FILE|-] [--record FILE|-] [--json]\n\n" +
+			"Example:\n   peerline answer --data bob --record from-alice.wav",
+		Flags: append([]cli.Flag{dataFlag, jsonFlag}, audioFlags...),
+		Action: func(c *cli.Context) error {
+			return runCall(c, client.CmdAnswer, c.Args().First(), 0)
+		},
+	}
+}
+
+func hangupCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "hangup",
+		Usage:     "end the call in progress (or reject the one ringing)",
+		ArgsUsage: "[CALL-ID]",
+		UsageText: "peerline hangup --data DIR [CALL-ID]",
+		Flags:     []cli.Flag{dataFlag, jsonFlag, &cli.BoolFlag{Name: "reject", Usage: "reject the ringing call CALL-ID"}},
+		Action: func(c *cli.Context) error {
+			cmd := client.CmdHangup
+			if c.Bool("reject") {
+				cmd = client.CmdReject
+			}
+			var out map[string]string
+			if err := ask(c, cmd, []string{c.Args().First()}, &out); err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				return printJSON(c.App.Writer, out)
+			}
+			fmt.Fprintln(c.App.Writer, "done")
+			return nil
+		},
+	}
+}
+
+func callsCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "calls",
+		Usage:     "list ringing calls and the reports of the last calls",
+		UsageText: "peerline calls --data DIR [--json]",
+		Flags:     []cli.Flag{dataFlag, jsonFlag},
+		Action: func(c *cli.Context) error {
+			var out client.CallsStatus
+			if err := ask(c, client.CmdCalls, nil, &out); err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				return printJSON(c.App.Writer, out)
+			}
+			for _, r := range out.Ringing {
+				fmt.Fprintf(c.App.Writer, "ringing: %s from %s\n", r.Call, r.Peer)
+			}
+			for _, r := range out.Reports {
+				printReport(c.App.Writer, r)
+			}
+			return nil
+		},
+	}
+}
+
+// audioArg turns a --send or --record flag into the control request's path and format.
+// '-' becomes a named pipe in the client's data directory that this process feeds from
+// stdin (or drains to stdout), so that the running client reads and writes it.
+func audioArg(c *cli.Context, flag string, cleanup *[]func()) (path, format string, err error) {
+	v := c.String(flag)
+	switch {
+	case v == "" && flag == "send":
+		return "", client.AudioTone, nil
+	case v == "":
+		return "", client.AudioNone, nil
+	case v == "-":
+		dir, err := filepath.Abs(c.String("data"))
+		if err != nil {
+			return "", "", err
+		}
+		fifo := filepath.Join(dir, fmt.Sprintf("%s-%d.pcm", flag, os.Getpid()))
+		os.Remove(fifo)
+		if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+			return "", "", fmt.Errorf("named pipe for %s: %w", flag, err)
+		}
+		*cleanup = append(*cleanup, func() { os.Remove(fifo) })
+		go func() {
+			if flag == "send" {
+				f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+				if err != nil {
+					return
+				}
+				io.Copy(f, os.Stdin)
+				f.Close()
+			} else {
+				f, err := os.Open(fifo)
+				if err != nil {
+					return
+				}
+				io.Copy(os.Stdout, f)
+				f.Close()
+			}
+		}()
+		return fifo, client.AudioRaw, nil
+	}
+	abs, err := filepath.Abs(v)
+	if err != nil {
+		return "", "", err
+	}
+	if strings.HasSuffix(strings.ToLower(v), ".wav") {
+		return abs, client.AudioWAV, nil
+	}
+	return abs, client.AudioRaw, nil
+}
+
+func runCall(c *cli.Context, cmd, target string, d time.Duration) error {
+	var cleanup []func()
+	defer func() {
+		for _, f := range cleanup {
+			f()
+		}
+	}()
+	sp, sf, err := audioArg(c, "send", &cleanup)
+	if err != nil {
+		return err
+	}
+	rp, rf, err := audioArg(c, "record", &cleanup)
+	if err != nil {
+		return err
+	}
+	ctx := c.Context
+	if d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d+2*time.Minute)
+		defer cancel()
+	}
+	var rep client.CallReport
+	args := []string{target, sp, sf, rp, rf, strconv.FormatInt(d.Milliseconds(), 10)}
+	if err := ctl.Do(ctx, filepath.Join(c.String("data"), client.SocketFile), ctl.Request{Cmd: cmd, Args: args}, &rep); err != nil {
+		return err
+	}
+	w := c.App.Writer
+	if c.String("record") == "-" {
+		w = os.Stderr // stdout carries the audio
+	}
+	if c.Bool("json") {
+		if err := printJSON(w, rep); err != nil {
+			return err
+		}
+	} else {
+		printReport(w, rep)
+	}
+	if rep.Result != "completed" {
+		return fmt.Errorf("call %s: %s", rep.Result, rep.Error)
+	}
+	return nil
+}
+
+func printReport(w io.Writer, r client.CallReport) {
+	dir := "from"
+	if r.Outgoing {
+		dir = "to"
+	}
+	fmt.Fprintf(w, "call %s %s: %s", dir, r.Peer, r.Result)
+	if r.Error != "" {
+		fmt.Fprintf(w, " (%s)", r.Error)
+	}
+	fmt.Fprintln(w)
+	if r.Result != "completed" {
+		return
+	}
+	m := r.Media
+	fmt.Fprintf(w, "  path:        %s (predicted %s; NATs %s / %s)\n", r.Path, orUnknown(r.Predicted), orUnknown(r.LocalNAT), orUnknown(r.RemoteNAT))
+	fmt.Fprintf(w, "  setup:       %.0f ms to the first audio frame\n", r.SetupMs)
+	fmt.Fprintf(w, "  frames:      %d sent, %d received, %.2f%% lost, %d late\n", m.FramesSent, m.FramesReceived, m.LossPercent, m.Late)
+	fmt.Fprintf(w, "  rtt/jitter:  %.1f ms / %.1f ms\n", m.RTTMs, m.JitterMs)
+	fmt.Fprintf(w, "  bytes:       %d sent, %d received\n", m.BytesSent, m.BytesReceived)
+	fmt.Fprintf(w, "  path changes: %d (longest gap %.0f ms)\n", len(m.PathChanges), m.MaxGapMs)
+}
