@@ -41,6 +41,7 @@ func commands() []*cli.Command {
 		demoCommand(),
 		loginsrvCommand(), supernodeCommand(), clientCommand(),
 		registerCommand(), statusCommand(), buddyCommand(), searchCommand(), msgCommand(), inboxCommand(),
-		natCommand(), stunCommand(),
+		natCommand(), stunCommand(), relayCommand(),
+		callCommand(), answerCommand(), hangupCommand(), callsCommand(),
 	}
 }

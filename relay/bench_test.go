@@ -1,0 +1,397 @@
+package relay
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The comparison with coturn runs only when asked:
+//
+//	PEERLINE_RELAY_BENCH=1 go test -run TestRelayVsCoturn -v -timeout 20m ./relay/
+//
+// It starts Peerline's relay and coturn's turnserver side by side on loopback, each in
+// its own process, and drives each in turn with coturn's turnutils_uclient in
+// client-to-client mode (-y: every client relays to the next client's relayed address, so
+// a message crosses the server twice), channels, 160-byte messages, under two loads:
+// 1,000 allocations at 50 messages/s each, and 100 at 1,000/s. It prints messages per
+// second delivered, loss, and the server's CPU (from /proc/PID/stat) while the load runs.
+//
+// Knobs: PEERLINE_RELAY_BENCH_SECONDS (default 15) is each run's send time;
+// PEERLINE_BIN runs that 'peerline' binary's relay command instead of building one;
+// PEERLINE_RELAY_BENCH_LISTENERS sets our --listeners; PEERLINE_RELAY_CPUPROFILE=FILE
+// writes our relay's CPU profile (re-executed test binary only).
+
+const benchSecret = "bench-secret"
+
+// TestMain lets the test binary run as a relay child process for the benchmark.
+func TestMain(m *testing.M) {
+	if cfg := os.Getenv("PEERLINE_RELAY_CHILD"); cfg != "" {
+		os.Exit(relayChild(cfg))
+	}
+	os.Exit(m.Run())
+}
+
+// childConfig is what the benchmark passes to a relay child.
+type childConfig struct {
+	Listen    string
+	MinPort   uint16
+	MaxPort   uint16
+	Listeners int
+}
+
+// relayChild runs a relay the way 'peerline relay' does, prints its address as a JSON
+// line and serves until SIGTERM.
+func relayChild(raw string) int {
+	var cc childConfig
+	if err := json.Unmarshal([]byte(raw), &cc); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	if path := os.Getenv("PEERLINE_RELAY_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err == nil {
+			pprof.StartCPUProfile(f)
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	s, err := New(Config{
+		Secret: []byte(benchSecret), Realm: "bench", Listen: cc.Listen, Listeners: cc.Listeners,
+		MinPort: cc.MinPort, MaxPort: cc.MaxPort, AllowPrivatePeers: true,
+	})
+	if err == nil {
+		err = s.Start()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	json.NewEncoder(os.Stdout).Encode(map[string]any{"udp": s.Addr().String(), "pid": os.Getpid()})
+	<-ctx.Done()
+	s.Close()
+	return 0
+}
+
+// benchServer is a TURN server process under test.
+type benchServer struct {
+	name string
+	port int
+	cmd  *exec.Cmd
+}
+
+func (b *benchServer) stop() {
+	b.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { b.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		b.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// freePort returns a port free on loopback for both UDP and TCP, at the time of asking.
+func freePort(t *testing.T) int {
+	for i := 0; i < 20; i++ {
+		u, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := u.LocalAddr().(*net.UDPAddr).Port
+		l, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+		u.Close()
+		if err == nil {
+			l.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+// startOurs starts Peerline's relay in a child process: PEERLINE_BIN's relay command if
+// set, else a freshly built peerline, else this test binary re-executed as a relay.
+func startOurs(t *testing.T, dir string, port int, listeners int) *benchServer {
+	listen := fmt.Sprintf("127.0.0.1:%d", port)
+	bin := os.Getenv("PEERLINE_BIN")
+	if bin == "" {
+		bin = filepath.Join(dir, "peerline")
+		out, err := exec.Command("go", "build", "-o", bin, "github.com/peerline/peerline/cmd/peerline").CombinedOutput()
+		if err != nil {
+			t.Logf("cannot build peerline (%v), running the relay in this test binary:\n%s", err, out)
+			bin = ""
+		}
+	}
+	var cmd *exec.Cmd
+	if bin != "" {
+		cmd = exec.Command(bin, "relay", "--data", filepath.Join(dir, "ours"), "--listen", listen,
+			"--port-range", "50000-54999", "--allow-private-peers", "--realm", "bench",
+			"--listeners", strconv.Itoa(listeners), "--json", "--log-level", "warn")
+		cmd.Env = append(os.Environ(), "PEERLINE_TURN_SECRET="+benchSecret)
+	} else {
+		cfg, _ := json.Marshal(childConfig{Listen: listen, MinPort: 50000, MaxPort: 54999, Listeners: listeners})
+		cmd = exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "PEERLINE_RELAY_CHILD="+string(cfg))
+	}
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("our relay did not start: %v", err)
+	}
+	t.Logf("peerline relay: %s", strings.TrimSpace(line))
+	return &benchServer{name: "peerline", port: port, cmd: cmd}
+}
+
+// startCoturn starts coturn's turnserver with the same secret, no config file and quiet
+// logs.
+func startCoturn(t *testing.T, dir string, port int) *benchServer {
+	cmd := exec.Command("turnserver", "-n",
+		"--listening-ip=127.0.0.1", fmt.Sprintf("--listening-port=%d", port),
+		"--relay-ip=127.0.0.1", "--min-port=55000", "--max-port=59999",
+		"--use-auth-secret", "--static-auth-secret="+benchSecret, "--realm=bench",
+		"--allow-loopback-peers", "--no-cli", "--no-tls", "--no-dtls",
+		"--log-file=/dev/null", "--no-stdout-log", "--pidfile="+filepath.Join(dir, "turnserver.pid"),
+		"--userdb="+filepath.Join(dir, "turndb"))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until it answers on TCP (it opens UDP and TCP together).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatal("turnserver did not start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // coturn opens its UDP listeners per thread after TCP
+	return &benchServer{name: "coturn", port: port, cmd: cmd}
+}
+
+// cpuTime is a process's user+system CPU time, all threads.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
+}
+
+// load is one turnutils_uclient workload.
+type load struct {
+	name     string
+	clients  int // allocations
+	interval int // ms between a client's messages
+}
+
+// benchResult is one run of a load against a server.
+type benchResult struct {
+	sent, recv  int // totals of the run
+	sendDropped int // messages uclient failed to send
+	// The steady state: the middle half of the send phase, when every client is sending
+	// (uclient starts its clients over a few seconds and they stop as staggered).
+	winSent, winRecv int
+	winWall          time.Duration
+	winCPU           time.Duration // the server's CPU time over the window
+	winOther         time.Duration // CPU time of everything else on the machine but uclient and the server
+}
+
+var (
+	reTick   = regexp.MustCompile(`start_mclient: msz=\d+, tot_send_msgs=(\d+), tot_recv_msgs=(\d+)`)
+	reTotals = regexp.MustCompile(`start_mclient: tot_send_msgs=(\d+), tot_recv_msgs=(\d+)`)
+	reLost   = regexp.MustCompile(`Total lost packets (\d+) \([\d.]+%\), total send dropped (\d+)`)
+)
+
+// sample is the state at one of uclient's once-a-second progress lines.
+type sample struct {
+	at          time.Time
+	sent, recv  int
+	cpu         time.Duration // the server's
+	uclient     time.Duration // uclient's
+	machineBusy time.Duration // all CPUs, all processes
+}
+
+// machineBusy is the CPU time all processes used, from /proc/stat.
+func machineBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])
+	var busy int64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		busy += n
+	}
+	return time.Duration(busy) * time.Second / 100
+}
+
+// runLoad runs turnutils_uclient against srv and measures the send phase.
+func runLoad(t *testing.T, srv *benchServer, l load, seconds int) benchResult {
+	n := seconds * 1000 / l.interval
+	args := []string{"-y", "-c", "-m", strconv.Itoa(l.clients), "-l", "160", "-z", strconv.Itoa(l.interval),
+		"-n", strconv.Itoa(n), "-W", benchSecret, "-u", "bench", "-p", strconv.Itoa(srv.port), "127.0.0.1"}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds)*time.Second+5*time.Minute)
+	defer cancel()
+	name := "turnutils_uclient"
+	cmdArgs := args
+	if p, err := exec.LookPath("stdbuf"); err == nil { // line-buffered, so that lines arrive as printed
+		name, cmdArgs = p, append([]string{"-oL", "turnutils_uclient"}, args...)
+	}
+	cmd := exec.CommandContext(ctx, name, cmdArgs...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		res     benchResult
+		samples []sample
+		pid     = srv.cmd.Process.Pid
+		sc      = bufio.NewScanner(out)
+		tail    []string
+	)
+	for sc.Scan() {
+		line := sc.Text()
+		tail = append(tail, line)
+		if len(tail) > 20 {
+			tail = tail[1:]
+		}
+		if m := reTick.FindStringSubmatch(line); m != nil {
+			s := sample{at: time.Now(), cpu: cpuTime(pid), uclient: cpuTime(cmd.Process.Pid), machineBusy: machineBusy()}
+			s.sent, _ = strconv.Atoi(m[1])
+			s.recv, _ = strconv.Atoi(m[2])
+			samples = append(samples, s)
+		}
+		if m := reTotals.FindStringSubmatch(line); m != nil {
+			res.sent, _ = strconv.Atoi(m[1])
+			res.recv, _ = strconv.Atoi(m[2])
+		}
+		if m := reLost.FindStringSubmatch(line); m != nil {
+			res.sendDropped, _ = strconv.Atoi(m[2])
+		}
+	}
+	io.Copy(io.Discard, out)
+	err = cmd.Wait()
+	// The send phase runs from the first progress line with messages sent to the first
+	// with 99% of them sent; the window is its middle half.
+	first, last := -1, len(samples)-1
+	for i := len(samples) - 1; i >= 0; i-- {
+		if samples[i].sent > 0 {
+			first = i
+		}
+		if float64(samples[i].sent) >= 0.99*float64(res.sent) {
+			last = i
+		}
+	}
+	if err != nil || res.sent == 0 || first < 0 || last-first < 4 {
+		t.Fatalf("turnutils_uclient %s against %s: %v (%d progress lines)\n%s", strings.Join(args, " "), srv.name, err, len(samples), strings.Join(tail, "\n"))
+	}
+	a, b := samples[first+(last-first)/4], samples[last-(last-first)/4]
+	res.winSent, res.winRecv = b.sent-a.sent, b.recv-a.recv
+	res.winWall, res.winCPU = b.at.Sub(a.at), b.cpu-a.cpu
+	res.winOther = (b.machineBusy - a.machineBusy) - res.winCPU - (b.uclient - a.uclient)
+	return res
+}
+
+func TestRelayVsCoturn(t *testing.T) {
+	if os.Getenv("PEERLINE_RELAY_BENCH") == "" {
+		t.Skip("set PEERLINE_RELAY_BENCH=1 to compare with coturn")
+	}
+	for _, tool := range []string{"turnserver", "turnutils_uclient"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (Debian: apt-get install coturn)", tool)
+		}
+	}
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("needs /proc to read the servers' CPU time")
+	}
+	seconds := 15
+	if v, err := strconv.Atoi(os.Getenv("PEERLINE_RELAY_BENCH_SECONDS")); err == nil && v > 0 {
+		seconds = v
+	}
+	listeners := 0
+	if v, err := strconv.Atoi(os.Getenv("PEERLINE_RELAY_BENCH_LISTENERS")); err == nil {
+		listeners = v
+	}
+	dir := t.TempDir()
+	ours := startOurs(t, dir, freePort(t), listeners)
+	defer ours.stop()
+	coturn := startCoturn(t, dir, freePort(t))
+	defer coturn.stop()
+
+	loads := []load{
+		{name: "1000 x 50/s", clients: 1000, interval: 20},
+		{name: "100 x 1000/s", clients: 100, interval: 1},
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-9s %-13s %10s %7s | %10s %7s %6s %10s | %s\n",
+		"server", "load", "delivered", "loss%", "msgs/s", "loss%", "CPU%", "CPU µs/msg", "others' CPU%")
+	for _, l := range loads {
+		for _, srv := range []*benchServer{coturn, ours} {
+			r := runLoad(t, srv, l, seconds)
+			loss := 100 * float64(r.sent-r.recv) / float64(r.sent)
+			winLoss := 100 * float64(r.winSent-r.winRecv) / float64(r.winSent)
+			rate := float64(r.winRecv) / r.winWall.Seconds()
+			cpuPct := 100 * r.winCPU.Seconds() / r.winWall.Seconds()
+			perMsg := float64(r.winCPU.Microseconds()) / float64(r.winRecv)
+			mark := ""
+			if winLoss >= 1 {
+				mark = "  (loss >= 1%)"
+			}
+			fmt.Fprintf(&b, "%-9s %-13s %10d %7.2f | %10.0f %7.2f %6.1f %10.1f | %5.0f%s\n",
+				srv.name, l.name, r.recv, loss, rate, winLoss, cpuPct, perMsg,
+				100*r.winOther.Seconds()/r.winWall.Seconds(), mark)
+			t.Logf("%s %s: sent %d received %d (uclient send dropped %d); steady window %v: sent %d received %d, server CPU %v",
+				srv.name, l.name, r.sent, r.recv, r.sendDropped, r.winWall.Round(time.Millisecond), r.winSent, r.winRecv, r.winCPU)
+			time.Sleep(2 * time.Second) // let the last allocations go before the next run
+		}
+	}
+	t.Logf("turnutils_uclient -y -c -l 160, %d s of sending per run; a message crosses the server twice.\n"+
+		"Left: the whole run. Right: the steady middle half of the send phase (msgs/s delivered, loss, the server's CPU\n"+
+		"as %% of one core and per delivered message, and what the machine's other processes used meanwhile).\n%s",
+		seconds, b.String())
+}

@@ -1,0 +1,152 @@
+package relay
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/peerline/peerline/internal/metrics"
+)
+
+// Defaults of the Config fields whose zero value means "the default".
+const (
+	DefaultListen       = ":3478"
+	DefaultRealm        = "peerline"
+	DefaultMinPort      = 49152
+	DefaultMaxPort      = 65535
+	DefaultSocketBuffer = 4 << 20
+)
+
+// Config configures a Server. Only Secret is required; every other field's zero value is
+// a working default.
+type Config struct {
+	// Secret is the HMAC key the relay shares with the login server, which gives clients
+	// credentials made by Credentials. Required.
+	Secret []byte
+	// Realm is the TURN realm; "" = "peerline". Credentials do not depend on it.
+	Realm string
+	// Listen is the host:port clients reach over UDP and TCP; "" = ":3478". Port 0 picks a
+	// free port, the same number for UDP and TCP.
+	Listen string
+	// NoTCP turns TURN over TCP off; false also listens on TCP at Listen's port, for
+	// clients whose UDP is blocked.
+	NoTCP bool
+	// PublicIP is the IPv4 address written in XOR-RELAYED-ADDRESS; the zero value = Listen's
+	// IP, which must then be a concrete address, not a wildcard.
+	PublicIP netip.Addr
+	// RelayIP is the local address relayed sockets bind to; the zero value = Listen's IP
+	// (a wildcard Listen binds them to 0.0.0.0, as behind a cloud 1:1 NAT).
+	RelayIP netip.Addr
+	// MinPort and MaxPort bound the relayed ports, inclusive; 0 = 49152 and 65535.
+	MinPort, MaxPort uint16
+	// Listeners is the number of UDP sockets sharing Listen's port through SO_REUSEPORT,
+	// each read by one goroutine; 0 = runtime.NumCPU().
+	Listeners int
+	// SocketBuffer is the kernel receive and send buffer size of every UDP socket, in
+	// bytes; 0 = 4 MiB, negative = the kernel default. Linux caps it at
+	// net.core.rmem_max and net.core.wmem_max.
+	SocketBuffer int
+	// MaxAllocsPerUser is how many allocations one user may hold at once; more are refused
+	// with 486 (Allocation Quota Reached). 0 = no limit.
+	MaxAllocsPerUser int
+	// UserBandwidth is each user's relayed traffic, both directions together, in bytes per
+	// second of datagrams as they arrive (TURN headers included); datagrams beyond it are
+	// dropped. 0 = no limit.
+	UserBandwidth int
+	// UserBurst is the depth of each user's token bucket in bytes; 0 = one second of
+	// UserBandwidth.
+	UserBurst int
+	// AllowPeer decides which peer IPs clients may relay to (CreatePermission and
+	// ChannelBind); nil = the default filter: public unicast addresses only, plus private
+	// ones when AllowPrivatePeers is set.
+	AllowPeer func(net.IP) bool
+	// AllowPrivatePeers lets the default filter admit loopback, RFC 1918, CGNAT (RFC 6598),
+	// ULA and link-local peers; false refuses them. Unspecified, multicast and broadcast
+	// peers are always refused by the default filter.
+	AllowPrivatePeers bool
+	// Logger receives the server's logs, and pion's at debug level; nil discards.
+	Logger *slog.Logger
+	// Metrics receives the server's counters (see the metric names); nil = a fresh set.
+	Metrics *metrics.Set
+	// Now is the clock for credential expiry and bandwidth quotas; nil = time.Now.
+	Now func() time.Time
+}
+
+// validate checks c and returns a copy with every default filled in.
+func (c Config) validate() (Config, error) {
+	if len(c.Secret) == 0 {
+		return c, ErrNoSecret
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	host, port, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return c, fmt.Errorf("%w: %q: %v", ErrBadListen, c.Listen, err)
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || (p == 0 && port != "0") {
+		return c, fmt.Errorf("%w: %q: bad port", ErrBadListen, c.Listen)
+	}
+	var listenIP netip.Addr
+	if host != "" {
+		if listenIP, err = netip.ParseAddr(host); err != nil {
+			return c, fmt.Errorf("%w: %q: the host must be an IP address", ErrBadListen, c.Listen)
+		}
+		listenIP = listenIP.Unmap()
+	}
+	if !c.PublicIP.IsValid() {
+		if !listenIP.IsValid() || listenIP.IsUnspecified() {
+			return c, ErrNoPublicIP
+		}
+		c.PublicIP = listenIP
+	}
+	c.PublicIP = c.PublicIP.Unmap()
+	if !c.PublicIP.Is4() {
+		return c, fmt.Errorf("%w: %s", ErrPublicIPNotV4, c.PublicIP)
+	}
+	if !c.RelayIP.IsValid() {
+		c.RelayIP = netip.IPv4Unspecified()
+		if listenIP.Is4() {
+			c.RelayIP = listenIP
+		}
+	}
+	c.RelayIP = c.RelayIP.Unmap()
+	if !c.RelayIP.Is4() {
+		return c, fmt.Errorf("%w: RelayIP %s", ErrPublicIPNotV4, c.RelayIP)
+	}
+	if c.MinPort == 0 {
+		c.MinPort = DefaultMinPort
+	}
+	if c.MaxPort == 0 {
+		c.MaxPort = DefaultMaxPort
+	}
+	if c.MinPort > c.MaxPort {
+		return c, fmt.Errorf("%w: %d-%d", ErrBadPortRange, c.MinPort, c.MaxPort)
+	}
+	if c.Listeners < 0 || c.MaxAllocsPerUser < 0 || c.UserBandwidth < 0 || c.UserBurst < 0 {
+		return c, ErrNegative
+	}
+	if c.Listeners == 0 {
+		c.Listeners = runtime.NumCPU()
+	}
+	if c.SocketBuffer == 0 {
+		c.SocketBuffer = DefaultSocketBuffer
+	}
+	if c.UserBurst == 0 {
+		c.UserBurst = c.UserBandwidth
+	}
+	if c.Realm == "" {
+		c.Realm = DefaultRealm
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Metrics == nil {
+		c.Metrics = &metrics.Set{}
+	}
+	return c, nil
+}

@@ -1,0 +1,322 @@
+package relay
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// counters are the hot-path counts of one listener (or of all TCP flows), kept apart so
+// that read loops on different cores do not share cache lines; Server.flush sums them
+// into the metrics set.
+type counters struct {
+	relayedPackets, relayedBytes atomic.Uint64 // payload to and from peers
+	droppedPackets, droppedBytes atomic.Uint64 // over a user's bandwidth quota
+	writeErrs                    atomic.Uint64 // fast-path sends that failed
+	_                            [24]byte      // pad to a cache line
+}
+
+// udpListener is one of the SO_REUSEPORT sockets clients send to, as pion sees it. Its
+// ReadFrom polices users' bandwidth and forwards channel data on the fast path; what
+// remains goes to pion.
+type udpListener struct {
+	s    *Server
+	conn *net.UDPConn
+	c    *counters
+	done sync.Once // the read loop has seen its terminal error
+
+	mu    sync.RWMutex // mu protects the following fields
+	flows map[netip.AddrPort]*flow
+}
+
+var _ net.PacketConn = (*udpListener)(nil)
+
+// flow is one client's allocation on a UDP listener.
+type flow struct {
+	addr  *net.UDPAddr // the client's address as handed to pion; shared, never modified
+	user  *user
+	relay *relayConn
+	chans map[uint16]netip.AddrPort // channel number -> peer; guarded by the listener's mu
+}
+
+// isChannelData reports whether b starts like a ChannelData message (channel numbers
+// 0x4000 to 0x7FFF).
+func isChannelData(b []byte) bool { return len(b) >= 4 && b[0]&0xC0 == 0x40 }
+
+// isSendIndication reports whether b is a STUN Send indication (type 0x0016).
+func isSendIndication(b []byte) bool { return len(b) >= 20 && b[0] == 0 && b[1] == 0x16 }
+
+func (l *udpListener) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, src, err := l.conn.ReadFromUDPAddrPort(b)
+		if err != nil {
+			if !isTimeout(err) {
+				l.done.Do(func() { l.s.live.add(-1) })
+			}
+			return n, nil, err
+		}
+		src = unmap(src)
+		pkt := b[:n]
+		l.mu.RLock()
+		f := l.flows[src]
+		var (
+			peer netip.AddrPort
+			rc   *relayConn
+		)
+		if f != nil && isChannelData(pkt) && l.s.fast {
+			if p, ok := f.chans[binary.BigEndian.Uint16(pkt)]; ok {
+				peer, rc = p, f.relay
+			}
+		}
+		l.mu.RUnlock()
+		if f == nil {
+			return n, net.UDPAddrFromAddrPort(src), nil
+		}
+		if f.user.bucket.rate != 0 && (isChannelData(pkt) || isSendIndication(pkt)) && !f.user.bucket.allow(n, l.s.cfg.Now()) {
+			l.c.droppedPackets.Add(1)
+			l.c.droppedBytes.Add(uint64(n))
+			continue
+		}
+		if rc != nil {
+			if size := int(binary.BigEndian.Uint16(pkt[2:])); 4+size <= n {
+				if _, err := rc.conn.WriteToUDPAddrPort(pkt[4:4+size], peer); err != nil {
+					l.c.writeErrs.Add(1)
+				} else {
+					l.c.relayedPackets.Add(1)
+					l.c.relayedBytes.Add(uint64(size))
+				}
+				continue
+			}
+		}
+		return n, f.addr, nil
+	}
+}
+
+func (l *udpListener) WriteTo(b []byte, addr net.Addr) (int, error) { return l.conn.WriteTo(b, addr) }
+func (l *udpListener) Close() error                                 { return l.conn.Close() }
+func (l *udpListener) LocalAddr() net.Addr                          { return l.conn.LocalAddr() }
+func (l *udpListener) SetDeadline(t time.Time) error                { return l.conn.SetDeadline(t) }
+func (l *udpListener) SetReadDeadline(t time.Time) error            { return l.conn.SetReadDeadline(t) }
+func (l *udpListener) SetWriteDeadline(t time.Time) error           { return l.conn.SetWriteDeadline(t) }
+
+// relayConn is an allocation's relayed socket, as pion sees it. Its ReadFrom polices the
+// owner's bandwidth and forwards datagrams from channel-bound peers on the fast path.
+type relayConn struct {
+	s       *Server
+	conn    *net.UDPConn
+	port    uint16
+	lis     *udpListener // the listener whose client owns it; nil for TURN over TCP
+	c       *counters
+	buf     []byte // read buffer with room for a ChannelData header; used by the one reader
+	started bool   // the reader has set reading; used by the one reader
+
+	closeOnce sync.Once
+	liveOnce  sync.Once // counted out of Server.live
+
+	mu      sync.RWMutex // mu protects the following fields
+	user    *user
+	client  netip.AddrPort
+	peers   map[netip.AddrPort]uint16 // peer -> channel number
+	reading bool                      // a read loop has started
+	closed  bool
+}
+
+var _ net.PacketConn = (*relayConn)(nil)
+
+// maxRelayed is the largest datagram relayed from a peer, as in pion.
+const maxRelayed = 1600
+
+func newRelayConn(s *Server, conn *net.UDPConn, lis *udpListener, c *counters) *relayConn {
+	return &relayConn{
+		s: s, conn: conn, lis: lis, c: c,
+		port:  uint16(conn.LocalAddr().(*net.UDPAddr).Port),
+		buf:   make([]byte, 4+maxRelayed+3),
+		peers: make(map[netip.AddrPort]uint16),
+	}
+}
+
+func (r *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	if !r.started {
+		r.started = true // only this goroutine reads it
+		r.mu.Lock()
+		r.reading = true
+		r.mu.Unlock()
+	}
+	for {
+		n, src, err := r.conn.ReadFromUDPAddrPort(r.buf[4 : 4+maxRelayed])
+		if err != nil {
+			if !isTimeout(err) {
+				r.liveOnce.Do(func() { r.s.live.add(-1) })
+			}
+			return 0, nil, err
+		}
+		src = unmap(src)
+		r.mu.RLock()
+		u, ch, client := r.user, r.peers[src], r.client
+		r.mu.RUnlock()
+		if u != nil && u.bucket.rate != 0 && !u.bucket.allow(n, r.s.cfg.Now()) {
+			r.c.droppedPackets.Add(1)
+			r.c.droppedBytes.Add(uint64(n))
+			continue
+		}
+		if ch != 0 && r.lis != nil && r.s.fast {
+			pkt := r.buf[:4+(n+3)&^3]
+			binary.BigEndian.PutUint16(pkt, ch)
+			binary.BigEndian.PutUint16(pkt[2:], uint16(n))
+			clear(pkt[4+n:])
+			if _, err := r.lis.conn.WriteToUDPAddrPort(pkt, client); err != nil {
+				r.c.writeErrs.Add(1)
+			} else {
+				r.c.relayedPackets.Add(1)
+				r.c.relayedBytes.Add(uint64(n))
+			}
+			continue
+		}
+		if n > len(b) {
+			continue
+		}
+		r.c.relayedPackets.Add(1)
+		r.c.relayedBytes.Add(uint64(n))
+		return copy(b, r.buf[4:4+n]), net.UDPAddrFromAddrPort(src), nil
+	}
+}
+
+// WriteTo is pion's path to peers: Send indications, and channel data the fast path did
+// not take.
+func (r *relayConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	n, err := r.conn.WriteTo(b, addr)
+	if err == nil {
+		r.c.relayedPackets.Add(1)
+		r.c.relayedBytes.Add(uint64(n))
+	}
+	return n, err
+}
+
+func (r *relayConn) Close() error {
+	err := net.ErrClosed
+	r.closeOnce.Do(func() {
+		err = r.conn.Close()
+		r.s.forgetRelay(r)
+		r.mu.Lock()
+		r.closed = true
+		reading := r.reading
+		clear(r.peers)
+		r.mu.Unlock()
+		if !reading {
+			r.liveOnce.Do(func() { r.s.live.add(-1) })
+		}
+	})
+	return err
+}
+
+// own records the allocation's owner, once pion has created it.
+func (r *relayConn) own(u *user, client netip.AddrPort) {
+	r.mu.Lock()
+	r.user, r.client = u, client
+	r.mu.Unlock()
+}
+
+func (r *relayConn) isClosed() bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.closed
+}
+
+func (r *relayConn) LocalAddr() net.Addr                { return r.conn.LocalAddr() }
+func (r *relayConn) SetDeadline(t time.Time) error      { return r.conn.SetDeadline(t) }
+func (r *relayConn) SetReadDeadline(t time.Time) error  { return r.conn.SetReadDeadline(t) }
+func (r *relayConn) SetWriteDeadline(t time.Time) error { return r.conn.SetWriteDeadline(t) }
+
+// tcpListener is the TURN-over-TCP listener as pion sees it: it tracks the connections it
+// accepts, because pion's Close closes only the listener.
+type tcpListener struct {
+	net.Listener
+	s    *Server
+	done sync.Once
+
+	mu    sync.Mutex // mu protects the following fields
+	conns map[*tcpConn]struct{}
+	flows map[netip.AddrPort]*user // client address -> owner of its allocation
+}
+
+func (l *tcpListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		l.done.Do(func() { l.s.live.add(-1) })
+		return nil, err
+	}
+	tc := &tcpConn{Conn: c, l: l, src: unmap(c.RemoteAddr().(*net.TCPAddr).AddrPort())}
+	l.mu.Lock()
+	l.conns[tc] = struct{}{}
+	l.mu.Unlock()
+	l.s.live.add(1)
+	return tc, nil
+}
+
+// closeConns closes every accepted connection.
+func (l *tcpListener) closeConns() {
+	l.mu.Lock()
+	conns := make([]*tcpConn, 0, len(l.conns))
+	for c := range l.conns {
+		conns = append(conns, c)
+	}
+	l.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+func (l *tcpListener) owner(src netip.AddrPort) *user {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.flows[src]
+}
+
+// tcpConn is one TURN-over-TCP client. Its reads are slowed to the user's bandwidth: a
+// stream cannot drop datagrams without losing its framing.
+type tcpConn struct {
+	net.Conn
+	l        *tcpListener
+	src      netip.AddrPort
+	done     sync.Once
+	closeOne sync.Once
+}
+
+func (c *tcpConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err != nil {
+		c.done.Do(func() { c.l.s.live.add(-1) })
+		return n, err
+	}
+	if u := c.l.owner(c.src); u != nil {
+		if wait := u.bucket.reserve(n, c.l.s.cfg.Now()); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-c.l.s.closing:
+				t.Stop()
+			}
+		}
+	}
+	return n, nil
+}
+
+func (c *tcpConn) Close() error {
+	err := net.ErrClosed
+	c.closeOne.Do(func() {
+		err = c.Conn.Close()
+		c.l.mu.Lock()
+		delete(c.l.conns, c)
+		c.l.mu.Unlock()
+	})
+	return err
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
