@@ -655,6 +655,30 @@ func (c *Client) Hangup(id string) error {
 	return nil
 }
 
+// Hold puts the call in progress (id "" = any) on hold, or takes it off: on hold the
+// client sends one packet every 3 s instead of audio, and resumes where it was.
+func (c *Client) Hold(id string, on bool) error {
+	c.mu.Lock()
+	var k *call
+	for _, x := range c.calls {
+		if id == "" || x.id == id {
+			k = x
+		}
+	}
+	c.mu.Unlock()
+	if k == nil {
+		return ErrNoSuchCall
+	}
+	k.mu.Lock()
+	s := k.session
+	k.mu.Unlock()
+	if s == nil {
+		return fmt.Errorf("call %s is not active yet", k.id[:8])
+	}
+	s.Hold(on)
+	return nil
+}
+
 // autoAnswer answers with the configured audio and records to the configured directory.
 func (c *Client) autoAnswer(id string) {
 	opts, closeAll, err := c.answerAudio(id)

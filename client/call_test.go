@@ -328,3 +328,48 @@ func TestCallRefusals(t *testing.T) {
 		return errors.Is(err, proto.ErrOffline)
 	})
 }
+
+// TestCallBusyAndHold: a third caller gets busy while bob is in a call; alice puts the
+// call on hold (one packet every 3 s) and resumes it, and bob counts the hold, not loss.
+func TestCallBusyAndHold(t *testing.T) {
+	o, a, b, _ := callPair(t, nil, nil)
+	o.Register("carol", "carol's password")
+	c := o.StartClient(filepath.Join(t.TempDir(), "carol"), "carol", "carol's password", func(cfg *client.Config) { cfg.Call.Loopback = true })
+	o.Eventually("carol attached", attached(c))
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	const frames = 400 // 8 s of audio, of which 3.5 s on hold
+	done := make(chan client.CallReport, 1)
+	go func() {
+		rep, err := a.Call(ctx, "bob", client.CallOptions{Source: &media.Sine{Freq: 440, Frames: frames}})
+		if err != nil {
+			t.Errorf("call: %v", err)
+		}
+		done <- rep
+	}()
+	overlaytest.Eventually(t, 10*time.Second, "alice and bob talking", func() bool {
+		act := b.Active()
+		return len(act) == 1 && act[0].Media.FramesReceived > 25
+	})
+	overlaytest.Eventually(t, 10*time.Second, "carol hears busy", func() bool {
+		_, err := c.Call(ctx, "bob", client.CallOptions{})
+		return errors.Is(err, client.ErrCallBusy)
+	})
+	if err := a.Hold("", true); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3500 * time.Millisecond)
+	if err := a.Hold("", false); err != nil {
+		t.Fatal(err)
+	}
+	rep := <-done
+	overlaytest.Eventually(t, 10*time.Second, "bob's report", func() bool { return len(b.Reports()) > 0 })
+	br := b.Reports()[0]
+	t.Logf("alice sent %d hold packets; bob: peer held %.0f ms, %d frames, loss %.2f%%", rep.Media.HoldSent, br.Media.PeerHeldMs, br.Media.FramesReceived, br.Media.LossPercent)
+	if rep.Media.HoldSent < 1 || rep.Media.HoldSent > 2 {
+		t.Fatalf("alice sent %d hold packets in 3.5 s, want 1 or 2 (one every 3 s)", rep.Media.HoldSent)
+	}
+	if br.Media.PeerHeldMs < 3000 || br.Media.LossPercent > 1 || br.Media.FramesReceived < frames*99/100 {
+		t.Fatalf("bob's side of the hold: %+v", br.Media)
+	}
+}

@@ -83,6 +83,7 @@ const (
 	CmdReject       = "reject" // call id
 	CmdHangup       = "hangup" // call id ("" = the current call)
 	CmdCalls        = "calls"  // ringing calls and the last reports
+	CmdHold         = "hold"   // "on" or "off", then the call id ("" = the current call)
 )
 
 // CallsStatus answers CmdCalls.
@@ -200,6 +201,15 @@ func (c *Client) handleControl(ctx context.Context, r ctl.Request) (any, error) 
 			id = r.Args[0]
 		}
 		return map[string]string{"hung_up": id}, c.Hangup(id)
+	case CmdHold:
+		if len(r.Args) < 1 || (r.Args[0] != "on" && r.Args[0] != "off") {
+			return nil, proto.ErrBadRequest.With("hold takes on or off, then an optional call id")
+		}
+		id := ""
+		if len(r.Args) > 1 {
+			id = r.Args[1]
+		}
+		return map[string]string{"hold": r.Args[0]}, c.Hold(id, r.Args[0] == "on")
 	case CmdCalls:
 		return CallsStatus{Ringing: c.Ringing(), Active: c.Active(), Reports: c.Reports()}, nil
 	}

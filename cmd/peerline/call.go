@@ -89,6 +89,31 @@ func hangupCommand() *cli.Command {
 	}
 }
 
+func holdCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "hold",
+		Usage:     "put the call in progress on hold (one packet every 3 s, no audio), or resume it",
+		ArgsUsage: "[CALL-ID]",
+		UsageText: "peerline hold --data DIR [--off] [CALL-ID]\n\nExample:\n   peerline hold --data alice\n   peerline hold --data alice --off",
+		Flags:     []cli.Flag{dataFlag, jsonFlag, &cli.BoolFlag{Name: "off", Usage: "resume the call"}},
+		Action: func(c *cli.Context) error {
+			state := "on"
+			if c.Bool("off") {
+				state = "off"
+			}
+			var out map[string]string
+			if err := ask(c, client.CmdHold, []string{state, c.Args().First()}, &out); err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				return printJSON(c.App.Writer, out)
+			}
+			fmt.Fprintf(c.App.Writer, "hold %s\n", state)
+			return nil
+		},
+	}
+}
+
 func callsCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "calls",

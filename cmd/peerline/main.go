@@ -42,6 +42,6 @@ func commands() []*cli.Command {
 		loginsrvCommand(), supernodeCommand(), clientCommand(),
 		registerCommand(), statusCommand(), buddyCommand(), searchCommand(), msgCommand(), inboxCommand(),
 		natCommand(), stunCommand(), relayCommand(),
-		callCommand(), answerCommand(), hangupCommand(), callsCommand(),
+		callCommand(), answerCommand(), hangupCommand(), holdCommand(), callsCommand(),
 	}
 }
