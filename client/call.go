@@ -40,6 +40,9 @@ type CallConfig struct {
 	// TestHookRelayed, if set, sees every datagram this client sends into a relay, as the
 	// relay receives it (tests check that relays see only ciphertext).
 	TestHookRelayed func([]byte)
+	// NoMixing keeps this client from mixing conferences it starts (a weak device): the
+	// most capable other participant mixes instead.
+	NoMixing bool
 }
 
 // Call errors.
@@ -56,6 +59,9 @@ type CallOptions struct {
 	Source   media.FrameSource // what we send; nil = silence
 	Sink     media.FrameSink   // where the peer's audio goes; nil = discarded
 	Duration time.Duration     // hang up after this long; 0 = when Source ends or the peer hangs up
+
+	conf   []string // invite: ask the callee to mix a conference with these others
+	inConf bool     // a leg of a conference this client mixes: not busy with itself
 }
 
 // CallReport is what a call did, as `peerline call --json` prints it.
@@ -225,7 +231,7 @@ func (c *Client) Call(ctx context.Context, name string, opts CallOptions) (CallR
 		sendq: make(chan callsig.Msg, 64)}
 	rep.Call = k.id
 	c.mu.Lock()
-	if len(c.calls) > 0 {
+	if len(c.calls) > 0 && !opts.inConf {
 		c.mu.Unlock()
 		return fail(rep, "failed", ErrInCall)
 	}
@@ -243,7 +249,7 @@ func (c *Client) Call(ctx context.Context, name string, opts CallOptions) (CallR
 	k.mu.Lock()
 	k.leg = l
 	k.mu.Unlock()
-	inv := callsig.Msg{T: callsig.TInvite, Call: k.id, Box: c.box.Public[:]}
+	inv := callsig.Msg{T: callsig.TInvite, Call: k.id, Box: c.box.Public[:], Conf: opts.conf}
 	l.firstSignal(cctx, &inv, 50*time.Millisecond)
 	rep.LocalNAT = inv.NAT.Classic
 	if err := c.signal(cctx, name, rec.BoxKey, &inv); err != nil {
@@ -595,8 +601,15 @@ func (c *Client) Answer(ctx context.Context, id string, opts CallOptions) (CallR
 		k.mu.Unlock()
 		return fail(rep, "failed", fmt.Errorf("call %s is %s", k.id[:8], k.state))
 	}
-	k.state = "answering"
 	inv := k.invite
+	if len(inv.Conf) > 0 && !opts.inConf {
+		// Asked to mix a conference: call the others, and answer this call as one leg.
+		k.mu.Unlock()
+		reports, err := c.mix(ctx, inv.Conf, opts, k.id)
+		rep := reports[len(reports)-1]
+		return rep, err
+	}
+	k.state = "answering"
 	k.mu.Unlock()
 	rep.Call, rep.Peer = k.id, k.peer
 	defer c.endCall(k)

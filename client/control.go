@@ -78,12 +78,13 @@ const (
 	CmdHostCache    = "hostcache"
 	CmdMsg          = "msg"
 	CmdInbox        = "inbox"
-	CmdCall         = "call"   // target, send, send format, record, record format, duration ms
-	CmdAnswer       = "answer" // call id ("" = the ringing one), then as CmdCall
-	CmdReject       = "reject" // call id
-	CmdHangup       = "hangup" // call id ("" = the current call)
-	CmdCalls        = "calls"  // ringing calls and the last reports
-	CmdHold         = "hold"   // "on" or "off", then the call id ("" = the current call)
+	CmdCall         = "call"       // target, send, send format, record, record format, duration ms
+	CmdAnswer       = "answer"     // call id ("" = the ringing one), then as CmdCall
+	CmdReject       = "reject"     // call id
+	CmdHangup       = "hangup"     // call id ("" = the current call)
+	CmdCalls        = "calls"      // ringing calls and the last reports
+	CmdHold         = "hold"       // "on" or "off", then the call id ("" = the current call)
+	CmdConference   = "conference" // send, send format, record, record format, duration ms, names...
 )
 
 // CallsStatus answers CmdCalls.
@@ -116,6 +117,23 @@ type UserLocation struct {
 
 func (c *Client) handleControl(ctx context.Context, r ctl.Request) (any, error) {
 	switch r.Cmd {
+	case CmdConference:
+		if len(r.Args) < 7 {
+			return nil, proto.ErrBadRequest.With("conference takes the audio arguments and at least two names")
+		}
+		_, opts, closeAll, err := callRequest(append([]string{""}, r.Args[:5]...), false)
+		if err != nil {
+			return nil, err
+		}
+		defer closeAll()
+		cr, err := c.Conference(ctx, r.Args[5:], opts)
+		for _, l := range cr.Legs {
+			c.recordReport(l)
+		}
+		if err != nil && len(cr.Legs) == 0 {
+			return nil, err
+		}
+		return cr, nil
 	case CmdCall, CmdAnswer:
 		// A call lasts as long as it lasts: the command's own connection bounds it.
 		target, opts, closeAll, err := callRequest(r.Args, r.Cmd == CmdAnswer)

@@ -28,8 +28,9 @@ func callCommand() *cli.Command {
 		Name:      "call",
 		Usage:     "call a user through the running client, with audio from and to files or pipes",
 		ArgsUsage: "NAME",
-		UsageText: "peerline call --data DIR NAME [--send FILE|-] [--record FILE|-] [--duration D] [--json]\n\n" +
+		UsageText: "peerline call --data DIR NAME [NAME...] [--send FILE|-] [--record FILE|-] [--duration D] [--json]\n\n" +
 			"Examples:\n" +
+			"   peerline call --data alice bob carol --duration 1m     # a conference of three\n" +
 			"   peerline call --data alice bob --send in.wav --record out.wav --duration 10s --json\n" +
 			"   arecord -q -f S16_LE -r 8000 -c 1 | peerline call --data alice bob --send - --duration 30s",
 		Description: "The callee is found through the overlay and rings; once it answers, the call takes\n" +
@@ -37,13 +38,17 @@ func callCommand() *cli.Command {
 			"or TCP), keeps a second path warm, and moves when a better one works or the current\n" +
 			"one dies. Audio is G.711, 20 ms frames, encrypted end to end. The report gives the\n" +
 			"path, the NAT types, setup time to the first audio frame, RTT, loss, jitter, bytes each\n" +
-			"way and path changes.",
+			"way and path changes. With several NAMEs the call is a conference: the participant\n" +
+			"whose NAT is the most open mixes, and each hears everyone but themselves.",
 		Flags: append([]cli.Flag{dataFlag, jsonFlag,
 			&cli.DurationFlag{Name: "duration", Usage: "hang up after `D` (default: when --send ends, or the callee hangs up)"},
 		}, audioFlags...),
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return errors.New("give exactly one NAME (conference calls: see --help)")
+			switch {
+			case c.NArg() == 0:
+				return errors.New("give the NAME to call, or several for a conference")
+			case c.NArg() > 1:
+				return runConference(c, c.Args().Slice(), c.Duration("duration"))
 			}
 			return runCall(c, client.CmdCall, c.Args().First(), c.Duration("duration"))
 		},
@@ -228,6 +233,40 @@ func runCall(c *cli.Context, cmd, target string, d time.Duration) error {
 	}
 	if rep.Result != "completed" {
 		return fmt.Errorf("call %s: %s", rep.Result, rep.Error)
+	}
+	return nil
+}
+
+func runConference(c *cli.Context, names []string, d time.Duration) error {
+	var cleanup []func()
+	defer func() {
+		for _, f := range cleanup {
+			f()
+		}
+	}()
+	sp, sf, err := audioArg(c, "send", &cleanup)
+	if err != nil {
+		return err
+	}
+	rp, rf, err := audioArg(c, "record", &cleanup)
+	if err != nil {
+		return err
+	}
+	args := append([]string{sp, sf, rp, rf, strconv.FormatInt(d.Milliseconds(), 10)}, names...)
+	var cr client.ConferenceReport
+	if err := ctl.Do(c.Context, filepath.Join(c.String("data"), client.SocketFile), ctl.Request{Cmd: client.CmdConference, Args: args}, &cr); err != nil {
+		return err
+	}
+	w := c.App.Writer
+	if c.String("record") == "-" {
+		w = os.Stderr
+	}
+	if c.Bool("json") {
+		return printJSON(w, cr)
+	}
+	fmt.Fprintf(w, "conference mixed by %s\n", cr.Mixer)
+	for _, r := range cr.Legs {
+		printReport(w, r)
 	}
 	return nil
 }
