@@ -37,7 +37,7 @@ func startOverlay(t *testing.T, n int) *overlay {
 		addr := freeAddr(t)
 		startProc(t, fmt.Sprintf("sn%d", i), nil, "supernode", "--data", filepath.Join(o.root, fmt.Sprintf("sn%d", i)),
 			"--listen", addr, "--login", o.lsAddr, "--login-key", o.key, "--admit-secret", o.secret,
-			"--keepalive", "1s", "--name", fmt.Sprintf("sn%d", i), "--stun-alt-ip", "127.0.0.2")
+			"--keepalive", "1s", "--name", fmt.Sprintf("sn%d", i), "--stun-alt-ip", "127.0.0.2", "--turn-allow-private-peers")
 		waitListening(t, addr)
 		o.sns = append(o.sns, addr)
 	}
