@@ -40,6 +40,9 @@ type CallConfig struct {
 	// TestHookRelayed, if set, sees every datagram this client sends into a relay, as the
 	// relay receives it (tests check that relays see only ciphertext).
 	TestHookRelayed func([]byte)
+	// TURN are relays to use instead of the supernodes' (and the login server's): any
+	// RFC 5766 server, coturn for instance, with long-term credentials.
+	TURN []TURNServer
 	// NoMixing keeps this client from mixing conferences it starts (a weak device): the
 	// most capable other participant mixes instead.
 	NoMixing bool

@@ -228,16 +228,14 @@ func (c *Client) newLeg(ctx context.Context, callID string, controlling bool, on
 		agent.Close()
 		return nil, fmt.Errorf("ice gather: %w", err)
 	}
-	if a != nil && a.turn != "" {
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			if err := l.allocate(ctx, a); err != nil {
-				l.log.Warn("no relay for this call", "relay", a.turn, "err", err)
-				c.m.Inc("call_relay_failed")
-			}
-		}()
-	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		if err := l.allocate(ctx, a); err != nil {
+			l.log.Warn("no relay for this call", "err", err)
+			c.m.Inc("call_relay_failed")
+		}
+	}()
 	return l, nil
 }
 
@@ -305,20 +303,15 @@ func publicList(ips []string) []string {
 func (l *leg) allocate(ctx context.Context, a *attachment) error {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	m, err := l.c.loginCall(cctx, &proto.TurnCreds{Relay: a.id})
+	srv, err := l.relayServer(cctx, a)
 	if err != nil {
-		return fmt.Errorf("turn credentials: %w", err)
+		return err
 	}
-	ok, _ := m.(*proto.TurnCredsOK)
-	if ok == nil || len(ok.Creds) == 0 {
-		return errors.New("the login server issued no turn credentials")
-	}
-	cred := ok.Creds[0]
 	var conn net.PacketConn
-	tcp := l.udpBlocked
+	tcp := l.udpBlocked || srv.TCP
 	if tcp {
 		var d net.Dialer
-		nc, err := d.DialContext(cctx, "tcp", a.turn)
+		nc, err := d.DialContext(cctx, "tcp", srv.Addr)
 		if err != nil {
 			return err
 		}
@@ -332,8 +325,8 @@ func (l *leg) allocate(ctx context.Context, a *attachment) error {
 	lf := logging.NewDefaultLoggerFactory()
 	lf.DefaultLogLevel = logging.LogLevelError
 	tc, err := turn.NewClient(&turn.ClientConfig{
-		TURNServerAddr: a.turn, STUNServerAddr: a.turn, Conn: conn,
-		Username: cred.Username, Password: cred.Password, LoggerFactory: lf,
+		TURNServerAddr: srv.Addr, STUNServerAddr: srv.Addr, Conn: conn,
+		Username: srv.Username, Password: srv.Password, LoggerFactory: lf,
 	})
 	if err != nil {
 		conn.Close()
@@ -383,6 +376,41 @@ func (l *leg) allocate(ctx context.Context, a *attachment) error {
 	}
 	l.maybeRelayPaths()
 	return nil
+}
+
+// TURNServer is a TURN relay a client may use for its calls: any RFC 5766 server.
+type TURNServer struct {
+	Addr     string // host:port, UDP (and TCP on the same port)
+	Username string
+	Password string
+	TCP      bool // reach it over TCP even when UDP works
+}
+
+// relayServer picks the relay for this call's allocation: one configured by hand
+// (CallConfig.TURN), else the relay of the supernode we are attached to, else a
+// standalone relay the login server knows, each with credentials from the login server.
+func (l *leg) relayServer(ctx context.Context, a *attachment) (TURNServer, error) {
+	if len(l.c.cfg.Call.TURN) > 0 {
+		return l.c.cfg.Call.TURN[0], nil
+	}
+	req := &proto.TurnCreds{}
+	if a != nil && a.turn != "" {
+		req.Relay = a.id
+	}
+	m, err := l.c.loginCall(ctx, req)
+	if err != nil {
+		return TURNServer{}, fmt.Errorf("turn credentials: %w", err)
+	}
+	ok, _ := m.(*proto.TurnCredsOK)
+	if ok == nil || len(ok.Creds) == 0 {
+		return TURNServer{}, errors.New("no relay: the supernode runs none and the login server knows none")
+	}
+	cr := ok.Creds[0]
+	addr := cr.Addr
+	if req.Relay != "" {
+		addr = a.turn
+	}
+	return TURNServer{Addr: addr, Username: cr.Username, Password: cr.Password}, nil
 }
 
 // setSession gives the leg the media session its paths go to, and the signal that sends

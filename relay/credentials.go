@@ -1,12 +1,11 @@
 package relay
 
 import (
-	"crypto/hmac"
-	"crypto/sha1"
-	"encoding/base64"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/peerline/peerline/internal/turncred"
 )
 
 // Credentials returns TURN credentials for user valid for ttl from now, in the TURN REST
@@ -18,17 +17,11 @@ import (
 // The login server calls it with the secret it shares with the relays; a relay checks a
 // username's expiry and recomputes its password, so it needs no user database.
 func Credentials(secret []byte, user string, ttl time.Duration, now time.Time) (username, password string, expires time.Time) {
-	expires = time.Unix(now.Add(ttl).Unix(), 0)
-	username = strconv.FormatInt(expires.Unix(), 10) + ":" + user
-	return username, password1(secret, username), expires
+	return turncred.New(secret, user, ttl, now)
 }
 
 // password1 is the TURN REST API password of username.
-func password1(secret []byte, username string) string {
-	mac := hmac.New(sha1.New, secret)
-	mac.Write([]byte(username))
-	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
-}
+func password1(secret []byte, username string) string { return turncred.Password(secret, username) }
 
 // parseUsername splits a TURN REST API username into its expiry and user name. A username
 // of digits only is accepted with an empty user name, as coturn does.

@@ -46,12 +46,24 @@ func clientCommand() *cli.Command {
 			&cli.StringFlag{Name: "answer-send", Usage: "play `FILE` (.wav) into answered calls (default: a 440 Hz tone)"},
 			&cli.StringFlag{Name: "record-dir", Usage: "record answered calls to `DIR`/<call id>.wav"},
 			&cli.BoolFlag{Name: "loopback-candidates", Usage: "offer loopback addresses for calls (clients on one machine)"},
+			&cli.StringFlag{Name: "turn", Usage: "relay calls through the TURN server at `HOST:PORT` (any RFC 5766 server) instead of the supernodes'"},
+			&cli.StringFlag{Name: "turn-user", Usage: "user name for --turn", EnvVars: []string{"PEERLINE_TURN_USER"}},
+			&cli.StringFlag{Name: "turn-password", Usage: "password for --turn", EnvVars: []string{"PEERLINE_TURN_PASSWORD"}},
+			&cli.BoolFlag{Name: "turn-tcp", Usage: "reach --turn over TCP"},
 			&cli.DurationFlag{Name: "call-direct-delay", Hidden: true, Usage: "hold ICE checks back this long (tests of the move from relay to direct)"},
 			&cli.StringFlag{Name: "sn-listen", Usage: "`ADDR` the supernode role listens on once promoted (default: public IP, free port)"},
 			logLevelFlag,
 		},
 		Action: runClient,
 	}
+}
+
+func turnFlag(c *cli.Context) []client.TURNServer {
+	if c.String("turn") == "" {
+		return nil
+	}
+	return []client.TURNServer{{Addr: c.String("turn"), Username: c.String("turn-user"),
+		Password: c.String("turn-password"), TCP: c.Bool("turn-tcp")}}
 }
 
 func runClient(c *cli.Context) error {
@@ -96,6 +108,7 @@ func runClient(c *cli.Context) error {
 			AutoAnswer: c.Bool("auto-answer"), AnswerSend: c.String("answer-send"),
 			RecordDir: c.String("record-dir"), Loopback: c.Bool("loopback-candidates"),
 			TestHookDirectDelay: c.Duration("call-direct-delay"),
+			TURN:                turnFlag(c),
 		},
 		Logger: log,
 	})

@@ -1,0 +1,86 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/e2e/netlab"
+)
+
+// TestCallThroughCoturn: the client's relay is standard TURN, so it works through any
+// RFC 5766 server: here coturn's turnserver with long-term credentials, on loopback, with
+// the direct path held back so the call must be relayed by coturn.
+func TestCallThroughCoturn(t *testing.T) {
+	if _, err := exec.LookPath("turnserver"); err != nil {
+		t.Skip("skipping: turnserver missing: apt-get install coturn")
+	}
+	ln, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	turnAddr := ln.LocalAddr().String()
+	ln.Close()
+	_, port, _ := net.SplitHostPort(turnAddr)
+	dir := t.TempDir()
+	ts := exec.Command("turnserver", "-n", "--no-cli", "--no-tls", "--no-dtls", "-L", "127.0.0.1", "-p", port,
+		"--lt-cred-mech", "--user", "peer:s3cret-pass", "--realm", "coturn.test", "--allow-loopback-peers",
+		"--min-port", "52000", "--max-port", "52999", "--log-file", "stdout", "--simple-log",
+		"--pidfile", filepath.Join(dir, "turnserver.pid"), "--userdb", filepath.Join(dir, "turndb"))
+	var tslog bytes.Buffer
+	ts.Stdout, ts.Stderr = &tslog, &tslog
+	if err := ts.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ts.Process.Signal(syscall.SIGKILL)
+		ts.Wait()
+		if t.Failed() {
+			t.Logf("turnserver:\n%s", tslog.String())
+		}
+	})
+	o := startOverlay(t, 2)
+	o.register(t, "alice", "bob")
+	viaCoturn := []string{"--no-supernode", "--loopback-candidates", "--call-direct-delay", "1h",
+		"--turn", turnAddr, "--turn-user", "peer", "--turn-password", "s3cret-pass"}
+	alice := o.client(t, "alice", viaCoturn...)
+	bob := o.client(t, "bob", append(viaCoturn, "--auto-answer")...)
+	deadline := time.Now().Add(20 * time.Second)
+	for _, d := range []string{alice, bob} {
+		for field(statusMap(t, d), "nat", "classic") == nil {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s never ready", d)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	var rep client.CallReport
+	for {
+		out, err := exec.Command(netlab.BuildPeerline(t), "call", "--data", alice, "--duration", "3s", "--json", "bob").Output()
+		json.Unmarshal(out, &rep)
+		if err == nil {
+			break
+		}
+		if !strings.Contains(rep.Error, "offline") || time.Now().After(deadline) {
+			t.Fatalf("call: %v %+v", err, rep)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	relayed := false
+	for _, p := range rep.Media.Paths {
+		if strings.Contains(p.Name, "127.0.0.1:52") && p.PacketsReceived > 0 {
+			relayed = true // a path through one of coturn's relayed ports
+		}
+	}
+	t.Logf("path %s %q, %d frames received", rep.Path, rep.Media.ActiveName, rep.Media.FramesReceived)
+	if rep.Path != client.PathRelayUDP || !relayed || rep.Media.FramesReceived < 140 {
+		t.Fatalf("the call did not go through coturn: %+v", rep)
+	}
+}
