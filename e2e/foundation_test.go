@@ -293,6 +293,7 @@ func TestDemo(t *testing.T) {
 			SupernodeAddr string `json:"supernode_addr"`
 		} `json:"users"`
 		Supernodes []struct{ Addr string } `json:"supernodes"`
+		Call       *client.CallReport      `json:"call"`
 	}
 	out := run(t, "demo", "--json")
 	if err := json.Unmarshal(out, &res); err != nil {
@@ -306,4 +307,9 @@ func TestDemo(t *testing.T) {
 			t.Fatalf("user %s not logged in and attached: %s", u.Name, out)
 		}
 	}
+	// The demo ends with a real call: 3 s of audio each way.
+	if c := res.Call; c == nil || c.Result != "completed" || c.Path == "" || c.Media.FramesReceived < 140 || c.Media.FramesSent < 140 {
+		t.Fatalf("demo call: %+v", res.Call)
+	}
+	t.Logf("demo call: path %s, setup %.0f ms, %d frames each way", res.Call.Path, res.Call.SetupMs, res.Call.Media.FramesReceived)
 }
