@@ -34,7 +34,23 @@ type jitterBuffer struct {
 
 	held    bool  // the peer is on hold
 	holdIdx int64 // frames from here on belong to after the hold
+	lateRun int   // late frames in a row
+
+	concealed int64 // index of the last frame played as silence, -1 = none
+	stretched int   // frames of delay added since the last restart
 }
+
+// maxStretch bounds how far the buffer stretches its delay, in frames: a frame that
+// arrives just after its turn was concealed is played at the next tick instead (the
+// frames after it wait one more tick), so a link that turned slower costs one frame of
+// silence instead of every frame late, up to 200 ms more delay.
+const maxStretch = 10
+
+// lateResync is how many late frames in a row make the buffer follow the sender: the
+// sender's timeline fell behind ours (its clock stalled: a busy machine drops ticks),
+// and every frame from now on would come after its turn. Resynchronising loses the
+// frames of the stall, not the rest of the call.
+const lateResync = 2
 
 type jbSlot struct {
 	idx  int64
@@ -61,13 +77,24 @@ func (j *jitterBuffer) push(idx int64, payload []byte, now time.Time) pushResult
 		// played late nor counted as loss.
 		j.restart(idx, now)
 		res = pushResync
+	case idx == j.next-1 && idx == j.concealed && j.stretched < maxStretch:
+		j.next, j.concealed = idx, -1
+		j.stretched++
 	case idx < j.next:
-		return pushLate
+		j.lateRun++
+		if j.lateRun < lateResync {
+			return pushLate
+		}
+		j.restart(idx, now)
+		res = pushResync
 	case idx >= j.next+int64(len(j.slots)):
 		// Far ahead of playout: the sender jumped (clock drift, a lost hold packet, a
 		// long outage). Follow it rather than play a backlog seconds late.
 		j.restart(idx, now)
 		res = pushResync
+	}
+	if res == pushed {
+		j.lateRun = 0
 	}
 	s := &j.slots[idx%int64(len(j.slots))]
 	s.idx, s.ok = idx, true
@@ -82,7 +109,8 @@ func (j *jitterBuffer) restart(idx int64, now time.Time) {
 	for i := range j.slots {
 		j.slots[i].ok = false
 	}
-	j.started, j.startAt, j.next, j.held = true, now.Add(j.delay), idx, false
+	j.started, j.startAt, j.next, j.held, j.lateRun = true, now.Add(j.delay), idx, false, 0
+	j.concealed, j.stretched = -1, 0
 }
 
 // hold marks the peer as on hold from frame idx on.
@@ -109,6 +137,7 @@ func (j *jitterBuffer) pop(now time.Time) (ulaw []byte, st playState) {
 		// the hold packet may have overtaken); wait without advancing.
 		return nil, playHeld
 	}
+	j.concealed = j.next
 	j.next++
 	return nil, playConcealed
 }
