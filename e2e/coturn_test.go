@@ -49,7 +49,7 @@ func TestCallThroughCoturn(t *testing.T) {
 	o := startOverlay(t, 2)
 	o.register(t, "alice", "bob")
 	viaCoturn := []string{"--no-supernode", "--loopback-candidates", "--call-direct-delay", "1h",
-		"--turn", turnAddr, "--turn-user", "peer", "--turn-password", "s3cret-pass"}
+		"--turn", "turn:" + turnAddr + "?transport=udp", "--turn-user", "peer", "--turn-password", "s3cret-pass"}
 	alice := o.client(t, "alice", viaCoturn...)
 	bob := o.client(t, "bob", append(viaCoturn, "--auto-answer")...)
 	deadline := time.Now().Add(20 * time.Second)

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -46,7 +48,7 @@ func clientCommand() *cli.Command {
 			&cli.StringFlag{Name: "answer-send", Usage: "play `FILE` (.wav) into answered calls (default: a 440 Hz tone)"},
 			&cli.StringFlag{Name: "record-dir", Usage: "record answered calls to `DIR`/<call id>.wav"},
 			&cli.BoolFlag{Name: "loopback-candidates", Usage: "offer loopback addresses for calls (clients on one machine)"},
-			&cli.StringFlag{Name: "turn", Usage: "relay calls through the TURN server at `HOST:PORT` (any RFC 5766 server) instead of the supernodes'"},
+			&cli.StringFlag{Name: "turn", Usage: "relay calls through the TURN server at `ADDR` (host:port or turn:host:port?transport=tcp; any RFC 5766 server) instead of the supernodes'"},
 			&cli.StringFlag{Name: "turn-user", Usage: "user name for --turn", EnvVars: []string{"PEERLINE_TURN_USER"}},
 			&cli.StringFlag{Name: "turn-password", Usage: "password for --turn", EnvVars: []string{"PEERLINE_TURN_PASSWORD"}},
 			&cli.BoolFlag{Name: "turn-tcp", Usage: "reach --turn over TCP"},
@@ -58,12 +60,31 @@ func clientCommand() *cli.Command {
 	}
 }
 
-func turnFlag(c *cli.Context) []client.TURNServer {
-	if c.String("turn") == "" {
-		return nil
+// turnFlag reads --turn: host:port, or a TURN URL (turn:host:port?transport=tcp).
+func turnFlag(c *cli.Context) ([]client.TURNServer, error) {
+	v := c.String("turn")
+	if v == "" {
+		return nil, nil
 	}
-	return []client.TURNServer{{Addr: c.String("turn"), Username: c.String("turn-user"),
-		Password: c.String("turn-password"), TCP: c.Bool("turn-tcp")}}
+	srv := client.TURNServer{Addr: v, Username: c.String("turn-user"), Password: c.String("turn-password"), TCP: c.Bool("turn-tcp")}
+	if rest, ok := strings.CutPrefix(v, "turn:"); ok {
+		addr, query, _ := strings.Cut(rest, "?")
+		srv.Addr = addr
+		switch query {
+		case "", "transport=udp":
+		case "transport=tcp":
+			srv.TCP = true
+		default:
+			return nil, fmt.Errorf("--turn %s: unknown %q", v, query)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			srv.Addr = net.JoinHostPort(addr, "3478")
+		}
+	}
+	if _, _, err := net.SplitHostPort(srv.Addr); err != nil {
+		return nil, fmt.Errorf("--turn %s: want host:port or turn:host:port", v)
+	}
+	return []client.TURNServer{srv}, nil
 }
 
 func runClient(c *cli.Context) error {
@@ -78,6 +99,10 @@ func runClient(c *cli.Context) error {
 	}
 	if u := c.String("user"); u != "" {
 		cf.User = u
+	}
+	turns, err := turnFlag(c)
+	if err != nil {
+		return err
 	}
 	var events chan client.Event
 	if c.Bool("json") {
@@ -108,7 +133,7 @@ func runClient(c *cli.Context) error {
 			AutoAnswer: c.Bool("auto-answer"), AnswerSend: c.String("answer-send"),
 			RecordDir: c.String("record-dir"), Loopback: c.Bool("loopback-candidates"),
 			TestHookDirectDelay: c.Duration("call-direct-delay"),
-			TURN:                turnFlag(c),
+			TURN:                turns,
 		},
 		Logger: log,
 	})
