@@ -30,9 +30,10 @@ import (
 const (
 	rankDirect   = 0
 	rankPunched  = 1
-	rankRelayUDP = 2 // via the peer's relay, from our plain UDP socket
-	rankRelayOwn = 3 // via our own relay allocation
-	rankRelayTCP = 4
+	rankTCP      = 2 // TCP simultaneous open (or a connection to a public peer)
+	rankRelayUDP = 3 // via the peer's relay, from our plain UDP socket
+	rankRelayOwn = 4 // via our own relay allocation
+	rankRelayTCP = 5
 )
 
 // Path kinds, as reported.
@@ -115,6 +116,10 @@ type leg struct {
 	session    *media.Session
 	relayPaths bool
 	closed     bool
+	iceStarted bool   // the punch timing said go
+	tcpPort    int    // our TCP punch port, 0 = no TCP mapping
+	tcpMapped  string // its mapping, as the relay saw it
+	tcpStarted bool
 	onLocal    func(callsig.Msg) // sends our trickled candidates and relays to the peer, in order
 	urgent     func(callsig.Msg) // sends at once, past the queue: the punch timing
 
@@ -133,6 +138,7 @@ type remoteInfo struct {
 	ufrag, pwd string
 	relays     []string
 	public     []string
+	tcp        string
 }
 
 func randomString(n int) string {
@@ -228,6 +234,13 @@ func (c *Client) newLeg(ctx context.Context, callID string, controlling bool, on
 		agent.Close()
 		return nil, fmt.Errorf("ice gather: %w", err)
 	}
+	if a != nil && a.turn != "" {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			l.gatherTCP(ctx, a.turn)
+		}()
+	}
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
@@ -289,6 +302,7 @@ func (l *leg) firstSignal(ctx context.Context, m *callsig.Msg, wait time.Duratio
 		m.Relays = []string{l.relayAddr}
 	}
 	m.Public = publicList(l.publicIPs)
+	m.TCP = l.tcpMapped
 }
 
 func publicList(ips []string) []string {
@@ -442,7 +456,13 @@ func (l *leg) addRemote(m *callsig.Msg) {
 			l.remote.public = append(l.remote.public, p)
 		}
 	}
+	if m.TCP != "" {
+		l.remote.tcp = m.TCP
+	}
 	l.mu.Unlock()
+	if m.TCP != "" {
+		l.maybeTCP()
+	}
 	for _, s := range m.Cands {
 		l.log.Debug("remote candidate", "cand", s)
 		cand, err := ice.UnmarshalCandidate(s)
@@ -541,10 +561,14 @@ func (l *leg) startICEAfter(d time.Duration) {
 func (l *leg) startICE() {
 	l.mu.Lock()
 	ready := l.remoteSet && !l.closed
+	if ready {
+		l.iceStarted = true
+	}
 	l.mu.Unlock()
 	if !ready {
 		return
 	}
+	l.maybeTCP()
 	l.iceOnce.Do(func() {
 		l.wg.Add(1)
 		go func() {

@@ -80,6 +80,7 @@ type Msg struct {
 	Cands  []string `json:"cands,omitempty"`
 	Relays []string `json:"relays,omitempty"` // the sender's relayed transport addresses
 	Public []string `json:"public,omitempty"` // the sender's public IPs, for TURN permissions
+	TCP    string   `json:"tcp,omitempty"`    // the sender's TCP mapping (ip:port), for TCP simultaneous open
 	Eph    []byte   `json:"eph,omitempty"`    // X25519 public key, invite and accept
 	Box    []byte   `json:"box,omitempty"`    // invite: the caller's e2ee box key, for the callee's answers
 	Reason string   `json:"reason,omitempty"`
@@ -189,6 +190,11 @@ func (m *Msg) validate() error {
 	for _, r := range m.Relays {
 		if _, err := netip.ParseAddrPort(r); err != nil {
 			return bad("relay %q: %v", r, err)
+		}
+	}
+	if m.TCP != "" {
+		if _, err := netip.ParseAddrPort(m.TCP); err != nil {
+			return bad("tcp %q: %v", m.TCP, err)
 		}
 	}
 	if len(m.Public) > MaxPublic {
