@@ -105,6 +105,7 @@ type call struct {
 	session  *media.Session
 	cancel   context.CancelFunc
 	sendq    chan callsig.Msg
+	local    bool // Hangup was called here: the peer must still be told
 }
 
 func newCallID() string {
@@ -387,13 +388,19 @@ func (c *Client) runMedia(ctx context.Context, k *call, l *leg, key [32]byte, re
 		}
 	}()
 	runErr := s.Run(rctx)
+	k.mu.Lock()
+	local := k.local
+	k.mu.Unlock()
+	peerLeft := false
 	select {
 	case <-k.hungUp:
+		peerLeft = !local
 	default:
+	}
+	if !peerLeft {
 		hctx, hcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		box := k.peerBox
 		m := callsig.Msg{T: callsig.THangup, Call: k.id, Reason: callsig.ReasonHangup}
-		c.signal(hctx, k.peer, box, &m)
+		c.signal(hctx, k.peer, k.peerBox, &m)
 		hcancel()
 	}
 	rep.Media = s.Stats()
@@ -667,7 +674,10 @@ func (c *Client) Hangup(id string) error {
 	if k == nil {
 		return ErrNoSuchCall
 	}
-	k.peerHungUp() // ends our session as if the peer had; runMedia then signals the peer
+	k.mu.Lock()
+	k.local = true
+	k.mu.Unlock()
+	k.peerHungUp() // ends our session; runMedia then tells the peer
 	return nil
 }
 

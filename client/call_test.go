@@ -373,3 +373,28 @@ func TestCallBusyAndHold(t *testing.T) {
 		t.Fatalf("bob's side of the hold: %+v", br.Media)
 	}
 }
+
+// TestCallHangupByCallee: bob hangs up; alice's call, with audio that would go on for a
+// minute, ends at once.
+func TestCallHangupByCallee(t *testing.T) {
+	_, a, b, _ := callPair(t, nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go func() {
+		overlaytest.Eventually(t, 10*time.Second, "talking", func() bool {
+			act := b.Active()
+			return len(act) == 1 && act[0].Media.FramesReceived > 10
+		})
+		if err := b.Hangup(""); err != nil {
+			t.Errorf("hangup: %v", err)
+		}
+	}()
+	start := time.Now()
+	rep, err := a.Call(ctx, "bob", client.CallOptions{Source: &media.Sine{Freq: 440, Frames: 3000}})
+	if err != nil || rep.Result != "completed" {
+		t.Fatalf("call: %v %+v", err, rep)
+	}
+	if took := time.Since(start); took > 15*time.Second || rep.Media.FramesSent > 1000 {
+		t.Fatalf("alice's call went on for %v (%d frames) after bob hung up", took, rep.Media.FramesSent)
+	}
+}
