@@ -47,6 +47,7 @@ func clientCommand() *cli.Command {
 			&cli.BoolFlag{Name: "auto-answer", Usage: "answer incoming calls at once"},
 			&cli.StringFlag{Name: "answer-send", Usage: "play `FILE` (.wav) into answered calls (default: a 440 Hz tone)"},
 			&cli.StringFlag{Name: "record-dir", Usage: "record answered calls to `DIR`/<call id>.wav"},
+			&cli.BoolFlag{Name: "no-mixing", Usage: "never mix conferences this client starts (a weak device): another participant mixes"},
 			&cli.BoolFlag{Name: "loopback-candidates", Usage: "offer loopback addresses for calls (clients on one machine)"},
 			&cli.StringFlag{Name: "turn", Usage: "relay calls through the TURN server at `ADDR` (host:port or turn:host:port?transport=tcp; any RFC 5766 server) instead of the supernodes'"},
 			&cli.StringFlag{Name: "turn-user", Usage: "user name for --turn", EnvVars: []string{"PEERLINE_TURN_USER"}},
@@ -134,6 +135,7 @@ func runClient(c *cli.Context) error {
 			RecordDir: c.String("record-dir"), Loopback: c.Bool("loopback-candidates"),
 			TestHookDirectDelay: c.Duration("call-direct-delay"),
 			TURN:                turns,
+			NoMixing:            c.Bool("no-mixing"),
 		},
 		Logger: log,
 	})
