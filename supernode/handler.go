@@ -162,6 +162,12 @@ func (sn *Supernode) handlePeer(ctx context.Context, peer string, m proto.Messag
 	switch m := m.(type) {
 	case *proto.IndexStore:
 		return &proto.OK{}, sn.storeRecord(m.Record)
+	case *proto.IndexStoreBatch:
+		// Each record stands alone; storeRecord counts the ones refused.
+		for _, raw := range m.Records {
+			sn.storeRecord(raw)
+		}
+		return &proto.OK{}, nil
 	case *proto.IndexLookup:
 		sn.m.Inc("index_lookups_served")
 		r := sn.lookupLocal(m.Name, m.Asker)

@@ -18,13 +18,26 @@ import (
 // peerPool keeps control connections to other supernodes, dialled on demand and
 // authenticated both ways: the dialled supernode must hold the key its member id names,
 // and the dialler proves itself with its supernode credential (SNHello).
+//
+// Which connections stay open follows from use, not from a fixed set: a connection that
+// carries nothing for PeerIdle closes. The peers a supernode talks to every keep-alive
+// period (the holders of its attached users' records) therefore keep theirs, and the ones
+// a lookup or a repair reached once let theirs go. MaxPeers caps the pool on top of that,
+// closing the least recently used, and at most maxDials handshakes run at once, so that a
+// burst of new peers (after a crash, every survivor re-homes records at once) queues
+// rather than holding thousands of half-open TLS sessions.
 type peerPool struct {
-	sn  *Supernode
-	max int
+	sn    *Supernode
+	max   int
+	idle  time.Duration
+	dials chan struct{} // semaphore of dials under way
 
 	mu    sync.Mutex // mu protects conns
 	conns map[string]*peerConn
 }
+
+// maxDials bounds the handshakes one supernode runs at once.
+const maxDials = 4
 
 type peerConn struct {
 	ready chan struct{} // closed when dialling finished
@@ -33,8 +46,8 @@ type peerConn struct {
 	used  time.Time
 }
 
-func newPeerPool(sn *Supernode, max int) *peerPool {
-	return &peerPool{sn: sn, max: max, conns: make(map[string]*peerConn)}
+func newPeerPool(sn *Supernode, max int, idle time.Duration) *peerPool {
+	return &peerPool{sn: sn, max: max, idle: idle, dials: make(chan struct{}, maxDials), conns: make(map[string]*peerConn)}
 }
 
 // errTransport marks failures of the connection itself (as opposed to an answer), which
@@ -53,6 +66,9 @@ func (p *peerPool) call(ctx context.Context, m index.Member, msg proto.Message) 
 		if err != nil {
 			if errors.Is(err, errNotAdmitted) {
 				return nil, err
+			}
+			if ctx.Err() != nil {
+				return nil, ctx.Err() // gave up waiting for someone else's dial
 			}
 			return nil, fmt.Errorf("%w: %s: %v", errTransport, m.Addr, err)
 		}
@@ -81,7 +97,11 @@ func (p *peerPool) get(ctx context.Context, m index.Member) (*rpc.Conn, bool, er
 	pc, ok := p.conns[m.ID]
 	if ok {
 		p.mu.Unlock()
-		<-pc.ready
+		select {
+		case <-pc.ready:
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		}
 		if pc.err == nil {
 			select {
 			case <-pc.conn.Done():
@@ -175,14 +195,28 @@ func (p *peerPool) dial(ctx context.Context, m index.Member) (*rpc.Conn, error) 
 		return nil, err
 	}
 	// A supernode that is leaving still hands its records off over fresh connections.
+	// The wait for a dial slot counts against the same 5 seconds as the dial.
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	select {
+	case p.dials <- struct{}{}:
+	case <-dctx.Done():
+		sn.m.Inc("peer_dial_queue_timeouts")
+		return nil, fmt.Errorf("no dial slot: %w", dctx.Err())
+	}
 	tc, err := secure.Dial(dctx, sn.cfg.Dialer, m.Addr, cfg)
+	<-p.dials
 	if err != nil {
 		return nil, err
 	}
-	c := rpc.New(tc, rpc.Options{Logger: sn.log, Counter: sn.m, Handler: &handler{sn: sn, key: want, remote: m.Addr, peerSN: m.ID}})
-	go c.Run(context.Background()) // closed by closeAll, eviction, or the peer
+	c := rpc.New(tc, rpc.Options{Logger: sn.log, Counter: sn.m, IdleTimeout: p.idle,
+		Handler: &handler{sn: sn, key: want, remote: m.Addr, peerSN: m.ID}})
+	// Closed by closeAll, eviction, idleness or the peer; a closed connection leaves the
+	// pool at once, so that its buffers go with it.
+	go func() {
+		c.Run(context.Background())
+		p.drop(m.ID, c)
+	}()
 	if _, err := c.Call(dctx, &proto.SNHello{Credential: cred}); err != nil {
 		c.Close()
 		return nil, err

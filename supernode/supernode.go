@@ -59,7 +59,14 @@ type Config struct {
 	Replicas        int           // holders of each user record; 0 = 3
 	CacheTTL        time.Duration // how long lookup results are cached here; 0 = 5s, negative = off
 	SuspectTime     time.Duration // how long an unreachable member is left out of holder sets; 0 = 10s
-	MaxPeers        int           // connections kept to other supernodes; 0 = 128
+	MaxPeers        int           // connections kept to other supernodes at most; 0 = 128
+	// PeerIdle closes a connection to another supernode that carried nothing for this
+	// long; 0 = 2×KeepAlive, so the holders this supernode publishes to every period
+	// stay connected.
+	PeerIdle time.Duration
+	// LookupHedge is how long a lookup waits for one holder before it asks the next as
+	// well, so that one slow or dead holder does not stall it; 0 = 250ms.
+	LookupHedge time.Duration
 	// STUN are the sockets of the RFC 5780 STUN service clients use to detect their NAT:
 	// [0] the primary address (required for the service), and either all of [1..3]
 	// (same IP other port, other IP same port, other IP other port) or none. Zero = no
@@ -139,6 +146,12 @@ func New(cfg Config) (*Supernode, error) {
 	}
 	if cfg.MaxPeers <= 0 {
 		cfg.MaxPeers = 128
+	}
+	if cfg.PeerIdle <= 0 {
+		cfg.PeerIdle = 2 * cfg.KeepAlive
+	}
+	if cfg.LookupHedge <= 0 {
+		cfg.LookupHedge = 250 * time.Millisecond
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

@@ -176,9 +176,6 @@ func (s *Sim) startSupernode(i int) error {
 		Key: key, Name: fmt.Sprintf("sn%d", i+1), Advertise: addr,
 		LoginAddr: s.LoginAddr(), LoginKey: s.Login.PublicKey(), AdmitSecret: "sim",
 		Dialer: host, KeepAlive: s.opts.KeepAlive, Replicas: s.opts.Replicas, CacheTTL: s.opts.CacheTTL,
-		// A real supernode keeps 128 peer connections (a few MiB of TLS buffers); a
-		// thousand in one process must keep fewer or the process runs out of memory.
-		MaxPeers:   32,
 		MaxClients: 20_000, Logger: s.opts.Logger,
 	})
 	if err != nil {
