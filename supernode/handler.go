@@ -278,10 +278,7 @@ func identityKey(cred []byte) ed25519.PublicKey {
 // dialBack connects to addr and checks that the node there proves the key want, which
 // confirms to a client that its address is reachable from outside.
 func (sn *Supernode) dialBack(ctx context.Context, want ed25519.PublicKey, addr string) error {
-	cfg, err := secure.ClientConfig(sn.cfg.Key, secure.PinnedKey(want))
-	if err != nil {
-		return err
-	}
+	cfg := secure.ClientConfigCert(sn.cert, secure.PinnedKey(want))
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	tc, err := secure.Dial(dctx, sn.cfg.Dialer, addr, cfg)

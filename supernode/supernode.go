@@ -85,6 +85,7 @@ type Supernode struct {
 	id    string
 	since time.Time
 	tls   *tls.Config
+	cert  *tls.Certificate // the supernode's own, for the connections it dials
 	ov    *overlay
 	// runCtx is Run's context, for work that outlives a request (set before serving).
 	runCtx context.Context
@@ -166,6 +167,10 @@ func New(cfg Config) (*Supernode, error) {
 	if err != nil {
 		return nil, err
 	}
+	cert, err := secure.Certificate(cfg.Key)
+	if err != nil {
+		return nil, err
+	}
 	sn := &Supernode{
 		cfg:     cfg,
 		log:     cfg.Logger.With("sn", cfg.Name),
@@ -173,6 +178,7 @@ func New(cfg Config) (*Supernode, error) {
 		id:      id,
 		since:   cfg.Now().UTC().Truncate(time.Second),
 		tls:     tc,
+		cert:    &cert,
 		clients: make(map[string]*client),
 		runCtx:  context.Background(),
 	}
@@ -263,10 +269,18 @@ func (sn *Supernode) registerOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Member lists are fetched beside the heartbeats, not between them: a fetch that is
+	// slow (a thousand supernodes joining at once) must not delay a heartbeat past the
+	// three the login server waits for, or it drops us and every member refetches.
+	syncCtx, stopSync := context.WithCancel(ctx)
+	want := make(chan uint64, 1)
+	syncDone := make(chan struct{})
+	go func() { defer close(syncDone); sn.syncLoop(syncCtx, c, want) }()
+	defer func() { stopSync(); <-syncDone }()
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if err := sn.heartbeat(ctx, c); err != nil {
+		if err := sn.heartbeat(ctx, c, want); err != nil {
 			return err
 		}
 		sn.mu.Lock()
@@ -329,7 +343,9 @@ func (sn *Supernode) register(ctx context.Context, c *rpc.Conn) (time.Duration, 
 	return interval, nil
 }
 
-func (sn *Supernode) heartbeat(ctx context.Context, c *rpc.Conn) error {
+// heartbeat tells the login server this supernode lives, and passes the member list's
+// version it answers with to the sync loop.
+func (sn *Supernode) heartbeat(ctx context.Context, c *rpc.Conn, want chan uint64) error {
 	sn.mu.Lock()
 	n := len(sn.clients)
 	sn.mu.Unlock()
@@ -339,7 +355,29 @@ func (sn *Supernode) heartbeat(ctx context.Context, c *rpc.Conn) error {
 	if err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
-	return sn.syncMembers(ctx, c, peers.Version)
+	select { // only the latest version matters
+	case <-want:
+	default:
+	}
+	want <- peers.Version
+	return nil
+}
+
+// syncLoop brings the member list up to each version the heartbeats report, one fetch at
+// a time, until ctx ends. A failed fetch is retried at the next heartbeat; a dead
+// connection is the heartbeat's to notice.
+func (sn *Supernode) syncLoop(ctx context.Context, c *rpc.Conn, want <-chan uint64) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case v := <-want:
+			if err := sn.syncMembers(ctx, c, v); err != nil && ctx.Err() == nil {
+				sn.m.Inc("member_sync_failures")
+				sn.log.Warn("member list not fetched", "err", err)
+			}
+		}
+	}
 }
 
 // credential returns the supernode credential, nil until admitted.

@@ -20,6 +20,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"sync"
 	"time"
@@ -41,6 +42,8 @@ type Options struct {
 	CacheTTL   time.Duration // supernodes' lookup cache; 0 = their default, negative = off
 	Dir        string        // state; "" = a temporary directory (in /dev/shm when present)
 	Logger     *slog.Logger  // nil = discard
+	// Progress, if set, is told every 10 seconds how far a wait in Start has come.
+	Progress func(format string, args ...any)
 }
 
 // Sim is a running simulated overlay.
@@ -108,13 +111,14 @@ func Start(ctx context.Context, opts Options) (*Sim, error) {
 			return nil, err
 		}
 	}
-	if err := s.waitFor(ctx, "supernodes admitted and ring complete", func() bool {
+	if err := s.waitFor(ctx, "supernodes admitted and ring complete", func() (int, int) {
+		n := 0
 		for _, sn := range s.SNs {
-			if !sn.Registered() || sn.RingSize() != len(s.SNs) {
-				return false
+			if sn.Registered() && sn.RingSize() == len(s.SNs) {
+				n++
 			}
 		}
-		return true
+		return n, len(s.SNs)
 	}); err != nil {
 		hist := map[int]int{}
 		admitted := 0
@@ -227,13 +231,19 @@ func (s *Sim) startUsers(ctx context.Context) error {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); cl.Run(s.ctx) }()
 	}
-	return s.waitFor(ctx, "clients attached", func() bool {
-		for _, u := range s.Users {
-			if st := u.Client.Status(); st.Supernode == nil || st.Counters["publishes"] == 0 {
-				return false
+	// Users found ready stay counted: a client that reattaches later has published before.
+	ready := make([]bool, len(s.Users))
+	n := 0
+	return s.waitFor(ctx, "clients attached", func() (int, int) {
+		for i, u := range s.Users {
+			if !ready[i] {
+				if st := u.Client.Status(); st.Supernode != nil && st.Counters["publishes"] > 0 {
+					ready[i] = true
+					n++
+				}
 			}
 		}
-		return true
+		return n, len(s.Users)
 	})
 }
 
@@ -254,6 +264,56 @@ func (s *Sim) KillSupernodes(n int) []*SN {
 	}
 	return victims
 }
+
+// MemPeak samples the process's memory until Stop and reports the largest figures seen.
+type MemPeak struct {
+	stop chan struct{}
+	done chan struct{}
+	mu   sync.Mutex // mu protects the following fields
+	heap uint64     // largest HeapInuse
+	sys  uint64     // largest Sys (memory obtained from the OS)
+}
+
+// WatchMemory starts sampling memory every interval.
+func WatchMemory(interval time.Duration) *MemPeak {
+	p := &MemPeak{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			p.sample()
+			select {
+			case <-p.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return p
+}
+
+func (p *MemPeak) sample() {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	p.mu.Lock()
+	p.heap, p.sys = max(p.heap, ms.HeapInuse), max(p.sys, ms.Sys)
+	p.mu.Unlock()
+}
+
+// Peak returns the largest heap in use and memory obtained from the OS so far, in MiB,
+// and resets them.
+func (p *MemPeak) Peak() (heapMiB, sysMiB uint64) {
+	p.sample()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	heapMiB, sysMiB = p.heap>>20, p.sys>>20
+	p.heap = 0
+	return heapMiB, sysMiB
+}
+
+// Stop ends the sampling.
+func (p *MemPeak) Stop() { close(p.stop); <-p.done }
 
 // LookupStats is the outcome of looking every user up.
 type LookupStats struct {
@@ -330,17 +390,27 @@ func (s *Sim) Missing(ctx context.Context, limit int) []string {
 	return out
 }
 
-func (s *Sim) waitFor(ctx context.Context, what string, cond func() bool) error {
+// waitFor polls progress until it reports all done, telling Options.Progress every 10
+// seconds.
+func (s *Sim) waitFor(ctx context.Context, what string, progress func() (done, all int)) error {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
-	for !cond() {
+	start, told := time.Now(), time.Now()
+	for {
+		done, all := progress()
+		if done >= all {
+			return nil
+		}
+		if s.opts.Progress != nil && time.Since(told) >= 10*time.Second {
+			told = time.Now()
+			s.opts.Progress("%s: %d of %d after %v", what, done, all, time.Since(start).Round(time.Second))
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("overlaysim: waiting for %s: %w", what, ctx.Err())
+			return fmt.Errorf("overlaysim: waiting for %s (%d of %d): %w", what, done, all, ctx.Err())
 		case <-t.C:
 		}
 	}
-	return nil
 }
 
 // Close stops everything and removes the state directory.
