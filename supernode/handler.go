@@ -240,7 +240,7 @@ func (sn *Supernode) touch(name string, c *rpc.Conn) {
 // publish accepts an attached user's own record, naming this supernode, and stores it at
 // the record's holders. It doubles as the user's keep-alive.
 func (sn *Supernode) publish(ctx context.Context, h *handler, name string, raw []byte) (proto.Message, error) {
-	rec, err := index.Verify(raw, sn.cfg.LoginKey, sn.cfg.Now())
+	rec, err := index.VerifyCached(raw, sn.creds, sn.cfg.Now())
 	if err != nil {
 		sn.m.Inc("records_rejected")
 		return nil, proto.ErrRefused.With("record refused: %v", err)
@@ -260,7 +260,13 @@ func (sn *Supernode) publish(ctx context.Context, h *handler, name string, raw [
 	}
 	sn.mu.Unlock()
 	sn.forget(name)
-	if n := sn.replicate(ctx, name, raw); n == 0 {
+	// The client waits a keep-alive period for the answer and then gives up on this
+	// supernode: answer within half of it, with whatever holders stored the record by
+	// then.
+	rctx, cancel := context.WithTimeout(ctx, sn.cfg.KeepAlive/2)
+	n := sn.replicate(rctx, name, raw)
+	cancel()
+	if n == 0 {
 		return nil, proto.ErrBusy.With("no holder reachable for your record").WithRetry(time.Second)
 	}
 	sn.m.Inc("publishes")

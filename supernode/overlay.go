@@ -374,8 +374,8 @@ func (sn *Supernode) candidates(name string) []index.Member {
 }
 
 // toHolders calls f on name's first Replicas live holders at once, and on the next
-// member in ring order for each whose transport fails (it is suspected). It returns how
-// many answered.
+// member in ring order for each that fails (suspected if its transport failed, not if
+// it was only slow). It returns how many answered.
 func (sn *Supernode) toHolders(ctx context.Context, name string, f func(index.Member) error) int {
 	cands := sn.candidates(name)
 	type result struct {
@@ -390,12 +390,16 @@ func (sn *Supernode) toHolders(ctx context.Context, name string, f func(index.Me
 	for running > 0 {
 		r := <-results
 		running--
-		if !errors.Is(r.err, errTransport) {
+		switch {
+		case errors.Is(r.err, errTransport):
+			sn.markDead(r.m.ID, r.err)
+		case errors.Is(r.err, errSlow), ctx.Err() != nil:
+			sn.m.Inc("holders_slow")
+		default:
 			ok++ // an answer, even a refusal, means the holder is there
 			continue
 		}
-		sn.markDead(r.m.ID, r.err)
-		if next < len(cands) && ok+running < sn.cfg.Replicas {
+		if next < len(cands) && ok+running < sn.cfg.Replicas && ctx.Err() == nil {
 			go func(m index.Member) { results <- result{m, f(m)} }(cands[next])
 			next, running = next+1, running+1
 		}
@@ -413,7 +417,7 @@ func (sn *Supernode) storeRecord(raw []byte) error {
 			return nil
 		}
 	}
-	rec, err := index.Verify(raw, sn.cfg.LoginKey, now)
+	rec, err := index.VerifyCached(raw, sn.creds, now)
 	if err != nil {
 		sn.m.Inc("records_rejected")
 		return proto.ErrRefused.With("record refused: %v", err)
@@ -528,13 +532,15 @@ func (sn *Supernode) Lookup(ctx context.Context, name, asker string) (res proto.
 		switch {
 		case errors.Is(a.err, errTransport):
 			sn.markDead(a.m.ID, a.err)
+		case errors.Is(a.err, errSlow):
+			sn.m.Inc("holders_slow")
 		case a.err != nil:
 			answered++ // the holder answered, just not with what we wanted
 		case !a.r.Found:
 			answered++
 		case a.r.Online:
 			// Never trust a holder blindly: the record must verify here too.
-			rec, err := index.Verify(a.r.Record, sn.cfg.LoginKey, now)
+			rec, err := index.VerifyCached(a.r.Record, sn.creds, now)
 			if err != nil || rec.Name != name {
 				sn.m.Inc("records_rejected")
 				answered++

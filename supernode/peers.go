@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -50,16 +51,36 @@ func newPeerPool(sn *Supernode, max int, idle time.Duration) *peerPool {
 	return &peerPool{sn: sn, max: max, idle: idle, dials: make(chan struct{}, maxDials), conns: make(map[string]*peerConn)}
 }
 
-// errTransport marks failures of the connection itself (as opposed to an answer), which
-// make the caller suspect the peer is dead.
+// errTransport marks failures of the connection itself (as opposed to an answer): the
+// peer refused, reset or closed it, or its host is unreachable. They make the caller
+// suspect the peer is dead.
 var errTransport = errors.New("supernode: peer unreachable")
+
+// errSlow marks a peer that did not answer or complete a handshake in time, or a dial
+// that waited too long for a slot here. Callers move on to another holder but do not
+// suspect the peer: an overloaded supernode is not a dead one, and suspecting it would
+// send it the repair traffic of every record it holds, on top of its load. A peer that
+// is really gone without a word (a black hole) leaves the member list after three
+// missed heartbeats.
+var errSlow = errors.New("supernode: peer too slow")
+
+// errNoDialSlot: every dial slot stayed busy for the whole dial timeout.
+var errNoDialSlot = errors.New("supernode: no dial slot")
+
+// peerErr classifies a failure to reach a peer.
+func peerErr(addr string, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, errNoDialSlot) {
+		return fmt.Errorf("%w: %s: %v", errSlow, addr, err)
+	}
+	return fmt.Errorf("%w: %s: %v", errTransport, addr, err)
+}
 
 // errNotAdmitted: this supernode has no credential yet to show its peers.
 var errNotAdmitted = errors.New("supernode: not admitted yet")
 
-// call sends m to member and returns the answer. Transport failures wrap errTransport.
-// A pooled connection may have died since its last use (the peer restarted, or closed
-// it as idle): that costs one fresh dial, not a suspicion.
+// call sends m to member and returns the answer. Transport failures wrap errTransport,
+// timeouts errSlow. A pooled connection may have died since its last use (the peer
+// restarted, or closed it as idle): that costs one fresh dial, not a suspicion.
 func (p *peerPool) call(ctx context.Context, m index.Member, msg proto.Message) (proto.Message, error) {
 	for attempt := 0; ; attempt++ {
 		c, fresh, err := p.get(ctx, m)
@@ -70,7 +91,7 @@ func (p *peerPool) call(ctx context.Context, m index.Member, msg proto.Message) 
 			if ctx.Err() != nil {
 				return nil, ctx.Err() // gave up waiting for someone else's dial
 			}
-			return nil, fmt.Errorf("%w: %s: %v", errTransport, m.Addr, err)
+			return nil, peerErr(m.Addr, err)
 		}
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		resp, err := c.Call(cctx, msg)
@@ -84,9 +105,12 @@ func (p *peerPool) call(ctx context.Context, m index.Member, msg proto.Message) 
 		if ctx.Err() != nil {
 			return nil, ctx.Err() // our caller gave up: says nothing about the peer
 		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, peerErr(m.Addr, err) // the connection may still serve others
+		}
 		p.drop(m.ID, c)
 		if fresh || attempt > 0 || !errors.Is(err, rpc.ErrClosed) {
-			return nil, fmt.Errorf("%w: %s: %v", errTransport, m.Addr, err)
+			return nil, peerErr(m.Addr, err)
 		}
 	}
 }
@@ -199,7 +223,7 @@ func (p *peerPool) dial(ctx context.Context, m index.Member) (*rpc.Conn, error) 
 	case p.dials <- struct{}{}:
 	case <-dctx.Done():
 		sn.m.Inc("peer_dial_queue_timeouts")
-		return nil, fmt.Errorf("no dial slot: %w", dctx.Err())
+		return nil, errNoDialSlot
 	}
 	tc, err := secure.Dial(dctx, sn.cfg.Dialer, m.Addr, cfg)
 	<-p.dials

@@ -86,6 +86,7 @@ type Supernode struct {
 	since time.Time
 	tls   *tls.Config
 	cert  *tls.Certificate // the supernode's own, for the connections it dials
+	creds *identity.Cache  // user credentials seen in records, signature checked
 	ov    *overlay
 	// runCtx is Run's context, for work that outlives a request (set before serving).
 	runCtx context.Context
@@ -179,6 +180,7 @@ func New(cfg Config) (*Supernode, error) {
 		since:   cfg.Now().UTC().Truncate(time.Second),
 		tls:     tc,
 		cert:    &cert,
+		creds:   identity.NewCache(cfg.LoginKey, 0),
 		clients: make(map[string]*client),
 		runCtx:  context.Background(),
 	}

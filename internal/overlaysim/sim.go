@@ -42,6 +42,9 @@ type Options struct {
 	CacheTTL   time.Duration // supernodes' lookup cache; 0 = their default, negative = off
 	Dir        string        // state; "" = a temporary directory (in /dev/shm when present)
 	Logger     *slog.Logger  // nil = discard
+	// Joining bounds the clients that have started but not yet published, so that the
+	// population boots at the pace the machine takes; 0 = 200.
+	Joining int
 	// Progress, if set, is told every 10 seconds how far a wait in Start has come.
 	Progress func(format string, args ...any)
 }
@@ -193,58 +196,105 @@ func (s *Sim) startSupernode(i int) error {
 }
 
 // startUsers creates accounts and credentials in bulk and starts one client per user,
-// each preferring a random supernode (a population's host caches differ).
+// each preferring a random supernode (a population's host caches differ). Clients start
+// at the pace the overlay takes them: at most Options.Joining are between start and
+// first publication at once. A real population does not boot in one instant either, and
+// on a machine of two cores ten thousand simultaneous TLS handshakes would only time
+// out and retry.
 func (s *Sim) startUsers(ctx context.Context) error {
 	now := time.Now()
-	for i := 0; i < s.opts.Users; i++ {
-		name := fmt.Sprintf("user%05d", i)
-		if err := s.store.CreateUser(ctx, loginsrv.User{Name: name, PassHash: []byte("$sim$"), Created: now}); err != nil {
-			return err
-		}
-		dir := filepath.Join(s.dir, name)
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return err
-		}
-		key, err := identity.LoadOrCreateKey(filepath.Join(dir, client.KeyFile))
-		if err != nil {
-			return err
-		}
-		cred, err := identity.Sign(s.loginK, identity.Credential{Kind: identity.KindUser, Name: name,
-			PubKey: key.Public().(ed25519.PublicKey), Issued: now, Expires: now.Add(24 * time.Hour)})
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(dir, client.CredentialFile), cred, 0o600); err != nil {
-			return err
-		}
-		host := s.Net.Host(fmt.Sprintf("2001:db8:1::%x", i+1))
-		cl, err := client.New(client.Config{
-			DataDir: dir, Login: client.LoginServer{Addr: s.LoginAddr(), Key: s.Login.PublicKey()},
-			Dialer: host, ParallelAttach: 1, Prefer: s.SNs[rand.IntN(len(s.SNs))].Addr,
-			RefreshInterval: time.Hour, NoControl: true, RetryBase: 100 * time.Millisecond, RetryMax: 2 * time.Second,
-			Promote: client.PromoteConfig{Disabled: true}, Logger: s.opts.Logger,
-		})
-		if err != nil {
-			return err
-		}
-		s.Users = append(s.Users, &User{Name: name, Client: cl})
-		s.wg.Add(1)
-		go func() { defer s.wg.Done(); cl.Run(s.ctx) }()
+	joining := s.opts.Joining
+	if joining <= 0 {
+		joining = 200
 	}
-	// Users found ready stay counted: a client that reattaches later has published before.
-	ready := make([]bool, len(s.Users))
-	n := 0
-	return s.waitFor(ctx, "clients attached", func() (int, int) {
-		for i, u := range s.Users {
-			if !ready[i] {
-				if st := u.Client.Status(); st.Supernode != nil && st.Counters["publishes"] > 0 {
-					ready[i] = true
-					n++
+	ready := func(u *User) bool {
+		st := u.Client.Status()
+		return st.Supernode != nil && st.Counters["publishes"] > 0
+	}
+	var pending []*User // started, not yet published
+	done, told, started := 0, time.Now(), time.Now()
+	for i := 0; i < s.opts.Users; i++ {
+		for len(pending) >= joining {
+			kept := pending[:0]
+			for _, u := range pending {
+				if ready(u) {
+					done++
+				} else {
+					kept = append(kept, u)
 				}
 			}
+			pending = kept
+			if len(pending) < joining {
+				break
+			}
+			if s.opts.Progress != nil && time.Since(told) >= 10*time.Second {
+				told = time.Now()
+				s.opts.Progress("clients attached: %d of %d after %v", done, s.opts.Users, time.Since(started).Round(time.Second))
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("overlaysim: starting users (%d of %d attached): %w", done, s.opts.Users, ctx.Err())
+			case <-time.After(20 * time.Millisecond):
+			}
 		}
-		return n, len(s.Users)
+		u, err := s.startUser(ctx, i, now)
+		if err != nil {
+			return err
+		}
+		pending = append(pending, u)
+	}
+	// Users found ready stay counted: a client that reattaches later has published before.
+	left := make(map[*User]bool, len(pending))
+	for _, u := range pending {
+		left[u] = true
+	}
+	return s.waitFor(ctx, "clients attached", func() (int, int) {
+		for u := range left {
+			if ready(u) {
+				delete(left, u)
+			}
+		}
+		return s.opts.Users - len(left), s.opts.Users
 	})
+}
+
+// startUser creates user i's account, key and credential, and starts its client.
+func (s *Sim) startUser(ctx context.Context, i int, now time.Time) (*User, error) {
+	name := fmt.Sprintf("user%05d", i)
+	if err := s.store.CreateUser(ctx, loginsrv.User{Name: name, PassHash: []byte("$sim$"), Created: now}); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(s.dir, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	key, err := identity.LoadOrCreateKey(filepath.Join(dir, client.KeyFile))
+	if err != nil {
+		return nil, err
+	}
+	cred, err := identity.Sign(s.loginK, identity.Credential{Kind: identity.KindUser, Name: name,
+		PubKey: key.Public().(ed25519.PublicKey), Issued: now, Expires: now.Add(24 * time.Hour)})
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, client.CredentialFile), cred, 0o600); err != nil {
+		return nil, err
+	}
+	host := s.Net.Host(fmt.Sprintf("2001:db8:1::%x", i+1))
+	cl, err := client.New(client.Config{
+		DataDir: dir, Login: client.LoginServer{Addr: s.LoginAddr(), Key: s.Login.PublicKey()},
+		Dialer: host, ParallelAttach: 1, Prefer: s.SNs[rand.IntN(len(s.SNs))].Addr,
+		RefreshInterval: time.Hour, NoControl: true, RetryBase: 100 * time.Millisecond, RetryMax: 2 * time.Second,
+		Promote: client.PromoteConfig{Disabled: true}, Logger: s.opts.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	u := &User{Name: name, Client: cl}
+	s.Users = append(s.Users, u)
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); cl.Run(s.ctx) }()
+	return u, nil
 }
 
 // KillSupernodes crashes n random live supernodes at once and returns them.

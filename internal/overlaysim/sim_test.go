@@ -38,9 +38,12 @@ func getenvScale() []int {
 // every online user must be found. PEERLINE_SIM=1000,10000 runs it at full scale.
 func TestIndexUnderChurn(t *testing.T) {
 	sns, users := scale(t)
-	keep := 3 * time.Second
+	// At full scale the supernodes' defaults: a 20 s keep-alive. Two cores carry about
+	// 10,000 users' publications (three stores each) per period at that pace, with the
+	// login server's heartbeats every 2 s from 1,000 supernodes.
+	keep, hb := 3*time.Second, time.Second
 	if users >= 5000 {
-		keep = 10 * time.Second
+		keep, hb = 20*time.Second, 2*time.Second
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -51,7 +54,7 @@ func TestIndexUnderChurn(t *testing.T) {
 	}
 	mem := WatchMemory(200 * time.Millisecond)
 	defer mem.Stop()
-	s, err := Start(ctx, Options{Supernodes: sns, Users: users, KeepAlive: keep, Logger: log, Progress: t.Logf})
+	s, err := Start(ctx, Options{Supernodes: sns, Users: users, KeepAlive: keep, Heartbeat: hb, Logger: log, Progress: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}
