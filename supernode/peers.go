@@ -21,12 +21,14 @@ import (
 // and the dialler proves itself with its supernode credential (SNHello).
 //
 // Which connections stay open follows from use, not from a fixed set: a connection that
-// carries nothing for PeerIdle closes. The peers a supernode talks to every keep-alive
-// period (the holders of its attached users' records) therefore keep theirs, and the ones
-// a lookup or a repair reached once let theirs go. MaxPeers caps the pool on top of that,
-// closing the least recently used, and at most maxDials handshakes run at once, so that a
-// burst of new peers (after a crash, every survivor re-homes records at once) queues
-// rather than holding thousands of half-open TLS sessions.
+// carries nothing for PeerIdle closes, and one that only ever carried lookups closes
+// after lookupIdle. The peers a supernode stores records at every keep-alive period (the
+// holders of its attached users' records) therefore keep theirs, and the ones a lookup
+// reached once let theirs go within seconds: a lookup goes to the holders of a random
+// name, and keeping those connections would hold one per lookup. MaxPeers caps the pool
+// on top of that, closing the least recently used, and at most maxDials handshakes run
+// at once, so that a burst of new peers (after a crash, every survivor re-homes records
+// at once) queues rather than holding thousands of half-open TLS sessions.
 type peerPool struct {
 	sn    *Supernode
 	max   int
@@ -40,11 +42,16 @@ type peerPool struct {
 // maxDials bounds the handshakes one supernode runs at once.
 const maxDials = 4
 
+// lookupIdle is how long a connection that only carried lookups stays open unused.
+const lookupIdle = 2 * time.Second
+
 type peerConn struct {
 	ready chan struct{} // closed when dialling finished
 	conn  *rpc.Conn     // nil if dialling failed
 	err   error
-	used  time.Time
+	used  time.Time // guarded by peerPool.mu
+	long  bool      // carried more than lookups; guarded by peerPool.mu
+	busy  int       // calls under way, which the janitor waits for; guarded by peerPool.mu
 }
 
 func newPeerPool(sn *Supernode, max int, idle time.Duration) *peerPool {
@@ -83,7 +90,7 @@ var errNotAdmitted = errors.New("supernode: not admitted yet")
 // restarted, or closed it as idle): that costs one fresh dial, not a suspicion.
 func (p *peerPool) call(ctx context.Context, m index.Member, msg proto.Message) (proto.Message, error) {
 	for attempt := 0; ; attempt++ {
-		c, fresh, err := p.get(ctx, m)
+		c, fresh, err := p.get(ctx, m, !isLookup(msg))
 		if err != nil {
 			if errors.Is(err, errNotAdmitted) {
 				return nil, err
@@ -96,6 +103,7 @@ func (p *peerPool) call(ctx context.Context, m index.Member, msg proto.Message) 
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		resp, err := c.Call(cctx, msg)
 		cancel()
+		p.done(m.ID, c)
 		if err == nil {
 			return resp, nil
 		}
@@ -115,8 +123,14 @@ func (p *peerPool) call(ctx context.Context, m index.Member, msg proto.Message) 
 	}
 }
 
-// get returns a connection to m, and whether it was dialled just now.
-func (p *peerPool) get(ctx context.Context, m index.Member) (*rpc.Conn, bool, error) {
+func isLookup(m proto.Message) bool {
+	_, ok := m.(*proto.IndexLookup)
+	return ok
+}
+
+// get returns a connection to m, and whether it was dialled just now. long marks the
+// connection as carrying more than lookups.
+func (p *peerPool) get(ctx context.Context, m index.Member, long bool) (*rpc.Conn, bool, error) {
 	p.mu.Lock()
 	pc, ok := p.conns[m.ID]
 	if ok {
@@ -132,6 +146,8 @@ func (p *peerPool) get(ctx context.Context, m index.Member) (*rpc.Conn, bool, er
 			default:
 				p.mu.Lock()
 				pc.used = time.Now()
+				pc.long = pc.long || long
+				pc.busy++
 				p.mu.Unlock()
 				return pc.conn, false, nil
 			}
@@ -139,7 +155,7 @@ func (p *peerPool) get(ctx context.Context, m index.Member) (*rpc.Conn, bool, er
 		p.drop(m.ID, pc.conn)
 		p.mu.Lock()
 	}
-	pc = &peerConn{ready: make(chan struct{}), used: time.Now()}
+	pc = &peerConn{ready: make(chan struct{}), used: time.Now(), long: long, busy: 1}
 	p.conns[m.ID] = pc
 	p.evictLocked()
 	p.mu.Unlock()
@@ -155,6 +171,22 @@ func (p *peerPool) get(ctx context.Context, m index.Member) (*rpc.Conn, bool, er
 		p.mu.Unlock()
 	}
 	return pc.conn, true, pc.err
+}
+
+// done ends a call that get began on c.
+func (p *peerPool) done(id string, c *rpc.Conn) {
+	p.mu.Lock()
+	if pc, ok := p.conns[id]; ok {
+		select {
+		case <-pc.ready: // pc.conn is set before ready closes
+			if pc.conn == c {
+				pc.busy--
+				pc.used = time.Now()
+			}
+		default: // a newer dial is under way: not the connection c came from
+		}
+	}
+	p.mu.Unlock()
 }
 
 // evictLocked closes the least recently used connection when the pool is full.
@@ -230,10 +262,10 @@ func (p *peerPool) dial(ctx context.Context, m index.Member) (*rpc.Conn, error) 
 	if err != nil {
 		return nil, err
 	}
-	c := rpc.New(tc, rpc.Options{Logger: sn.log, Counter: sn.m, IdleTimeout: p.idle,
+	c := rpc.New(tc, rpc.Options{Logger: sn.log, Counter: sn.m,
 		Handler: &handler{sn: sn, key: want, remote: m.Addr, peerSN: m.ID}})
-	// Closed by closeAll, eviction, idleness or the peer; a closed connection leaves the
-	// pool at once, so that its buffers go with it.
+	// Closed by closeAll, eviction, the janitor or the peer; a closed connection leaves
+	// the pool at once, so that its buffers go with it.
 	go func() {
 		c.Run(context.Background())
 		p.drop(m.ID, c)
@@ -244,6 +276,43 @@ func (p *peerPool) dial(ctx context.Context, m index.Member) (*rpc.Conn, error) 
 	}
 	sn.m.Inc("peer_dials")
 	return c, nil
+}
+
+// janitor closes idle connections until ctx ends.
+func (p *peerPool) janitor(ctx context.Context) {
+	t := time.NewTicker(lookupIdle / 2)
+	defer t.Stop()
+	var idle []*rpc.Conn
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		p.mu.Lock()
+		for id, pc := range p.conns {
+			select {
+			case <-pc.ready:
+			default:
+				continue // still dialling
+			}
+			limit := lookupIdle
+			if pc.long {
+				limit = p.idle
+			}
+			if pc.conn != nil && pc.busy == 0 && now.Sub(pc.used) > limit {
+				delete(p.conns, id)
+				idle = append(idle, pc.conn)
+			}
+		}
+		p.mu.Unlock()
+		for _, c := range idle {
+			c.Close()
+		}
+		p.sn.m.Add("peer_idle_closes", uint64(len(idle)))
+		idle = idle[:0]
+	}
 }
 
 func (p *peerPool) closeAll() {

@@ -204,6 +204,7 @@ func (sn *Supernode) Run(ctx context.Context, ln net.Listener) error {
 	defer sn.ov.peers.closeAll()
 	go sn.maintain(ctx)
 	go sn.repairLoop(ctx)
+	go sn.ov.peers.janitor(ctx)
 	if sn.cfg.STUN[0] != nil {
 		srv, err := stunsrv.New(stunsrv.Config{Conns: sn.cfg.STUN, Software: "peerline", Logger: sn.log})
 		if err != nil {
