@@ -739,13 +739,18 @@ func (sn *Supernode) maintain(ctx context.Context) {
 	}
 }
 
-// repair re-homes records after the ring or the set of live members changed. For every
-// record it holds and every record of a user attached here, the holders in the current
-// view that were not holders in the view of the previous pass get a copy; records this
-// supernode no longer holds are dropped here after that.
+// repair re-homes records after the ring or the set of live members changed: the holders
+// in the current view that were not holders in the view of the previous pass get a copy;
+// records this supernode no longer holds are dropped here after that.
 //
-// The users attached here are included because their records may have lost every holder
-// at once, and their next keep-alive could be most of a period away.
+// Each record is re-homed by one supernode, not by all its holders at once: by the
+// supernode its user is attached to, which republishes its users' records (they may
+// have lost every holder at once, and their next keep-alive could be most of a period
+// away). A holder re-homes only records whose user's supernode is gone from its view;
+// those users are reattaching elsewhere and will republish, and until then the copies
+// keep answering with where they were last seen. After a crash of a tenth of the ring
+// this costs a survivor a few batches to holders new to it, where copying from every
+// holder would triple the traffic and the handshakes that come with it.
 func (sn *Supernode) repair(ctx context.Context) {
 	if ctx == nil || ctx.Err() != nil {
 		return
@@ -806,9 +811,11 @@ func (sn *Supernode) repair(ctx context.Context) {
 		mine := containsMember(holders, sn.id)
 		// The other holders of the last view got the record when this supernode did, as
 		// long as it was one of them.
-		wasMine := last != nil && containsMember(last.holders(e.Rec.Name, R), sn.id)
-		for _, h := range fresh(e.Rec.Name, holders, wasMine) {
-			out.add(h, e.Raw)
+		if orphan := e.Rec.Supernode != sn.id && (!cur.ring.Has(e.Rec.Supernode) || cur.dead[e.Rec.Supernode]); orphan {
+			wasMine := last != nil && containsMember(last.holders(e.Rec.Name, R), sn.id)
+			for _, h := range fresh(e.Rec.Name, holders, wasMine) {
+				out.add(h, e.Raw)
+			}
 		}
 		if !mine {
 			drop = append(drop, e.Rec.Name)
