@@ -20,6 +20,19 @@ func scale(t testing.TB) (sns, users int) {
 	return 50, 500
 }
 
+// pace returns the keep-alive and heartbeat periods for a population. Small ones keep a
+// -race run short; at full scale the supernodes' default keep-alive (20 s), at which two
+// cores carry 10,000 users' publications (three stores each), and a heartbeat every 2 s
+// from 1,000 supernodes (the login server drops one after three missed).
+func pace(sns, users int) (keep, hb time.Duration) {
+	keep = max(3*time.Second, time.Duration(users)*2*time.Millisecond)
+	hb = time.Second
+	if sns >= 500 {
+		hb = 2 * time.Second
+	}
+	return keep, hb
+}
+
 func getenvScale() []int {
 	v := os.Getenv("PEERLINE_SIM")
 	if v == "" {
@@ -38,13 +51,7 @@ func getenvScale() []int {
 // every online user must be found. PEERLINE_SIM=1000,10000 runs it at full scale.
 func TestIndexUnderChurn(t *testing.T) {
 	sns, users := scale(t)
-	// At full scale the supernodes' defaults: a 20 s keep-alive. Two cores carry about
-	// 10,000 users' publications (three stores each) per period at that pace, with the
-	// login server's heartbeats every 2 s from 1,000 supernodes.
-	keep, hb := 3*time.Second, time.Second
-	if users >= 5000 {
-		keep, hb = 20*time.Second, 2*time.Second
-	}
+	keep, hb := pace(sns, users)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	start := time.Now()
