@@ -51,17 +51,18 @@ type Options struct {
 
 // Sim is a running simulated overlay.
 type Sim struct {
-	opts   Options
-	Net    *memnet.Network
-	Login  *loginsrv.Server
-	SNs    []*SN
-	Users  []*User
-	loginK ed25519.PrivateKey
-	dir    string
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	store  *loginsrv.SQLiteStore
+	opts      Options
+	Net       *memnet.Network
+	Login     *loginsrv.Server
+	SNs       []*SN
+	Users     []*User
+	loginK    ed25519.PrivateKey
+	dir       string
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	store     *loginsrv.SQLiteStore
+	loginHost *memnet.Host
 }
 
 // SN is a simulated supernode.
@@ -77,7 +78,6 @@ type SN struct {
 type User struct {
 	Name   string
 	Client *client.Client
-	host   *memnet.Host
 }
 
 // Start builds the overlay and waits until every supernode is admitted and every client
@@ -151,6 +151,7 @@ func (s *Sim) startLogin() error {
 	}
 	s.store = store
 	host := s.Net.Host("2001:db8:ffff::1")
+	s.loginHost = host
 	s.Login, err = loginsrv.New(loginsrv.Config{
 		Key: key, Store: store, Hasher: loginsrv.NewHasher(loginsrv.TestArgon2Params, 0),
 		AdmitSecret: "sim", HeartbeatInterval: s.opts.Heartbeat, Dialer: host,
@@ -291,7 +292,7 @@ func (s *Sim) startUser(ctx context.Context, i int, now time.Time) (*User, error
 	if err != nil {
 		return nil, err
 	}
-	u := &User{Name: name, Client: cl, host: host}
+	u := &User{Name: name, Client: cl}
 	s.Users = append(s.Users, u)
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); cl.Run(s.ctx) }()
@@ -466,13 +467,14 @@ func (s *Sim) waitFor(ctx context.Context, what string, progress func() (done, a
 
 // Close stops everything and removes the state directory.
 func (s *Sim) Close() error {
-	// Power off every host first: ten thousand clients logging off cleanly, each
-	// publication replicated three times, would make teardown take most of a minute.
-	for _, u := range s.Users {
-		u.host.Kill()
-	}
+	// Power the servers off first, then stop everything: ten thousand clients logging
+	// off cleanly, each publication replicated three times, would make teardown take
+	// most of a minute. Without servers a log-off fails at once.
 	for _, sn := range s.SNs {
 		sn.Host.Kill()
+	}
+	if s.loginHost != nil {
+		s.loginHost.Kill()
 	}
 	s.cancel()
 	s.wg.Wait()
