@@ -211,7 +211,12 @@ func (c *Client) attachTo(ctx context.Context, e hostcache.Entry) (*attachment, 
 // republishes every keep-alive period (the publication is the keep-alive) and refreshes
 // the host cache from the supernode, until the connection fails.
 func (c *Client) stayAttached(ctx context.Context, a *attachment) error {
-	if err := c.refreshBuddies(ctx); err != nil {
+	// A slow login server must not hold up the first publication: the supernode drops
+	// a client that stays silent for two keep-alive periods.
+	bctx, cancel := context.WithTimeout(ctx, a.keep/2)
+	err := c.refreshBuddies(bctx)
+	cancel()
+	if err != nil {
 		c.log.Debug("buddy list unavailable; keeping the last one", "err", err)
 	}
 	if err := c.publish(ctx, a, false); err != nil {

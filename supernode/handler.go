@@ -163,6 +163,12 @@ func (sn *Supernode) handlePeer(ctx context.Context, peer string, m proto.Messag
 	switch m := m.(type) {
 	case *proto.IndexStore:
 		return &proto.OK{}, sn.storeRecord(m.Record)
+	case *proto.IndexStoreBatch:
+		// Each record stands alone; storeRecord counts the ones refused.
+		for _, raw := range m.Records {
+			sn.storeRecord(raw)
+		}
+		return &proto.OK{}, nil
 	case *proto.IndexLookup:
 		sn.m.Inc("index_lookups_served")
 		r := sn.lookupLocal(m.Name, m.Asker)
@@ -235,7 +241,7 @@ func (sn *Supernode) touch(name string, c *rpc.Conn) {
 // publish accepts an attached user's own record, naming this supernode, and stores it at
 // the record's holders. It doubles as the user's keep-alive.
 func (sn *Supernode) publish(ctx context.Context, h *handler, name string, raw []byte) (proto.Message, error) {
-	rec, err := index.Verify(raw, sn.cfg.LoginKey, sn.cfg.Now())
+	rec, err := index.VerifyCached(raw, sn.creds, sn.cfg.Now())
 	if err != nil {
 		sn.m.Inc("records_rejected")
 		return nil, proto.ErrRefused.With("record refused: %v", err)
@@ -255,7 +261,13 @@ func (sn *Supernode) publish(ctx context.Context, h *handler, name string, raw [
 	}
 	sn.mu.Unlock()
 	sn.forget(name)
-	if n := sn.replicate(ctx, name, raw); n == 0 {
+	// The client waits a keep-alive period for the answer and then gives up on this
+	// supernode: answer within half of it, with whatever holders stored the record by
+	// then.
+	rctx, cancel := context.WithTimeout(ctx, sn.cfg.KeepAlive/2)
+	n := sn.replicate(rctx, name, raw)
+	cancel()
+	if n == 0 {
 		return nil, proto.ErrBusy.With("no holder reachable for your record").WithRetry(time.Second)
 	}
 	sn.m.Inc("publishes")
@@ -273,10 +285,7 @@ func identityKey(cred []byte) ed25519.PublicKey {
 // dialBack connects to addr and checks that the node there proves the key want, which
 // confirms to a client that its address is reachable from outside.
 func (sn *Supernode) dialBack(ctx context.Context, want ed25519.PublicKey, addr string) error {
-	cfg, err := secure.ClientConfig(sn.cfg.Key, secure.PinnedKey(want))
-	if err != nil {
-		return err
-	}
+	cfg := secure.ClientConfigCert(sn.cert, secure.PinnedKey(want))
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	tc, err := secure.Dial(dctx, sn.cfg.Dialer, addr, cfg)

@@ -1,6 +1,7 @@
 package supernode
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,20 +26,27 @@ import (
 // Records live on Replicas holders. Users republish with every keep-alive, and when the
 // ring changes each holder hands the records it no longer owns to their new holders and
 // copies the ones it keeps to holders that joined their set: no record is lost while one
-// holder lives.
+// holder lives. A repair pass compares the view it repairs for (the ring less the members
+// suspected dead) with the view of the previous pass, so it sends each record only to the
+// holders that are new to it, and it sends them one IndexStoreBatch per holder: after a
+// crash of a tenth of the ring a survivor sends a few batches, not a copy of every
+// record it holds to every holder.
+//
+// A publication goes to a record's holders in parallel. A lookup asks the first live
+// holder and, if no answer came within LookupHedge, the next as well, so that a holder
+// that died unnoticed or is slow costs a fraction of a second, not a timeout.
 
 // overlay is the index state of a supernode.
 type overlay struct {
 	store *index.Store
 	peers *peerPool
 
-	mu      sync.Mutex // mu protects the following fields
-	ring    *index.Ring
-	version uint64
-	members map[string]proto.SupernodeInfo
-	// A repair pass is pending; repairOld is the ring before the change (nil = unknown).
-	repairPending bool
-	repairOld     *index.Ring
+	mu            sync.Mutex // mu protects the following fields
+	ring          *index.Ring
+	version       uint64
+	members       map[string]proto.SupernodeInfo
+	repairPending bool  // a repair pass is pending
+	repaired      *view // the view the last repair pass made the records fit; nil = none
 	repairKick    chan struct{}
 	peersList     []proto.SupernodeInfo            // cache for Peers; nil = stale
 	dead          map[string]time.Time             // suspected members, until
@@ -60,7 +68,7 @@ const maxCache = 50_000
 func (sn *Supernode) initOverlay() {
 	sn.ov = &overlay{
 		store:      index.NewStore(0),
-		peers:      newPeerPool(sn, sn.cfg.MaxPeers),
+		peers:      newPeerPool(sn, sn.cfg.MaxPeers, sn.cfg.PeerIdle),
 		ring:       index.NewRing(nil),
 		members:    make(map[string]proto.SupernodeInfo),
 		repairKick: make(chan struct{}, 1),
@@ -103,8 +111,38 @@ func (sn *Supernode) markDead(id string, why error) {
 	if !already {
 		sn.m.Inc("peers_suspected")
 		sn.log.Warn("supernode suspected dead", "peer", id, "err", why)
-		sn.requestRepair(nil)
+		sn.requestRepair()
 	}
+}
+
+// view is what decides the holders of a record: the ring, less the members suspected
+// dead.
+type view struct {
+	self string
+	ring *index.Ring
+	dead map[string]bool
+}
+
+// holders returns name's first n live holders in v.
+func (v *view) holders(name string, n int) []index.Member {
+	return v.ring.Holders(name, n, func(id string) bool { return id == v.self || !v.dead[id] })
+}
+
+// currentView returns the ring and the members suspected dead now.
+func (sn *Supernode) currentView() *view {
+	ov := sn.ov
+	now := sn.cfg.Now()
+	ov.mu.Lock()
+	defer ov.mu.Unlock()
+	v := &view{self: sn.id, ring: ov.ring, dead: make(map[string]bool, len(ov.dead))}
+	for id, until := range ov.dead {
+		if now.After(until) {
+			delete(ov.dead, id)
+			continue
+		}
+		v.dead[id] = true
+	}
+	return v
 }
 
 func (sn *Supernode) currentRing() *index.Ring {
@@ -149,7 +187,7 @@ func (sn *Supernode) syncMembers(ctx context.Context, c *rpc.Conn, version uint6
 			ov.mu.Unlock()
 			next := ring.With(add, remove)
 			if next.Len() == ok.Total {
-				sn.setRing(next, ok.Version, ring)
+				sn.setRing(next, ok.Version)
 				return nil
 			}
 			// Out of step with the login server (changes missed): fetch the whole list.
@@ -199,12 +237,12 @@ func (sn *Supernode) syncMembers(ctx context.Context, c *rpc.Conn, version uint6
 		ms = append(ms, index.Member{ID: m.ID, Addr: m.Addr})
 	}
 	ov.mu.Unlock()
-	sn.setRing(index.NewRing(ms), version, ring)
+	sn.setRing(index.NewRing(ms), version)
 	return nil
 }
 
 // setRing installs a new ring and re-homes records for it.
-func (sn *Supernode) setRing(ring *index.Ring, version uint64, old *index.Ring) {
+func (sn *Supernode) setRing(ring *index.Ring, version uint64) {
 	ov := sn.ov
 	ov.mu.Lock()
 	ov.ring, ov.version, ov.peersList = ring, version, nil
@@ -216,20 +254,16 @@ func (sn *Supernode) setRing(ring *index.Ring, version uint64, old *index.Ring) 
 	}
 	ov.mu.Unlock()
 	sn.m.Inc("member_syncs")
-	sn.requestRepair(old)
+	sn.requestRepair()
 }
 
 // requestRepair asks the repair loop for a pass. Requests that arrive while one waits are
-// merged into it (then every holder of each record is refreshed, not only new ones), so
-// a burst of membership changes costs one pass, not one per change.
-func (sn *Supernode) requestRepair(old *index.Ring) {
+// merged into it, so a burst of membership changes costs one pass, not one per change;
+// the pass compares against the view of the previous one, so nothing is missed.
+func (sn *Supernode) requestRepair() {
 	ov := sn.ov
 	ov.mu.Lock()
-	if ov.repairPending {
-		ov.repairOld = nil
-	} else {
-		ov.repairPending, ov.repairOld = true, old
-	}
+	ov.repairPending = true
 	ov.mu.Unlock()
 	select {
 	case ov.repairKick <- struct{}{}:
@@ -258,11 +292,11 @@ func (sn *Supernode) repairLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		ov.mu.Lock()
-		pending, old := ov.repairPending, ov.repairOld
-		ov.repairPending, ov.repairOld = false, nil
+		pending := ov.repairPending
+		ov.repairPending = false
 		ov.mu.Unlock()
 		if pending {
-			sn.repair(ctx, old)
+			sn.repair(ctx)
 		}
 	}
 }
@@ -326,11 +360,64 @@ func (sn *Supernode) holdersDo(ctx context.Context, name string, f func(index.Me
 	return ok, hops
 }
 
+// candidates returns the members name's operations should try, in ring order: the live
+// ones, bounded as holdersDo bounds its walk.
+func (sn *Supernode) candidates(name string) []index.Member {
+	var out []index.Member
+	sn.currentRing().Walk(name, func(m index.Member) bool {
+		if sn.alive(m.ID) {
+			out = append(out, m)
+		}
+		return len(out) < sn.cfg.Replicas+8
+	})
+	return out
+}
+
+// toHolders calls f on name's first Replicas live holders at once, and on the next
+// member in ring order for each that fails (suspected if its transport failed, not if
+// it was only slow). It returns how many answered.
+func (sn *Supernode) toHolders(ctx context.Context, name string, f func(index.Member) error) int {
+	cands := sn.candidates(name)
+	type result struct {
+		m   index.Member
+		err error
+	}
+	results := make(chan result, len(cands))
+	next, running, ok := 0, 0, 0
+	for ; next < len(cands) && running < sn.cfg.Replicas; next, running = next+1, running+1 {
+		go func(m index.Member) { results <- result{m, f(m)} }(cands[next])
+	}
+	for running > 0 {
+		r := <-results
+		running--
+		switch {
+		case errors.Is(r.err, errTransport):
+			sn.markDead(r.m.ID, r.err)
+		case errors.Is(r.err, errSlow), ctx.Err() != nil:
+			sn.m.Inc("holders_slow")
+		default:
+			ok++ // an answer, even a refusal, means the holder is there
+			continue
+		}
+		if next < len(cands) && ok+running < sn.cfg.Replicas && ctx.Err() == nil {
+			go func(m index.Member) { results <- result{m, f(m)} }(cands[next])
+			next, running = next+1, running+1
+		}
+	}
+	return ok
+}
+
 // storeRecord verifies and stores a record as a holder, and tells watchers if the user's
-// presence changed.
+// presence changed. The copy already held, or an older one, is dropped before its
+// signatures are checked: repairs and republications send many of those.
 func (sn *Supernode) storeRecord(raw []byte) error {
 	now := sn.cfg.Now()
-	rec, err := index.Verify(raw, sn.cfg.LoginKey, now)
+	if rec, err := index.Parse(raw); err == nil {
+		if e, ok := sn.ov.store.Get(rec.Name, now); ok && (e.Rec.Seq > rec.Seq || bytes.Equal(e.Raw, raw)) {
+			return nil
+		}
+	}
+	rec, err := index.VerifyCached(raw, sn.creds, now)
 	if err != nil {
 		sn.m.Inc("records_rejected")
 		return proto.ErrRefused.With("record refused: %v", err)
@@ -349,16 +436,15 @@ func (sn *Supernode) storeRecord(raw []byte) error {
 	return nil
 }
 
-// replicate sends a record to its holders.
+// replicate sends a record to its holders, all at once.
 func (sn *Supernode) replicate(ctx context.Context, name string, raw []byte) int {
-	ok, _ := sn.holdersDo(ctx, name, func(m index.Member) (bool, error) {
+	return sn.toHolders(ctx, name, func(m index.Member) error {
 		if m.ID == sn.id {
-			return false, sn.storeRecord(raw)
+			return sn.storeRecord(raw)
 		}
 		_, err := sn.ov.peers.call(ctx, m, &proto.IndexStore{Record: raw})
-		return false, err
+		return err
 	})
-	return ok
 }
 
 // lookupLocal answers for a record this supernode holds. A user who blocked asker is not
@@ -376,7 +462,10 @@ func (sn *Supernode) lookupLocal(name, asker string) proto.IndexResult {
 }
 
 // Lookup finds name's record for asker: from the cache, or from the first holder that has
-// it. hops counts the other supernodes contacted.
+// it. It asks one holder at a time, in ring order, and moves on to the next when one
+// answers without the record, fails, or keeps it waiting longer than LookupHedge (then
+// both are asked, and the first to find it wins). It gives up when Replicas holders
+// answered without the record. hops counts the other supernodes contacted.
 func (sn *Supernode) Lookup(ctx context.Context, name, asker string) (res proto.IndexResult, hops int, cachedHit bool) {
 	now := sn.cfg.Now()
 	sn.ov.mu.Lock()
@@ -387,36 +476,87 @@ func (sn *Supernode) Lookup(ctx context.Context, name, asker string) (res proto.
 		return c.res, 0, true
 	}
 	sn.m.Inc("lookups")
-	_, hops = sn.holdersDo(ctx, name, func(m index.Member) (bool, error) {
-		var r proto.IndexResult
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // the holders still being asked are not waited for
+	cands := sn.candidates(name)
+	type answer struct {
+		m   index.Member
+		r   proto.IndexResult
+		err error
+	}
+	answers := make(chan answer, len(cands))
+	ask := func(m index.Member) {
 		if m.ID == sn.id {
-			r = sn.lookupLocal(name, asker)
-		} else {
+			answers <- answer{m: m, r: sn.lookupLocal(name, asker)}
+			return
+		}
+		hops++
+		go func() {
 			resp, err := sn.ov.peers.call(ctx, m, &proto.IndexLookup{Name: name, Asker: asker})
 			if err != nil {
-				return false, err
+				answers <- answer{m: m, err: err}
+				return
 			}
-			rr, ok := resp.(*proto.IndexResult)
+			r, ok := resp.(*proto.IndexResult)
 			if !ok {
-				return false, proto.ErrBadRequest
+				answers <- answer{m: m, err: proto.ErrBadRequest}
+				return
 			}
-			r = *rr
+			answers <- answer{m: m, r: *r}
+		}()
+	}
+	hedge := time.NewTimer(sn.cfg.LookupHedge)
+	defer hedge.Stop()
+	next, running, answered := 0, 0, 0
+	more := func() bool { return next < len(cands) && answered+running < sn.cfg.Replicas }
+	if more() {
+		ask(cands[next])
+		next, running = next+1, running+1
+	}
+	for running > 0 {
+		var a answer
+		select {
+		case a = <-answers:
+		case <-hedge.C:
+			if more() {
+				sn.m.Inc("lookup_hedges")
+				ask(cands[next])
+				next, running = next+1, running+1
+			}
+			hedge.Reset(sn.cfg.LookupHedge)
+			continue
+		case <-ctx.Done():
+			return res, hops, false
 		}
-		if !r.Found {
-			return false, nil
-		}
-		if r.Online {
+		running--
+		switch {
+		case errors.Is(a.err, errTransport):
+			sn.markDead(a.m.ID, a.err)
+		case errors.Is(a.err, errSlow):
+			sn.m.Inc("holders_slow")
+		case a.err != nil:
+			answered++ // the holder answered, just not with what we wanted
+		case !a.r.Found:
+			answered++
+		case a.r.Online:
 			// Never trust a holder blindly: the record must verify here too.
-			rec, err := index.Verify(r.Record, sn.cfg.LoginKey, now)
+			rec, err := index.VerifyCached(a.r.Record, sn.creds, now)
 			if err != nil || rec.Name != name {
 				sn.m.Inc("records_rejected")
-				return false, nil
+				answered++
+				break
 			}
-			sn.cacheResult(name, r, rec, now)
+			sn.cacheResult(name, a.r, rec, now)
+			return a.r, hops, false
+		default: // offline, last seen then
+			return a.r, hops, false
 		}
-		res = r
-		return true, nil
-	})
+		if running == 0 && more() {
+			ask(cands[next])
+			next, running = next+1, running+1
+			hedge.Reset(sn.cfg.LookupHedge)
+		}
+	}
 	return res, hops, false
 }
 
@@ -445,15 +585,15 @@ func (sn *Supernode) forget(name string) {
 // gone tells name's holders that the user's connection to this supernode died.
 func (sn *Supernode) gone(ctx context.Context, name string, seq uint64) {
 	sn.forget(name)
-	sn.holdersDo(ctx, name, func(m index.Member) (bool, error) {
+	sn.toHolders(ctx, name, func(m index.Member) error {
 		if m.ID == sn.id {
 			if sn.ov.store.Gone(name, sn.id, seq, sn.cfg.Now()) {
 				sn.notifyWatchers(name)
 			}
-			return false, nil
+			return nil
 		}
 		_, err := sn.ov.peers.call(ctx, m, &proto.IndexGone{Name: name, Seq: seq})
-		return false, err
+		return err
 	})
 }
 
@@ -599,82 +739,194 @@ func (sn *Supernode) maintain(ctx context.Context) {
 	}
 }
 
-// repair re-homes held records after the ring or the set of live members changed: records
-// this supernode no longer holds go to their holders and are dropped here; for the ones it
-// keeps, holders that joined the set get a copy.
-func (sn *Supernode) repair(ctx context.Context, old *index.Ring) {
+// repair re-homes records after the ring or the set of live members changed: the holders
+// in the current view that were not holders in the view of the previous pass get a copy;
+// records this supernode no longer holds are dropped here after that.
+//
+// Each record is re-homed by one supernode, not by all its holders at once: by the
+// supernode its user is attached to, which republishes its users' records (they may
+// have lost every holder at once, and their next keep-alive could be most of a period
+// away). A holder re-homes only records whose user's supernode is gone from its view;
+// those users are reattaching elsewhere and will republish, and until then the copies
+// keep answering with where they were last seen. After a crash of a tenth of the ring
+// this costs a survivor a few batches to holders new to it, where copying from every
+// holder would triple the traffic and the handshakes that come with it.
+func (sn *Supernode) repair(ctx context.Context) {
 	if ctx == nil || ctx.Err() != nil {
 		return
 	}
-	// The users attached here are republished first: their records may have lost every
-	// holder at once, and their next keep-alive could be most of a period away.
+	cur := sn.currentView()
+	if cur.ring.Len() == 0 {
+		return
+	}
+	sn.ov.mu.Lock()
+	last := sn.ov.repaired
+	sn.ov.mu.Unlock()
+	R := sn.cfg.Replicas
+	now := sn.cfg.Now()
+	out := newOutbox()
+	var drop []string
+	// fresh returns the holders of name in cur that last did not have, leaving out this
+	// supernode; with known false, all of them (nobody can be assumed to hold a copy).
+	fresh := func(name string, holders []index.Member, known bool) []index.Member {
+		var before []index.Member
+		if known && last != nil {
+			before = last.holders(name, R)
+		}
+		var out []index.Member
+		for _, h := range holders {
+			if h.ID != sn.id && !containsMember(before, h.ID) {
+				out = append(out, h)
+			}
+		}
+		return out
+	}
+
 	sn.mu.Lock()
-	var own [][]byte
-	var names []string
+	type own struct {
+		name string
+		raw  []byte
+	}
+	var attached []own
 	for name, cl := range sn.clients {
-		if cl.raw != nil && !cl.offline && sn.cfg.Now().Before(cl.rec.Expires) {
-			own, names = append(own, cl.raw), append(names, name)
+		if cl.raw != nil && !cl.offline && now.Before(cl.rec.Expires) {
+			attached = append(attached, own{name, cl.raw})
 		}
 	}
 	sn.mu.Unlock()
-	for i, raw := range own {
-		if ctx.Err() != nil {
-			return
+	for _, a := range attached {
+		holders := cur.holders(a.name, R)
+		if containsMember(holders, sn.id) {
+			sn.storeRecord(a.raw)
 		}
-		sn.replicate(ctx, names[i], raw)
+		for _, h := range fresh(a.name, holders, true) {
+			out.add(h, a.raw)
+		}
 	}
+	for _, e := range sn.ov.store.Snapshot() {
+		if e.Offline || !now.Before(e.Rec.Expires) {
+			continue
+		}
+		holders := cur.holders(e.Rec.Name, R)
+		mine := containsMember(holders, sn.id)
+		// The other holders of the last view got the record when this supernode did, as
+		// long as it was one of them.
+		if orphan := e.Rec.Supernode != sn.id && (!cur.ring.Has(e.Rec.Supernode) || cur.dead[e.Rec.Supernode]); orphan {
+			wasMine := last != nil && containsMember(last.holders(e.Rec.Name, R), sn.id)
+			for _, h := range fresh(e.Rec.Name, holders, wasMine) {
+				out.add(h, e.Raw)
+			}
+		}
+		if !mine {
+			drop = append(drop, e.Rec.Name)
+		}
+	}
+	sent := sn.sendBatches(ctx, out)
+	sn.m.Add("records_handed", uint64(sent))
+	for _, name := range drop {
+		sn.ov.store.Delete(name)
+	}
+	if ctx.Err() == nil {
+		sn.ov.mu.Lock()
+		sn.ov.repaired = cur
+		sn.ov.mu.Unlock()
+	}
+	sn.m.Inc("repairs")
+}
+
+func containsMember(ms []index.Member, id string) bool {
+	for _, m := range ms {
+		if m.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// outbox gathers records by the holder they go to.
+type outbox struct {
+	to      map[string]index.Member
+	records map[string][][]byte
+}
+
+func newOutbox() *outbox {
+	return &outbox{to: map[string]index.Member{}, records: map[string][][]byte{}}
+}
+
+func (o *outbox) add(m index.Member, raw []byte) {
+	o.to[m.ID] = m
+	o.records[m.ID] = append(o.records[m.ID], raw)
+}
+
+// maxBatchBytes bounds the records of one IndexStoreBatch: base64 makes 4 bytes of 3, and
+// the frame must stay under wire.MaxBody.
+const maxBatchBytes = 44 << 10
+
+// batchConcurrency is how many holders a supernode sends batches to at once.
+const batchConcurrency = 8
+
+// sendBatches sends each holder its records in as few IndexStoreBatch messages as fit,
+// a few holders at a time, and returns how many records were accepted. A holder whose
+// transport fails is suspected, which asks for another repair pass.
+func (sn *Supernode) sendBatches(ctx context.Context, o *outbox) int {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		sent int
+	)
+	sem := make(chan struct{}, batchConcurrency)
+	for id, recs := range o.records {
+		m := o.to[id]
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return sent
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			for len(recs) > 0 && ctx.Err() == nil {
+				n, size := 0, 0
+				for n < len(recs) && n < proto.MaxBatch && size+len(recs[n]) <= maxBatchBytes {
+					size += len(recs[n])
+					n++
+				}
+				n = max(n, 1)
+				_, err := sn.ov.peers.call(ctx, m, &proto.IndexStoreBatch{Records: recs[:n]})
+				if errors.Is(err, errTransport) {
+					sn.markDead(m.ID, err)
+					return
+				}
+				if err == nil {
+					mu.Lock()
+					sent += n
+					mu.Unlock()
+				}
+				recs = recs[n:]
+			}
+		}()
+	}
+	wg.Wait()
+	return sent
+}
+
+// handOff gives every record this supernode holds to the holders that follow it, before
+// the supernode leaves the ring.
+func (sn *Supernode) handOff(ctx context.Context) int {
+	out := newOutbox()
 	ring := sn.currentRing()
 	now := sn.cfg.Now()
 	for _, e := range sn.ov.store.Snapshot() {
 		if e.Offline || !now.Before(e.Rec.Expires) {
 			continue
 		}
-		holders := ring.Holders(e.Rec.Name, sn.cfg.Replicas, sn.alive)
-		mine := false
-		for _, h := range holders {
-			if h.ID == sn.id {
-				mine = true
-			}
-		}
-		var before map[string]bool
-		if old != nil && mine {
-			before = map[string]bool{}
-			for _, h := range old.Holders(e.Rec.Name, sn.cfg.Replicas, sn.alive) {
-				before[h.ID] = true
-			}
-		}
-		for _, h := range holders {
-			if h.ID == sn.id || (mine && before != nil && before[h.ID]) {
-				continue
-			}
-			if _, err := sn.ov.peers.call(ctx, h, &proto.IndexStore{Record: e.Raw}); errors.Is(err, errTransport) {
-				sn.markDead(h.ID, err)
-			} else if err == nil {
-				sn.m.Inc("records_handed")
-			}
-		}
-		if !mine && ring.Len() > 0 {
-			sn.ov.store.Delete(e.Rec.Name)
-		}
-	}
-}
-
-// handOff gives every record this supernode holds to the holders that follow it, before
-// the supernode leaves the ring.
-func (sn *Supernode) handOff(ctx context.Context) int {
-	n := 0
-	for _, e := range sn.ov.store.Snapshot() {
-		if e.Offline || !sn.cfg.Now().Before(e.Rec.Expires) {
-			continue
-		}
-		ring := sn.currentRing()
 		for _, h := range ring.Holders(e.Rec.Name, sn.cfg.Replicas+1, func(id string) bool { return id != sn.id && sn.alive(id) }) {
-			if _, err := sn.ov.peers.call(ctx, h, &proto.IndexStore{Record: e.Raw}); err == nil {
-				n++
-			}
+			out.add(h, e.Raw)
 		}
 	}
-	return n
+	return sn.sendBatches(ctx, out)
 }
 
 // deliver hands an end-to-end message to an attached user, or forwards it to the

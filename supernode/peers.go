@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -18,47 +19,91 @@ import (
 // peerPool keeps control connections to other supernodes, dialled on demand and
 // authenticated both ways: the dialled supernode must hold the key its member id names,
 // and the dialler proves itself with its supernode credential (SNHello).
+//
+// Which connections stay open follows from use, not from a fixed set: a connection that
+// carries nothing for PeerIdle closes, and one that only ever carried lookups closes
+// after lookupIdle. The peers a supernode stores records at every keep-alive period (the
+// holders of its attached users' records) therefore keep theirs, and the ones a lookup
+// reached once let theirs go within seconds: a lookup goes to the holders of a random
+// name, and keeping those connections would hold one per lookup. MaxPeers caps the pool
+// on top of that, closing the least recently used, and at most maxDials handshakes run
+// at once, so that a burst of new peers (after a crash, every survivor re-homes records
+// at once) queues rather than holding thousands of half-open TLS sessions.
 type peerPool struct {
-	sn  *Supernode
-	max int
+	sn    *Supernode
+	max   int
+	idle  time.Duration
+	dials chan struct{} // semaphore of dials under way
 
 	mu    sync.Mutex // mu protects conns
 	conns map[string]*peerConn
 }
 
+// maxDials bounds the handshakes one supernode runs at once.
+const maxDials = 4
+
+// lookupIdle is how long a connection that only carried lookups stays open unused.
+const lookupIdle = 2 * time.Second
+
 type peerConn struct {
 	ready chan struct{} // closed when dialling finished
 	conn  *rpc.Conn     // nil if dialling failed
 	err   error
-	used  time.Time
+	used  time.Time // guarded by peerPool.mu
+	long  bool      // carried more than lookups; guarded by peerPool.mu
+	busy  int       // calls under way, which the janitor waits for; guarded by peerPool.mu
 }
 
-func newPeerPool(sn *Supernode, max int) *peerPool {
-	return &peerPool{sn: sn, max: max, conns: make(map[string]*peerConn)}
+func newPeerPool(sn *Supernode, max int, idle time.Duration) *peerPool {
+	return &peerPool{sn: sn, max: max, idle: idle, dials: make(chan struct{}, maxDials), conns: make(map[string]*peerConn)}
 }
 
-// errTransport marks failures of the connection itself (as opposed to an answer), which
-// make the caller suspect the peer is dead.
+// errTransport marks failures of the connection itself (as opposed to an answer): the
+// peer refused, reset or closed it, or its host is unreachable. They make the caller
+// suspect the peer is dead.
 var errTransport = errors.New("supernode: peer unreachable")
+
+// errSlow marks a peer that did not answer or complete a handshake in time, or a dial
+// that waited too long for a slot here. Callers move on to another holder but do not
+// suspect the peer: an overloaded supernode is not a dead one, and suspecting it would
+// send it the repair traffic of every record it holds, on top of its load. A peer that
+// is really gone without a word (a black hole) leaves the member list after three
+// missed heartbeats.
+var errSlow = errors.New("supernode: peer too slow")
+
+// errNoDialSlot: every dial slot stayed busy for the whole dial timeout.
+var errNoDialSlot = errors.New("supernode: no dial slot")
+
+// peerErr classifies a failure to reach a peer.
+func peerErr(addr string, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, errNoDialSlot) {
+		return fmt.Errorf("%w: %s: %v", errSlow, addr, err)
+	}
+	return fmt.Errorf("%w: %s: %v", errTransport, addr, err)
+}
 
 // errNotAdmitted: this supernode has no credential yet to show its peers.
 var errNotAdmitted = errors.New("supernode: not admitted yet")
 
-// call sends m to member and returns the answer. Transport failures wrap errTransport.
-// A pooled connection may have died since its last use (the peer restarted, or closed
-// it as idle): that costs one fresh dial, not a suspicion.
+// call sends m to member and returns the answer. Transport failures wrap errTransport,
+// timeouts errSlow. A pooled connection may have died since its last use (the peer
+// restarted, or closed it as idle): that costs one fresh dial, not a suspicion.
 func (p *peerPool) call(ctx context.Context, m index.Member, msg proto.Message) (proto.Message, error) {
 	for attempt := 0; ; attempt++ {
-		c, fresh, err := p.get(ctx, m)
+		c, fresh, err := p.get(ctx, m, !isLookup(msg))
 		if err != nil {
 			if errors.Is(err, errNotAdmitted) {
 				return nil, err
 			}
-			return nil, fmt.Errorf("%w: %s: %v", errTransport, m.Addr, err)
+			if ctx.Err() != nil {
+				return nil, ctx.Err() // gave up waiting for someone else's dial
+			}
+			return nil, peerErr(m.Addr, err)
 		}
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		resp, err := c.Call(cctx, msg)
 		cancel()
+		p.done(m.ID, c)
 		if err == nil {
 			return resp, nil
 		}
@@ -68,26 +113,41 @@ func (p *peerPool) call(ctx context.Context, m index.Member, msg proto.Message) 
 		if ctx.Err() != nil {
 			return nil, ctx.Err() // our caller gave up: says nothing about the peer
 		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, peerErr(m.Addr, err) // the connection may still serve others
+		}
 		p.drop(m.ID, c)
 		if fresh || attempt > 0 || !errors.Is(err, rpc.ErrClosed) {
-			return nil, fmt.Errorf("%w: %s: %v", errTransport, m.Addr, err)
+			return nil, peerErr(m.Addr, err)
 		}
 	}
 }
 
-// get returns a connection to m, and whether it was dialled just now.
-func (p *peerPool) get(ctx context.Context, m index.Member) (*rpc.Conn, bool, error) {
+func isLookup(m proto.Message) bool {
+	_, ok := m.(*proto.IndexLookup)
+	return ok
+}
+
+// get returns a connection to m, and whether it was dialled just now. long marks the
+// connection as carrying more than lookups.
+func (p *peerPool) get(ctx context.Context, m index.Member, long bool) (*rpc.Conn, bool, error) {
 	p.mu.Lock()
 	pc, ok := p.conns[m.ID]
 	if ok {
 		p.mu.Unlock()
-		<-pc.ready
+		select {
+		case <-pc.ready:
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		}
 		if pc.err == nil {
 			select {
 			case <-pc.conn.Done():
 			default:
 				p.mu.Lock()
 				pc.used = time.Now()
+				pc.long = pc.long || long
+				pc.busy++
 				p.mu.Unlock()
 				return pc.conn, false, nil
 			}
@@ -95,7 +155,7 @@ func (p *peerPool) get(ctx context.Context, m index.Member) (*rpc.Conn, bool, er
 		p.drop(m.ID, pc.conn)
 		p.mu.Lock()
 	}
-	pc = &peerConn{ready: make(chan struct{}), used: time.Now()}
+	pc = &peerConn{ready: make(chan struct{}), used: time.Now(), long: long, busy: 1}
 	p.conns[m.ID] = pc
 	p.evictLocked()
 	p.mu.Unlock()
@@ -111,6 +171,22 @@ func (p *peerPool) get(ctx context.Context, m index.Member) (*rpc.Conn, bool, er
 		p.mu.Unlock()
 	}
 	return pc.conn, true, pc.err
+}
+
+// done ends a call that get began on c.
+func (p *peerPool) done(id string, c *rpc.Conn) {
+	p.mu.Lock()
+	if pc, ok := p.conns[id]; ok {
+		select {
+		case <-pc.ready: // pc.conn is set before ready closes
+			if pc.conn == c {
+				pc.busy--
+				pc.used = time.Now()
+			}
+		default: // a newer dial is under way: not the connection c came from
+		}
+	}
+	p.mu.Unlock()
 }
 
 // evictLocked closes the least recently used connection when the pool is full.
@@ -165,30 +241,78 @@ func (p *peerPool) dial(ctx context.Context, m index.Member) (*rpc.Conn, error) 
 	if cred == nil {
 		return nil, errNotAdmitted
 	}
-	cfg, err := secure.ClientConfig(sn.cfg.Key, func(k ed25519.PublicKey) error {
+	cfg := secure.ClientConfigCert(sn.cert, func(k ed25519.PublicKey) error {
 		if !k.Equal(want) {
 			return fmt.Errorf("supernode at %s is not %s", m.Addr, m.ID)
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
 	// A supernode that is leaving still hands its records off over fresh connections.
+	// The wait for a dial slot counts against the same 5 seconds as the dial.
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	select {
+	case p.dials <- struct{}{}:
+	case <-dctx.Done():
+		sn.m.Inc("peer_dial_queue_timeouts")
+		return nil, errNoDialSlot
+	}
 	tc, err := secure.Dial(dctx, sn.cfg.Dialer, m.Addr, cfg)
+	<-p.dials
 	if err != nil {
 		return nil, err
 	}
-	c := rpc.New(tc, rpc.Options{Logger: sn.log, Counter: sn.m, Handler: &handler{sn: sn, key: want, remote: m.Addr, peerSN: m.ID}})
-	go c.Run(context.Background()) // closed by closeAll, eviction, or the peer
+	c := rpc.New(tc, rpc.Options{Logger: sn.log, Counter: sn.m,
+		Handler: &handler{sn: sn, key: want, remote: m.Addr, peerSN: m.ID}})
+	// Closed by closeAll, eviction, the janitor or the peer; a closed connection leaves
+	// the pool at once, so that its buffers go with it.
+	go func() {
+		c.Run(context.Background())
+		p.drop(m.ID, c)
+	}()
 	if _, err := c.Call(dctx, &proto.SNHello{Credential: cred}); err != nil {
 		c.Close()
 		return nil, err
 	}
 	sn.m.Inc("peer_dials")
 	return c, nil
+}
+
+// janitor closes idle connections until ctx ends.
+func (p *peerPool) janitor(ctx context.Context) {
+	t := time.NewTicker(lookupIdle / 2)
+	defer t.Stop()
+	var idle []*rpc.Conn
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		p.mu.Lock()
+		for id, pc := range p.conns {
+			select {
+			case <-pc.ready:
+			default:
+				continue // still dialling
+			}
+			limit := lookupIdle
+			if pc.long {
+				limit = p.idle
+			}
+			if pc.conn != nil && pc.busy == 0 && now.Sub(pc.used) > limit {
+				delete(p.conns, id)
+				idle = append(idle, pc.conn)
+			}
+		}
+		p.mu.Unlock()
+		for _, c := range idle {
+			c.Close()
+		}
+		p.sn.m.Add("peer_idle_closes", uint64(len(idle)))
+		idle = idle[:0]
+	}
 }
 
 func (p *peerPool) closeAll() {

@@ -60,7 +60,14 @@ type Config struct {
 	Replicas        int           // holders of each user record; 0 = 3
 	CacheTTL        time.Duration // how long lookup results are cached here; 0 = 5s, negative = off
 	SuspectTime     time.Duration // how long an unreachable member is left out of holder sets; 0 = 10s
-	MaxPeers        int           // connections kept to other supernodes; 0 = 128
+	MaxPeers        int           // connections kept to other supernodes at most; 0 = 128
+	// PeerIdle closes a connection to another supernode that carried nothing for this
+	// long; 0 = 2×KeepAlive, so the holders this supernode publishes to every period
+	// stay connected.
+	PeerIdle time.Duration
+	// LookupHedge is how long a lookup waits for one holder before it asks the next as
+	// well, so that one slow or dead holder does not stall it; 0 = 250ms.
+	LookupHedge time.Duration
 	// STUN are the sockets of the RFC 5780 STUN service clients use to detect their NAT:
 	// [0] the primary address (required for the service), and either all of [1..3]
 	// (same IP other port, other IP same port, other IP other port) or none. Zero = no
@@ -83,6 +90,8 @@ type Supernode struct {
 	id    string
 	since time.Time
 	tls   *tls.Config
+	cert  *tls.Certificate // the supernode's own, for the connections it dials
+	creds *identity.Cache  // user credentials seen in records, signature checked
 	ov    *overlay
 	// runCtx is Run's context, for work that outlives a request (set before serving).
 	runCtx context.Context
@@ -147,6 +156,12 @@ func New(cfg Config) (*Supernode, error) {
 	if cfg.MaxPeers <= 0 {
 		cfg.MaxPeers = 128
 	}
+	if cfg.PeerIdle <= 0 {
+		cfg.PeerIdle = 2 * cfg.KeepAlive
+	}
+	if cfg.LookupHedge <= 0 {
+		cfg.LookupHedge = 250 * time.Millisecond
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -160,6 +175,10 @@ func New(cfg Config) (*Supernode, error) {
 	if err != nil {
 		return nil, err
 	}
+	cert, err := secure.Certificate(cfg.Key)
+	if err != nil {
+		return nil, err
+	}
 	sn := &Supernode{
 		cfg:     cfg,
 		log:     cfg.Logger.With("sn", cfg.Name),
@@ -167,6 +186,8 @@ func New(cfg Config) (*Supernode, error) {
 		id:      id,
 		since:   cfg.Now().UTC().Truncate(time.Second),
 		tls:     tc,
+		cert:    &cert,
+		creds:   identity.NewCache(cfg.LoginKey, 0),
 		clients: make(map[string]*client),
 		runCtx:  context.Background(),
 	}
@@ -246,6 +267,7 @@ func (sn *Supernode) Run(ctx context.Context, ln net.Listener) error {
 	}()
 	go sn.maintain(ctx)
 	go sn.repairLoop(ctx)
+	go sn.ov.peers.janitor(ctx)
 	if sn.cfg.STUN[0] != nil {
 		srv, err := stunsrv.New(stunsrv.Config{Conns: sn.cfg.STUN, Software: "peerline", Logger: sn.log})
 		if err != nil {
@@ -313,10 +335,18 @@ func (sn *Supernode) registerOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Member lists are fetched beside the heartbeats, not between them: a fetch that is
+	// slow (a thousand supernodes joining at once) must not delay a heartbeat past the
+	// three the login server waits for, or it drops us and every member refetches.
+	syncCtx, stopSync := context.WithCancel(ctx)
+	want := make(chan uint64, 1)
+	syncDone := make(chan struct{})
+	go func() { defer close(syncDone); sn.syncLoop(syncCtx, c, want) }()
+	defer func() { stopSync(); <-syncDone }()
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if err := sn.heartbeat(ctx, c); err != nil {
+		if err := sn.heartbeat(ctx, c, want); err != nil {
 			return err
 		}
 		sn.mu.Lock()
@@ -384,7 +414,9 @@ func (sn *Supernode) register(ctx context.Context, c *rpc.Conn) (time.Duration, 
 	return interval, nil
 }
 
-func (sn *Supernode) heartbeat(ctx context.Context, c *rpc.Conn) error {
+// heartbeat tells the login server this supernode lives, and passes the member list's
+// version it answers with to the sync loop.
+func (sn *Supernode) heartbeat(ctx context.Context, c *rpc.Conn, want chan uint64) error {
 	sn.mu.Lock()
 	n := len(sn.clients)
 	sn.mu.Unlock()
@@ -394,7 +426,29 @@ func (sn *Supernode) heartbeat(ctx context.Context, c *rpc.Conn) error {
 	if err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
-	return sn.syncMembers(ctx, c, peers.Version)
+	select { // only the latest version matters
+	case <-want:
+	default:
+	}
+	want <- peers.Version
+	return nil
+}
+
+// syncLoop brings the member list up to each version the heartbeats report, one fetch at
+// a time, until ctx ends. A failed fetch is retried at the next heartbeat; a dead
+// connection is the heartbeat's to notice.
+func (sn *Supernode) syncLoop(ctx context.Context, c *rpc.Conn, want <-chan uint64) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case v := <-want:
+			if err := sn.syncMembers(ctx, c, v); err != nil && ctx.Err() == nil {
+				sn.m.Inc("member_sync_failures")
+				sn.log.Warn("member list not fetched", "err", err)
+			}
+		}
+	}
 }
 
 // credential returns the supernode credential, nil until admitted.

@@ -232,11 +232,21 @@ func Parse(b []byte) (Record, error) {
 // was issued by the login server (loginKey) and is unexpired, it names the record's user,
 // the user's key signed the record, and the record is unexpired and not too long-lived.
 func Verify(b []byte, loginKey ed25519.PublicKey, now time.Time) (Record, error) {
+	return verify(b, now, func(cred []byte) (identity.Credential, error) { return identity.Verify(cred, loginKey, now) })
+}
+
+// VerifyCached is Verify with the record's credential checked through creds, the cache of
+// a holder that sees the same credentials again with every publication.
+func VerifyCached(b []byte, creds *identity.Cache, now time.Time) (Record, error) {
+	return verify(b, now, func(cred []byte) (identity.Credential, error) { return creds.Verify(cred, now) })
+}
+
+func verify(b []byte, now time.Time, verifyCred func([]byte) (identity.Credential, error)) (Record, error) {
 	rec, err := Parse(b)
 	if err != nil {
 		return Record{}, err
 	}
-	cred, err := identity.Verify(rec.Credential, loginKey, now)
+	cred, err := verifyCred(rec.Credential)
 	if err != nil {
 		return Record{}, fmt.Errorf("index: record credential: %w", err)
 	}

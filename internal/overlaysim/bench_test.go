@@ -16,7 +16,8 @@ import (
 //	go test ./internal/overlaysim -run '^$' -bench Search1000 -benchtime 2000x
 func BenchmarkSearch1000(b *testing.B) {
 	sns, users := benchScale(b, 1000, 2000)
-	s := startBench(b, Options{Supernodes: sns, Users: users, KeepAlive: 10 * time.Second, CacheTTL: -1})
+	keep, hb := pace(sns, users)
+	s := startBench(b, Options{Supernodes: sns, Users: users, KeepAlive: keep, Heartbeat: hb, CacheTTL: -1})
 	ctx := context.Background()
 	var hops, found int
 	n := 0
@@ -40,11 +41,8 @@ func BenchmarkSearch1000(b *testing.B) {
 //	PEERLINE_SIM=1000,10000 go test ./internal/overlaysim -run '^$' -bench UnderChurn -benchtime 10000x -timeout 30m
 func BenchmarkLookupUnderChurn(b *testing.B) {
 	sns, users := benchScale(b, 1000, 2000)
-	keep := 5 * time.Second
-	if users >= 5000 {
-		keep = 10 * time.Second
-	}
-	s := startBench(b, Options{Supernodes: sns, Users: users, KeepAlive: keep, CacheTTL: -1})
+	keep, hb := pace(sns, users)
+	s := startBench(b, Options{Supernodes: sns, Users: users, KeepAlive: keep, Heartbeat: hb, CacheTTL: -1})
 	s.KillSupernodes(sns / 10)
 	time.Sleep(keep)
 	var live []*SN

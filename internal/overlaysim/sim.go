@@ -20,6 +20,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"sync"
 	"time"
@@ -41,6 +42,11 @@ type Options struct {
 	CacheTTL   time.Duration // supernodes' lookup cache; 0 = their default, negative = off
 	Dir        string        // state; "" = a temporary directory (in /dev/shm when present)
 	Logger     *slog.Logger  // nil = discard
+	// Joining bounds the clients that have started but not yet published, so that the
+	// population boots at the pace the machine takes; 0 = 200.
+	Joining int
+	// Progress, if set, is told every 10 seconds how far a wait in Start has come.
+	Progress func(format string, args ...any)
 }
 
 // Sim is a running simulated overlay.
@@ -108,13 +114,14 @@ func Start(ctx context.Context, opts Options) (*Sim, error) {
 			return nil, err
 		}
 	}
-	if err := s.waitFor(ctx, "supernodes admitted and ring complete", func() bool {
+	if err := s.waitFor(ctx, "supernodes admitted and ring complete", func() (int, int) {
+		n := 0
 		for _, sn := range s.SNs {
-			if !sn.Registered() || sn.RingSize() != len(s.SNs) {
-				return false
+			if sn.Registered() && sn.RingSize() == len(s.SNs) {
+				n++
 			}
 		}
-		return true
+		return n, len(s.SNs)
 	}); err != nil {
 		hist := map[int]int{}
 		admitted := 0
@@ -176,9 +183,6 @@ func (s *Sim) startSupernode(i int) error {
 		Key: key, Name: fmt.Sprintf("sn%d", i+1), Advertise: addr,
 		LoginAddr: s.LoginAddr(), LoginKey: s.Login.PublicKey(), AdmitSecret: "sim",
 		Dialer: host, KeepAlive: s.opts.KeepAlive, Replicas: s.opts.Replicas, CacheTTL: s.opts.CacheTTL,
-		// A real supernode keeps 128 peer connections (a few MiB of TLS buffers); a
-		// thousand in one process must keep fewer or the process runs out of memory.
-		MaxPeers:   32,
 		MaxClients: 20_000, Logger: s.opts.Logger,
 	})
 	if err != nil {
@@ -192,52 +196,105 @@ func (s *Sim) startSupernode(i int) error {
 }
 
 // startUsers creates accounts and credentials in bulk and starts one client per user,
-// each preferring a random supernode (a population's host caches differ).
+// each preferring a random supernode (a population's host caches differ). Clients start
+// at the pace the overlay takes them: at most Options.Joining are between start and
+// first publication at once. A real population does not boot in one instant either, and
+// on a machine of two cores ten thousand simultaneous TLS handshakes would only time
+// out and retry.
 func (s *Sim) startUsers(ctx context.Context) error {
 	now := time.Now()
-	for i := 0; i < s.opts.Users; i++ {
-		name := fmt.Sprintf("user%05d", i)
-		if err := s.store.CreateUser(ctx, loginsrv.User{Name: name, PassHash: []byte("$sim$"), Created: now}); err != nil {
-			return err
-		}
-		dir := filepath.Join(s.dir, name)
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return err
-		}
-		key, err := identity.LoadOrCreateKey(filepath.Join(dir, client.KeyFile))
-		if err != nil {
-			return err
-		}
-		cred, err := identity.Sign(s.loginK, identity.Credential{Kind: identity.KindUser, Name: name,
-			PubKey: key.Public().(ed25519.PublicKey), Issued: now, Expires: now.Add(24 * time.Hour)})
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(dir, client.CredentialFile), cred, 0o600); err != nil {
-			return err
-		}
-		host := s.Net.Host(fmt.Sprintf("2001:db8:1::%x", i+1))
-		cl, err := client.New(client.Config{
-			DataDir: dir, Login: client.LoginServer{Addr: s.LoginAddr(), Key: s.Login.PublicKey()},
-			Dialer: host, ParallelAttach: 1, Prefer: s.SNs[rand.IntN(len(s.SNs))].Addr,
-			RefreshInterval: time.Hour, NoControl: true, RetryBase: 100 * time.Millisecond, RetryMax: 2 * time.Second,
-			Promote: client.PromoteConfig{Disabled: true}, Logger: s.opts.Logger,
-		})
-		if err != nil {
-			return err
-		}
-		s.Users = append(s.Users, &User{Name: name, Client: cl})
-		s.wg.Add(1)
-		go func() { defer s.wg.Done(); cl.Run(s.ctx) }()
+	joining := s.opts.Joining
+	if joining <= 0 {
+		joining = 200
 	}
-	return s.waitFor(ctx, "clients attached", func() bool {
-		for _, u := range s.Users {
-			if st := u.Client.Status(); st.Supernode == nil || st.Counters["publishes"] == 0 {
-				return false
+	ready := func(u *User) bool {
+		st := u.Client.Status()
+		return st.Supernode != nil && st.Counters["publishes"] > 0
+	}
+	var pending []*User // started, not yet published
+	done, told, started := 0, time.Now(), time.Now()
+	for i := 0; i < s.opts.Users; i++ {
+		for len(pending) >= joining {
+			kept := pending[:0]
+			for _, u := range pending {
+				if ready(u) {
+					done++
+				} else {
+					kept = append(kept, u)
+				}
+			}
+			pending = kept
+			if len(pending) < joining {
+				break
+			}
+			if s.opts.Progress != nil && time.Since(told) >= 10*time.Second {
+				told = time.Now()
+				s.opts.Progress("clients attached: %d of %d after %v", done, s.opts.Users, time.Since(started).Round(time.Second))
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("overlaysim: starting users (%d of %d attached): %w", done, s.opts.Users, ctx.Err())
+			case <-time.After(20 * time.Millisecond):
 			}
 		}
-		return true
+		u, err := s.startUser(ctx, i, now)
+		if err != nil {
+			return err
+		}
+		pending = append(pending, u)
+	}
+	// Users found ready stay counted: a client that reattaches later has published before.
+	left := make(map[*User]bool, len(pending))
+	for _, u := range pending {
+		left[u] = true
+	}
+	return s.waitFor(ctx, "clients attached", func() (int, int) {
+		for u := range left {
+			if ready(u) {
+				delete(left, u)
+			}
+		}
+		return s.opts.Users - len(left), s.opts.Users
 	})
+}
+
+// startUser creates user i's account, key and credential, and starts its client.
+func (s *Sim) startUser(ctx context.Context, i int, now time.Time) (*User, error) {
+	name := fmt.Sprintf("user%05d", i)
+	if err := s.store.CreateUser(ctx, loginsrv.User{Name: name, PassHash: []byte("$sim$"), Created: now}); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(s.dir, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	key, err := identity.LoadOrCreateKey(filepath.Join(dir, client.KeyFile))
+	if err != nil {
+		return nil, err
+	}
+	cred, err := identity.Sign(s.loginK, identity.Credential{Kind: identity.KindUser, Name: name,
+		PubKey: key.Public().(ed25519.PublicKey), Issued: now, Expires: now.Add(24 * time.Hour)})
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, client.CredentialFile), cred, 0o600); err != nil {
+		return nil, err
+	}
+	host := s.Net.Host(fmt.Sprintf("2001:db8:1::%x", i+1))
+	cl, err := client.New(client.Config{
+		DataDir: dir, Login: client.LoginServer{Addr: s.LoginAddr(), Key: s.Login.PublicKey()},
+		Dialer: host, ParallelAttach: 1, Prefer: s.SNs[rand.IntN(len(s.SNs))].Addr,
+		RefreshInterval: time.Hour, NoControl: true, RetryBase: 100 * time.Millisecond, RetryMax: 2 * time.Second,
+		Promote: client.PromoteConfig{Disabled: true}, Logger: s.opts.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	u := &User{Name: name, Client: cl}
+	s.Users = append(s.Users, u)
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); cl.Run(s.ctx) }()
+	return u, nil
 }
 
 // KillSupernodes crashes n random live supernodes at once and returns them.
@@ -257,6 +314,56 @@ func (s *Sim) KillSupernodes(n int) []*SN {
 	}
 	return victims
 }
+
+// MemPeak samples the process's memory until Stop and reports the largest figures seen.
+type MemPeak struct {
+	stop chan struct{}
+	done chan struct{}
+	mu   sync.Mutex // mu protects the following fields
+	heap uint64     // largest HeapInuse
+	sys  uint64     // largest Sys (memory obtained from the OS)
+}
+
+// WatchMemory starts sampling memory every interval.
+func WatchMemory(interval time.Duration) *MemPeak {
+	p := &MemPeak{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			p.sample()
+			select {
+			case <-p.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return p
+}
+
+func (p *MemPeak) sample() {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	p.mu.Lock()
+	p.heap, p.sys = max(p.heap, ms.HeapInuse), max(p.sys, ms.Sys)
+	p.mu.Unlock()
+}
+
+// Peak returns the largest heap in use and memory obtained from the OS so far, in MiB,
+// and resets them.
+func (p *MemPeak) Peak() (heapMiB, sysMiB uint64) {
+	p.sample()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	heapMiB, sysMiB = p.heap>>20, p.sys>>20
+	p.heap = 0
+	return heapMiB, sysMiB
+}
+
+// Stop ends the sampling.
+func (p *MemPeak) Stop() { close(p.stop); <-p.done }
 
 // LookupStats is the outcome of looking every user up.
 type LookupStats struct {
@@ -333,21 +440,34 @@ func (s *Sim) Missing(ctx context.Context, limit int) []string {
 	return out
 }
 
-func (s *Sim) waitFor(ctx context.Context, what string, cond func() bool) error {
+// waitFor polls progress until it reports all done, telling Options.Progress every 10
+// seconds.
+func (s *Sim) waitFor(ctx context.Context, what string, progress func() (done, all int)) error {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
-	for !cond() {
+	start, told := time.Now(), time.Now()
+	for {
+		done, all := progress()
+		if done >= all {
+			return nil
+		}
+		if s.opts.Progress != nil && time.Since(told) >= 10*time.Second {
+			told = time.Now()
+			s.opts.Progress("%s: %d of %d after %v", what, done, all, time.Since(start).Round(time.Second))
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("overlaysim: waiting for %s: %w", what, ctx.Err())
+			return fmt.Errorf("overlaysim: waiting for %s (%d of %d): %w", what, done, all, ctx.Err())
 		case <-t.C:
 		}
 	}
-	return nil
 }
 
 // Close stops everything and removes the state directory.
 func (s *Sim) Close() error {
+	// Clients log off cleanly, which at 10,000 users takes most of a minute. Powering
+	// the supernodes off first is worse: the clients of each reattach to the next
+	// until the last one holds them all.
 	s.cancel()
 	s.wg.Wait()
 	var err error

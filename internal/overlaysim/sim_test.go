@@ -20,6 +20,19 @@ func scale(t testing.TB) (sns, users int) {
 	return 50, 500
 }
 
+// pace returns the keep-alive and heartbeat periods for a population. Small ones keep a
+// -race run short; at full scale the supernodes' default keep-alive (20 s), at which two
+// cores carry 10,000 users' publications (three stores each), and a heartbeat every 2 s
+// from 1,000 supernodes (the login server drops one after three missed).
+func pace(sns, users int) (keep, hb time.Duration) {
+	keep = max(3*time.Second, time.Duration(users)*2*time.Millisecond)
+	hb = time.Second
+	if sns >= 500 {
+		hb = 2 * time.Second
+	}
+	return keep, hb
+}
+
 func getenvScale() []int {
 	v := os.Getenv("PEERLINE_SIM")
 	if v == "" {
@@ -38,10 +51,7 @@ func getenvScale() []int {
 // every online user must be found. PEERLINE_SIM=1000,10000 runs it at full scale.
 func TestIndexUnderChurn(t *testing.T) {
 	sns, users := scale(t)
-	keep := 3 * time.Second
-	if users >= 5000 {
-		keep = 10 * time.Second
-	}
+	keep, hb := pace(sns, users)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -49,24 +59,33 @@ func TestIndexUnderChurn(t *testing.T) {
 	if os.Getenv("PEERLINE_SIM_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	s, err := Start(ctx, Options{Supernodes: sns, Users: users, KeepAlive: keep, Logger: log})
+	mem := WatchMemory(200 * time.Millisecond)
+	defer mem.Stop()
+	s, err := Start(ctx, Options{Supernodes: sns, Users: users, KeepAlive: keep, Heartbeat: hb, Logger: log, Progress: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	t.Logf("%d supernodes and %d users up in %v", sns, users, time.Since(start).Round(time.Millisecond))
+	heap, sys := mem.Peak()
+	t.Logf("%d supernodes and %d users up in %v (peak heap %d MiB, from OS %d MiB)", sns, users,
+		time.Since(start).Round(time.Millisecond), heap, sys)
 	before := s.LookupAll(ctx, 32)
-	t.Logf("before churn: found %d/%d, hops mean %.2f p99 %d max %d, in %v", before.Found, before.Users,
-		before.MeanHops, before.P99Hops, before.MaxHops, before.Elapsed.Round(time.Millisecond))
+	heap, sys = mem.Peak()
+	t.Logf("before churn: found %d/%d, hops mean %.2f p99 %d max %d, in %v (peak heap %d MiB)", before.Found, before.Users,
+		before.MeanHops, before.P99Hops, before.MaxHops, before.Elapsed.Round(time.Millisecond), heap)
 	if before.Found != before.Users {
 		t.Fatalf("before churn only %d of %d users found: %v", before.Found, before.Users, s.Missing(ctx, 10))
 	}
 	killed := s.KillSupernodes(sns / 10)
 	t.Logf("%s: killed %d supernodes; waiting one keep-alive period (%v)", time.Now().Format("15:04:05.000"), len(killed), keep)
 	time.Sleep(keep)
+	heap, _ = mem.Peak()
+	t.Logf("during the keep-alive period after the kill: peak heap %d MiB", heap)
 	after := s.LookupAll(ctx, 32)
-	t.Logf("after churn: found %d/%d, hops mean %.2f p99 %d max %d, in %v", after.Found, after.Users,
-		after.MeanHops, after.P99Hops, after.MaxHops, after.Elapsed.Round(time.Millisecond))
+	heap, sys = mem.Peak()
+	t.Logf("after churn: found %d/%d, hops mean %.2f p99 %d max %d, in %v (peak heap %d MiB, from OS %d MiB; %v since start)",
+		after.Found, after.Users, after.MeanHops, after.P99Hops, after.MaxHops, after.Elapsed.Round(time.Millisecond),
+		heap, sys, time.Since(start).Round(time.Millisecond))
 	if after.Found != after.Users {
 		missing := s.Missing(ctx, 10)
 		for _, m := range missing {

@@ -7,27 +7,28 @@ import (
 
 // Overlay message types: the user index, search, presence and instant messages.
 const (
-	TMembers     Type = 34 // supernode -> login server: a page of the member list
-	TMembersOK   Type = 35
-	TSNLeave     Type = 36 // supernode -> login server: leaving (demotion)
-	TSNPromote   Type = 37 // client -> login server: admit me as a supernode
-	TSNPromoteOK Type = 38
-	TSNHello     Type = 50 // supernode -> supernode: first message, proves who dials
-	TIndexStore  Type = 51
-	TIndexLookup Type = 52
-	TIndexResult Type = 53
-	TIndexGone   Type = 54
-	TWatch       Type = 55
-	TPresence    Type = 56 // holder -> watcher's supernode -> watcher's client
-	TDeliver     Type = 57 // supernode -> supernode -> client: an end-to-end message
-	TPublish     Type = 60 // client -> supernode
-	TSearch      Type = 61
-	TSearchOK    Type = 62
-	TSubscribe   Type = 63
-	TMsg         Type = 64
-	TDialBack    Type = 65 // client -> supernode: dial me back at this address
-	TBandwidth   Type = 66 // client -> supernode: upload probe
-	TBandwidthOK Type = 67
+	TMembers         Type = 34 // supernode -> login server: a page of the member list
+	TMembersOK       Type = 35
+	TSNLeave         Type = 36 // supernode -> login server: leaving (demotion)
+	TSNPromote       Type = 37 // client -> login server: admit me as a supernode
+	TSNPromoteOK     Type = 38
+	TSNHello         Type = 50 // supernode -> supernode: first message, proves who dials
+	TIndexStore      Type = 51
+	TIndexLookup     Type = 52
+	TIndexResult     Type = 53
+	TIndexGone       Type = 54
+	TWatch           Type = 55
+	TPresence        Type = 56 // holder -> watcher's supernode -> watcher's client
+	TDeliver         Type = 57 // supernode -> supernode -> client: an end-to-end message
+	TIndexStoreBatch Type = 58 // supernode -> holder: several records at once
+	TPublish         Type = 60 // client -> supernode
+	TSearch          Type = 61
+	TSearchOK        Type = 62
+	TSubscribe       Type = 63
+	TMsg             Type = 64
+	TDialBack        Type = 65 // client -> supernode: dial me back at this address
+	TBandwidth       Type = 66 // client -> supernode: upload probe
+	TBandwidthOK     Type = 67
 )
 
 // Limits of overlay messages.
@@ -35,6 +36,9 @@ const (
 	MaxRecord   = 16 << 10
 	MaxEnvelope = 8 << 10
 	MaxProbe    = 48 << 10
+	// MaxBatch is the most records one IndexStoreBatch carries; the frame's size limit
+	// usually binds first.
+	MaxBatch = 256
 )
 
 // Errors of the overlay.
@@ -95,6 +99,14 @@ type SNHello struct {
 // IndexStore asks a holder to keep a signed user record.
 type IndexStore struct {
 	Record []byte `json:"record"`
+}
+
+// IndexStoreBatch asks a holder to keep several signed user records. A supernode sends
+// one per holder when it re-homes records after a ring change or hands them off before
+// leaving, instead of one IndexStore per record. Each record stands alone: one that does
+// not verify is refused without the others. The answer is OK.
+type IndexStoreBatch struct {
+	Records [][]byte `json:"records"`
 }
 
 // IndexLookup asks a holder for a user's record on behalf of Asker.
@@ -186,31 +198,32 @@ type BandwidthOK struct {
 	Bytes int `json:"bytes"`
 }
 
-func (*Members) Type() Type     { return TMembers }
-func (*MembersOK) Type() Type   { return TMembersOK }
-func (*SNLeave) Type() Type     { return TSNLeave }
-func (*SNPromote) Type() Type   { return TSNPromote }
-func (*SNPromoteOK) Type() Type { return TSNPromoteOK }
-func (*SNHello) Type() Type     { return TSNHello }
-func (*IndexStore) Type() Type  { return TIndexStore }
-func (*IndexLookup) Type() Type { return TIndexLookup }
-func (*IndexResult) Type() Type { return TIndexResult }
-func (*IndexGone) Type() Type   { return TIndexGone }
-func (*Watch) Type() Type       { return TWatch }
-func (*Presence) Type() Type    { return TPresence }
-func (*Deliver) Type() Type     { return TDeliver }
-func (*Publish) Type() Type     { return TPublish }
-func (*Search) Type() Type      { return TSearch }
-func (*SearchOK) Type() Type    { return TSearchOK }
-func (*Subscribe) Type() Type   { return TSubscribe }
-func (*Msg) Type() Type         { return TMsg }
-func (*DialBack) Type() Type    { return TDialBack }
-func (*Bandwidth) Type() Type   { return TBandwidth }
-func (*BandwidthOK) Type() Type { return TBandwidthOK }
+func (*Members) Type() Type         { return TMembers }
+func (*MembersOK) Type() Type       { return TMembersOK }
+func (*SNLeave) Type() Type         { return TSNLeave }
+func (*SNPromote) Type() Type       { return TSNPromote }
+func (*SNPromoteOK) Type() Type     { return TSNPromoteOK }
+func (*SNHello) Type() Type         { return TSNHello }
+func (*IndexStore) Type() Type      { return TIndexStore }
+func (*IndexStoreBatch) Type() Type { return TIndexStoreBatch }
+func (*IndexLookup) Type() Type     { return TIndexLookup }
+func (*IndexResult) Type() Type     { return TIndexResult }
+func (*IndexGone) Type() Type       { return TIndexGone }
+func (*Watch) Type() Type           { return TWatch }
+func (*Presence) Type() Type        { return TPresence }
+func (*Deliver) Type() Type         { return TDeliver }
+func (*Publish) Type() Type         { return TPublish }
+func (*Search) Type() Type          { return TSearch }
+func (*SearchOK) Type() Type        { return TSearchOK }
+func (*Subscribe) Type() Type       { return TSubscribe }
+func (*Msg) Type() Type             { return TMsg }
+func (*DialBack) Type() Type        { return TDialBack }
+func (*Bandwidth) Type() Type       { return TBandwidth }
+func (*BandwidthOK) Type() Type     { return TBandwidthOK }
 
 func init() {
 	register(&Members{}, &MembersOK{}, &SNLeave{}, &SNPromote{}, &SNPromoteOK{},
-		&SNHello{}, &IndexStore{}, &IndexLookup{}, &IndexResult{}, &IndexGone{}, &Watch{},
+		&SNHello{}, &IndexStore{}, &IndexStoreBatch{}, &IndexLookup{}, &IndexResult{}, &IndexGone{}, &Watch{},
 		&Presence{}, &Deliver{}, &Publish{}, &Search{}, &SearchOK{}, &Subscribe{}, &Msg{},
 		&DialBack{}, &Bandwidth{}, &BandwidthOK{})
 }
@@ -239,6 +252,17 @@ func (m *SNPromoteOK) validate() error {
 }
 func (m *SNHello) validate() error    { return checkBytes("credential", m.Credential, 1, MaxCredential) }
 func (m *IndexStore) validate() error { return checkBytes("record", m.Record, 1, MaxRecord) }
+func (m *IndexStoreBatch) validate() error {
+	if len(m.Records) == 0 || len(m.Records) > MaxBatch {
+		return fmt.Errorf("%d records", len(m.Records))
+	}
+	for _, r := range m.Records {
+		if err := checkBytes("record", r, 1, MaxRecord); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 func (m *IndexLookup) validate() error {
 	if err := checkLen("name", m.Name, 1, MaxName); err != nil {
 		return err

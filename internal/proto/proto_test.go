@@ -43,6 +43,8 @@ func TestDecodeRejects(t *testing.T) {
 		{TSNRegister, `{"name":"sn","addr":"192.0.2.1:0"}`},
 		{TAttach, `{"credential":""}`},
 		{TPeersOK, `{"supernodes":[{"id":"x","addr":":1"}]}`},
+		{TIndexStoreBatch, `{"records":[]}`},
+		{TIndexStoreBatch, `{"records":["AQID",""]}`},
 	}
 	for _, c := range cases {
 		if _, err := Decode(c.typ, []byte(c.body)); !errors.Is(err, ErrDecode) {
@@ -65,6 +67,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(uint8(TLogin), []byte(`{"name":"alice","password":"hunter22"}`))
 	f.Add(uint8(TLoginOK), []byte(`{"name":"a","credential":"AQID","seed":[{"id":"k","addr":"192.0.2.1:1","since":"2026-01-01T00:00:00Z"}]}`))
 	f.Add(uint8(TError), []byte(`{"code":"busy","retry_after_ms":100}`))
+	f.Add(uint8(TIndexStoreBatch), []byte(`{"records":["AQID","BAUG"]}`))
 	f.Fuzz(func(t *testing.T, typ uint8, body []byte) {
 		m, err := Decode(Type(typ), body)
 		if err != nil {

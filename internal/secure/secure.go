@@ -110,6 +110,20 @@ func ServerConfig(key ed25519.PrivateKey, requireClientKey bool) (*tls.Config, e
 // anonymous client (registration). verify, if non-nil, is given the server's key during the
 // handshake and may reject it; PinnedKey makes the usual one.
 func ClientConfig(key ed25519.PrivateKey, verify func(ed25519.PublicKey) error) (*tls.Config, error) {
+	if key == nil {
+		return ClientConfigCert(nil, verify), nil
+	}
+	cert, err := Certificate(key)
+	if err != nil {
+		return nil, err
+	}
+	return ClientConfigCert(&cert, verify), nil
+}
+
+// ClientConfigCert is ClientConfig with the node's certificate made beforehand (by
+// Certificate), for a node that dials often: making a certificate costs a signature.
+// cert may be nil for an anonymous client.
+func ClientConfigCert(cert *tls.Certificate, verify func(ed25519.PublicKey) error) *tls.Config {
 	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		NextProtos: []string{ALPN},
@@ -127,14 +141,10 @@ func ClientConfig(key ed25519.PrivateKey, verify func(ed25519.PublicKey) error) 
 			return nil
 		},
 	}
-	if key != nil {
-		cert, err := Certificate(key)
-		if err != nil {
-			return nil, err
-		}
-		cfg.Certificates = []tls.Certificate{cert}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
 	}
-	return cfg, nil
+	return cfg
 }
 
 // PinnedKey returns a verify function that accepts only want.
