@@ -219,16 +219,12 @@ func (c *Client) Call(ctx context.Context, name string, opts CallOptions) (CallR
 	if err != nil {
 		return fail(rep, "failed", err)
 	}
-	ok, err := rpc.Call[*proto.SearchOK](ctx, a.conn, &proto.Search{Name: name})
+	rec, err := c.locate(ctx, a, name)
+	if errors.Is(err, proto.ErrOffline) {
+		return fail(rep, "offline", err)
+	}
 	if err != nil {
 		return fail(rep, "failed", err)
-	}
-	if !ok.Found || !ok.Online {
-		return fail(rep, "offline", proto.ErrOffline.With("%s is offline", name))
-	}
-	rec, err := index.Verify(ok.Record, c.cfg.Login.Key, c.cfg.Now())
-	if err != nil {
-		return fail(rep, "failed", fmt.Errorf("the overlay returned a bad record: %w", err))
 	}
 	k := &call{id: newCallID(), peer: name, outgoing: true, started: start, state: "ringing",
 		answers: make(chan *callsig.Msg, 1), hungUp: make(chan struct{}), peerBox: rec.BoxKey,
@@ -318,6 +314,39 @@ func (g *gatedSource) ReadFrame(pcm []int16) error {
 		return nil
 	}
 	return g.src.ReadFrame(pcm)
+}
+
+// locate finds where an online user is now. A record that expired on its way here (a
+// holder that missed the user's last publication, answering at the edge of the record's
+// life) is asked for again, a few times, before the user counts as unreachable.
+func (c *Client) locate(ctx context.Context, a *attachment, name string) (index.Record, error) {
+	var lastErr error
+	for try := 0; try < 3; try++ {
+		if try > 0 {
+			select {
+			case <-time.After(300 * time.Millisecond):
+			case <-ctx.Done():
+				return index.Record{}, ctx.Err()
+			}
+		}
+		ok, err := rpc.Call[*proto.SearchOK](ctx, a.conn, &proto.Search{Name: name})
+		if err != nil {
+			return index.Record{}, err
+		}
+		if !ok.Found || !ok.Online {
+			return index.Record{}, proto.ErrOffline.With("%s is offline", name)
+		}
+		rec, err := index.Verify(ok.Record, c.cfg.Login.Key, c.cfg.Now())
+		if err == nil {
+			return rec, nil
+		}
+		lastErr = fmt.Errorf("the overlay returned a bad record: %w", err)
+		if !errors.Is(err, index.ErrExpired) {
+			break
+		}
+		c.m.Inc("search_expired_records")
+	}
+	return index.Record{}, lastErr
 }
 
 // credBinding is what of a credential the media key is bound to: the name and key it

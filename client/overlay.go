@@ -332,16 +332,12 @@ func (c *Client) Message(ctx context.Context, to, text string) error {
 	if err != nil {
 		return err
 	}
-	ok, err := rpc.Call[*proto.SearchOK](ctx, a.conn, &proto.Search{Name: to})
-	if err != nil {
-		return err
-	}
-	if !ok.Found || !ok.Online {
+	rec, err := c.locate(ctx, a, to)
+	if errors.Is(err, proto.ErrOffline) {
 		return proto.ErrOffline.With("%s is offline; messages are delivered only to online users", to)
 	}
-	rec, err := index.Verify(ok.Record, c.cfg.Login.Key, c.cfg.Now())
 	if err != nil {
-		return fmt.Errorf("the overlay returned a bad record: %w", err)
+		return err
 	}
 	c.mu.Lock()
 	cred := c.cred

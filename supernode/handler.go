@@ -262,13 +262,26 @@ func (sn *Supernode) publish(ctx context.Context, h *handler, name string, raw [
 	sn.mu.Unlock()
 	sn.forget(name)
 	// The client waits a keep-alive period for the answer and then gives up on this
-	// supernode: answer within half of it, with whatever holders stored the record by
-	// then.
-	rctx, cancel := context.WithTimeout(ctx, sn.cfg.KeepAlive/2)
-	n := sn.replicate(rctx, name, raw)
-	cancel()
-	if n == 0 {
-		return nil, proto.ErrBusy.With("no holder reachable for your record").WithRetry(time.Second)
+	// supernode: answer within half of it. Stores still under way then go on in the
+	// background for up to a keep-alive, so that a slow holder still gets the record
+	// rather than keep an older one that expires before the next publication.
+	rctx, cancel := context.WithTimeout(sn.runCtx, sn.cfg.KeepAlive)
+	done := make(chan int, 1)
+	go func() {
+		defer cancel()
+		done <- sn.replicate(rctx, name, raw)
+	}()
+	wait := time.NewTimer(sn.cfg.KeepAlive / 2)
+	defer wait.Stop()
+	select {
+	case n := <-done:
+		if n == 0 {
+			return nil, proto.ErrBusy.With("no holder reachable for your record").WithRetry(time.Second)
+		}
+	case <-wait.C:
+		sn.m.Inc("publishes_answered_early")
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 	sn.m.Inc("publishes")
 	return &proto.OK{}, nil
