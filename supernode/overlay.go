@@ -507,8 +507,12 @@ func (sn *Supernode) Lookup(ctx context.Context, name, asker string) (res proto.
 	}
 	hedge := time.NewTimer(sn.cfg.LookupHedge)
 	defer hedge.Stop()
+	// Ask up to twice Replicas holders: just after the ring changed, the first holders in
+	// the new order may not have been given the record yet while later ones still hold it.
 	next, running, answered := 0, 0, 0
-	more := func() bool { return next < len(cands) && answered+running < sn.cfg.Replicas }
+	limit := min(len(cands), 2*sn.cfg.Replicas)
+	more := func() bool { return next < limit && answered+running < limit }
+	var offline *proto.IndexResult // the first "offline" answer, kept in case nobody has it online
 	if more() {
 		ask(cands[next])
 		next, running = next+1, running+1
@@ -548,14 +552,24 @@ func (sn *Supernode) Lookup(ctx context.Context, name, asker string) (res proto.
 			}
 			sn.cacheResult(name, a.r, rec, now)
 			return a.r, hops, false
-		default: // offline, last seen then
-			return a.r, hops, false
+		default: // offline, last seen then; another holder may have a newer, online record
+			if offline == nil {
+				r := a.r
+				offline = &r
+			}
+			answered++
+			if answered >= sn.cfg.Replicas {
+				return *offline, hops, false
+			}
 		}
 		if running == 0 && more() {
 			ask(cands[next])
 			next, running = next+1, running+1
 			hedge.Reset(sn.cfg.LookupHedge)
 		}
+	}
+	if offline != nil {
+		return *offline, hops, false
 	}
 	return res, hops, false
 }
