@@ -90,7 +90,6 @@ type call struct {
 	id       string
 	peer     string
 	outgoing bool
-	started  time.Time
 	answers  chan *callsig.Msg // outgoing: the accept or reject
 	hungUp   chan struct{}     // the peer hung up
 	hangOnce sync.Once
@@ -103,7 +102,6 @@ type call struct {
 	leg      *leg
 	pending  []*callsig.Msg // candidates that came before the leg
 	session  *media.Session
-	cancel   context.CancelFunc
 	sendq    chan callsig.Msg
 	local    bool // Hangup was called here: the peer must still be told
 }
@@ -136,6 +134,27 @@ func (c *Client) sender(ctx context.Context, k *call) {
 			cancel()
 		}
 	}
+}
+
+// openLeg brings up this side's transport for call k with a peer behind a NAT of class
+// peerNAT; its signals go through k's queue, the punch timing past it.
+func (c *Client) openLeg(ctx context.Context, k *call, controlling bool, peerNAT string) (*leg, error) {
+	l, err := c.newLeg(ctx, k.id, controlling, peerNAT, k.queue, c.urgentSender(ctx, k))
+	if err != nil {
+		return nil, err
+	}
+	k.mu.Lock()
+	k.leg = l
+	k.mu.Unlock()
+	return l, nil
+}
+
+// withDuration bounds ctx by d when d > 0.
+func withDuration(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d > 0 {
+		return context.WithTimeout(ctx, d)
+	}
+	return context.WithCancel(ctx)
 }
 
 // urgentSender returns a function that sends a message of call k at once, in its own
@@ -201,14 +220,6 @@ func (c *Client) ringTimeout() time.Duration {
 	return 30 * time.Second
 }
 
-// activeCall returns the call in progress or ringing, if any.
-func (c *Client) activeCallLocked() *call {
-	for _, k := range c.calls {
-		return k
-	}
-	return nil
-}
-
 // Call places a call to name and runs it to its end: the callee is found through the
 // overlay, invited, and once it answers the audio flows on the best path until
 // opts.Duration passes, the source ends, the peer hangs up or ctx is done.
@@ -226,7 +237,7 @@ func (c *Client) Call(ctx context.Context, name string, opts CallOptions) (CallR
 	if err != nil {
 		return fail(rep, "failed", err)
 	}
-	k := &call{id: newCallID(), peer: name, outgoing: true, started: start, state: "ringing",
+	k := &call{id: newCallID(), peer: name, outgoing: true, state: "ringing",
 		answers: make(chan *callsig.Msg, 1), hungUp: make(chan struct{}), peerBox: rec.BoxKey,
 		sendq: make(chan callsig.Msg, 64)}
 	rep.Call = k.id
@@ -241,14 +252,11 @@ func (c *Client) Call(ctx context.Context, name string, opts CallOptions) (CallR
 
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	l, err := c.newLeg(cctx, k.id, true, k.queue, c.urgentSender(cctx, k))
+	l, err := c.openLeg(cctx, k, true, rec.NAT)
 	if err != nil {
 		return fail(rep, "failed", err)
 	}
 	defer l.close()
-	k.mu.Lock()
-	k.leg = l
-	k.mu.Unlock()
 	inv := callsig.Msg{T: callsig.TInvite, Call: k.id, Box: c.box.Public[:], Conf: opts.conf}
 	l.firstSignal(cctx, &inv, 50*time.Millisecond)
 	rep.LocalNAT = inv.NAT.Classic
@@ -394,13 +402,8 @@ func (c *Client) runMedia(ctx context.Context, k *call, l *leg, key [32]byte, re
 	l.beginPunch()
 	c.emit(Event{Kind: "call", Time: c.cfg.Now(), Name: k.peer, Call: k.id, State: "active"})
 
-	rctx, cancel := context.WithCancel(ctx)
+	rctx, cancel := withDuration(ctx, opts.Duration)
 	defer cancel()
-	if opts.Duration > 0 {
-		var dcancel context.CancelFunc
-		rctx, dcancel = context.WithTimeout(rctx, opts.Duration)
-		defer dcancel()
-	}
 	go func() {
 		select {
 		case <-k.hungUp:
@@ -524,7 +527,7 @@ func (c *Client) onInvite(m *callsig.Msg, sender identity.Credential) error {
 		c.m.Inc("call_signals_rejected")
 		return proto.ErrRefused.With("invite without a box key")
 	}
-	k := &call{id: m.Call, peer: sender.Name, started: time.Now(), state: "ringing", invite: m,
+	k := &call{id: m.Call, peer: sender.Name, state: "ringing", invite: m,
 		peerCred: sender, hungUp: make(chan struct{}), sendq: make(chan callsig.Msg, 64)}
 	copy(k.peerBox[:], m.Box)
 	c.mu.Lock()
@@ -532,7 +535,7 @@ func (c *Client) onInvite(m *callsig.Msg, sender identity.Credential) error {
 		c.mu.Unlock()
 		return nil
 	}
-	busy := c.activeCallLocked() != nil
+	busy := len(c.calls) > 0 // a call in progress or ringing
 	if !busy {
 		c.calls[k.id] = k
 	}
@@ -654,14 +657,15 @@ func (c *Client) Answer(ctx context.Context, id string, opts CallOptions) (CallR
 	defer c.endCall(k)
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	l, err := c.newLeg(cctx, k.id, false, k.queue, c.urgentSender(cctx, k))
+	peerNAT := ""
+	if inv.NAT != nil {
+		peerNAT = inv.NAT.Classic
+	}
+	l, err := c.openLeg(cctx, k, false, peerNAT)
 	if err != nil {
 		return fail(rep, "failed", err)
 	}
 	defer l.close()
-	k.mu.Lock()
-	k.leg = l
-	k.mu.Unlock()
 	acc := callsig.Msg{T: callsig.TAccept, Call: k.id}
 	l.firstSignal(cctx, &acc, 50*time.Millisecond)
 	c.mu.Lock()

@@ -19,9 +19,6 @@ import (
 // attached to different supernodes; bob answers calls on his own and records them.
 func callPair(t *testing.T, modA, modB func(*client.Config)) (*overlaytest.Overlay, *overlaytest.Client, *overlaytest.Client, string) {
 	t.Helper()
-	o := overlaytest.Start(t, overlaytest.Options{Supernodes: 3, STUN: true, Relay: true, CacheTTL: -1})
-	o.Register("alice", "correct horse")
-	o.Register("bob", "battery staple")
 	rec := t.TempDir()
 	mA := func(c *client.Config) {
 		c.Call.Loopback = true
@@ -37,20 +34,7 @@ func callPair(t *testing.T, modA, modB func(*client.Config)) (*overlaytest.Overl
 			modB(c)
 		}
 	}
-	a := o.StartClient(filepath.Join(t.TempDir(), "alice"), "alice", "correct horse", mA)
-	o.Eventually("alice attached", attached(a))
-	b := o.StartClient(filepath.Join(t.TempDir(), "bob"), "bob", "battery staple", mB)
-	o.Eventually("bob attached", attached(b))
-	for tries := 0; b.Status().Supernode.Addr == a.Status().Supernode.Addr; tries++ {
-		if tries > 20 {
-			t.Fatal("bob keeps attaching to alice's supernode")
-		}
-		b.Stop()
-		b = o.StartClient(b.Dir, "", "", func(c *client.Config) { mB(c); c.ParallelAttach = 1 })
-		b.HostCache().MarkFailure(a.Status().Supernode.Addr)
-		b.HostCache().MarkFailure(a.Status().Supernode.Addr)
-		o.Eventually("bob attached", attached(b))
-	}
+	o, a, b := twoUsersWith(t, overlaytest.Options{Supernodes: 3, STUN: true, Relay: true, CacheTTL: -1}, mA, mB)
 	o.Eventually("both published, NAT known", func() bool {
 		return a.Metrics().Get("publishes") > 1 && b.Metrics().Get("publishes") > 1 &&
 			a.Status().NAT != nil && b.Status().NAT != nil
@@ -63,80 +47,26 @@ func callPair(t *testing.T, modA, modB func(*client.Config)) (*overlaytest.Overl
 	return o, a, b, rec
 }
 
-// sineFrames is what a media.Sine of n frames sends, through the µ-law round trip: what
-// the receiver must play out, bit for bit.
-func sineFrames(n int) [][]int16 {
-	src := &media.Sine{Freq: 440, Frames: n}
-	var out [][]int16
-	for i := 0; i < n; i++ {
-		pcm := make([]int16, media.FrameSamples)
-		if err := src.ReadFrame(pcm); err != nil {
-			break
+// callInBackground has alice call bob with frames of a tone and delivers the report.
+func callInBackground(t *testing.T, ctx context.Context, a *overlaytest.Client, frames int) <-chan client.CallReport {
+	done := make(chan client.CallReport, 1)
+	go func() {
+		rep, err := a.Call(ctx, "bob", client.CallOptions{Source: &media.Sine{Freq: 440, Frames: frames}})
+		if err != nil {
+			t.Errorf("call: %v", err)
 		}
-		u := media.EncodeUlaw(make([]byte, len(pcm)), pcm)
-		out = append(out, media.DecodeUlaw(make([]int16, len(u)), u))
-	}
-	return out
+		done <- rep
+	}()
+	return done
 }
 
-// checkFrames reports how many of the frames sent arrived bit-identical, and fails on
-// any frame that arrived different.
-func checkFrames(t *testing.T, sent [][]int16, rec *media.Recorder) int {
+// waitTalking waits until bob's call in progress has received more than n frames.
+func waitTalking(t *testing.T, b *overlaytest.Client, n uint64) {
 	t.Helper()
-	got, lost := rec.Frames()
-	// The recording starts at the first frame played out; find it.
-	start := -1
-	for i, f := range got {
-		if !lost[i] && !isSilence(f) {
-			start = i
-			break
-		}
-	}
-	if start < 0 {
-		t.Fatal("nothing arrived")
-	}
-	first := -1
-	for j, f := range sent {
-		if equalPCM(f, got[start]) {
-			first = j
-			break
-		}
-	}
-	if first < 0 {
-		t.Fatal("the first frame received matches no frame sent")
-	}
-	ok := 0
-	for i := start; i < len(got) && first+i-start < len(sent); i++ {
-		if lost[i] {
-			continue
-		}
-		if !equalPCM(got[i], sent[first+i-start]) {
-			t.Fatalf("frame %d arrived different from what was sent", first+i-start)
-		}
-		ok++
-	}
-	return ok
-}
-
-func isSilence(f []int16) bool {
-	for _, v := range f {
-		if v != 0 {
-			return false
-		}
-	}
-	return true
-}
-
-func equalPCM(a, b []int16) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
+	overlaytest.Eventually(t, 10*time.Second, "audio flowing to bob", func() bool {
+		act := b.Active()
+		return len(act) == 1 && act[0].Media.FramesReceived > n
+	})
 }
 
 func TestCallDirectOnLoopback(t *testing.T) {
@@ -222,11 +152,8 @@ func TestCallMovesFromRelayToDirect(t *testing.T) {
 	if err != nil {
 		t.Fatalf("call: %v", err)
 	}
-	var kinds []string
-	for _, ch := range rep.Media.PathChanges {
-		kinds = append(kinds, ch.From+" -> "+ch.To+" ("+ch.Reason+")")
-	}
-	t.Logf("path changes: %q; max gap %.0f ms", kinds, rep.Media.MaxGapMs)
+	kinds := rep.Media.PathChanges
+	t.Logf("path changes: %v; max gap %.0f ms", kinds, rep.Media.MaxGapMs)
 	if rep.Path != client.PathDirect {
 		t.Fatalf("the call ended on %q, want direct", rep.Path)
 	}
@@ -237,7 +164,7 @@ func TestCallMovesFromRelayToDirect(t *testing.T) {
 		}
 	}
 	if !movedFromRelay {
-		t.Fatalf("no move from the relay to the direct path: %q", kinds)
+		t.Fatalf("no move from the relay to the direct path: %v", kinds)
 	}
 	overlaytest.Eventually(t, 10*time.Second, "bob's report", func() bool { return len(b.Reports()) > 0 })
 	br := b.Reports()[0]
@@ -252,28 +179,14 @@ func TestCallFailsOverWhenRelayDies(t *testing.T) {
 	const frames = 250 // 5 s
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
-	done := make(chan client.CallReport, 1)
-	go func() {
-		rep, err := a.Call(ctx, "bob", client.CallOptions{Source: &media.Sine{Freq: 440, Frames: frames}})
-		if err != nil {
-			t.Errorf("call: %v", err)
-		}
-		done <- rep
-	}()
+	done := callInBackground(t, ctx, a, frames)
 	// Once audio flows on bob's relay (the best relayed path for alice), kill bob's
 	// supernode, which runs that relay.
-	overlaytest.Eventually(t, 10*time.Second, "audio flowing", func() bool {
-		act := b.Active()
-		return len(act) == 1 && act[0].Media.FramesReceived > 50
-	})
+	waitTalking(t, b, 50)
 	sn := o.SupernodeAt(b.Status().Supernode.Addr)
 	sn.Stop()
 	rep := <-done
-	var changes []string
-	for _, ch := range rep.Media.PathChanges {
-		changes = append(changes, ch.From+" -> "+ch.To+" ("+ch.Reason+")")
-	}
-	t.Logf("alice: %d frames received, max gap %.0f ms, changes %q", rep.Media.FramesReceived, rep.Media.MaxGapMs, changes)
+	t.Logf("alice: %d frames received, max gap %.0f ms, changes %v", rep.Media.FramesReceived, rep.Media.MaxGapMs, rep.Media.PathChanges)
 	if rep.Result != "completed" {
 		t.Fatalf("call %+v", rep)
 	}
@@ -339,18 +252,8 @@ func TestCallBusyAndHold(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
 	const frames = 400 // 8 s of audio, of which 3.5 s on hold
-	done := make(chan client.CallReport, 1)
-	go func() {
-		rep, err := a.Call(ctx, "bob", client.CallOptions{Source: &media.Sine{Freq: 440, Frames: frames}})
-		if err != nil {
-			t.Errorf("call: %v", err)
-		}
-		done <- rep
-	}()
-	overlaytest.Eventually(t, 10*time.Second, "alice and bob talking", func() bool {
-		act := b.Active()
-		return len(act) == 1 && act[0].Media.FramesReceived > 25
-	})
+	done := callInBackground(t, ctx, a, frames)
+	waitTalking(t, b, 25)
 	overlaytest.Eventually(t, 10*time.Second, "carol hears busy", func() bool {
 		_, err := c.Call(ctx, "bob", client.CallOptions{})
 		return errors.Is(err, client.ErrCallBusy)
@@ -381,10 +284,7 @@ func TestCallHangupByCallee(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	go func() {
-		overlaytest.Eventually(t, 10*time.Second, "talking", func() bool {
-			act := b.Active()
-			return len(act) == 1 && act[0].Media.FramesReceived > 10
-		})
+		waitTalking(t, b, 10)
 		if err := b.Hangup(""); err != nil {
 			t.Errorf("hangup: %v", err)
 		}

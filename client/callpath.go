@@ -153,7 +153,8 @@ func randomString(n int) string {
 
 // newLeg gathers this side's candidates and allocates on the relay, in the background;
 // onLocal is called with every candidate or relay found after the first signal was built.
-func (c *Client) newLeg(ctx context.Context, callID string, controlling bool, onLocal, urgent func(callsig.Msg)) (*leg, error) {
+// peerNAT is the peer's NAT class as far as known ("" = not yet).
+func (c *Client) newLeg(ctx context.Context, callID string, controlling bool, peerNAT string, onLocal, urgent func(callsig.Msg)) (*leg, error) {
 	priv := make([]byte, 32)
 	rand.Read(priv)
 	pub, err := curve25519.X25519(priv, curve25519.Basepoint)
@@ -234,7 +235,9 @@ func (c *Client) newLeg(ctx context.Context, callID string, controlling bool, on
 		agent.Close()
 		return nil, fmt.Errorf("ice gather: %w", err)
 	}
-	if a != nil && a.turn != "" {
+	// The TCP punch serves only where UDP is blocked on either side: learn the mapping
+	// for it only then (it costs a connection to the relay).
+	if a != nil && a.turn != "" && (l.udpBlocked || normClassic(callsig.NAT{Classic: peerNAT}) == "udp-blocked") {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
@@ -621,14 +624,19 @@ func (l *leg) runICE(ctx context.Context) {
 	}
 	l.log.Info("ice connected", "path", kind, "pair", name, "after", time.Since(start).Round(time.Millisecond))
 	l.c.m.Inc("call_ice_connected")
+	l.addPath(kind, name, conn, rank)
+}
+
+// addPath hands a path that came up to the media session, which owns it from then on.
+func (l *leg) addPath(kind, name string, p media.Path, rank int) {
 	l.mu.Lock()
 	s := l.session
 	l.mu.Unlock()
 	if s == nil {
-		conn.Close()
+		p.Close()
 		return
 	}
-	s.AddPath(media.PathKind(kind), name, conn, rank)
+	s.AddPath(media.PathKind(kind), name, p, rank)
 }
 
 // directKind says whether an ICE pair is a direct path rather than a punched one: host

@@ -103,13 +103,8 @@ func (c *Client) Conference(ctx context.Context, names []string, opts CallOption
 // mix runs a conference with this client as the mixer: it calls every name (and, when
 // hosting for someone else, answers the call with id answer), and mixes until the end.
 func (c *Client) mix(ctx context.Context, names []string, opts CallOptions, answer string) ([]CallReport, error) {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := withDuration(ctx, opts.Duration)
 	defer cancel()
-	if opts.Duration > 0 {
-		var dcancel context.CancelFunc
-		ctx, dcancel = context.WithTimeout(ctx, opts.Duration)
-		defer dcancel()
-	}
 	n := len(names)
 	if answer != "" {
 		n++

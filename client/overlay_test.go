@@ -19,6 +19,12 @@ import (
 // twoUsers starts an overlay with three supernodes and alice and bob attached to
 // different ones, each with the other as a buddy.
 func twoUsers(t *testing.T, opts overlaytest.Options) (*overlaytest.Overlay, *overlaytest.Client, *overlaytest.Client) {
+	return twoUsersWith(t, opts, nil, nil)
+}
+
+// twoUsersWith is twoUsers with alice's and bob's client configs adjusted by modA and
+// modB (either may be nil).
+func twoUsersWith(t *testing.T, opts overlaytest.Options, modA, modB func(*client.Config)) (*overlaytest.Overlay, *overlaytest.Client, *overlaytest.Client) {
 	t.Helper()
 	if opts.Supernodes == 0 {
 		opts.Supernodes = 3
@@ -26,17 +32,22 @@ func twoUsers(t *testing.T, opts overlaytest.Options) (*overlaytest.Overlay, *ov
 	o := overlaytest.Start(t, opts)
 	o.Register("alice", "correct horse")
 	o.Register("bob", "battery staple")
-	a := o.StartClient(filepath.Join(t.TempDir(), "alice"), "alice", "correct horse", nil)
+	a := o.StartClient(filepath.Join(t.TempDir(), "alice"), "alice", "correct horse", modA)
 	o.Eventually("alice attached", attached(a))
 	// bob avoids alice's supernode, so their records and messages must cross the overlay.
-	b := o.StartClient(filepath.Join(t.TempDir(), "bob"), "bob", "battery staple", nil)
+	b := o.StartClient(filepath.Join(t.TempDir(), "bob"), "bob", "battery staple", modB)
 	o.Eventually("bob attached", attached(b))
 	for tries := 0; b.Status().Supernode.Addr == a.Status().Supernode.Addr; tries++ {
 		if tries > 20 {
 			t.Fatal("bob keeps attaching to alice's supernode")
 		}
 		b.Stop()
-		b = o.StartClient(b.Dir, "", "", func(c *client.Config) { c.ParallelAttach = 1 })
+		b = o.StartClient(b.Dir, "", "", func(c *client.Config) {
+			if modB != nil {
+				modB(c)
+			}
+			c.ParallelAttach = 1
+		})
 		b.HostCache().MarkFailure(a.Status().Supernode.Addr)
 		b.HostCache().MarkFailure(a.Status().Supernode.Addr)
 		o.Eventually("bob attached", attached(b))

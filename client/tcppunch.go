@@ -16,7 +16,6 @@ import (
 	"github.com/pion/stun/v3"
 
 	"github.com/peerline/peerline/internal/callsig"
-	"github.com/peerline/peerline/internal/media"
 )
 
 // TCP simultaneous open. When either side's UDP is blocked but both may open TCP
@@ -145,21 +144,16 @@ func (l *leg) runTCP(port int, remote string, rnat callsig.NAT) {
 		l.log.Info("no tcp path", "remote", remote, "err", err)
 		return
 	}
+	// One side's UDP is blocked, so PredictPath says relay: the TCP path is direct when
+	// the other side needs no NAT crossed at all, punched otherwise.
 	kind := PathPunched
-	if PredictPath(l.nat, rnat) == PathDirect || normClassic(l.nat) == "open" || normClassic(rnat) == "open" {
+	if normClassic(l.nat) == "open" || normClassic(rnat) == "open" {
 		kind = PathDirect
 	}
 	name := fmt.Sprintf("tcp %s -> %s", conn.LocalAddr(), conn.RemoteAddr())
 	l.log.Info("tcp path connected", "path", kind, "conn", name)
 	l.c.m.Inc("call_tcp_punched")
-	l.mu.Lock()
-	s := l.session
-	l.mu.Unlock()
-	if s == nil {
-		conn.Close()
-		return
-	}
-	s.AddPath(media.PathKind(kind), name, newTCPPath(conn), rankTCP)
+	l.addPath(kind, name, newTCPPath(conn), rankTCP)
 }
 
 // tcpPath carries media packets over a TCP connection, each behind a 2-byte length

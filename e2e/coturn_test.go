@@ -52,15 +52,8 @@ func TestCallThroughCoturn(t *testing.T) {
 		"--turn", "turn:" + turnAddr + "?transport=udp", "--turn-user", "peer", "--turn-password", "s3cret-pass"}
 	alice := o.client(t, "alice", viaCoturn...)
 	bob := o.client(t, "bob", append(viaCoturn, "--auto-answer")...)
+	waitNATKnown(t, alice, bob)
 	deadline := time.Now().Add(20 * time.Second)
-	for _, d := range []string{alice, bob} {
-		for field(statusMap(t, d), "nat", "classic") == nil {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s never ready", d)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
 	var rep client.CallReport
 	for {
 		out, err := exec.Command(netlab.BuildPeerline(t), "call", "--data", alice, "--duration", "3s", "--json", "bob").Output()

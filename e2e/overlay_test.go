@@ -82,6 +82,21 @@ func (o *overlay) counter(t *testing.T, name string) int {
 	return 0
 }
 
+// waitNATKnown waits until the clients running in dirs have attached and detected their
+// NAT.
+func waitNATKnown(t *testing.T, dirs ...string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for _, dir := range dirs {
+		for field(statusMap(t, dir), "nat", "classic") == nil {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s never attached and detected its NAT", dir)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
 func statusMap(t *testing.T, dir string) map[string]any {
 	out, err := exec.Command(netlab.BuildPeerline(t), "status", "--data", dir, "--json").Output()
 	if err != nil {

@@ -26,15 +26,7 @@ func TestCallWithPipes(t *testing.T) {
 	alice := o.client(t, "alice", "--no-supernode", "--loopback-candidates")
 	bobRec := filepath.Join(o.root, "bob-rec")
 	bob := o.client(t, "bob", "--no-supernode", "--loopback-candidates", "--auto-answer", "--record-dir", bobRec)
-	deadline := time.Now().Add(20 * time.Second)
-	for _, dir := range []string{alice, bob} {
-		for field(statusMap(t, dir), "nat", "classic") == nil {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s never attached and detected its NAT", dir)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
+	waitNATKnown(t, alice, bob)
 	// 2 s of noise as raw s16le, and what bob must record of it.
 	const frames = 100
 	r := rand.New(rand.NewPCG(3, 4))
@@ -54,7 +46,7 @@ func TestCallWithPipes(t *testing.T) {
 	cmd.Stdin = &raw
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	deadline = time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		stdout.Reset()
 		stderr.Reset()

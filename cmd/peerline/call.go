@@ -194,18 +194,38 @@ func audioArg(c *cli.Context, flag string, cleanup *[]func()) (path, format stri
 	return abs, client.AudioRaw, nil
 }
 
-func runCall(c *cli.Context, cmd, target string, d time.Duration) error {
-	var cleanup []func()
-	defer func() {
-		for _, f := range cleanup {
+// audioArgs turns --send, --record and the duration into the audio arguments of the
+// call, answer and conference control requests: send path and format, record path and
+// format, duration in ms. cleanup removes the named pipes it made.
+func audioArgs(c *cli.Context, d time.Duration) (args []string, cleanup func(), err error) {
+	var fns []func()
+	cleanup = func() {
+		for _, f := range fns {
 			f()
 		}
-	}()
-	sp, sf, err := audioArg(c, "send", &cleanup)
-	if err != nil {
-		return err
 	}
-	rp, rf, err := audioArg(c, "record", &cleanup)
+	sp, sf, err := audioArg(c, "send", &fns)
+	if err != nil {
+		return nil, cleanup, err
+	}
+	rp, rf, err := audioArg(c, "record", &fns)
+	if err != nil {
+		return nil, cleanup, err
+	}
+	return []string{sp, sf, rp, rf, strconv.FormatInt(d.Milliseconds(), 10)}, cleanup, nil
+}
+
+// reportWriter is where a call's report goes: stderr when stdout carries the audio.
+func reportWriter(c *cli.Context) io.Writer {
+	if c.String("record") == "-" {
+		return os.Stderr
+	}
+	return c.App.Writer
+}
+
+func runCall(c *cli.Context, cmd, target string, d time.Duration) error {
+	audio, cleanup, err := audioArgs(c, d)
+	defer cleanup()
 	if err != nil {
 		return err
 	}
@@ -216,14 +236,11 @@ func runCall(c *cli.Context, cmd, target string, d time.Duration) error {
 		defer cancel()
 	}
 	var rep client.CallReport
-	args := []string{target, sp, sf, rp, rf, strconv.FormatInt(d.Milliseconds(), 10)}
+	args := append([]string{target}, audio...)
 	if err := ctl.Do(ctx, filepath.Join(c.String("data"), client.SocketFile), ctl.Request{Cmd: cmd, Args: args}, &rep); err != nil {
 		return err
 	}
-	w := c.App.Writer
-	if c.String("record") == "-" {
-		w = os.Stderr // stdout carries the audio
-	}
+	w := reportWriter(c)
 	if c.Bool("json") {
 		if err := printJSON(w, rep); err != nil {
 			return err
@@ -238,29 +255,17 @@ func runCall(c *cli.Context, cmd, target string, d time.Duration) error {
 }
 
 func runConference(c *cli.Context, names []string, d time.Duration) error {
-	var cleanup []func()
-	defer func() {
-		for _, f := range cleanup {
-			f()
-		}
-	}()
-	sp, sf, err := audioArg(c, "send", &cleanup)
+	audio, cleanup, err := audioArgs(c, d)
+	defer cleanup()
 	if err != nil {
 		return err
 	}
-	rp, rf, err := audioArg(c, "record", &cleanup)
-	if err != nil {
-		return err
-	}
-	args := append([]string{sp, sf, rp, rf, strconv.FormatInt(d.Milliseconds(), 10)}, names...)
 	var cr client.ConferenceReport
+	args := append(audio, names...)
 	if err := ctl.Do(c.Context, filepath.Join(c.String("data"), client.SocketFile), ctl.Request{Cmd: client.CmdConference, Args: args}, &cr); err != nil {
 		return err
 	}
-	w := c.App.Writer
-	if c.String("record") == "-" {
-		w = os.Stderr
-	}
+	w := reportWriter(c)
 	if c.Bool("json") {
 		return printJSON(w, cr)
 	}

@@ -3,12 +3,12 @@ package callsig
 import (
 	"crypto/rand"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/peerline/peerline/internal/fuzzseed"
 	"golang.org/x/crypto/curve25519"
 )
 
@@ -118,18 +118,23 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// TestWriteCorpus writes the seed corpus when asked: go test -run TestWriteCorpus -corpus.
+// TestWriteCorpus writes the seed corpus when asked:
+// PEERLINE_WRITE_CORPUS=1 go test -run TestWriteCorpus ./internal/callsig/
 func TestWriteCorpus(t *testing.T) {
 	if os.Getenv("PEERLINE_WRITE_CORPUS") == "" {
 		t.Skip("set PEERLINE_WRITE_CORPUS=1 to rewrite testdata/fuzz/FuzzDecode")
 	}
 	_, pub := ephemeral(t)
 	dir := "testdata/fuzz/FuzzDecode"
-	os.MkdirAll(dir, 0o755)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	good, _ := Encode(&Msg{T: TInvite, Call: callID, Eph: pub, NAT: &NAT{Classic: "full cone"}, Relays: []string{"203.0.113.1:3478"}, Cands: []string{"candidate:1 1 udp 1 192.0.2.1 1 typ host"}})
 	seeds := badSeeds(pub)
 	seeds["valid_invite"] = string(good)
 	for name, s := range seeds {
-		os.WriteFile(filepath.Join(dir, name), []byte(fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", s)), 0o644)
+		if err := fuzzseed.Write(filepath.Join(dir, name), []byte(s)); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -5,15 +5,14 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"flag"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/peerline/peerline/internal/fuzzseed"
 	"github.com/peerline/peerline/internal/identity"
 )
 
@@ -89,8 +88,7 @@ func TestFuzzCorpus(t *testing.T) {
 			t.Fatal(err)
 		}
 		for name, s := range seeds {
-			data := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", s.env)
-			if err := os.WriteFile(filepath.Join(corpusDir, name), []byte(data), 0o644); err != nil {
+			if err := fuzzseed.Write(filepath.Join(corpusDir, name), s.env); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -109,29 +107,15 @@ func TestFuzzCorpus(t *testing.T) {
 			t.Errorf("seed %s missing from %s; run go test -run TestFuzzCorpus -update-corpus", name, corpusDir)
 			continue
 		}
-		env := readSeed(t, filepath.Join(corpusDir, name))
-		_, _, err := Open(env, f.bob, f.loginPub, "bob", testNow)
+		env, err := fuzzseed.Read(filepath.Join(corpusDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = Open(env, f.bob, f.loginPub, "bob", testNow)
 		if (s.want == nil) != (err == nil) || (s.want != nil && !errors.Is(err, s.want)) {
 			t.Errorf("seed %s: %v, want %v", name, err, s.want)
 		}
 	}
-}
-
-// readSeed parses a one-[]byte file in the "go test fuzz v1" format.
-func readSeed(t *testing.T, path string) []byte {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) != 2 || lines[0] != "go test fuzz v1" || !strings.HasPrefix(lines[1], "[]byte(") || !strings.HasSuffix(lines[1], ")") {
-		t.Fatalf("%s: not a one-[]byte go test fuzz v1 file", path)
-	}
-	s, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "[]byte("), ")"))
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	return []byte(s)
 }
 
 // FuzzOpen feeds arbitrary envelopes to Open, as bob. Open must not panic, must classify

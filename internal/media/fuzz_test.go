@@ -4,16 +4,15 @@ import (
 	"bytes"
 	"errors"
 	"flag"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/peerline/peerline/internal/fuzzseed"
 )
 
 var updateCorpus = flag.Bool("update-corpus", false, "rewrite testdata/fuzz/Fuzz* from the seeds in fuzz_test.go")
@@ -161,13 +160,16 @@ func TestFuzzCorpus(t *testing.T) {
 				t.Fatal(err)
 			}
 			for name, data := range c.seeds {
-				if err := os.WriteFile(filepath.Join(dir, name), fmt.Appendf(nil, "go test fuzz v1\n[]byte(%q)\n", data), 0o644); err != nil {
+				if err := fuzzseed.Write(filepath.Join(dir, name), data); err != nil {
 					t.Fatal(err)
 				}
 			}
 		}
 		for name, data := range c.seeds {
-			got := readSeed(t, filepath.Join(dir, name))
+			got, err := fuzzseed.Read(filepath.Join(dir, name))
+			if err != nil {
+				t.Fatal(err)
+			}
 			if !bytes.Equal(got, data) {
 				t.Errorf("%s seed %s differs from the one built here; run go test -run TestFuzzCorpus -update-corpus", c.target, name)
 			}
@@ -176,23 +178,6 @@ func TestFuzzCorpus(t *testing.T) {
 			}
 		}
 	}
-}
-
-// readSeed parses a one-[]byte file in the "go test fuzz v1" format.
-func readSeed(t *testing.T, path string) []byte {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) != 2 || lines[0] != "go test fuzz v1" || !strings.HasPrefix(lines[1], "[]byte(") || !strings.HasSuffix(lines[1], ")") {
-		t.Fatalf("%s: not a one-[]byte go test fuzz v1 file", path)
-	}
-	s, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "[]byte("), ")"))
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	return []byte(s)
 }
 
 // FuzzOpen feeds arbitrary datagrams to the callee's Open and to a session's receive.

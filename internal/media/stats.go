@@ -1,6 +1,9 @@
 package media
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Stats is a snapshot of a call, from one side. Counts of received audio are in frames
 // (20 ms); times are in milliseconds.
@@ -63,6 +66,11 @@ type PathChange struct {
 	// from the last frame on the dead path to the first on the new one. The peer's
 	// Stats show the other direction.
 	GapMs float64 `json:"gap_ms"`
+}
+
+// String describes a change as "from -> to (reason, gap N ms)".
+func (c PathChange) String() string {
+	return fmt.Sprintf("%s -> %s (%s, gap %.0f ms)", c.From, c.To, c.Reason, c.GapMs)
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

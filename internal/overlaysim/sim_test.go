@@ -70,7 +70,7 @@ func TestIndexUnderChurn(t *testing.T) {
 	t.Logf("%d supernodes and %d users up in %v (peak heap %d MiB, from OS %d MiB)", sns, users,
 		time.Since(start).Round(time.Millisecond), heap, sys)
 	before := s.LookupAll(ctx, 32)
-	heap, sys = mem.Peak()
+	heap, _ = mem.Peak()
 	t.Logf("before churn: found %d/%d, hops mean %.2f p99 %d max %d, in %v (peak heap %d MiB)", before.Found, before.Users,
 		before.MeanHops, before.P99Hops, before.MaxHops, before.Elapsed.Round(time.Millisecond), heap)
 	if before.Found != before.Users {
