@@ -436,6 +436,7 @@ func (s *Server) issue(ctx context.Context, ss *session, name string, keep []byt
 	ss.mu.Lock()
 	ss.user = name
 	ss.mu.Unlock()
+	serve.Authenticated(ctx)
 	return &proto.LoginOK{Name: name, Credential: credBytes, Expires: cred.Expires, ServerTime: now, Seed: seed}, nil
 }
 
@@ -610,6 +611,7 @@ func (s *Server) snRegister(ctx context.Context, ss *session, m *proto.SNRegiste
 	ss.mu.Lock()
 	ss.supernode = id
 	ss.mu.Unlock()
+	serve.Authenticated(ctx)
 	s.members.upsert(proto.SupernodeInfo{ID: id, Addr: m.Addr, Since: m.Since}, ss, now)
 	s.m.Inc("sn_registrations")
 	s.log.Info("supernode admitted", "id", id, "addr", m.Addr, "remote", ss.remote)

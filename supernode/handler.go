@@ -14,6 +14,7 @@ import (
 	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/internal/rpc"
 	"github.com/peerline/peerline/internal/secure"
+	"github.com/peerline/peerline/internal/serve"
 )
 
 func (sn *Supernode) serveConn(ctx context.Context, nc net.Conn) {
@@ -92,9 +93,9 @@ func (h *handler) Handle(ctx context.Context, c *rpc.Conn, m proto.Message) (pro
 	sn := h.sn
 	switch m := m.(type) {
 	case *proto.Attach:
-		return sn.attach(h, m)
+		return sn.attach(ctx, h, m)
 	case *proto.SNHello:
-		return sn.hello(h, m)
+		return sn.hello(ctx, h, m)
 	}
 	if peer := h.peer(); peer != "" {
 		return sn.handlePeer(ctx, peer, m)
@@ -107,7 +108,7 @@ func (h *handler) Handle(ctx context.Context, c *rpc.Conn, m proto.Message) (pro
 	return sn.handleClient(ctx, h, name, m)
 }
 
-func (sn *Supernode) attach(h *handler, a *proto.Attach) (proto.Message, error) {
+func (sn *Supernode) attach(ctx context.Context, h *handler, a *proto.Attach) (proto.Message, error) {
 	own := sn.credential()
 	if own == nil {
 		sn.m.Inc("attach_not_ready")
@@ -126,6 +127,7 @@ func (sn *Supernode) attach(h *handler, a *proto.Attach) (proto.Message, error) 
 	h.mu.Lock()
 	h.user = cred.Name
 	h.mu.Unlock()
+	serve.Authenticated(ctx)
 	now := sn.cfg.Now()
 	sn.mu.Lock()
 	old := sn.clients[cred.Name]
@@ -146,7 +148,7 @@ func (sn *Supernode) attach(h *handler, a *proto.Attach) (proto.Message, error) 
 
 // hello authenticates another supernode: its credential must be a supernode credential
 // for the key it proved in TLS.
-func (sn *Supernode) hello(h *handler, m *proto.SNHello) (proto.Message, error) {
+func (sn *Supernode) hello(ctx context.Context, h *handler, m *proto.SNHello) (proto.Message, error) {
 	cred, err := identity.VerifyHolder(m.Credential, sn.cfg.LoginKey, h.key, identity.KindSupernode, sn.cfg.Now())
 	if err != nil {
 		sn.m.Inc("peer_cred_invalid")
@@ -155,6 +157,7 @@ func (sn *Supernode) hello(h *handler, m *proto.SNHello) (proto.Message, error) 
 	h.mu.Lock()
 	h.peerSN = identity.EncodeKey(cred.PubKey)
 	h.mu.Unlock()
+	serve.Authenticated(ctx)
 	return &proto.OK{}, nil
 }
 
