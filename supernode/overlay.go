@@ -952,15 +952,20 @@ func (sn *Supernode) deliver(ctx context.Context, d *proto.Deliver, rec *index.R
 	if rec == nil || rec.Supernode == sn.id {
 		sn.mu.Lock()
 		cl, ok := sn.clients[d.To]
+		var conn *rpc.Conn
+		var own *index.Record
+		if ok {
+			conn, own = cl.conn, cl.rec // publish replaces cl.rec under sn.mu
+		}
 		sn.mu.Unlock()
 		if !ok {
 			return proto.ErrOffline.With("%s is offline", d.To)
 		}
-		if cl.rec != nil && cl.rec.HasBlocked(d.From) {
+		if own != nil && own.HasBlocked(d.From) {
 			return proto.ErrBlocked.With("%s does not accept your messages", d.To)
 		}
 		sn.m.Inc("messages_delivered")
-		return cl.conn.Notify(d)
+		return conn.Notify(d)
 	}
 	m, ok := sn.currentRing().Member(rec.Supernode)
 	if !ok {
