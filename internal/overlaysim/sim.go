@@ -3,7 +3,9 @@
 // 1,000 supernodes and 10,000 clients and measure the user index under churn.
 //
 // Supernodes live on 2001:db8::/48 and clients on 2001:db8:1::/48 (IPv6 documentation
-// ranges, large enough for any population). Users get their credentials from the login
+// ranges, large enough for any population), each host in a /64 of its own (two per /64
+// past 65,535 clients), as on the internet: the servers' admission limits per /64 then
+// apply to the simulation as they would to real users. Users get their credentials from the login
 // server's key directly and resume with them, as clients restarted within their
 // credential's lifetime do: a boot of 10,000 clients costs no password hashing.
 package overlaysim
@@ -171,7 +173,7 @@ func (s *Sim) startLogin() error {
 func (s *Sim) LoginAddr() string { return "[2001:db8:ffff::1]:7000" }
 
 func (s *Sim) startSupernode(i int) error {
-	ip := fmt.Sprintf("2001:db8::%x", i+1)
+	ip := fmt.Sprintf("2001:db8:0:%x::1", i+1)
 	host := s.Net.Host(ip)
 	_, key, _ := ed25519.GenerateKey(crand.Reader)
 	addr := net.JoinHostPort(ip, "7100")
@@ -280,7 +282,7 @@ func (s *Sim) startUser(ctx context.Context, i int, now time.Time) (*User, error
 	if err := os.WriteFile(filepath.Join(dir, client.CredentialFile), cred, 0o600); err != nil {
 		return nil, err
 	}
-	host := s.Net.Host(fmt.Sprintf("2001:db8:1::%x", i+1))
+	host := s.Net.Host(fmt.Sprintf("2001:db8:1:%x:%x::1", i%0xffff+1, i/0xffff))
 	cl, err := client.New(client.Config{
 		DataDir: dir, Login: client.LoginServer{Addr: s.LoginAddr(), Key: s.Login.PublicKey()},
 		Dialer: host, ParallelAttach: 1, Prefer: s.SNs[rand.IntN(len(s.SNs))].Addr,
