@@ -319,7 +319,14 @@ func (c *Client) Call(ctx context.Context, name string, opts CallOptions) (CallR
 	case <-ring.C:
 		c.hangupSignal(ctx, k, callsig.ReasonTimeout)
 		return fail(rep, "no answer", callErr(ErrNoAnswer, "%s did not answer", name))
-	case <-k.hungUp: // Hangup here while it rang
+	case <-k.hungUp:
+		k.mu.Lock()
+		local := k.local
+		k.mu.Unlock()
+		if !local { // the callee hung up instead of rejecting
+			return fail(rep, "rejected", callErr(ErrCallRejected, "%s rejected the call", name))
+		}
+		// Hangup here while it rang.
 		c.hangupSignal(ctx, k, callsig.ReasonCancelled)
 		c.m.Inc("calls_cancelled")
 		return fail(rep, "cancelled", callErr(ErrCallCancelled, "you hung up before %s answered", name))
@@ -333,6 +340,8 @@ func (c *Client) Call(ctx context.Context, name string, opts CallOptions) (CallR
 			return fail(rep, "busy", callErr(ErrCallBusy, "%s is busy", name))
 		case callsig.ReasonBlocked:
 			return fail(rep, "blocked", callErr(proto.ErrBlocked, "%s does not take your calls (blocked)", name))
+		case callsig.ReasonTimeout: // the callee's phone stopped ringing
+			return fail(rep, "no answer", callErr(ErrNoAnswer, "%s did not answer", name))
 		}
 		return fail(rep, "rejected", callErr(ErrCallRejected, "%s rejected the call", name))
 	}
@@ -639,7 +648,13 @@ func (c *Client) onInvite(m *callsig.Msg, sender identity.Credential) error {
 		defer t.Stop()
 		select {
 		case <-t.C:
-			c.missed(k, "unanswered")
+			// The caller's phone stops ringing with ours: it hears "no answer" now,
+			// not at its own ring timeout.
+			if c.missed(k, "unanswered") {
+				ctx, cancel := context.WithTimeout(runCtx, 5*time.Second)
+				c.signal(ctx, k.peer, k.peerBox, &callsig.Msg{T: callsig.TReject, Call: k.id, Reason: callsig.ReasonTimeout})
+				cancel()
+			}
 		case <-k.hungUp:
 			c.missed(k, fmt.Sprintf("%s hung up before you answered", k.peer))
 		case <-runCtx.Done():
@@ -656,8 +671,8 @@ func (c *Client) onInvite(m *callsig.Msg, sender identity.Credential) error {
 }
 
 // missed ends incoming call k if it is still ringing, and records it as missed (why says
-// how). A call answered or rejected meanwhile is left alone.
-func (c *Client) missed(k *call, why string) {
+// how). A call answered or rejected meanwhile is left alone (missed returns false).
+func (c *Client) missed(k *call, why string) bool {
 	k.mu.Lock()
 	ringing := k.state == "ringing"
 	if ringing {
@@ -665,13 +680,14 @@ func (c *Client) missed(k *call, why string) {
 	}
 	k.mu.Unlock()
 	if !ringing {
-		return
+		return false
 	}
 	c.endCall(k)
 	c.m.Inc("calls_missed")
 	c.recordReport(CallReport{Call: k.id, Peer: k.peer, Result: "missed", Error: why, StartedAt: k.startAt,
 		DurationMs: ms(time.Since(k.started))})
 	c.emit(Event{Kind: "call", Time: c.cfg.Now(), From: k.peer, Call: k.id, State: "missed"})
+	return true
 }
 
 // Ringing lists the calls ringing now.

@@ -282,3 +282,18 @@ func TestPrefixSearchShowsOverlayPresence(t *testing.T) {
 			!exact.Results[0].Online && !prefix.Results[0].Online && exact.Results[0].Source == prefix.Results[0].Source
 	})
 }
+
+// TestCalleeRingTimeout: bob's phone rings for a second; when it stops, alice hears "no
+// answer" at once (her own ring timeout is the default 30 s) and bob has a missed call.
+func TestCalleeRingTimeout(t *testing.T) {
+	_, a, b, _ := callPair(t, nil, func(c *client.Config) { c.Call.AutoAnswer = false; c.Call.RingTimeout = time.Second })
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	r := recv(t, callAsync(ctx, a, "bob"), 15*time.Second, "alice's unanswered call")
+	if !errors.Is(r.err, client.ErrNoAnswer) || r.rep.Result != "no answer" || r.err.Error() != "bob did not answer" {
+		t.Fatalf("unanswered call: %v %+v", r.err, r.rep)
+	}
+	if reps := b.Reports(); len(reps) != 1 || reps[0].Result != "missed" || reps[0].Peer != "alice" {
+		t.Fatalf("bob's record: %+v", reps)
+	}
+}
