@@ -72,7 +72,7 @@ func answerCommand() *cli.Command {
 func hangupCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "hangup",
-		Usage:     "end the call in progress (or reject the one ringing)",
+		Usage:     "end the call in progress, cancel yours while it rings, or reject the one ringing here",
 		ArgsUsage: "[CALL-ID]",
 		UsageText: "peerline hangup --data DIR [CALL-ID]",
 		Flags:     []cli.Flag{dataFlag, jsonFlag, &cli.BoolFlag{Name: "reject", Usage: "reject the ringing call CALL-ID"}},
