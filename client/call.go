@@ -48,14 +48,31 @@ type CallConfig struct {
 	NoMixing bool
 }
 
-// Call errors.
+// Call errors. The errors a call ends with say what happened in one sentence that names
+// the peer ("bob rejected the call") and match these under errors.Is.
 var (
-	ErrCallRejected = errors.New("call rejected")
-	ErrCallBusy     = errors.New("callee is busy")
-	ErrNoAnswer     = errors.New("no answer")
-	ErrNoSuchCall   = errors.New("no such call")
-	ErrInCall       = errors.New("already in a call")
+	ErrCallRejected   = errors.New("call rejected")
+	ErrCallBusy       = errors.New("callee is busy")
+	ErrNoAnswer       = errors.New("no answer")
+	ErrNoSuchCall     = errors.New("no such call")
+	ErrInCall         = errors.New("already in a call")
+	ErrCallSelf       = errors.New("you cannot call yourself")
+	ErrCallCancelled  = errors.New("call cancelled before it was answered")
+	ErrNothingRinging = errors.New("nothing is ringing")
 )
+
+// callError is a call's end told in one sentence; it matches its kind under errors.Is.
+type callError struct {
+	msg  string
+	kind error
+}
+
+func (e *callError) Error() string { return e.msg }
+func (e *callError) Unwrap() error { return e.kind }
+
+func callErr(kind error, format string, args ...any) error {
+	return &callError{msg: fmt.Sprintf(format, args...), kind: kind}
+}
 
 // CallOptions are the audio of one call.
 type CallOptions struct {
@@ -69,10 +86,13 @@ type CallOptions struct {
 
 // CallReport is what a call did, as `peerline call --json` prints it.
 type CallReport struct {
-	Call       string      `json:"call"`
-	Peer       string      `json:"peer"`
-	Outgoing   bool        `json:"outgoing"`
-	Result     string      `json:"result"` // completed, rejected, busy, blocked, no answer, failed
+	Call     string `json:"call"`
+	Peer     string `json:"peer"`
+	Outgoing bool   `json:"outgoing"`
+	// Result is completed, rejected, busy, blocked, no answer, cancelled (the caller hung
+	// up while it rang), missed (the callee's side of no answer or cancelled), offline,
+	// no such user or failed; "in progress" for an active call.
+	Result     string      `json:"result"`
 	Error      string      `json:"error,omitempty"`
 	Predicted  string      `json:"predicted_path,omitempty"`
 	Path       string      `json:"path,omitempty"` // the path the call ended on
@@ -90,12 +110,14 @@ type call struct {
 	id       string
 	peer     string
 	outgoing bool
+	started  time.Time         // when it was placed or began to ring (monotonic)
+	startAt  time.Time         // the same, by the client's clock (Config.Now)
 	answers  chan *callsig.Msg // outgoing: the accept or reject
 	hungUp   chan struct{}     // the peer hung up
 	hangOnce sync.Once
 
 	mu       sync.Mutex // mu protects the following fields
-	state    string     // ringing, active, ended
+	state    string     // ringing, answering, active, missed, ended
 	invite   *callsig.Msg
 	peerCred identity.Credential
 	peerBox  [32]byte
@@ -176,6 +198,20 @@ func (c *Client) urgentSender(ctx context.Context, k *call) func(callsig.Msg) {
 	}
 }
 
+// hangupSignal tells the peer of call k that it is over, for reason, and waits (a little)
+// until the message is handed to the supernode: the call's context may be done already.
+func (c *Client) hangupSignal(ctx context.Context, k *call, reason string) {
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	k.mu.Lock()
+	box := k.peerBox
+	k.mu.Unlock()
+	m := callsig.Msg{T: callsig.THangup, Call: k.id, Reason: reason}
+	if err := c.signal(hctx, k.peer, box, &m); err != nil {
+		c.log.Debug("call signal not delivered", "call", k.id[:8], "type", m.T, "err", err)
+	}
+}
+
 func (k *call) queue(m callsig.Msg) {
 	k.mu.Lock()
 	q := k.sendq
@@ -226,18 +262,23 @@ func (c *Client) ringTimeout() time.Duration {
 func (c *Client) Call(ctx context.Context, name string, opts CallOptions) (CallReport, error) {
 	rep := CallReport{Peer: name, Outgoing: true, StartedAt: c.cfg.Now()}
 	start := time.Now()
+	if name == c.user {
+		return fail(rep, "failed", ErrCallSelf)
+	}
 	a, err := c.attachedConn()
 	if err != nil {
 		return fail(rep, "failed", err)
 	}
 	rec, err := c.locate(ctx, a, name)
-	if errors.Is(err, proto.ErrOffline) {
+	switch {
+	case errors.Is(err, proto.ErrOffline):
 		return fail(rep, "offline", err)
-	}
-	if err != nil {
+	case errors.Is(err, proto.ErrNoSuchUser):
+		return fail(rep, "no such user", err)
+	case err != nil:
 		return fail(rep, "failed", err)
 	}
-	k := &call{id: newCallID(), peer: name, outgoing: true, state: "ringing",
+	k := &call{id: newCallID(), peer: name, outgoing: true, state: "ringing", started: start, startAt: rep.StartedAt,
 		answers: make(chan *callsig.Msg, 1), hungUp: make(chan struct{}), peerBox: rec.BoxKey,
 		sendq: make(chan callsig.Msg, 64)}
 	rep.Call = k.id
@@ -269,22 +310,40 @@ func (c *Client) Call(ctx context.Context, name string, opts CallOptions) (CallR
 	go c.sender(cctx, k)
 
 	var ans *callsig.Msg
+	ring := time.NewTimer(c.ringTimeout())
+	defer ring.Stop()
+	// While it rings, every way out but an answer tells the callee at once, so that its
+	// phone stops ringing now and not at its own ring timeout.
 	select {
 	case ans = <-k.answers:
-	case <-time.After(c.ringTimeout()):
-		k.queue(callsig.Msg{T: callsig.THangup, Call: k.id, Reason: callsig.ReasonTimeout})
-		return fail(rep, "no answer", ErrNoAnswer)
+	case <-ring.C:
+		c.hangupSignal(ctx, k, callsig.ReasonTimeout)
+		return fail(rep, "no answer", callErr(ErrNoAnswer, "%s did not answer", name))
+	case <-k.hungUp:
+		k.mu.Lock()
+		local := k.local
+		k.mu.Unlock()
+		if !local { // the callee hung up instead of rejecting
+			return fail(rep, "rejected", callErr(ErrCallRejected, "%s rejected the call", name))
+		}
+		// Hangup here while it rang.
+		c.hangupSignal(ctx, k, callsig.ReasonCancelled)
+		c.m.Inc("calls_cancelled")
+		return fail(rep, "cancelled", callErr(ErrCallCancelled, "you hung up before %s answered", name))
 	case <-ctx.Done():
+		c.hangupSignal(ctx, k, callsig.ReasonCancelled)
 		return fail(rep, "failed", ctx.Err())
 	}
 	if ans.T == callsig.TReject {
 		switch ans.Reason {
 		case callsig.ReasonBusy:
-			return fail(rep, "busy", ErrCallBusy)
+			return fail(rep, "busy", callErr(ErrCallBusy, "%s is busy", name))
 		case callsig.ReasonBlocked:
-			return fail(rep, "blocked", proto.ErrBlocked)
+			return fail(rep, "blocked", callErr(proto.ErrBlocked, "%s does not take your calls (blocked)", name))
+		case callsig.ReasonTimeout: // the callee's phone stopped ringing
+			return fail(rep, "no answer", callErr(ErrNoAnswer, "%s did not answer", name))
 		}
-		return fail(rep, "rejected", fmt.Errorf("%w: %s", ErrCallRejected, ans.Reason))
+		return fail(rep, "rejected", callErr(ErrCallRejected, "%s rejected the call", name))
 	}
 	rep.SignalMs = ms(time.Since(start))
 	k.mu.Lock()
@@ -341,6 +400,9 @@ func (c *Client) locate(ctx context.Context, a *attachment, name string) (index.
 		if err != nil {
 			return index.Record{}, err
 		}
+		if !ok.Found && !c.userExists(ctx, name) {
+			return index.Record{}, proto.ErrNoSuchUser.With("no such user %s", name)
+		}
 		if !ok.Found || !ok.Online {
 			return index.Record{}, proto.ErrOffline.With("%s is offline", name)
 		}
@@ -355,6 +417,30 @@ func (c *Client) locate(ctx context.Context, a *attachment, name string) (index.
 		c.m.Inc("search_expired_records")
 	}
 	return index.Record{}, lastErr
+}
+
+// userExists asks the login server's directory whether an account named name exists, for
+// a name the overlay has no record of. When the directory cannot say (the login server is
+// unreachable), the user counts as existing: offline is the safe answer.
+func (c *Client) userExists(ctx context.Context, name string) bool {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	m, err := c.loginCall(dctx, &proto.Directory{Query: name})
+	if err != nil {
+		c.log.Debug("directory unavailable; taking the user as offline", "err", err)
+		return true
+	}
+	d, ok := m.(*proto.DirectoryOK)
+	if !ok {
+		return true
+	}
+	c.m.Inc("searches_directory")
+	for _, e := range d.Results {
+		if e.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // credBinding is what of a credential the media key is bound to: the name and key it
@@ -527,7 +613,7 @@ func (c *Client) onInvite(m *callsig.Msg, sender identity.Credential) error {
 		c.m.Inc("call_signals_rejected")
 		return proto.ErrRefused.With("invite without a box key")
 	}
-	k := &call{id: m.Call, peer: sender.Name, state: "ringing", invite: m,
+	k := &call{id: m.Call, peer: sender.Name, state: "ringing", invite: m, started: time.Now(), startAt: c.cfg.Now(),
 		peerCred: sender, hungUp: make(chan struct{}), sendq: make(chan callsig.Msg, 64)}
 	copy(k.peerBox[:], m.Box)
 	c.mu.Lock()
@@ -562,14 +648,15 @@ func (c *Client) onInvite(m *callsig.Msg, sender identity.Credential) error {
 		defer t.Stop()
 		select {
 		case <-t.C:
-			k.mu.Lock()
-			ringing := k.state == "ringing"
-			k.mu.Unlock()
-			if ringing {
-				c.endCall(k)
+			// The caller's phone stops ringing with ours: it hears "no answer" now,
+			// not at its own ring timeout.
+			if c.missed(k, "unanswered") {
+				ctx, cancel := context.WithTimeout(runCtx, 5*time.Second)
+				c.signal(ctx, k.peer, k.peerBox, &callsig.Msg{T: callsig.TReject, Call: k.id, Reason: callsig.ReasonTimeout})
+				cancel()
 			}
 		case <-k.hungUp:
-			c.endCall(k)
+			c.missed(k, fmt.Sprintf("%s hung up before you answered", k.peer))
 		case <-runCtx.Done():
 		}
 	}()
@@ -583,6 +670,26 @@ func (c *Client) onInvite(m *callsig.Msg, sender identity.Credential) error {
 	return nil
 }
 
+// missed ends incoming call k if it is still ringing, and records it as missed (why says
+// how). A call answered or rejected meanwhile is left alone (missed returns false).
+func (c *Client) missed(k *call, why string) bool {
+	k.mu.Lock()
+	ringing := k.state == "ringing"
+	if ringing {
+		k.state = "missed"
+	}
+	k.mu.Unlock()
+	if !ringing {
+		return false
+	}
+	c.endCall(k)
+	c.m.Inc("calls_missed")
+	c.recordReport(CallReport{Call: k.id, Peer: k.peer, Result: "missed", Error: why, StartedAt: k.startAt,
+		DurationMs: ms(time.Since(k.started))})
+	c.emit(Event{Kind: "call", Time: c.cfg.Now(), From: k.peer, Call: k.id, State: "missed"})
+	return true
+}
+
 // Ringing lists the calls ringing now.
 func (c *Client) Ringing() []CallReport {
 	c.mu.Lock()
@@ -591,7 +698,7 @@ func (c *Client) Ringing() []CallReport {
 	for _, k := range c.calls {
 		k.mu.Lock()
 		if k.state == "ringing" && !k.outgoing {
-			out = append(out, CallReport{Call: k.id, Peer: k.peer})
+			out = append(out, CallReport{Call: k.id, Peer: k.peer, Result: "ringing", StartedAt: k.startAt})
 		}
 		k.mu.Unlock()
 	}
@@ -616,7 +723,7 @@ func (c *Client) Active() []CallReport {
 		}
 		st := s.Stats()
 		out = append(out, CallReport{Call: k.id, Peer: k.peer, Outgoing: k.outgoing, Result: "in progress",
-			Path: string(st.ActiveKind), Media: st})
+			Path: string(st.ActiveKind), Media: st, StartedAt: k.startAt, DurationMs: ms(time.Since(k.started))})
 	}
 	return out
 }
@@ -624,24 +731,26 @@ func (c *Client) Active() []CallReport {
 // Answer answers a ringing call (id "" = the one ringing) and runs it to its end.
 func (c *Client) Answer(ctx context.Context, id string, opts CallOptions) (CallReport, error) {
 	start := time.Now()
-	c.mu.Lock()
-	k := c.calls[id]
+	var k *call
 	if id == "" {
-		for _, x := range c.calls {
-			if !x.outgoing {
-				k = x
-			}
-		}
+		k = c.ringingCall()
+	} else {
+		c.mu.Lock()
+		k = c.calls[id]
+		c.mu.Unlock()
 	}
-	c.mu.Unlock()
-	rep := CallReport{Call: id, StartedAt: c.cfg.Now()}
-	if k == nil {
-		return fail(rep, "failed", ErrNoSuchCall)
+	// Until a call is found the report names none: nothing of it is kept.
+	rep := CallReport{StartedAt: c.cfg.Now()}
+	switch {
+	case k == nil && id == "":
+		return fail(rep, "failed", ErrNothingRinging)
+	case k == nil || k.outgoing:
+		return fail(rep, "failed", callErr(ErrNoSuchCall, "no call %s is ringing", id))
 	}
 	k.mu.Lock()
-	if k.state != "ringing" || k.outgoing {
+	if k.state != "ringing" {
 		k.mu.Unlock()
-		return fail(rep, "failed", fmt.Errorf("call %s is %s", k.id[:8], k.state))
+		return fail(rep, "failed", callErr(ErrNothingRinging, "call %s is %s, not ringing", k.id[:8], k.state))
 	}
 	inv := k.invite
 	if len(inv.Conf) > 0 && !opts.inConf {
@@ -682,19 +791,56 @@ func (c *Client) Answer(ctx context.Context, id string, opts CallOptions) (CallR
 	return c.runMedia(cctx, k, l, key, inv, opts, rep, start)
 }
 
-// Reject refuses a ringing call.
-func (c *Client) Reject(ctx context.Context, id string) error {
+// ringingCall returns an incoming call that rings, or nil.
+func (c *Client) ringingCall() *call {
 	c.mu.Lock()
-	k := c.calls[id]
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	for _, x := range c.calls {
+		x.mu.Lock()
+		ringing := !x.outgoing && x.state == "ringing"
+		x.mu.Unlock()
+		if ringing {
+			return x
+		}
+	}
+	return nil
+}
+
+// Reject refuses a ringing call (id "" = the one ringing).
+func (c *Client) Reject(ctx context.Context, id string) error {
+	var k *call
+	if id == "" {
+		k = c.ringingCall()
+	} else {
+		c.mu.Lock()
+		k = c.calls[id]
+		c.mu.Unlock()
+	}
 	if k == nil || k.outgoing {
-		return ErrNoSuchCall
+		if id == "" {
+			return ErrNothingRinging
+		}
+		return callErr(ErrNoSuchCall, "no call %s is ringing", id)
+	}
+	k.mu.Lock()
+	ringing := k.state == "ringing"
+	if ringing {
+		k.state = "ended"
+	}
+	k.mu.Unlock()
+	if !ringing {
+		return callErr(ErrNothingRinging, "call %s is not ringing", k.id[:8])
 	}
 	c.endCall(k)
+	k.peerHungUp() // the ring timer stops; the call is not missed, it was refused
+	c.recordReport(CallReport{Call: k.id, Peer: k.peer, Result: "rejected", Error: "you rejected the call",
+		StartedAt: k.startAt, DurationMs: ms(time.Since(k.started))})
 	return c.signal(ctx, k.peer, k.peerBox, &callsig.Msg{T: callsig.TReject, Call: k.id, Reason: callsig.ReasonRejected})
 }
 
-// Hangup ends the call in progress (id "" = any).
+// Hangup ends the call in progress (id "" = any): an outgoing call that still rings is
+// cancelled (the callee stops ringing and counts a missed call), an incoming one that
+// rings is rejected.
 func (c *Client) Hangup(id string) error {
 	c.mu.Lock()
 	var k *call
@@ -705,12 +851,21 @@ func (c *Client) Hangup(id string) error {
 	}
 	c.mu.Unlock()
 	if k == nil {
-		return ErrNoSuchCall
+		if id == "" {
+			return callErr(ErrNoSuchCall, "no call is in progress or ringing")
+		}
+		return callErr(ErrNoSuchCall, "no call %s", id)
 	}
 	k.mu.Lock()
+	incomingRinging := !k.outgoing && k.state == "ringing"
 	k.local = true
 	k.mu.Unlock()
-	k.peerHungUp() // ends our session; runMedia then tells the peer
+	if incomingRinging {
+		ctx, cancel := context.WithTimeout(c.runCtx(), 5*time.Second)
+		defer cancel()
+		return c.Reject(ctx, k.id)
+	}
+	k.peerHungUp() // ends our session (or the ringing in Call); the peer is then told
 	return nil
 }
 

@@ -9,10 +9,7 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/internal/callsig"
-	"github.com/peerline/peerline/internal/index"
 	"github.com/peerline/peerline/internal/media"
-	"github.com/peerline/peerline/internal/proto"
-	"github.com/peerline/peerline/internal/rpc"
 )
 
 // Conferences. The most capable participant mixes: it holds a 1:1 call with every
@@ -69,14 +66,7 @@ func (c *Client) Conference(ctx context.Context, names []string, opts CallOption
 		mixer, best = "", 1<<30
 	}
 	for _, n := range names {
-		ok, err := rpc.Call[*proto.SearchOK](ctx, a.conn, &proto.Search{Name: n})
-		if err != nil {
-			return ConferenceReport{}, err
-		}
-		if !ok.Found || !ok.Online {
-			return ConferenceReport{}, proto.ErrOffline.With("%s is offline", n)
-		}
-		rec, err := index.Verify(ok.Record, c.cfg.Login.Key, c.cfg.Now())
+		rec, err := c.locate(ctx, a, n)
 		if err != nil {
 			return ConferenceReport{}, err
 		}

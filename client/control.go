@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"sort"
 	"time"
 
@@ -80,9 +81,9 @@ const (
 	CmdInbox        = "inbox"
 	CmdCall         = "call"       // target, send, send format, record, record format, duration ms
 	CmdAnswer       = "answer"     // call id ("" = the ringing one), then as CmdCall
-	CmdReject       = "reject"     // call id
+	CmdReject       = "reject"     // call id ("" = the ringing one)
 	CmdHangup       = "hangup"     // call id ("" = the current call)
-	CmdCalls        = "calls"      // ringing calls and the last reports
+	CmdCalls        = "calls"      // ringing calls, calls in progress and the last reports
 	CmdHold         = "hold"       // "on" or "off", then the call id ("" = the current call)
 	CmdConference   = "conference" // send, send format, record, record format, duration ms, names...
 )
@@ -96,12 +97,28 @@ type CallsStatus struct {
 
 // SearchResult is the answer to a search.
 type SearchResult struct {
-	Query   string           `json:"query"`
-	Source  string           `json:"source"` // who answered: "overlay" or "directory"
-	User    *UserLocation    `json:"user,omitempty"`
-	Results []proto.DirEntry `json:"results"`
-	Hops    int              `json:"hops,omitempty"`   // overlay: supernodes contacted beyond our own
-	Cached  bool             `json:"cached,omitempty"` // overlay: answered from our supernode's cache
+	Query string `json:"query"`
+	// Source is who answered the query: "overlay" for a name the overlay has a record
+	// of, "directory" for prefix searches and names only the login server knows. Each
+	// result says where its own presence comes from.
+	Source  string        `json:"source"`
+	User    *UserLocation `json:"user,omitempty"`
+	Results []SearchHit   `json:"results"`
+	Hops    int           `json:"hops,omitempty"`   // overlay: supernodes contacted beyond our own
+	Cached  bool          `json:"cached,omitempty"` // overlay: answered from our supernode's cache
+}
+
+// SearchHit is one user a search found, with the best presence the system has: the
+// user's signed record in the overlay where there is one, else the directory's.
+type SearchHit struct {
+	Name     string    `json:"name"`
+	Online   bool      `json:"online"`
+	LastSeen time.Time `json:"last_seen,omitzero"` // online: now; zero: never logged in
+	// Source is where Online and LastSeen come from: "overlay" or "directory".
+	Source        string `json:"source"`
+	SupernodeAddr string `json:"supernode_addr,omitempty"` // online: where the user is attached
+	NAT           string `json:"nat,omitempty"`
+	Hops          int    `json:"hops,omitempty"` // overlay: supernodes contacted beyond our own
 }
 
 // UserLocation is where a user is now, from their signed record.
@@ -147,10 +164,15 @@ func (c *Client) handleControl(ctx context.Context, r ctl.Request) (any, error) 
 		} else {
 			rep, err = c.Answer(ctx, target, opts)
 		}
-		c.recordReport(rep)
-		if err != nil && rep.Call == "" {
+		// A call that never began (nothing rang, no such user, offline) leaves no
+		// report: the command fails with what went wrong.
+		if rep.Call == "" {
+			if err == nil {
+				err = errors.New("the call did not start")
+			}
 			return nil, err
 		}
+		c.recordReport(rep)
 		return rep, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/peerline/peerline/internal/e2ee"
@@ -230,7 +231,8 @@ func (c *Client) onDeliver(d *proto.Deliver) error {
 	}
 	c.mu.Unlock()
 	c.m.Inc("messages_received")
-	c.log.Info("message", "from", msg.From, "text", msg.Text)
+	// Never the text: it is end-to-end encrypted for this user, not for the log.
+	c.log.Info("message received", "from", msg.From)
 	c.emit(ev)
 	return nil
 }
@@ -276,36 +278,88 @@ func (c *Client) attachedConn() (*attachment, error) {
 
 // Search finds a user: through the overlay first; when the overlay has no record, the
 // login server's directory says whether the user exists and when they were last seen. A
-// query ending in '*' is a prefix search, which only the directory answers.
+// query ending in '*' is a prefix search: the directory lists the names, and each is
+// then looked up in the overlay, so that a hit shows the overlay's presence where it has
+// a record (and says so), the same as an exact search of that name.
 func (c *Client) Search(ctx context.Context, q string) (SearchResult, error) {
 	if len(q) > 0 && q[len(q)-1] == '*' {
-		return c.directory(ctx, q)
+		res, err := c.directory(ctx, q)
+		if err != nil {
+			return res, err
+		}
+		c.overlayPresence(ctx, res.Results)
+		return res, nil
 	}
 	if a, err := c.attachedConn(); err == nil {
-		ok, err := rpc.Call[*proto.SearchOK](ctx, a.conn, &proto.Search{Name: q})
-		if err == nil && ok.Found {
-			res := SearchResult{Query: q, Source: "overlay", Hops: ok.Hops, Cached: ok.Cached}
-			hit := proto.DirEntry{Name: q, LastSeen: ok.LastSeen}
-			if ok.Online {
-				rec, err := index.Verify(ok.Record, c.cfg.Login.Key, c.cfg.Now())
-				if err != nil {
-					return SearchResult{}, fmt.Errorf("the overlay returned a bad record: %w", err)
-				}
-				res.User = &UserLocation{Name: rec.Name, Online: true, Supernode: rec.Supernode, SupernodeAddr: rec.SNAddr,
-					NAT: rec.NAT, Candidates: rec.Candidates}
-				hit.LastSeen = c.cfg.Now()
-			} else {
-				res.User = &UserLocation{Name: q, LastSeen: ok.LastSeen}
-			}
-			res.Results = []proto.DirEntry{hit}
-			c.m.Inc("searches_overlay")
-			return res, nil
-		}
+		res, found, err := c.overlaySearch(ctx, a, q)
 		if err != nil {
-			c.log.Debug("overlay search failed; asking the directory", "err", err)
+			return SearchResult{}, err
+		}
+		if found {
+			return res, nil
 		}
 	}
 	return c.directory(ctx, q)
+}
+
+// overlaySearch looks name up in the overlay; found is false when the overlay has no
+// record of it (or could not be asked).
+func (c *Client) overlaySearch(ctx context.Context, a *attachment, name string) (res SearchResult, found bool, err error) {
+	ok, err := rpc.Call[*proto.SearchOK](ctx, a.conn, &proto.Search{Name: name})
+	if err != nil {
+		c.log.Debug("overlay search failed; asking the directory", "err", err)
+		return SearchResult{}, false, nil
+	}
+	if !ok.Found {
+		return SearchResult{}, false, nil
+	}
+	res = SearchResult{Query: name, Source: "overlay", Hops: ok.Hops, Cached: ok.Cached}
+	hit := SearchHit{Name: name, LastSeen: ok.LastSeen, Source: "overlay", Hops: ok.Hops}
+	if ok.Online {
+		rec, err := index.Verify(ok.Record, c.cfg.Login.Key, c.cfg.Now())
+		if err != nil {
+			return SearchResult{}, false, fmt.Errorf("the overlay returned a bad record: %w", err)
+		}
+		res.User = &UserLocation{Name: rec.Name, Online: true, Supernode: rec.Supernode, SupernodeAddr: rec.SNAddr,
+			NAT: rec.NAT, Candidates: rec.Candidates}
+		hit.Online, hit.LastSeen, hit.SupernodeAddr, hit.NAT = true, c.cfg.Now(), rec.SNAddr, rec.NAT
+	} else {
+		res.User = &UserLocation{Name: name, LastSeen: ok.LastSeen}
+	}
+	res.Results = []SearchHit{hit}
+	c.m.Inc("searches_overlay")
+	return res, true, nil
+}
+
+// overlayLookups bounds the overlay searches one prefix search runs at a time.
+const overlayLookups = 8
+
+// overlayPresence replaces the presence of each directory hit by the overlay's, where
+// the overlay has a record.
+func (c *Client) overlayPresence(ctx context.Context, hits []SearchHit) {
+	a, err := c.attachedConn()
+	if err != nil {
+		return
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, overlayLookups)
+	for i := range hits {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			res, found, err := c.overlaySearch(ctx, a, hits[i].Name)
+			if err != nil {
+				c.log.Debug("overlay record refused; keeping the directory's", "user", hits[i].Name, "err", err)
+				return
+			}
+			if found {
+				hits[i] = res.Results[0]
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 func (c *Client) directory(ctx context.Context, q string) (SearchResult, error) {
@@ -318,7 +372,10 @@ func (c *Client) directory(ctx context.Context, q string) (SearchResult, error) 
 		return SearchResult{}, fmt.Errorf("directory answered %T", m)
 	}
 	c.m.Inc("searches_directory")
-	res := SearchResult{Query: q, Source: "directory", Results: d.Results}
+	res := SearchResult{Query: q, Source: "directory", Results: []SearchHit{}}
+	for _, e := range d.Results {
+		res.Results = append(res.Results, SearchHit{Name: e.Name, LastSeen: e.LastSeen, Source: "directory"})
+	}
 	if len(d.Results) == 1 && d.Results[0].Name == q {
 		res.User = &UserLocation{Name: q, LastSeen: d.Results[0].LastSeen}
 	}

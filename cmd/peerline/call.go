@@ -72,7 +72,7 @@ func answerCommand() *cli.Command {
 func hangupCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "hangup",
-		Usage:     "end the call in progress (or reject the one ringing)",
+		Usage:     "end the call in progress, cancel yours while it rings, or reject the one ringing here",
 		ArgsUsage: "[CALL-ID]",
 		UsageText: "peerline hangup --data DIR [CALL-ID]",
 		Flags:     []cli.Flag{dataFlag, jsonFlag, &cli.BoolFlag{Name: "reject", Usage: "reject the ringing call CALL-ID"}},
@@ -88,7 +88,11 @@ func hangupCommand() *cli.Command {
 			if c.Bool("json") {
 				return printJSON(c.App.Writer, out)
 			}
-			fmt.Fprintln(c.App.Writer, "done")
+			if cmd == client.CmdReject {
+				fmt.Fprintln(c.App.Writer, "rejected")
+			} else {
+				fmt.Fprintln(c.App.Writer, "hung up")
+			}
 			return nil
 		},
 	}
@@ -122,7 +126,7 @@ func holdCommand() *cli.Command {
 func callsCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "calls",
-		Usage:     "list ringing calls and the reports of the last calls",
+		Usage:     "list ringing calls, calls in progress and the reports of the last calls",
 		UsageText: "peerline calls --data DIR [--json]",
 		Flags:     []cli.Flag{dataFlag, jsonFlag},
 		Action: func(c *cli.Context) error {
@@ -133,12 +137,7 @@ func callsCommand() *cli.Command {
 			if c.Bool("json") {
 				return printJSON(c.App.Writer, out)
 			}
-			for _, r := range out.Ringing {
-				fmt.Fprintf(c.App.Writer, "ringing: %s from %s\n", r.Call, r.Peer)
-			}
-			for _, r := range out.Reports {
-				printReport(c.App.Writer, r)
-			}
+			printCalls(c.App.Writer, out)
 			return nil
 		},
 	}
@@ -245,11 +244,12 @@ func runCall(c *cli.Context, cmd, target string, d time.Duration) error {
 		if err := printJSON(w, rep); err != nil {
 			return err
 		}
-	} else {
+	} else if rep.Result == "completed" {
 		printReport(w, rep)
 	}
 	if rep.Result != "completed" {
-		return fmt.Errorf("call %s: %s", rep.Result, rep.Error)
+		// One sentence, on stderr with a failing exit code.
+		return errors.New(callOutcome(rep))
 	}
 	return nil
 }
@@ -276,16 +276,70 @@ func runConference(c *cli.Context, names []string, d time.Duration) error {
 	return nil
 }
 
-func printReport(w io.Writer, r client.CallReport) {
-	dir := "from"
+// callOutcome says in one sentence how call r ended (or where it is).
+func callOutcome(r client.CallReport) string {
 	if r.Outgoing {
-		dir = "to"
+		switch r.Result {
+		case "completed":
+			return fmt.Sprintf("call to %s completed", r.Peer)
+		case "rejected":
+			return fmt.Sprintf("%s rejected the call", r.Peer)
+		case "busy":
+			return fmt.Sprintf("%s is busy", r.Peer)
+		case "no answer":
+			return fmt.Sprintf("%s did not answer", r.Peer)
+		case "cancelled":
+			return fmt.Sprintf("you hung up before %s answered", r.Peer)
+		case "blocked":
+			return fmt.Sprintf("%s does not take your calls (blocked)", r.Peer)
+		case "offline":
+			return fmt.Sprintf("%s is offline", r.Peer)
+		case "no such user":
+			return fmt.Sprintf("no such user %s", r.Peer)
+		}
+		return fmt.Sprintf("call to %s failed: %s", r.Peer, orUnknown(r.Error))
 	}
-	fmt.Fprintf(w, "call %s %s: %s", dir, r.Peer, r.Result)
-	if r.Error != "" {
-		fmt.Fprintf(w, " (%s)", r.Error)
+	switch r.Result {
+	case "completed":
+		return fmt.Sprintf("call from %s completed", r.Peer)
+	case "missed":
+		if r.Error != "" {
+			return fmt.Sprintf("missed call from %s (%s)", r.Peer, r.Error)
+		}
+		return fmt.Sprintf("missed call from %s", r.Peer)
+	case "rejected":
+		return fmt.Sprintf("you rejected the call from %s", r.Peer)
 	}
-	fmt.Fprintln(w)
+	return fmt.Sprintf("call from %s failed: %s", r.Peer, orUnknown(r.Error))
+}
+
+// printCalls prints what 'peerline calls' shows: ringing calls, calls in progress with
+// their statistics so far, and the reports of the last calls, or that there are none.
+func printCalls(w io.Writer, out client.CallsStatus) {
+	if len(out.Ringing) == 0 && len(out.Active) == 0 && len(out.Reports) == 0 {
+		fmt.Fprintln(w, "no calls")
+		return
+	}
+	for _, r := range out.Ringing {
+		fmt.Fprintf(w, "ringing: call from %s (id %s; answer with 'peerline answer')\n", r.Peer, r.Call)
+	}
+	for _, r := range out.Active {
+		dir := "from"
+		if r.Outgoing {
+			dir = "to"
+		}
+		m := r.Media
+		fmt.Fprintf(w, "in progress: call %s %s for %s on path %s: %d frames sent, %d received, %.2f%% lost, rtt %.1f ms\n",
+			dir, r.Peer, (time.Duration(r.DurationMs) * time.Millisecond).Round(time.Second), orUnknown(r.Path),
+			m.FramesSent, m.FramesReceived, m.LossPercent, m.RTTMs)
+	}
+	for _, r := range out.Reports {
+		printReport(w, r)
+	}
+}
+
+func printReport(w io.Writer, r client.CallReport) {
+	fmt.Fprintln(w, callOutcome(r))
 	if r.Result != "completed" {
 		return
 	}

@@ -165,20 +165,27 @@ func searchCommand() *cli.Command {
 			}
 			w := c.App.Writer
 			if len(out.Results) == 0 {
-				fmt.Fprintf(w, "no such user %s\n", out.Query)
-				return nil
-			}
-			if u := out.User; u != nil && u.Online {
-				fmt.Fprintf(w, "%s is online at supernode %s (NAT %s) [found in the overlay, %d hops]\n",
-					u.Name, u.SupernodeAddr, orUnknown(u.NAT), out.Hops)
-				return nil
+				return fmt.Errorf("no such user %s", out.Query)
 			}
 			for _, r := range out.Results {
-				fmt.Fprintf(w, "%-32s offline, last seen %s [%s]\n", r.Name, fmtTime(r.LastSeen), out.Source)
+				fmt.Fprintln(w, searchLine(r))
 			}
 			return nil
 		},
 	}
+}
+
+// searchLine is one search result: the user's presence and where it comes from.
+func searchLine(r client.SearchHit) string {
+	switch {
+	case r.Online && r.Source == "overlay":
+		return fmt.Sprintf("%-20s online at supernode %s (NAT %s) [overlay, %d hops]", r.Name, r.SupernodeAddr, orUnknown(r.NAT), r.Hops)
+	case r.Online:
+		return fmt.Sprintf("%-20s online [%s]", r.Name, r.Source)
+	case r.LastSeen.IsZero():
+		return fmt.Sprintf("%-20s offline, never logged in [%s]", r.Name, r.Source)
+	}
+	return fmt.Sprintf("%-20s offline, last seen %s [%s]", r.Name, fmtTime(r.LastSeen), r.Source)
 }
 
 func orUnknown(s string) string {

@@ -45,6 +45,9 @@ const (
 	ReasonTimeout  = "no answer"
 	ReasonFailed   = "no path"
 	ReasonHangup   = "hangup"
+	// ReasonCancelled: the caller hung up while the call was still ringing; the callee
+	// stops ringing and counts a missed call.
+	ReasonCancelled = "cancelled"
 )
 
 // Limits.

@@ -132,6 +132,8 @@ func TestWriteCorpus(t *testing.T) {
 	good, _ := Encode(&Msg{T: TInvite, Call: callID, Eph: pub, NAT: &NAT{Classic: "full cone"}, Relays: []string{"203.0.113.1:3478"}, Cands: []string{"candidate:1 1 udp 1 192.0.2.1 1 typ host"}})
 	seeds := badSeeds(pub)
 	seeds["valid_invite"] = string(good)
+	cancelled, _ := Encode(&Msg{T: THangup, Call: callID, Reason: ReasonCancelled})
+	seeds["valid_hangup_cancelled"] = string(cancelled)
 	for name, s := range seeds {
 		if err := fuzzseed.Write(filepath.Join(dir, name), []byte(s)); err != nil {
 			t.Fatal(err)

@@ -78,6 +78,9 @@ type Options struct {
 	// Forward, if set, sees every end-to-end message any supernode handles.
 	Forward func(sn string, d *proto.Deliver)
 	Verbose bool // log to the test log... to stderr
+	// Logger, if set, is what every role (login server, supernodes and their relays,
+	// clients) logs to, at whatever level its handler takes; nil = Verbose or discarded.
+	Logger *slog.Logger
 }
 
 // Start runs a login server (test argon2 parameters) and opts.Supernodes supernodes, and
@@ -99,6 +102,9 @@ func Start(t testing.TB, opts Options) *Overlay {
 	}
 	if opts.Verbose {
 		log = slog.Default()
+	}
+	if opts.Logger != nil {
+		log = opts.Logger
 	}
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	store, err := loginsrv.OpenSQLite(filepath.Join(t.TempDir(), "accounts.db"))
