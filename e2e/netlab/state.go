@@ -67,18 +67,22 @@ func procStart(pid int) (start uint64, zombie bool, err error) {
 	if err != nil {
 		return 0, false, err
 	}
+	return parseStat(b)
+}
+
+func parseStat(b []byte) (start uint64, zombie bool, err error) {
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, false, fmt.Errorf("netlab: malformed /proc/%d/stat", pid)
+		return 0, false, fmt.Errorf("netlab: malformed /proc/PID/stat")
 	}
 	f := strings.Fields(string(b[i+1:]))
 	// f[0] is field 3 (state), so field 22 is f[19].
 	if len(f) < 20 {
-		return 0, false, fmt.Errorf("netlab: short /proc/%d/stat", pid)
+		return 0, false, fmt.Errorf("netlab: short /proc/PID/stat")
 	}
 	start, err = strconv.ParseUint(f[19], 10, 64)
 	if err != nil {
-		return 0, false, fmt.Errorf("netlab: /proc/%d/stat start time: %w", pid, err)
+		return 0, false, fmt.Errorf("netlab: /proc/PID/stat start time: %w", err)
 	}
 	return start, f[0] == "Z" || f[0] == "X", nil
 }
