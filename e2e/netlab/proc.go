@@ -48,9 +48,9 @@ func (h *Host) Start(name string, argv ...string) (*Proc, error) {
 	cmd := exec.Command("ip", append([]string{"netns", "exec", h.NS()}, argv...)...)
 	cmd.Stdout, cmd.Stderr = f, f
 	// Own process group, so a Ctrl-C to go test reaches us, not it, and Stop decides; and
-	// SIGKILL when the test process dies (startTied).
+	// SIGKILL when the test process dies (StartTied).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := startTied(cmd); err != nil {
+	if err := StartTied(cmd); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("netlab: start %s on %s: %w", name, h.Name, err)
 	}
@@ -166,7 +166,7 @@ func (h *Host) Run(ctx context.Context, argv ...string) ([]byte, error) {
 	if l.isClosed() {
 		err = fmt.Errorf("netlab: lab closed")
 	} else {
-		err = startTied(cmd)
+		err = StartTied(cmd)
 	}
 	l.opMu.Unlock()
 	if err == nil {

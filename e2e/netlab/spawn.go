@@ -30,8 +30,8 @@ type spawnReq struct {
 	errc chan error
 }
 
-// startTied starts cmd with SIGKILL as its parent-death signal, from the spawner thread.
-func startTied(cmd *exec.Cmd) error {
+// StartTied starts cmd with SIGKILL as its parent-death signal, from the spawner thread.
+func StartTied(cmd *exec.Cmd) error {
 	spawner.once.Do(func() {
 		spawner.req = make(chan spawnReq)
 		go spawnLoop(spawner.req)
