@@ -92,26 +92,6 @@ func New(t testing.TB) *Lab {
 		t.Logf("netlab: reaping leftovers of killed runs: %v", err)
 	}
 	l := &Lab{t: t, start: time.Now(), hosts: map[string]*Host{}}
-	for i := 0; ; i++ {
-		var b [3]byte
-		rand.Read(b[:])
-		id := hex.EncodeToString(b[:])
-		if taken, _ := filepath.Glob(filepath.Join(netnsDir, NSPrefix+id+"-*")); len(taken) > 0 {
-			continue
-		}
-		st, err := createState(id)
-		if err == nil {
-			l.id, l.state = id, st
-			break
-		}
-		if i == 10 {
-			t.Fatalf("netlab: %v", err)
-		}
-	}
-	if err := register(l); err != nil {
-		l.state.remove()
-		t.Fatal(err)
-	}
 	base := os.Getenv("PEERLINE_LAB_LOGS")
 	if base != "" {
 		os.MkdirAll(base, 0o755)
@@ -121,6 +101,29 @@ func New(t testing.TB) *Lab {
 		t.Fatalf("netlab: log dir: %v", err)
 	}
 	l.dir = dir
+	// A random id no namespace and no state file has yet.
+	err = fmt.Errorf("no free lab id")
+	for i := 0; i < 10 && l.state == nil; i++ {
+		var b [3]byte
+		rand.Read(b[:])
+		id := hex.EncodeToString(b[:])
+		if taken, _ := filepath.Glob(filepath.Join(netnsDir, NSPrefix+id+"-*")); len(taken) > 0 {
+			continue
+		}
+		var st *labState
+		if st, err = createState(id); err == nil {
+			l.id, l.state = id, st
+		}
+	}
+	if l.state == nil {
+		os.RemoveAll(dir)
+		t.Fatalf("netlab: %v", err)
+	}
+	if err := register(l); err != nil {
+		l.state.remove()
+		os.RemoveAll(dir)
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		if err := l.Close(); err != nil {
 			t.Errorf("netlab: cleanup: %v", err)
