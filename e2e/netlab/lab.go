@@ -252,8 +252,9 @@ func (l *Lab) nft(n *node, ruleset string) {
 }
 
 // Close stops every process the lab started, kills whatever else still runs inside its
-// namespaces, deletes the namespaces, and keeps or removes the logs. It is idempotent;
-// New registers it with t.Cleanup, and tests may call it earlier to check Leftovers.
+// namespaces, deletes the namespaces, and keeps or removes the logs. It is idempotent
+// (every call returns the first one's error); New registers it with t.Cleanup, which
+// fails the test on that error, and tests may call it earlier to check Leftovers.
 func (l *Lab) Close() error {
 	t0 := time.Now()
 	err := l.teardown(false)
@@ -265,7 +266,9 @@ func (l *Lab) Close() error {
 	l.logged = true
 	l.mu.Unlock()
 	if logged {
-		return nil
+		// The same result again: t.Cleanup's call reports it even when a test's own
+		// deferred Close dropped it.
+		return err
 	}
 	failed := l.t.Failed() || err != nil
 	if failed || os.Getenv("PEERLINE_LAB_KEEP") != "" {
