@@ -63,10 +63,15 @@ func callInBackground(t *testing.T, ctx context.Context, a *overlaytest.Client, 
 // waitTalking waits until bob's call in progress has received more than n frames.
 func waitTalking(t *testing.T, b *overlaytest.Client, n uint64) {
 	t.Helper()
-	overlaytest.Eventually(t, 10*time.Second, "audio flowing to bob", func() bool {
+	overlaytest.Eventually(t, 10*time.Second, "audio flowing to bob", talking(b, n))
+}
+
+// talking holds when bob's call in progress has received more than n frames.
+func talking(b *overlaytest.Client, n uint64) func() bool {
+	return func() bool {
 		act := b.Active()
 		return len(act) == 1 && act[0].Media.FramesReceived > n
-	})
+	}
 }
 
 func TestCallDirectOnLoopback(t *testing.T) {
@@ -207,13 +212,19 @@ func TestCallRefusals(t *testing.T) {
 	defer cancel()
 	// Unanswered: no answer after the ring timeout (the caller's own is 30 s; bob's 2 s
 	// ring ends his side, alice gives up after hers).
-	go func() {
-		overlaytest.Eventually(t, 10*time.Second, "ringing", func() bool { return len(b.Ringing()) == 1 })
+	rejected := make(chan struct{})
+	go func() { // off the test goroutine: Await and t.Error, not Eventually
+		defer close(rejected)
+		if err := overlaytest.Await(10*time.Second, "ringing", func() bool { return len(b.Ringing()) == 1 }); err != nil {
+			t.Error(err)
+			return
+		}
 		if err := b.Reject(ctx, b.Ringing()[0].Call); err != nil {
 			t.Errorf("reject: %v", err)
 		}
 	}()
 	rep, err := a.Call(ctx, "bob", client.CallOptions{})
+	<-rejected
 	if !errors.Is(err, client.ErrCallRejected) || rep.Result != "rejected" {
 		t.Fatalf("rejected call: %v %+v", err, rep)
 	}
@@ -283,14 +294,20 @@ func TestCallHangupByCallee(t *testing.T) {
 	_, a, b, _ := callPair(t, nil, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	go func() {
-		waitTalking(t, b, 10)
+	hungUp := make(chan struct{})
+	go func() { // off the test goroutine: Await and t.Error, not waitTalking
+		defer close(hungUp)
+		if err := overlaytest.Await(10*time.Second, "audio flowing to bob", talking(b, 10)); err != nil {
+			t.Error(err)
+			return
+		}
 		if err := b.Hangup(""); err != nil {
 			t.Errorf("hangup: %v", err)
 		}
 	}()
 	start := time.Now()
 	rep, err := a.Call(ctx, "bob", client.CallOptions{Source: &media.Sine{Freq: 440, Frames: 3000}})
+	<-hungUp
 	if err != nil || rep.Result != "completed" {
 		t.Fatalf("call: %v %+v", err, rep)
 	}

@@ -154,11 +154,26 @@ func TestPresenceAndBlocking(t *testing.T) {
 	if err := ask(t, c, client.CmdBuddyAdd, []string{"alice"}, nil); err != nil {
 		t.Fatal(err)
 	}
+	// A control: bob, back online, is carol's buddy too; once she sees him, presence
+	// reaches her, and three keep-alives later alice's would have too.
+	b = o.StartClient(b.Dir, "", "", nil)
+	if err := ask(t, c, client.CmdBuddyAdd, []string{"bob"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	o.Eventually("carol sees bob online", online(c, "bob", true))
 	time.Sleep(3 * keep)
+	listed := false
 	for _, p := range c.Buddies() {
-		if p.Name == "alice" && (p.Online || !p.LastSeen.IsZero()) {
+		if p.Name != "alice" {
+			continue
+		}
+		listed = true
+		if p.Online || !p.LastSeen.IsZero() {
 			t.Fatalf("carol, blocked by alice, sees her presence: %+v", p)
 		}
+	}
+	if !listed {
+		t.Fatalf("alice is not in carol's buddy list: %+v", c.Buddies())
 	}
 	var sr client.SearchResult
 	if err := ask(t, c, client.CmdSearch, []string{"alice"}, &sr); err != nil {

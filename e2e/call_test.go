@@ -523,11 +523,15 @@ func TestCallFailover(t *testing.T) {
 			kill := "sn1"
 			if victim == "carrying relay" {
 				// The caller sends via the peer's relay (rank 2): the callee's supernode's.
+				kill = ""
 				for name, addr := range cl.snAddrs {
 					ip, _, _ := strings.Cut(addr, ":")
 					if strings.Contains(act.Media.ActiveName, ip+":") {
 						kill = name
 					}
+				}
+				if kill == "" { // else this case would kill some other supernode and prove less
+					t.Fatalf("the caller's path %q runs through no supernode's relay (%v)", act.Media.ActiveName, cl.snAddrs)
 				}
 			}
 			t.Logf("caller's path %q; killing %s", act.Media.ActiveName, kill)

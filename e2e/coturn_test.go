@@ -36,7 +36,7 @@ func TestCallThroughCoturn(t *testing.T) {
 		"--pidfile", filepath.Join(dir, "turnserver.pid"), "--userdb", filepath.Join(dir, "turndb"))
 	var tslog bytes.Buffer
 	ts.Stdout, ts.Stderr = &tslog, &tslog
-	if err := ts.Start(); err != nil {
+	if err := netlab.StartTied(ts); err != nil { // dies with the test process
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

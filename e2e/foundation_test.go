@@ -48,7 +48,7 @@ func startProc(t *testing.T, name string, env []string, args ...string) *proc {
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(os.Environ(), env...)
-	if err := cmd.Start(); err != nil {
+	if err := netlab.StartTied(cmd); err != nil { // dies with the test process
 		t.Fatal(err)
 	}
 	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}

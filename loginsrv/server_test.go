@@ -71,22 +71,31 @@ func startServer(t *testing.T, mod func(*Config)) *testServer {
 // dial opens a control connection as the holder of key (nil = anonymous).
 func (ts *testServer) dial(t *testing.T, key ed25519.PrivateKey) *rpc.Conn {
 	t.Helper()
-	cfg, err := secure.ClientConfig(key, secure.PinnedKey(ts.PublicKey()))
+	c, err := ts.tryDial(t, key)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return c
+}
+
+// tryDial is dial for goroutines other than the test's: it returns the error.
+func (ts *testServer) tryDial(t *testing.T, key ed25519.PrivateKey) (*rpc.Conn, error) {
+	cfg, err := secure.ClientConfig(key, secure.PinnedKey(ts.PublicKey()))
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	tc, err := secure.Dial(ctx, &net.Dialer{}, ts.addr, cfg)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	c := rpc.New(tc, rpc.Options{})
 	rctx, rcancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(rctx); close(done) }()
 	t.Cleanup(func() { rcancel(); <-done })
-	return c
+	return c, nil
 }
 
 func newKey() ed25519.PrivateKey {
@@ -400,7 +409,11 @@ func TestGarbageAndOthersKeepWorking(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := ts.dial(t, newKey())
+			c, err := ts.tryDial(t, newKey()) // not dial: its t.Fatal is for the test goroutine
+			if err != nil {
+				t.Errorf("dial during garbage: %v", err)
+				return
+			}
 			if _, err := call(t, c, &proto.Login{Name: "alice", Password: "correct horse"}); err != nil {
 				t.Errorf("login during garbage: %v", err)
 			}

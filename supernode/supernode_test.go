@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/hostcache"
 	"github.com/peerline/peerline/internal/identity"
 	"github.com/peerline/peerline/internal/index"
 	"github.com/peerline/peerline/internal/overlaytest"
@@ -110,19 +112,48 @@ func TestBadClientsRefusedOthersServed(t *testing.T) {
 }
 
 // TestSupernodesLearnEachOther: heartbeats bring back the other live supernodes, and a
-// client's host cache fills from its supernode.
+// client's host cache fills from its supernode: a supernode that comes up after the client
+// attached reaches the client's cache (and its file) through its supernode's peer list.
 func TestSupernodesLearnEachOther(t *testing.T) {
 	o := overlaytest.Start(t, overlaytest.Options{Supernodes: 3})
 	for _, sn := range o.Supernodes() {
 		o.Eventually("peers known", func() bool { return len(sn.Peers()) == 2 })
 	}
 	o.Register("alice", "correct horse")
-	c := o.StartClient(filepath.Join(t.TempDir(), "alice"), "alice", "correct horse", nil)
+	dir := filepath.Join(t.TempDir(), "alice")
+	c := o.StartClient(dir, "alice", "correct horse", func(cfg *client.Config) { cfg.RefreshInterval = 100 * time.Millisecond })
 	o.Eventually("alice attached", func() bool { return c.Status().Supernode != nil })
-	o.AddSupernode(time.Second)
-	// The fourth supernode reaches the client through its supernode's peer list or the
-	// login server's seed, whichever refreshes first.
+	sn4 := o.AddSupernode(time.Second)
 	o.Eventually("fourth supernode known to the supernodes", func() bool { return len(o.Supernodes()[0].Peers()) == 3 })
+	// While attached, the client asks the login server for no seed: the entry can only
+	// come from its supernode.
+	cached := func(cache *hostcache.Cache, sn *overlaytest.SN) bool {
+		for _, e := range cache.Ranked() {
+			if e.Addr == sn.Addr {
+				return e.PubKey == sn.ID()
+			}
+		}
+		return false
+	}
+	o.Eventually("fourth supernode in alice's host cache", func() bool { return cached(c.HostCache(), sn4) })
+	for _, e := range c.HostCache().Ranked() {
+		if e.Addr == sn4.Addr && e.Source != hostcache.SourceSupernode {
+			t.Fatalf("alice's entry for the fourth supernode came from %q, want %q", e.Source, hostcache.SourceSupernode)
+		}
+	}
+	// The file follows the cache (saved after each merge).
+	o.Eventually("all four supernodes in alice's saved host cache", func() bool {
+		saved, err := hostcache.Open(filepath.Join(dir, client.HostCacheFile), hostcache.Options{})
+		if err != nil {
+			return false
+		}
+		for _, sn := range o.Supernodes() {
+			if !cached(saved, sn) {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // TestWrongAdmissionSecret: a supernode with the wrong secret is refused and says why.

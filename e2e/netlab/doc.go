@@ -24,6 +24,14 @@
 // inside its namespaces, and deletes exactly its namespaces, which takes their interfaces,
 // nft tables and conntrack state with them. Leftovers reports anything that survived.
 //
+// Interruptions: a test process that gets SIGINT, SIGTERM or SIGHUP tears down its open
+// labs and then dies of the signal. Processes a lab starts get SIGKILL when the test
+// process dies (Pdeathsig). Every lab writes a state file (/run/peerline-lab/<id>.lab:
+// the test process's PID and start time, then each namespace before it is created), and
+// every New first reaps the labs whose test process is gone (killed, or timed out): it
+// kills what still runs in their namespaces and deletes them. It never touches a
+// namespace that no state file of a dead test process names. See state.go.
+//
 // Logs: each lab has a directory (under $PEERLINE_LAB_LOGS, else the system temp dir) with
 // lab.log (every command the lab ran, with output) and one file per process. It is removed
 // when the test passes and kept, with its path and the tail of every log printed, when the

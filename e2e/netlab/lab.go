@@ -34,6 +34,13 @@ type Lab struct {
 	dir   string // log directory
 	start time.Time
 	inet  *node
+	state *labState // the lab's state file, for Reap after a killed run
+
+	// opMu serializes creating namespaces and starting processes with teardown, so that
+	// nothing is created after teardown has listed what to remove.
+	opMu     sync.Mutex
+	tearOnce sync.Once
+	tearErr  error // what teardown returned; set inside tearOnce
 
 	mu         sync.Mutex // guards all following fields
 	nodes      []*node    // every namespace, in creation order
@@ -45,6 +52,7 @@ type Lab struct {
 	nextSite   int // next site number S (LAN 10.S.0.0/24)
 	nextPort   int // next bridge port number in the inet namespace
 	closed     bool
+	logged     bool // Close has kept or removed the logs
 	logSeq     int
 }
 
@@ -68,15 +76,22 @@ func Requirements() error {
 }
 
 // New builds an empty internet (a bridge in its own namespace) and registers cleanup. It
-// skips the test when Requirements fails.
+// skips the test when Requirements fails. Before building, it reaps what labs of killed
+// test processes left behind (see Reap).
 func New(t testing.TB) *Lab {
 	t.Helper()
 	if err := Requirements(); err != nil {
 		t.Skipf("skipping namespace lab test: %v", err)
 	}
-	var b [3]byte
-	rand.Read(b[:])
-	l := &Lab{t: t, id: hex.EncodeToString(b[:]), start: time.Now(), hosts: map[string]*Host{}}
+	reaped, err := Reap()
+	for _, r := range reaped {
+		t.Logf("netlab: reaped %v", r)
+	}
+	if err != nil {
+		// Leftovers of another, dead run do not touch this lab's namespaces; say so and go on.
+		t.Logf("netlab: reaping leftovers of killed runs: %v", err)
+	}
+	l := &Lab{t: t, start: time.Now(), hosts: map[string]*Host{}}
 	base := os.Getenv("PEERLINE_LAB_LOGS")
 	if base != "" {
 		os.MkdirAll(base, 0o755)
@@ -86,6 +101,29 @@ func New(t testing.TB) *Lab {
 		t.Fatalf("netlab: log dir: %v", err)
 	}
 	l.dir = dir
+	// A random id no namespace and no state file has yet.
+	err = fmt.Errorf("no free lab id")
+	for i := 0; i < 10 && l.state == nil; i++ {
+		var b [3]byte
+		rand.Read(b[:])
+		id := hex.EncodeToString(b[:])
+		if taken, _ := filepath.Glob(filepath.Join(netnsDir, NSPrefix+id+"-*")); len(taken) > 0 {
+			continue
+		}
+		var st *labState
+		if st, err = createState(id); err == nil {
+			l.id, l.state = id, st
+		}
+	}
+	if l.state == nil {
+		os.RemoveAll(dir)
+		t.Fatalf("netlab: %v", err)
+	}
+	if err := register(l); err != nil {
+		l.state.remove()
+		os.RemoveAll(dir)
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		if err := l.Close(); err != nil {
 			t.Errorf("netlab: cleanup: %v", err)
@@ -123,9 +161,19 @@ func (l *Lab) Namespaces() []string {
 
 func (l *Lab) addNode(name string) *node {
 	n := &node{name: name, ns: fmt.Sprintf("%s%s-%s", NSPrefix, l.id, name)}
+	l.opMu.Lock()
+	defer l.opMu.Unlock()
 	l.mu.Lock()
-	l.nodes = append(l.nodes, n)
+	closed := l.closed
+	if !closed {
+		l.nodes = append(l.nodes, n)
+	}
 	l.mu.Unlock()
+	if closed {
+		l.t.Fatalf("netlab: lab closed")
+	}
+	// Recorded before it exists, so that a kill at any point leaves it to Reap.
+	l.must(l.state.addNS(n.ns))
 	l.must(l.run(nil, "ip", "netns", "add", n.ns))
 	return n
 }
@@ -204,52 +252,25 @@ func (l *Lab) nft(n *node, ruleset string) {
 }
 
 // Close stops every process the lab started, kills whatever else still runs inside its
-// namespaces, deletes the namespaces, and keeps or removes the logs. It is idempotent;
-// New registers it with t.Cleanup, and tests may call it earlier to check Leftovers.
+// namespaces, deletes the namespaces, and keeps or removes the logs. It is idempotent
+// (every call returns the first one's error); New registers it with t.Cleanup, which
+// fails the test on that error, and tests may call it earlier to check Leftovers.
 func (l *Lab) Close() error {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		return nil
-	}
-	l.closed = true
-	procs, nodes, impairs := l.procs, l.nodes, l.impairs
-	l.mu.Unlock()
-
 	t0 := time.Now()
-	var errs []string
-	for i := len(procs) - 1; i >= 0; i-- {
-		procs[i].Stop()
-	}
-	for _, im := range impairs {
-		im.close()
-	}
-	// Anything else inside our namespaces (children a process left behind) is ours too.
-	for _, n := range nodes {
-		out, _ := l.output(nil, "ip", "netns", "pids", n.ns)
-		for _, f := range strings.Fields(string(out)) {
-			var pid int
-			if _, err := fmt.Sscan(f, &pid); err == nil && pid > 1 {
-				l.logf("killing stray pid %d in %s", pid, n.ns)
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-	}
-	var batch strings.Builder
-	for _, n := range nodes {
-		fmt.Fprintf(&batch, "netns del %s\n", n.ns)
-	}
-	if len(nodes) > 0 {
-		if err := l.run([]byte(batch.String()), "ip", "-force", "-batch", "-"); err != nil {
-			errs = append(errs, err.Error())
-		}
-	}
-	if left := l.Leftovers(); len(left) > 0 {
-		errs = append(errs, "leftovers: "+strings.Join(left, ", "))
-	}
+	err := l.teardown(false)
+	unregister(l)
 	l.logf("teardown took %v", time.Since(t0))
 
-	failed := l.t.Failed() || len(errs) > 0
+	l.mu.Lock()
+	logged := l.logged
+	l.logged = true
+	l.mu.Unlock()
+	if logged {
+		// The same result again: t.Cleanup's call reports it even when a test's own
+		// deferred Close dropped it.
+		return err
+	}
+	failed := l.t.Failed() || err != nil
 	if failed || os.Getenv("PEERLINE_LAB_KEEP") != "" {
 		if failed {
 			l.dumpLogs()
@@ -258,10 +279,85 @@ func (l *Lab) Close() error {
 	} else {
 		os.RemoveAll(l.dir)
 	}
+	return err
+}
+
+// teardown stops the lab's processes, kills whatever else runs in its namespaces and
+// deletes them, once; concurrent callers wait for the first. fast (on a signal) stops all
+// processes at once with a short grace; otherwise they stop one by one, last started
+// first. The state file goes once no namespace of the lab is left.
+func (l *Lab) teardown(fast bool) error {
+	l.tearOnce.Do(func() { l.tearErr = l.doTeardown(fast) })
+	return l.tearErr
+}
+
+func (l *Lab) doTeardown(fast bool) error {
+	l.opMu.Lock()
+	l.mu.Lock()
+	l.closed = true
+	procs, nodes, impairs := l.procs, l.nodes, l.impairs
+	l.mu.Unlock()
+	l.opMu.Unlock()
+
+	var errs []string
+	if fast {
+		stopAll(procs, 2*time.Second)
+	} else {
+		for i := len(procs) - 1; i >= 0; i-- {
+			procs[i].Stop()
+		}
+	}
+	for _, im := range impairs {
+		im.close()
+	}
+	// Anything else inside our namespaces (children a process left behind) is ours too.
+	names := make([]string, len(nodes))
+	for i, n := range nodes {
+		names[i] = n.ns
+	}
+	for _, pid := range killInNamespaces(names, 5*time.Second) {
+		l.logf("killed stray pid %d in the lab's namespaces", pid)
+	}
+	var batch strings.Builder
+	for _, n := range existingNS(names) {
+		fmt.Fprintf(&batch, "netns del %s\n", n)
+	}
+	if batch.Len() > 0 {
+		if err := l.run([]byte(batch.String()), "ip", "-force", "-batch", "-"); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if left := l.Leftovers(); len(left) > 0 {
+		errs = append(errs, "leftovers: "+strings.Join(left, ", "))
+	}
+	if len(existingNS(names)) == 0 {
+		l.state.remove()
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// stopAll sends SIGTERM to every process, waits up to grace for all, then SIGKILLs the
+// rest and waits for them.
+func stopAll(procs []*Proc, grace time.Duration) {
+	for _, p := range procs {
+		if !p.exited() {
+			p.cmd.Process.Signal(syscall.SIGTERM)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	for _, p := range procs {
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+		}
+	}
+	for _, p := range procs {
+		p.Kill()
+	}
 }
 
 // Leftovers lists what of this lab still exists: namespaces named after its id, and

@@ -29,6 +29,8 @@ type Proc struct {
 // Start runs argv inside h's namespace until Stop (or lab Close). name labels the log file.
 func (h *Host) Start(name string, argv ...string) (*Proc, error) {
 	l := h.lab
+	l.opMu.Lock() // against teardown: a process is either in l.procs or not started
+	defer l.opMu.Unlock()
 	l.mu.Lock()
 	l.logSeq++
 	seq := l.logSeq
@@ -45,9 +47,10 @@ func (h *Host) Start(name string, argv ...string) (*Proc, error) {
 	fmt.Fprintf(f, "# %s in %s: %s\n", name, h.NS(), strings.Join(argv, " "))
 	cmd := exec.Command("ip", append([]string{"netns", "exec", h.NS()}, argv...)...)
 	cmd.Stdout, cmd.Stderr = f, f
-	// Own process group, so a Ctrl-C to go test reaches us, not it, and Stop decides.
+	// Own process group, so a Ctrl-C to go test reaches us, not it, and Stop decides; and
+	// SIGKILL when the test process dies (StartTied).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	if err := StartTied(cmd); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("netlab: start %s on %s: %w", name, h.Name, err)
 	}
@@ -65,6 +68,12 @@ func (h *Host) Start(name string, argv ...string) (*Proc, error) {
 	l.mu.Unlock()
 	l.logf("started %s on %s: pid %d, log %s", name, h.Name, cmd.Process.Pid, filepath.Base(path))
 	return p, nil
+}
+
+func (l *Lab) isClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closed
 }
 
 // PID returns the process id ("ip netns exec" execs the command, so it is the command's).
@@ -135,7 +144,11 @@ func (h *Host) Run(ctx context.Context, argv ...string) ([]byte, error) {
 	l.mu.Lock()
 	l.logSeq++
 	seq := l.logSeq
+	closed := l.closed
 	l.mu.Unlock()
+	if closed {
+		return nil, fmt.Errorf("netlab: lab closed")
+	}
 	path := filepath.Join(l.dir, fmt.Sprintf("%02d-%s-%s.log", seq, h.Name, sanitize(filepath.Base(argv[0]))))
 	f, err := os.Create(path)
 	if err != nil {
@@ -149,7 +162,16 @@ func (h *Host) Run(ctx context.Context, argv ...string) ([]byte, error) {
 	cmd.Stderr = f
 	cmd.WaitDelay = 2 * time.Second
 	t0 := time.Now()
-	err = cmd.Run()
+	l.opMu.Lock() // against teardown, as in Start
+	if l.isClosed() {
+		err = fmt.Errorf("netlab: lab closed")
+	} else {
+		err = StartTied(cmd)
+	}
+	l.opMu.Unlock()
+	if err == nil {
+		err = cmd.Wait()
+	}
 	fmt.Fprintf(f, "# exit: %v after %v\n", err, time.Since(t0).Round(time.Millisecond))
 	l.logf("ran on %s: %s -> %v (%v), log %s", h.Name, strings.Join(argv, " "), err, time.Since(t0).Round(time.Millisecond), filepath.Base(path))
 	if err != nil {

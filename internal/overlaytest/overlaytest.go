@@ -279,23 +279,35 @@ func (o *Overlay) StartClient(dir, user, password string, mod func(*client.Confi
 	return c
 }
 
-// Eventually waits up to 20 s for cond, polling every 10 ms.
+// Eventually waits up to 20 s for cond, polling every 10 ms, and fails the test if it
+// never holds. Call it from the test's goroutine only; elsewhere use Await.
 func (o *Overlay) Eventually(what string, cond func() bool) {
 	o.t.Helper()
 	Eventually(o.t, 20*time.Second, what, cond)
 }
 
-// Eventually waits up to limit for cond, polling every 10 ms, and fails the test if it
-// never holds.
+// Eventually waits up to limit for cond, polling every 10 ms, and fails the test (with
+// t.Fatalf) if it never holds. Like t.Fatalf it must be called from the goroutine running
+// the test; a goroutine the test starts uses Await and reports with t.Error.
 func Eventually(t testing.TB, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
+	if err := Await(limit, what, cond); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Await waits up to limit for cond, polling every 10 ms, and returns an error naming what
+// it waited for if cond never held. It does not touch the test, so any goroutine may call
+// it.
+func Await(limit time.Duration, what string, cond func() bool) error {
 	deadline := time.Now().Add(limit)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for: %s", limit, what)
+			return fmt.Errorf("timed out after %v waiting for: %s", limit, what)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	return nil
 }
 
 // LoopbackSTUN opens the four sockets of an RFC 5780 STUN service on 127.0.0.1 and
