@@ -21,6 +21,7 @@ import (
 
 	"github.com/peerline/peerline/internal/metrics"
 	"github.com/peerline/peerline/internal/proto"
+	"github.com/peerline/peerline/internal/serve"
 	"github.com/peerline/peerline/internal/wire"
 )
 
@@ -203,6 +204,9 @@ func (c *Conn) readLoop(ctx context.Context) error {
 func (c *Conn) serve(ctx context.Context, id uint32, m proto.Message) {
 	var resp proto.Message
 	var err error = proto.ErrBadRequest.With("no handler on this connection")
+	// The server's deadline for connections that have not authenticated waits for the
+	// answer to go out: a login that queued past it still hears why it failed.
+	defer serve.Working(ctx)()
 	if c.opts.Handler != nil {
 		resp, err = c.opts.Handler.Handle(ctx, c, m)
 	}

@@ -15,7 +15,8 @@
 //
 // A connection that has not called Authenticated within AuthTimeout of being accepted
 // is closed (conns_auth_timeout): a handshake that completes and then idles holds a slot
-// for seconds, not minutes.
+// for seconds, not minutes. A request being served then (see Working) is not cut short:
+// under a boot storm a login may wait for the password hasher longer than AuthTimeout.
 package serve
 
 import (
@@ -24,7 +25,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -215,10 +215,65 @@ func (g *Gate) Open() int {
 
 // conn is what the handler's context carries of its connection.
 type conn struct {
-	g      *Gate
-	ip     netip.Addr
-	authed atomic.Bool
-	timer  *time.Timer
+	g     *Gate
+	ip    netip.Addr
+	nc    net.Conn
+	m     metrics.Counter
+	timer *time.Timer
+
+	mu       sync.Mutex // mu protects the following fields
+	authed   bool
+	inflight int  // requests being served (Working)
+	expired  bool // AuthTimeout passed while a request was in flight
+}
+
+// expire runs when AuthTimeout passes: an unauthenticated connection is closed, unless a
+// request is being served (a login waiting for its turn at the password hasher, say);
+// then it is closed when the last such request ends without having authenticated.
+func (c *conn) expire() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.authed {
+		return
+	}
+	if c.inflight > 0 {
+		c.expired = true
+		return
+	}
+	c.closeLocked()
+}
+
+func (c *conn) closeLocked() {
+	c.m.Inc("conns_auth_timeout")
+	c.nc.Close()
+}
+
+func fromContext(ctx context.Context) *conn {
+	c, _ := ctx.Value(connKey{}).(*conn)
+	return c
+}
+
+// Working tells the server that the connection whose handler was given ctx is serving a
+// request, until the returned function is called: the AuthTimeout does not cut a request
+// short, it takes effect when the request ends unauthenticated. For a context that no
+// Serve handler was given it does nothing.
+func Working(ctx context.Context) (done func()) {
+	c := fromContext(ctx)
+	if c == nil {
+		return func() {}
+	}
+	c.mu.Lock()
+	c.inflight++
+	c.mu.Unlock()
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.inflight--
+		if c.inflight == 0 && c.expired && !c.authed {
+			c.expired = false
+			c.closeLocked()
+		}
+	}
 }
 
 type connKey struct{}
@@ -227,8 +282,15 @@ type connKey struct{}
 // authenticated: its AuthTimeout no longer applies and its source counts as good. It does
 // nothing for a context that no Serve handler was given.
 func Authenticated(ctx context.Context) {
-	c, _ := ctx.Value(connKey{}).(*conn)
-	if c == nil || c.authed.Swap(true) {
+	c := fromContext(ctx)
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	was := c.authed
+	c.authed = true
+	c.mu.Unlock()
+	if was {
 		return
 	}
 	if c.timer != nil {
@@ -272,14 +334,9 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener, handle func(context.C
 			continue
 		}
 		m.Inc("conns")
-		c := &conn{g: g, ip: ip}
+		c := &conn{g: g, ip: ip, nc: nc, m: m}
 		if g.cfg.AuthTimeout > 0 {
-			c.timer = time.AfterFunc(g.cfg.AuthTimeout, func() {
-				if !c.authed.Load() {
-					m.Inc("conns_auth_timeout")
-					nc.Close()
-				}
-			})
+			c.timer = time.AfterFunc(g.cfg.AuthTimeout, c.expire)
 		}
 		wg.Add(1)
 		go func() {

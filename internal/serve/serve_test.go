@@ -220,3 +220,42 @@ func TestTemporary(t *testing.T) {
 func TestAuthenticatedOutsideServe(t *testing.T) {
 	Authenticated(context.Background()) // must not panic
 }
+
+func TestAuthTimeoutWaitsForRequestInFlight(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := new(metrics.Set)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	release := make(chan struct{})
+	go NewGate(Config{AuthTimeout: 100 * time.Millisecond, Counter: m}).Serve(ctx, ln, func(ctx context.Context, nc net.Conn) {
+		defer context.AfterFunc(ctx, func() { nc.Close() })()
+		var b [1]byte
+		for {
+			if _, err := nc.Read(b[:]); err != nil {
+				return
+			}
+			done := Working(ctx)
+			<-release // a slow request: a login queued at the hasher
+			nc.Write(b[:])
+			done()
+		}
+	})
+	c := dialFrom(t, "127.0.0.1", ln)
+	c.Write([]byte("x"))
+	time.Sleep(300 * time.Millisecond) // well past AuthTimeout, request still in flight
+	close(release)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var b [1]byte
+	if _, err := c.Read(b[:]); err != nil {
+		t.Fatalf("the answer of a request in flight at AuthTimeout was cut off: %v", err)
+	}
+	if !closedSoon(c, 5*time.Second) {
+		t.Fatal("the unauthenticated connection stayed open after its request ended")
+	}
+	if n := m.Get("conns_auth_timeout"); n != 1 {
+		t.Fatalf("conns_auth_timeout = %d, want 1", n)
+	}
+}
