@@ -48,9 +48,9 @@ type Config struct {
 
 // Names of the server's counters in Config.Metrics.
 const (
-	MetricRequests   = "stun_requests"    // Binding requests answered with success
-	MetricErrors     = "stun_errors"      // requests answered with an error response
-	MetricGarbage    = "stun_garbage"     // datagrams dropped: not STUN, malformed, not a request
+	MetricRequests   = "stun_requests"     // Binding requests answered with success
+	MetricErrors     = "stun_errors"       // requests answered with an error response
+	MetricGarbage    = "stun_garbage"      // datagrams dropped: not STUN, malformed, not a request
 	MetricWriteErrs  = "stun_write_errors" // responses the socket failed to send
 	MetricReadErrors = "stun_read_errors"  // socket read errors other than closure, waited out
 )
