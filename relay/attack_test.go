@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -496,4 +498,62 @@ func exhaustChild() {
 	}
 	json.NewEncoder(os.Stdout).Encode(s.Metrics().Snapshot())
 	os.Exit(0)
+}
+
+// lockedBuffer is a log sink safe for concurrent use.
+type lockedBuffer struct {
+	mu sync.Mutex // mu protects b
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A wrong-password flood from a few addresses logs one line per address (per interval of
+// the rate limit), and counts every attempt and every line held back.
+func TestAuthFloodLogBounded(t *testing.T) {
+	var logs lockedBuffer
+	s := newServer(t, Config{AllowPeer: allowLoopback,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	good, _, _ := Credentials(testSecret, "mallory", time.Hour, time.Now())
+	const sources, perSource = 3, 100
+	for i := 0; i < sources; i++ {
+		c, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 1, byte(1+i))}, net.UDPAddrFromAddrPort(s.Addr()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		challenge := stunRoundTrip(t, c)
+		var nonce stun.Nonce
+		var realm stun.Realm
+		nonce.GetFrom(challenge)
+		realm.GetFrom(challenge)
+		for j := 0; j < perSource; j++ {
+			resp := stunRoundTrip(t, c, stun.NewUsername(good), realm, nonce,
+				stun.MessageIntegrity(turn.GenerateAuthKey(good, realm.String(), "guess")))
+			var code stun.ErrorCodeAttribute
+			if code.GetFrom(resp); code.Code != stun.CodeUnauthorized {
+				t.Fatalf("attempt %d: error %d, want 401", j, code.Code)
+			}
+		}
+	}
+	if got := s.m.Get(MetricAuthBadHMAC); got != sources*perSource {
+		t.Errorf("%s = %d, want %d", MetricAuthBadHMAC, got, sources*perSource)
+	}
+	lines := strings.Count(logs.String(), "relay: auth refused")
+	if lines != sources {
+		t.Errorf("%d log lines for %d refusals from %d addresses, want %d:\n%s", lines, sources*perSource, sources, sources, logs.String())
+	}
+	if got := s.m.Get(MetricLogSuppressed); got != sources*perSource-uint64(lines) {
+		t.Errorf("%s = %d, want %d", MetricLogSuppressed, got, sources*perSource-lines)
+	}
 }
