@@ -34,8 +34,8 @@ const (
 	MetricDroppedBytes       = "dropped_quota_bytes"   // their bytes
 	MetricWriteErrors        = "write_errors"          // fast-path sends the kernel refused
 	MetricAuth401            = "auth_unauthorized"     // requests answered 401: one of the auth_fail_* reasons
-	MetricBadPackets         = "bad_packets"           // datagrams and TCP frames that are not TURN, dropped
-	MetricReadErrors         = "read_errors"           // socket read errors other than closure, waited out
+	MetricBadPackets         = "turn_bad_packets"      // datagrams and TCP frames that are not TURN, dropped
+	MetricReadErrors         = "turn_read_errors"      // socket read errors other than closure, waited out
 	MetricTCPConns           = "tcp_conns"             // TURN-over-TCP connections admitted
 	MetricTCPAcceptErrors    = "tcp_accept_errors"     // TCP accept errors (EMFILE...) waited out
 	MetricTCPShed            = "tcp_conns_shed"        // refused: TCPMaxConns open
