@@ -559,3 +559,42 @@ func TestAuthFloodLogBounded(t *testing.T) {
 		t.Errorf("%s = %d, want %d", MetricLogSuppressed, got, sources*perSource-lines)
 	}
 }
+
+// Frames that arrive together in one TCP read (a client sending fast) all reach pion, in
+// order: the relay's framing hands them over one by one.
+func TestTCPBackToBackFrames(t *testing.T) {
+	s := newServer(t, Config{AllowPeer: allowLoopback})
+	peer, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	peerIn := reader(peer)
+	alice := allocate(t, newClient(t, s, "alice", true))
+	exchange(t, alice, peer.LocalAddr(), peerIn, "first") // permission in place
+	const n = 200
+	for i := 0; i < n; i++ {
+		if _, err := alice.WriteTo([]byte(fmt.Sprintf("datagram %03d", i)), peer.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next := 0
+	timeout := time.After(10 * time.Second)
+	for next < n {
+		select {
+		case d := <-peerIn:
+			if d.data == "first" {
+				continue
+			}
+			if want := fmt.Sprintf("datagram %03d", next); d.data != want {
+				t.Fatalf("peer got %q, want %q", d.data, want)
+			}
+			next++
+		case <-timeout:
+			t.Fatalf("peer got %d of %d datagrams sent over TCP", next, n)
+		}
+	}
+	if got := s.m.Get(MetricTCPBadFrames) + s.m.Get(MetricBadPackets); got != 0 {
+		t.Errorf("%d frames refused", got)
+	}
+}
