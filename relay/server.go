@@ -322,7 +322,9 @@ func (s *Server) relayAt(a net.Addr) *relayConn {
 
 // auth is pion's AuthHandler: it checks the username's form and expiry and returns the
 // long-term key of its TURN REST API password; pion then checks MESSAGE-INTEGRITY, and
-// events().OnAuth counts a mismatch.
+// events().OnAuth counts a mismatch. screenSTUN has refused bad credentials with 401
+// before pion sees them, so these refusals (answered 400 by pion) happen only in a race,
+// such as credentials expiring between the two checks.
 func (s *Server) auth(username, realm string, src net.Addr) ([]byte, bool) {
 	exp, _, ok := parseUsername(username)
 	if !ok {
