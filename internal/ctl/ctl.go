@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/internal/metrics"
+	"github.com/peerline/peerline/internal/serve"
 	"github.com/peerline/peerline/internal/proto"
 )
 
@@ -98,14 +99,24 @@ func Serve(ctx context.Context, ln net.Listener, h Handler, m metrics.Counter) e
 	defer wg.Wait()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	var bo serve.AcceptBackoff
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
+			if serve.Temporary(err) {
+				// Out of descriptors: the process is busy, not its socket gone.
+				m.Inc("ctl_accept_errors")
+				if !bo.Wait(ctx) {
+					return nil
+				}
+				continue
+			}
 			return err
 		}
+		bo.Reset()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
