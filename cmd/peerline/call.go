@@ -237,7 +237,7 @@ func runCall(c *cli.Context, cmd, target string, d time.Duration) error {
 	}
 	var rep client.CallReport
 	args := append([]string{target}, audio...)
-	if err := ctl.Do(ctx, filepath.Join(c.String("data"), client.SocketFile), ctl.Request{Cmd: cmd, Args: args}, &rep); err != nil {
+	if err := ctlDo(ctx, c.String("data"), ctl.Request{Cmd: cmd, Args: args}, &rep); err != nil {
 		return err
 	}
 	w := reportWriter(c)
@@ -262,7 +262,7 @@ func runConference(c *cli.Context, names []string, d time.Duration) error {
 	}
 	var cr client.ConferenceReport
 	args := append(audio, names...)
-	if err := ctl.Do(c.Context, filepath.Join(c.String("data"), client.SocketFile), ctl.Request{Cmd: client.CmdConference, Args: args}, &cr); err != nil {
+	if err := ctlDo(c.Context, c.String("data"), ctl.Request{Cmd: client.CmdConference, Args: args}, &cr); err != nil {
 		return err
 	}
 	w := reportWriter(c)

@@ -26,7 +26,7 @@ import (
 // Flags shared by several commands.
 var (
 	dataFlag = &cli.StringFlag{
-		Name: "data", Aliases: []string{"d"}, Usage: "state directory (keys, database, host cache, control socket)",
+		Name: "data", Aliases: []string{"d"}, Usage: "state `DIR` (keys, database, host cache, control socket)",
 		EnvVars: []string{"PEERLINE_DATA"}, Required: true,
 	}
 	jsonFlag     = &cli.BoolFlag{Name: "json", Usage: "print a machine-readable JSON result"}
@@ -37,10 +37,8 @@ var (
 
 // newLogger makes the key-value logger every role writes to stderr.
 func newLogger(c *cli.Context) *slog.Logger {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(c.String("log-level"))); err != nil {
-		lvl = slog.LevelInfo
-	}
+	// The level was checked before the command ran (checkCommandLine).
+	lvl, _ := parseLogLevel(c.String("log-level"))
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 }
 

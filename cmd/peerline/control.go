@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -20,7 +22,16 @@ import (
 func ask(c *cli.Context, cmd string, args []string, out any) error {
 	ctx, cancel := context.WithTimeout(c.Context, 40*time.Second)
 	defer cancel()
-	return ctl.Do(ctx, filepath.Join(c.String("data"), client.SocketFile), ctl.Request{Cmd: cmd, Args: args}, out)
+	return ctlDo(ctx, c.String("data"), ctl.Request{Cmd: cmd, Args: args}, out)
+}
+
+// ctlDo sends r to the control socket of the client or supernode running on dir.
+func ctlDo(ctx context.Context, dir string, r ctl.Request, out any) error {
+	err := ctl.Do(ctx, filepath.Join(dir, client.SocketFile), r, out)
+	if errors.Is(err, ctl.ErrNoClient) {
+		return notRunning(dir)
+	}
+	return err
 }
 
 func statusCommand() *cli.Command {
@@ -49,15 +60,14 @@ func statusCommand() *cli.Command {
 				if err := json.Unmarshal(raw, &st); err != nil {
 					return err
 				}
-				fmt.Fprintf(w, "supernode %s (%s)\n  address:    %s\n  up since:   %s\n  admitted:   %v\n  clients:    %d %v\n  peers:      %d\n",
-					st.Name, st.ID, st.Addr, fmtTime(st.Since), st.Registered, len(st.Clients), st.Clients, len(st.Peers))
+				printSupernodeStatus(w, st)
 				return nil
 			}
 			var st client.Status
 			if err := json.Unmarshal(raw, &st); err != nil {
 				return err
 			}
-			fmt.Fprintf(w, "user %s\n  logged in:  %v (credential until %s)\n", st.User, st.LoggedIn, fmtTime(st.CredentialExpires))
+			fmt.Fprintf(w, "user %s\n  version:    %s\n  logged in:  %v (credential until %s)\n", st.User, st.Version, st.LoggedIn, fmtTime(st.CredentialExpires))
 			if st.Supernode != nil {
 				fmt.Fprintf(w, "  supernode:  %s at %s (attached %s)\n", st.Supernode.Name, st.Supernode.Addr, fmtTime(st.Supernode.AttachedAt))
 			} else {
@@ -77,7 +87,7 @@ func statusCommand() *cli.Command {
 				fmt.Fprintf(w, "  buddy %-20s %s\n", b.Name, state)
 			}
 			if st.LastError != "" {
-				fmt.Fprintf(w, "  last error: %s\n", st.LastError)
+				fmt.Fprintf(w, "  last error: %s (%s ago)\n", st.LastError, time.Since(st.LastErrorAt).Round(time.Second))
 			}
 			return nil
 		},
@@ -250,4 +260,26 @@ func natText(n *client.NATStatus) string {
 		return "unknown (" + n.Error + ")"
 	}
 	return fmt.Sprintf("%s (mapping %s, filtering %s)", n.Classic, orUnknown(string(n.Mapping)), orUnknown(string(n.Filtering)))
+}
+
+// printSupernodeStatus is the text of 'peerline status' for a supernode: its clients, the
+// ring of supernodes it knows and the user records it holds.
+func printSupernodeStatus(w io.Writer, st supernode.Status) {
+	clients := "none"
+	if len(st.Clients) > 0 {
+		clients = strings.Join(st.Clients, " ")
+	}
+	fmt.Fprintf(w, "supernode %s (%s)\n  version:    %s\n  address:    %s\n  up since:   %s\n  admitted:   %v\n",
+		st.Name, st.ID, st.Version, st.Addr, fmtTime(st.Since), st.Registered)
+	fmt.Fprintf(w, "  clients:    %d: %s\n", len(st.Clients), clients)
+	fmt.Fprintf(w, "  ring:       %d members (this one and %d other live supernodes)\n", st.RingSize, len(st.Peers))
+	const shown = 10
+	for i, p := range st.Peers {
+		if i == shown {
+			fmt.Fprintf(w, "    ... and %d more ('peerline status --json' lists them)\n", len(st.Peers)-shown)
+			break
+		}
+		fmt.Fprintf(w, "    peer %s (up since %s)\n", p.Addr, fmtTime(p.Since))
+	}
+	fmt.Fprintf(w, "  records:    %d held\n", st.Records)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/internal/atomicfile"
 	"github.com/peerline/peerline/internal/ctl"
 	"github.com/peerline/peerline/internal/identity"
 	"github.com/peerline/peerline/internal/metrics"
@@ -58,6 +59,12 @@ func runSupernode(c *cli.Context) error {
 	log := newLogger(c)
 	dir := c.String("data")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if dataRole(dir) == "client" {
+		return fmt.Errorf("%s is a client's data dir: give the supernode a data dir of its own", dir)
+	}
+	if err := atomicfile.WriteFile(filepath.Join(dir, supernodeMarker), []byte("supernode\n"), 0o600); err != nil {
 		return err
 	}
 	key, err := identity.LoadOrCreateKey(filepath.Join(dir, client.KeyFile))
