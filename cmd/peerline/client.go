@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -115,10 +116,17 @@ func runClient(c *cli.Context) error {
 			}
 		}()
 	}
+	// A password read before the first login (there is no saved credential) is used
+	// once; a later login (the credential expired) asks again.
+	var early string
 	cl, err := client.New(client.Config{
 		Events:  events,
 		DataDir: dir, Login: ls, User: cf.User,
 		Password: func(ctx context.Context) (string, error) {
+			if pw := early; pw != "" {
+				early = ""
+				return pw, nil
+			}
 			return readPassword(ctx, fmt.Sprintf("Password for %s: ", cf.User), false)
 		},
 		ParallelAttach: c.Int("parallel"),
@@ -149,7 +157,18 @@ func runClient(c *cli.Context) error {
 	if err := saveClientFile(dir, cf); err != nil {
 		return err
 	}
-	return cl.Run(c.Context)
+	if _, err := os.Stat(filepath.Join(dir, client.CredentialFile)); errors.Is(err, os.ErrNotExist) {
+		// The first login needs the password: without one, say so now rather than
+		// after the login server answers (or forever, when it does not).
+		if early, err = readPassword(c.Context, fmt.Sprintf("Password for %s: ", cf.User), false); err != nil {
+			return err
+		}
+	}
+	err = cl.Run(c.Context)
+	if errors.Is(err, client.ErrNeedPassword) {
+		return errNoPassword
+	}
+	return err
 }
 
 func registerCommand() *cli.Command {

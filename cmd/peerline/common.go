@@ -107,6 +107,15 @@ func loginServer(c *cli.Context) (client.LoginServer, clientFile, error) {
 
 var loginKeyFileFlag = &cli.StringFlag{Name: "login-key-file", Usage: "read the login server's key from `FILE` (its login.pub)"}
 
+// errNoPassword: there is no password to give, and waiting will not bring one. It is
+// client.ErrNeedPassword, which the client takes as fatal rather than retrying.
+var errNoPassword error = noPasswordError{}
+
+type noPasswordError struct{}
+
+func (noPasswordError) Error() string { return "no password: set PEERLINE_PASSWORD or run in a terminal" }
+func (noPasswordError) Unwrap() error { return client.ErrNeedPassword }
+
 // readPassword takes the password from PEERLINE_PASSWORD, or prompts on the terminal
 // (twice when confirm is set).
 func readPassword(ctx context.Context, prompt string, confirm bool) (string, error) {
@@ -118,7 +127,7 @@ func readPassword(ctx context.Context, prompt string, confirm bool) (string, err
 		// A pipe: read one line, so scripts can do `echo pw | peerline register ...`.
 		line, err := bufio.NewReader(os.Stdin).ReadString('\n')
 		if err != nil && line == "" {
-			return "", errors.New("no password: set PEERLINE_PASSWORD or run in a terminal")
+			return "", errNoPassword
 		}
 		return strings.TrimRight(line, "\r\n"), nil
 	}
