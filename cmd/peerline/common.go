@@ -113,7 +113,9 @@ var errNoPassword error = noPasswordError{}
 
 type noPasswordError struct{}
 
-func (noPasswordError) Error() string { return "no password: set PEERLINE_PASSWORD or run in a terminal" }
+func (noPasswordError) Error() string {
+	return "no password: set PEERLINE_PASSWORD or run in a terminal"
+}
 func (noPasswordError) Unwrap() error { return client.ErrNeedPassword }
 
 // readPassword takes the password from PEERLINE_PASSWORD, or prompts on the terminal
