@@ -23,7 +23,9 @@ import (
 //   - a flag goes to the deepest command on the path that defines it; a flag nobody
 //     defines goes to the last command, whose parser then refuses it by name;
 //   - arguments keep their order; when one of them starts with '-' the output puts '--'
-//     before them so that the parser does not take it for a flag.
+//     before them so that the parser does not take it for a flag;
+//   - a last flag that wants a value and has none goes last, without the arguments, so
+//     that the parser says it needs a value; with -h or --help the arguments are dropped.
 func reorderArgs(app *cli.App, args []string) []string {
 	if len(args) == 0 {
 		return args
@@ -38,6 +40,8 @@ func reorderArgs(app *cli.App, args []string) []string {
 	root := &level{flags: append([]cli.Flag{cli.HelpFlag, cli.VersionFlag}, app.Flags...), subs: app.Commands}
 	path := []*level{root}
 	var positional, pending []string
+	var dangling string // a last flag that wants a value and has none
+	help := false
 	rest := args[1:]
 	for i := 0; i < len(rest); i++ {
 		tok := rest[i]
@@ -71,11 +75,23 @@ func reorderArgs(app *cli.App, args []string) []string {
 		if def == nil {
 			def = findFlagBelow(cur.subs, name, 8)
 		}
-		*owner = append(*owner, tok)
-		if !hasValue && takesValue(def) && i+1 < len(rest) {
-			i++
-			*owner = append(*owner, rest[i])
+		if name == "help" || name == "h" {
+			help = true
 		}
+		if !hasValue && takesValue(def) {
+			if i+1 == len(rest) {
+				dangling = tok
+				break
+			}
+			*owner = append(*owner, tok, rest[i+1])
+			i++
+			continue
+		}
+		*owner = append(*owner, tok)
+	}
+	if len(path) == 1 {
+		// No command named: leave the line as it is for the app to refuse.
+		return args
 	}
 	last := path[len(path)-1]
 	last.out = append(last.out, pending...)
@@ -85,6 +101,15 @@ func reorderArgs(app *cli.App, args []string) []string {
 			out = append(out, l.name)
 		}
 		out = append(out, l.out...)
+	}
+	if dangling != "" || help {
+		// A flag that wants a value and has none must come last, with no argument
+		// after it for the parser to take as its value; help has no use for arguments
+		// (urfave would look for a help topic named like the first).
+		if dangling != "" {
+			out = append(out, dangling)
+		}
+		return out
 	}
 	for _, p := range positional {
 		if strings.HasPrefix(p, "-") {

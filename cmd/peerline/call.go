@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -46,7 +45,7 @@ func callCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			switch {
 			case c.NArg() == 0:
-				return errors.New("give the NAME to call, or several for a conference")
+				return usagef("call: give the NAME to call, or several for a conference")
 			case c.NArg() > 1:
 				return runConference(c, c.Args().Slice(), c.Duration("duration"))
 			}
@@ -187,6 +186,14 @@ func audioArg(c *cli.Context, flag string, cleanup *[]func()) (path, format stri
 	abs, err := filepath.Abs(v)
 	if err != nil {
 		return "", "", err
+	}
+	// The running client opens the file: say here, naming the flag, what it would not find.
+	if flag == "send" {
+		if st, err := os.Stat(abs); err != nil || st.IsDir() {
+			return "", "", usagef("--send %s: no such file (want a .wav file, raw 8 kHz s16le PCM, or - for stdin)", v)
+		}
+	} else if st, err := os.Stat(filepath.Dir(abs)); err != nil || !st.IsDir() {
+		return "", "", usagef("--record %s: no such directory %s", v, filepath.Dir(v))
 	}
 	if strings.HasSuffix(strings.ToLower(v), ".wav") {
 		return abs, client.AudioWAV, nil

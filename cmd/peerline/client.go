@@ -189,7 +189,7 @@ func registerCommand() *cli.Command {
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
-				return errors.New("give exactly one NAME")
+				return usagef("register: give exactly one NAME, got %d arguments", c.NArg())
 			}
 			name := c.Args().First()
 			ls, _, err := loginServer(c)

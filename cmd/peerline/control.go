@@ -102,7 +102,7 @@ func buddyCommand() *cli.Command {
 			Flags:     []cli.Flag{dataFlag, jsonFlag},
 			Action: func(c *cli.Context) error {
 				if c.NArg() != 1 {
-					return errors.New("give exactly one NAME")
+					return usagef("buddy %s: give exactly one NAME, got %d arguments", name, c.NArg())
 				}
 				var out map[string]string
 				if err := ask(c, cmd, []string{c.Args().First()}, &out); err != nil {
@@ -164,19 +164,30 @@ func searchCommand() *cli.Command {
 		Flags:     []cli.Flag{dataFlag, jsonFlag},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
-				return errors.New("give exactly one NAME or PREFIX*")
+				return usagef("search: give exactly one NAME or PREFIX*, got %d arguments", c.NArg())
 			}
 			var out client.SearchResult
 			if err := ask(c, client.CmdSearch, []string{c.Args().First()}, &out); err != nil {
 				return err
 			}
+			// Nobody found is a failure (exit 1), also with --json, which prints the
+			// empty result first.
+			notFound := fmt.Errorf("no such user %s", out.Query)
+			if strings.HasSuffix(out.Query, "*") {
+				notFound = fmt.Errorf("no user name starts with %s", strings.TrimSuffix(out.Query, "*"))
+			}
 			if c.Bool("json") {
-				return printJSON(c.App.Writer, out)
+				if err := printJSON(c.App.Writer, out); err != nil {
+					return err
+				}
+				if len(out.Results) == 0 {
+					return notFound
+				}
+				return nil
 			}
 			w := c.App.Writer
 			if len(out.Results) == 0 {
-				fmt.Fprintf(w, "no such user %s\n", out.Query)
-				return nil
+				return notFound
 			}
 			if u := out.User; u != nil && u.Online {
 				fmt.Fprintf(w, "%s is online at supernode %s (NAT %s) [found in the overlay, %d hops]\n",
@@ -209,7 +220,7 @@ func msgCommand() *cli.Command {
 		Flags: []cli.Flag{dataFlag, jsonFlag},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 2 {
-				return errors.New("give NAME and TEXT")
+				return usagef("msg: give NAME and TEXT (quote a TEXT of several words), got %d arguments", c.NArg())
 			}
 			var out map[string]string
 			if err := ask(c, client.CmdMsg, []string{c.Args().Get(0), c.Args().Get(1)}, &out); err != nil {

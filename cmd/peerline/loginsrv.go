@@ -158,7 +158,7 @@ func runLoginsrv(c *cli.Context) error {
 	}
 	ln, err := net.Listen("tcp", c.String("listen"))
 	if err != nil {
-		return err
+		return fmt.Errorf("--listen %s: %w", c.String("listen"), err)
 	}
 	if addr := c.String("metrics-listen"); addr != "" {
 		mux := http.NewServeMux()

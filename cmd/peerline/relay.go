@@ -93,7 +93,7 @@ func runRelay(c *cli.Context) error {
 		return err
 	}
 	if err := srv.Start(); err != nil {
-		return err
+		return fmt.Errorf("--listen %s: %w", cfg.Listen, err)
 	}
 	if addr := c.String("pprof"); addr != "" {
 		if err := servePprof(addr); err != nil {

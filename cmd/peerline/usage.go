@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/urfave/cli/v2"
 )
@@ -25,8 +26,11 @@ func usagef(format string, a ...any) error {
 // durations and counts), and the number of arguments. urfave's own required-flag check
 // prints the whole help, so required flags are checked here instead.
 func prepare(cmds []*cli.Command) {
-	// Flags are shared between commands (dataFlag): find every required one first.
-	required := map[cli.Flag]bool{}
+	// Flags are shared between commands (dataFlag), and between apps (tests build
+	// several): find every required one first, and remember it.
+	requiredMu.Lock()
+	defer requiredMu.Unlock()
+	required := requiredFlags
 	var find func([]*cli.Command)
 	find = func(cmds []*cli.Command) {
 		for _, cmd := range cmds {
@@ -53,6 +57,13 @@ func prepare(cmds []*cli.Command) {
 		prepareCommand(cmd, required)
 	}
 }
+
+// requiredFlags holds every flag prepare found required (and then made optional for
+// urfave); requiredMu protects it.
+var (
+	requiredMu    sync.Mutex
+	requiredFlags = map[cli.Flag]bool{}
+)
 
 func prepareCommand(cmd *cli.Command, isRequired map[cli.Flag]bool) {
 	var required []cli.Flag
