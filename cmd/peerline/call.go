@@ -29,9 +29,9 @@ func callCommand() *cli.Command {
 		ArgsUsage: "NAME",
 		UsageText: "peerline call --data DIR NAME [NAME...] [--send FILE|-] [--record FILE|-] [--duration D] [--json]\n\n" +
 			"Examples:\n" +
-			"   peerline call --data alice bob carol --duration 1m     # a conference of three\n" +
-			"   peerline call --data alice bob --send in.wav --record out.wav --duration 10s --json\n" +
-			"   arecord -q -f S16_LE -r 8000 -c 1 | peerline call --data alice bob --send - --duration 30s",
+			"   peerline call --data run/alice bob carol --duration 5s    # a conference of three\n" +
+			"   peerline call --data run/alice bob --send in.wav --record out.wav --duration 10s --json\n" +
+			"   arecord -q -f S16_LE -r 8000 -c 1 | peerline call --data run/alice bob --send - --duration 5s",
 		Description: "The callee is found through the overlay and rings; once it answers, the call takes\n" +
 			"the best path its NAT pair allows (direct, hole punched, or relayed by TURN over UDP\n" +
 			"or TCP), keeps a second path warm, and moves when a better one works or the current\n" +
@@ -60,7 +60,7 @@ func answerCommand() *cli.Command {
 		Usage:     "answer the call ringing at the running client",
 		ArgsUsage: "[CALL-ID]",
 		UsageText: "peerline answer --data DIR [CALL-ID] [--send FILE|-] [--record FILE|-] [--json]\n\n" +
-			"Example:\n   peerline answer --data bob --record from-alice.wav",
+			"Example (while bob calls alice):\n   peerline answer --data run/alice --record from-bob.wav",
 		Flags: append([]cli.Flag{dataFlag, jsonFlag}, audioFlags...),
 		Action: func(c *cli.Context) error {
 			return runCall(c, client.CmdAnswer, c.Args().First(), 0)
@@ -73,7 +73,7 @@ func hangupCommand() *cli.Command {
 		Name:      "hangup",
 		Usage:     "end the call in progress (or reject the one ringing)",
 		ArgsUsage: "[CALL-ID]",
-		UsageText: "peerline hangup --data DIR [CALL-ID]",
+		UsageText: "peerline hangup --data DIR [CALL-ID]\n\nExample (while alice is in a call):\n   peerline hangup --data run/alice",
 		Flags:     []cli.Flag{dataFlag, jsonFlag, &cli.BoolFlag{Name: "reject", Usage: "reject the ringing call CALL-ID"}},
 		Action: func(c *cli.Context) error {
 			cmd := client.CmdHangup
@@ -98,7 +98,7 @@ func holdCommand() *cli.Command {
 		Name:      "hold",
 		Usage:     "put the call in progress on hold (one packet every 3 s, no audio), or resume it",
 		ArgsUsage: "[CALL-ID]",
-		UsageText: "peerline hold --data DIR [--off] [CALL-ID]\n\nExample:\n   peerline hold --data alice\n   peerline hold --data alice --off",
+		UsageText: "peerline hold --data DIR [--off] [CALL-ID]\n\nExamples (while alice is in a call):\n   peerline hold --data run/alice\n   peerline hold --data run/alice --off",
 		Flags:     []cli.Flag{dataFlag, jsonFlag, &cli.BoolFlag{Name: "off", Usage: "resume the call"}},
 		Action: func(c *cli.Context) error {
 			state := "on"
@@ -122,7 +122,7 @@ func callsCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "calls",
 		Usage:     "list ringing calls and the reports of the last calls",
-		UsageText: "peerline calls --data DIR [--json]",
+		UsageText: "peerline calls --data DIR [--json]\n\nExample:\n   peerline calls --data run/bob --json",
 		Flags:     []cli.Flag{dataFlag, jsonFlag},
 		Action: func(c *cli.Context) error {
 			var out client.CallsStatus

@@ -22,9 +22,9 @@ func clientCommand() *cli.Command {
 		Usage: "run a user's client node: log in, attach to a supernode, stay reachable",
 		UsageText: "peerline client --data DIR [--login HOST:PORT --login-key KEY --user NAME]\n\n" +
 			"Example:\n" +
-			"   PEERLINE_PASSWORD=... peerline client --data alice --login 127.0.0.1:7000 \\\n" +
-			"       --login-key-file login/login.pub --user alice\n" +
-			"   peerline client --data alice      # later runs: the data dir remembers the rest",
+			"   PEERLINE_PASSWORD=alice-password peerline client --data run/alice --login 127.0.0.1:7000 \\\n" +
+			"       --login-key-file run/login/login.pub --user alice --no-supernode --loopback-candidates\n" +
+			"   peerline client --data run/alice --no-supernode --loopback-candidates   # later runs: no password",
 		Description: "A client with a public address (confirmed by a dial-back), enough bandwidth, CPU,\n" +
 			"memory and uptime promotes itself to a supernode; --no-supernode opts out, and\n" +
 			"nothing else can make it one. 'peerline status' says which it is.\n" +
@@ -178,7 +178,7 @@ func registerCommand() *cli.Command {
 		ArgsUsage: "NAME",
 		UsageText: "peerline register --login HOST:PORT --login-key KEY NAME\n\n" +
 			"Example:\n" +
-			"   PEERLINE_PASSWORD=correct-horse peerline register --login 127.0.0.1:7000 --login-key-file login/login.pub alice",
+			"   PEERLINE_PASSWORD=correct-horse peerline register --login 127.0.0.1:7000 --login-key-file run/login/login.pub dave",
 		Description: "Names: 3-32 characters a-z 0-9 . _ -, starting with a letter. The password (at\n" +
 			"least 8 characters) comes from PEERLINE_PASSWORD, a prompt, or one line on stdin; it\n" +
 			"travels only inside TLS to the login server whose key you pinned.",

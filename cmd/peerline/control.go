@@ -40,7 +40,8 @@ func statusCommand() *cli.Command {
 		Usage: "show the state of a running client or supernode",
 		UsageText: "peerline status --data DIR [--json]\n\n" +
 			"Example:\n" +
-			"   peerline status --data alice --json | jq .supernode.addr",
+			"   peerline status --data run/sn1\n" +
+			"   peerline status --data run/alice --json | jq .supernode.addr",
 		Flags: []cli.Flag{dataFlag, jsonFlag},
 		Action: func(c *cli.Context) error {
 			var raw json.RawMessage
@@ -98,7 +99,7 @@ func buddyCommand() *cli.Command {
 	simple := func(name, cmd, usage, done string) *cli.Command {
 		return &cli.Command{
 			Name: name, Usage: usage, ArgsUsage: "NAME",
-			UsageText: fmt.Sprintf("peerline buddy %s --data DIR NAME\n\nExample:\n   peerline buddy %s --data alice bob", name, name),
+			UsageText: fmt.Sprintf("peerline buddy %s --data DIR NAME\n\nExample:\n   peerline buddy %s --data run/alice bob", name, name),
 			Flags:     []cli.Flag{dataFlag, jsonFlag},
 			Action: func(c *cli.Context) error {
 				if c.NArg() != 1 {
@@ -120,7 +121,7 @@ func buddyCommand() *cli.Command {
 		Name:  "buddy",
 		Usage: "manage the buddy list of a running client",
 		UsageText: "peerline buddy add|remove|block|unblock|list --data DIR [NAME]\n\n" +
-			"Example:\n   peerline buddy add --data alice bob\n   peerline buddy list --data alice --json",
+			"Examples:\n   peerline buddy add --data run/alice bob\n   peerline buddy list --data run/alice --json",
 		Subcommands: []*cli.Command{
 			simple("add", client.CmdBuddyAdd, "add NAME to your buddies", "added"),
 			simple("remove", client.CmdBuddyRemove, "remove NAME from your buddies", "removed"),
@@ -128,7 +129,7 @@ func buddyCommand() *cli.Command {
 			simple("unblock", client.CmdBuddyUnblock, "unblock NAME", "unblocked"),
 			{
 				Name: "list", Usage: "list your buddies",
-				UsageText: "peerline buddy list --data DIR [--json]",
+				UsageText: "peerline buddy list --data DIR [--json]\n\nExample:\n   peerline buddy list --data run/alice",
 				Flags:     []cli.Flag{dataFlag, jsonFlag},
 				Action: func(c *cli.Context) error {
 					var out proto.BuddyListOK
@@ -160,7 +161,7 @@ func searchCommand() *cli.Command {
 		Name:      "search",
 		Usage:     "find a user by exact name, or by prefix ending in '*'",
 		ArgsUsage: "NAME|PREFIX*",
-		UsageText: "peerline search --data DIR NAME\n\nExample:\n   peerline search --data alice bob\n   peerline search --data alice 'b*' --json",
+		UsageText: "peerline search --data DIR NAME|PREFIX* [--json]\n\nExamples:\n   peerline search --data run/alice bob\n   peerline search --data run/alice 'b*' --json",
 		Flags:     []cli.Flag{dataFlag, jsonFlag},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -214,7 +215,7 @@ func msgCommand() *cli.Command {
 		Name:      "msg",
 		Usage:     "send an end-to-end encrypted instant message to an online user",
 		ArgsUsage: "NAME TEXT",
-		UsageText: "peerline msg --data DIR NAME TEXT\n\nExample:\n   peerline msg --data alice bob 'lunch at noon?'",
+		UsageText: "peerline msg --data DIR NAME TEXT\n\nExample:\n   peerline msg --data run/alice bob 'lunch at noon?'",
 		Description: "The message is sealed for the recipient's key: the supernodes that carry it see\n" +
 			"only the recipient's name. A message to an offline user is refused.",
 		Flags: []cli.Flag{dataFlag, jsonFlag},
@@ -239,7 +240,7 @@ func inboxCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "inbox",
 		Usage:     "show the messages a running client received",
-		UsageText: "peerline inbox --data DIR [--json]",
+		UsageText: "peerline inbox --data DIR [--json]\n\nExample:\n   peerline inbox --data run/bob --json",
 		Flags:     []cli.Flag{dataFlag, jsonFlag},
 		Action: func(c *cli.Context) error {
 			var out []client.Event

@@ -32,8 +32,8 @@ func loginsrvCommand() *cli.Command {
 		Usage: "run the login server (accounts, credentials, buddy lists, directory, host-cache seeds)",
 		UsageText: "peerline loginsrv --data DIR [--listen HOST:PORT] [options]\n\n" +
 			"Example:\n" +
-			"   peerline loginsrv --data /var/lib/peerline/login --listen 0.0.0.0:7000\n" +
-			"   # clients and supernodes then need its key: cat /var/lib/peerline/login/login.pub",
+			"   peerline loginsrv --data run/login --listen 127.0.0.1:7000\n" +
+			"   peerline loginsrv --data run/login --init    # prints the key clients and supernodes need",
 		Description: "On first start the server creates its signing key (login.key, login.pub) and a\n" +
 			"supernode admission secret (admit.secret) in --data. Accounts live in accounts.db\n" +
 			"(SQLite, synchronous commits: an acknowledged registration survives a crash).\n" +

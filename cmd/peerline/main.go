@@ -57,7 +57,9 @@ func newApp() *cli.App {
 		Description: "Run a whole local overlay with 'peerline demo'.\n" +
 			"Run one role with 'peerline loginsrv', 'peerline supernode' or 'peerline client'.\n" +
 			"Flags may come before or after a command's arguments; '--' ends the flags.\n" +
-			"Exit codes: 0 done, 1 failed, 2 wrong command line (nothing was done).",
+			"Exit codes: 0 done, 1 failed, 2 wrong command line (nothing was done).\n" +
+			"Every command's examples work against the by-hand set-up of README.md, run from\n" +
+			"its directory (run/login, run/sn1, run/alice, run/bob, run/carol).",
 		Version:         version.String(),
 		Commands:        commands(),
 		HideHelpCommand: true,

@@ -22,8 +22,8 @@ func natCommand() *cli.Command {
 		Usage: "detect the NAT type (mapping, filtering, hairpinning) with an RFC 5780 STUN server",
 		UsageText: "peerline nat --stun HOST:PORT [--stun HOST2:PORT ...] [--local ADDR] [--json]\n\n" +
 			"Examples:\n" +
-			"   peerline nat --stun 203.0.113.10:3478\n" +
-			"   peerline nat --stun 203.0.113.10:3478 --json --lifetime-max 60s",
+			"   peerline nat --stun 127.0.0.1:7101                 # a supernode's STUN server\n" +
+			"   peerline nat --stun 127.0.0.1:7102 --json --lifetime-max 2s",
 		Description: "Runs the RFC 5780 tests against a STUN server that has two IPs and two ports (run one\n" +
 			"with 'peerline stun --primary IP1:PORT --alt IP2', or use a supernode) and prints the\n" +
 			"NAT's mapping and filtering behaviour (RFC 4787), hairpinning, whether UDP is blocked,\n" +

@@ -28,8 +28,8 @@ func relayCommand() *cli.Command {
 		Usage: "run a TURN relay (RFC 5766/8656) for calls whose NATs defeat hole punching",
 		UsageText: "peerline relay --data DIR [--listen HOST:PORT] [--public-ip IP] [--secret-file FILE]\n\n" +
 			"Example:\n" +
-			"   peerline relay --data relay1 --listen :3478 --public-ip 203.0.113.10 \\\n" +
-			"       --secret-file login/turn.secret --port-range 49152-65535 --quota-allocs 4 --quota-kbps 2000",
+			"   peerline relay --data run/relay --listen 127.0.0.1:3480 --public-ip 127.0.0.1 \\\n" +
+			"       --secret-file run/login/turn.secret --port-range 49152-65535 --quota-allocs 4 --quota-kbps 2000",
 		Description: "Serves TURN over UDP (on --listeners sockets sharing the port) and over TCP on the same\n" +
 			"port. Clients authenticate with short-lived TURN REST API credentials: username\n" +
 			"'<unix expiry>:<user>', password base64(HMAC-SHA1(secret, username)), which the login\n" +

@@ -24,7 +24,7 @@ func stunCommand() *cli.Command {
 		Usage: "run a standalone RFC 5780 STUN server for NAT type detection",
 		UsageText: "peerline stun --primary IP1:PORT [--alt IP2] [--alt-port PORT2]\n\n" +
 			"Example:\n" +
-			"   peerline stun --primary 203.0.113.10:3478 --alt 203.0.113.11 --alt-port 3479",
+			"   peerline stun --primary 127.0.0.1:3478 --alt 127.0.0.2 --alt-port 3479",
 		Description: "Answers STUN Binding requests on IP1:PORT, IP1:PORT2, IP2:PORT and IP2:PORT2, with\n" +
 			"XOR-MAPPED-ADDRESS, RESPONSE-ORIGIN, OTHER-ADDRESS and CHANGE-REQUEST support, which is\n" +
 			"what 'peerline nat' (and coturn's turnutils_natdiscovery) need to tell NAT kinds apart.\n" +
