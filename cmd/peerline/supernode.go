@@ -28,8 +28,9 @@ func supernodeCommand() *cli.Command {
 		Usage: "run an infrastructure supernode that clients attach to",
 		UsageText: "peerline supernode --data DIR --listen HOST:PORT --login HOST:PORT --login-key KEY --admit-secret SECRET\n\n" +
 			"Example:\n" +
-			"   peerline supernode --data sn1 --listen 127.0.0.1:7101 --login 127.0.0.1:7000 \\\n" +
-			"       --login-key-file login/login.pub --admit-secret-file login/admit.secret",
+			"   peerline supernode --data run/sn1 --listen 127.0.0.1:7101 --login 127.0.0.1:7000 \\\n" +
+			"       --login-key-file run/login/login.pub --admit-secret-file run/login/admit.secret \\\n" +
+			"       --stun-alt-ip 127.0.0.2 --turn-allow-private-peers",
 		Description: "The supernode registers with the login server (which admits it with the admission\n" +
 			"secret and signs its credential), heartbeats to stay in host-cache seeds, and serves\n" +
 			"clients. 'peerline status --data DIR' shows its clients, ring and records.\n\n" +
