@@ -77,14 +77,14 @@ func turnFlag(c *cli.Context) ([]client.TURNServer, error) {
 		case "transport=tcp":
 			srv.TCP = true
 		default:
-			return nil, fmt.Errorf("--turn %s: unknown %q", v, query)
+			return nil, usagef("--turn %s: unknown %q (want transport=udp or transport=tcp)", v, query)
 		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			srv.Addr = net.JoinHostPort(addr, "3478")
 		}
 	}
 	if _, _, err := net.SplitHostPort(srv.Addr); err != nil {
-		return nil, fmt.Errorf("--turn %s: want host:port or turn:host:port", v)
+		return nil, usagef("--turn %s: want host:port or turn:host:port", v)
 	}
 	return []client.TURNServer{srv}, nil
 }

@@ -43,7 +43,7 @@ func natCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			local, err := netip.ParseAddrPort(c.String("local"))
 			if err != nil {
-				return fmt.Errorf("--local %q: want IP:PORT: %w", c.String("local"), err)
+				return usagef("--local %q: want IP:PORT, such as 0.0.0.0:0", c.String("local"))
 			}
 			conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(local))
 			if err != nil {

@@ -63,12 +63,7 @@ func runRelay(c *cli.Context) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	secret, err := relaySecret(c, dir)
-	if err != nil {
-		return err
-	}
 	cfg := relay.Config{
-		Secret:            secret,
 		Realm:             c.String("realm"),
 		Listen:            c.String("listen"),
 		NoTCP:             c.Bool("no-tcp"),
@@ -78,14 +73,19 @@ func runRelay(c *cli.Context) error {
 		AllowPrivatePeers: c.Bool("allow-private-peers"),
 		Logger:            log,
 	}
+	var err error
 	for flag, dst := range map[string]*netip.Addr{"public-ip": &cfg.PublicIP, "relay-ip": &cfg.RelayIP} {
 		if s := c.String(flag); s != "" {
 			if *dst, err = netip.ParseAddr(s); err != nil {
-				return fmt.Errorf("--%s %q: want an IP address: %w", flag, s, err)
+				return usagef("--%s %q: want an IP address", flag, s)
 			}
 		}
 	}
 	if cfg.MinPort, cfg.MaxPort, err = parsePortRange(c.String("port-range")); err != nil {
+		return err
+	}
+	// The flags are right: now the secret, which may be created.
+	if cfg.Secret, err = relaySecret(c, dir); err != nil {
 		return err
 	}
 	srv, err := relay.New(cfg)
@@ -147,7 +147,7 @@ func parsePortRange(s string) (lo, hi uint16, err error) {
 	x, err1 := strconv.ParseUint(a, 10, 16)
 	y, err2 := strconv.ParseUint(b, 10, 16)
 	if !ok || err1 != nil || err2 != nil || x == 0 || x > y {
-		return 0, 0, fmt.Errorf("--port-range %q: want MIN-MAX, e.g. 49152-65535", s)
+		return 0, 0, usagef("--port-range %q: want MIN-MAX, such as 49152-65535", s)
 	}
 	return uint16(x), uint16(y), nil
 }

@@ -42,12 +42,12 @@ func stunCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			primary, err := netip.ParseAddrPort(c.String("primary"))
 			if err != nil {
-				return fmt.Errorf("--primary %q: want IP:PORT: %w", c.String("primary"), err)
+				return usagef("--primary %q: want IP:PORT", c.String("primary"))
 			}
 			var alt netip.Addr
 			if s := c.String("alt"); s != "" {
 				if alt, err = netip.ParseAddr(s); err != nil {
-					return fmt.Errorf("--alt %q: want an IP: %w", s, err)
+					return usagef("--alt %q: want an IP address", s)
 				}
 			}
 			altPort := uint16(c.Uint("alt-port"))
