@@ -146,17 +146,8 @@ func serveSTUNTCP(ctx context.Context, ln net.Listener, srv *stunsrv.Server, log
 // writes the server's answer back on the same connection.
 func answerSTUNTCP(conn net.Conn, srv *stunsrv.Server) {
 	conn.SetDeadline(time.Now().Add(stunTCPIdle))
-	var hdr [20]byte
-	if _, err := io.ReadFull(conn, hdr[:]); err != nil {
-		return
-	}
-	n := int(binary.BigEndian.Uint16(hdr[2:4]))
-	if 20+n > stunTCPMaxMsg {
-		return
-	}
-	msg := make([]byte, 20+n)
-	copy(msg, hdr[:])
-	if _, err := io.ReadFull(conn, msg[20:]); err != nil {
+	msg, err := readSTUNTCP(conn)
+	if err != nil {
 		return
 	}
 	src, err := netip.ParseAddrPort(conn.RemoteAddr().String())
@@ -169,4 +160,25 @@ func answerSTUNTCP(conn net.Conn, srv *stunsrv.Server) {
 		return
 	}
 	conn.Write(resp)
+}
+
+var errSTUNTCPFrame = errors.New("stun over TCP: message longer than 1280 bytes or not 4-byte aligned")
+
+// readSTUNTCP reads one STUN message from a TCP stream: the 20-byte header, then the
+// attribute bytes its length field gives (a multiple of 4, at most stunTCPMaxMsg in all).
+func readSTUNTCP(r io.Reader) ([]byte, error) {
+	var hdr [20]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := int(binary.BigEndian.Uint16(hdr[2:4]))
+	if 20+n > stunTCPMaxMsg || n%4 != 0 {
+		return nil, errSTUNTCPFrame
+	}
+	msg := make([]byte, 20+n)
+	copy(msg, hdr[:])
+	if _, err := io.ReadFull(r, msg[20:]); err != nil {
+		return nil, err
+	}
+	return msg, nil
 }
