@@ -111,6 +111,7 @@ func TestUsageErrors(t *testing.T) {
 		{"call bob --data " + dir + " --send " + dir + "/nosuch.wav", "--send " + dir + "/nosuch.wav: no such file"},
 		{"call bob --data " + dir + " --record " + dir + "/no/out.wav", "--record " + dir + "/no/out.wav: no such directory"},
 		{"bogus", `unknown command "bogus": 'peerline --help' lists them`},
+		{"help bogus", `unknown command "bogus": 'peerline --help' lists them`},
 		{"--bogus", "unknown flag --bogus ('peerline --help' lists the flags)"},
 		{"buddy bogus", `buddy: unknown subcommand "bogus": 'peerline buddy --help' lists them`},
 		{"register --login 127.0.0.1:1 a b", "register: give exactly one NAME, got 2 arguments"},
@@ -131,7 +132,7 @@ func TestUsageErrors(t *testing.T) {
 }
 
 func TestHelpAndVersion(t *testing.T) {
-	for _, line := range []string{"--help", "call --help", "call bob --help", "buddy --help", "buddy add --help", "buddy"} {
+	for _, line := range []string{"--help", "help", "help call", "call --help", "call bob --help", "buddy --help", "buddy add --help", "buddy"} {
 		code, stdout, stderr := runLine(t, line)
 		if code != exitOK || !strings.Contains(stdout, "USAGE") || stderr != "" {
 			t.Errorf("%s: exit %d, stdout %q, stderr %q", line, code, stdout, stderr)

@@ -69,6 +69,16 @@ func newApp() *cli.App {
 			return flagError(nil, err)
 		},
 		Action: func(c *cli.Context) error {
+			if c.Args().First() == "help" {
+				// 'peerline help [COMMAND]', as users type it: the same as --help.
+				if c.NArg() == 1 {
+					return cli.ShowAppHelp(c)
+				}
+				if findCommand(c.App.Commands, c.Args().Get(1)) == nil {
+					return usagef("unknown command %q: 'peerline --help' lists them", c.Args().Get(1))
+				}
+				return cli.ShowCommandHelp(c, c.Args().Get(1))
+			}
 			if c.NArg() > 0 {
 				return usagef("unknown command %q: 'peerline --help' lists them", c.Args().First())
 			}
