@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -167,8 +168,13 @@ func runLoginsrv(c *cli.Context) error {
 			srv.Metrics().WritePrometheus(w, "peerline_loginsrv")
 			fmt.Fprintf(w, "# TYPE peerline_loginsrv_argon2_hashes_total counter\npeerline_loginsrv_argon2_hashes_total %d\n", srv.Hasher().Count())
 		})
-		hs := &http.Server{Addr: addr, Handler: mux}
-		go hs.ListenAndServe()
+		mln, err := net.Listen("tcp", addr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("--metrics-listen %s: %w", addr, err)
+		}
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go hs.Serve(mln)
 		defer hs.Close()
 	}
 	log.Info("login server listening", "addr", ln.Addr().String(), "login_key", st.PublicKey, "data", st.Dir)

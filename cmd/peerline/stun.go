@@ -61,7 +61,7 @@ func stunCommand() *cli.Command {
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			conns, err := stunsrv.ListenUDP(primary, alt, altPort)
 			if err != nil {
-				return err
+				return fmt.Errorf("%w (the addresses come from --primary, --alt and --alt-port)", err)
 			}
 			srv, err := stunsrv.New(stunsrv.Config{Conns: conns, Software: c.String("software"), Logger: log})
 			if err != nil {
