@@ -92,6 +92,10 @@ func turnFlag(c *cli.Context) ([]client.TURNServer, error) {
 func runClient(c *cli.Context) error {
 	log := newLogger(c)
 	dir := c.String("data")
+	if r := dataRole(dir); r != "" && r != "client" {
+		return fmt.Errorf("%s is the data dir of a %s: give the client a data dir of its own", dir, map[string]string{
+			"supernode": "supernode", "loginsrv": "login server", "relay": "relay"}[r])
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}

@@ -27,9 +27,6 @@ func dataRole(dir string) string {
 		return "supernode"
 	case has(loginKeyFile):
 		return "loginsrv"
-	case has(client.KeyFile):
-		// A supernode's dir from before the marker: a key and nothing of a client's.
-		return "supernode"
 	case has(relaySecretFile):
 		return "relay"
 	}
