@@ -85,7 +85,7 @@ func TestReadSTUNTCP(t *testing.T) {
 		{req.Raw, req.Raw},
 		{append(append([]byte{}, req.Raw...), 1, 2, 3), req.Raw}, // the next message stays unread
 		{req.Raw[:19], nil},
-		{[]byte{0, 1, 0xff, 0xfc, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, nil}, // too long
+		{[]byte{0, 1, 0xff, 0xfc, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, nil},    // too long
 		{[]byte{0, 1, 0, 3, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0, 0, 0}, nil}, // not aligned
 	} {
 		got, err := readSTUNTCP(bytes.NewReader(c.in))
