@@ -40,7 +40,7 @@ func (c *Client) attachLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			c.setErr(err)
+			c.setLastErr(err, true)
 			c.m.Inc("attach_failures")
 			if errors.Is(err, proto.ErrCredExpired) || errors.Is(err, proto.ErrCredInvalid) {
 				select {
@@ -160,6 +160,10 @@ func (c *Client) recordAttachment(won *attachment) *attachment {
 	c.mu.Lock()
 	c.attached = won
 	c.attaches++
+	if c.attachErr {
+		// Attached again: the error about the supernodes that failed is history.
+		c.lastErr, c.attachErr = "", false
+	}
 	c.mu.Unlock()
 	c.m.Inc("attaches")
 	c.log.Info("attached", "supernode", won.name, "addr", won.addr)

@@ -95,7 +95,9 @@ type Client struct {
 	credInfo   identity.Credential
 	attached   *attachment
 	attaches   int
-	lastErr    string
+	lastErr    string    // the last login or attach error, "" once resolved
+	lastErrAt  time.Time // when lastErr happened; Status hides it after lastErrorAge
+	attachErr  bool      // lastErr is an attach error: the next attachment resolves it
 	lsConn     *rpc.Conn // authenticated connection to the login server, reused
 	loggedInCh chan struct{}
 	seq        uint64               // of the last record signed
@@ -437,9 +439,11 @@ func (c *Client) mergeSeed(list []proto.SupernodeInfo, source string) {
 	}
 }
 
-func (c *Client) setErr(err error) {
+func (c *Client) setErr(err error) { c.setLastErr(err, false) }
+
+func (c *Client) setLastErr(err error, attach bool) {
 	c.mu.Lock()
-	c.lastErr = err.Error()
+	c.lastErr, c.lastErrAt, c.attachErr = err.Error(), c.cfg.Now(), attach
 	c.mu.Unlock()
 }
 

@@ -8,7 +8,12 @@ import (
 
 	"github.com/peerline/peerline/internal/ctl"
 	"github.com/peerline/peerline/internal/proto"
+	"github.com/peerline/peerline/internal/version"
 )
+
+// lastErrorAge is how long Status shows the last error: older errors name supernodes
+// and conditions long gone.
+const lastErrorAge = 5 * time.Minute
 
 // Status is what 'peerline status' shows.
 type Status struct {
@@ -19,7 +24,9 @@ type Status struct {
 	Supernode         *SupernodeStatus  `json:"supernode"`
 	Attaches          int               `json:"attaches"`
 	HostCache         int               `json:"host_cache"`
+	Version           string            `json:"version"`
 	LastError         string            `json:"last_error,omitempty"`
+	LastErrorAt       time.Time         `json:"last_error_at,omitzero"`
 	NAT               *NATStatus        `json:"nat,omitempty"`
 	Buddies           []Presence        `json:"buddies"`
 	Promotion         PromotionStatus   `json:"promotion"`
@@ -45,8 +52,11 @@ func (c *Client) Status() Status {
 		LoggedIn:  c.cred != nil,
 		Attaches:  c.attaches,
 		HostCache: c.cache.Len(),
-		LastError: c.lastErr,
+		Version:   version.String(),
 		Counters:  c.m.Snapshot(),
+	}
+	if c.lastErr != "" && c.cfg.Now().Sub(c.lastErrAt) < lastErrorAge {
+		st.LastError, st.LastErrorAt = c.lastErr, c.lastErrAt
 	}
 	if c.cred != nil {
 		st.CredentialExpires = c.credInfo.Expires

@@ -34,6 +34,7 @@ import (
 	"github.com/peerline/peerline/internal/secure"
 	"github.com/peerline/peerline/internal/serve"
 	"github.com/peerline/peerline/internal/stunsrv"
+	"github.com/peerline/peerline/internal/version"
 	"github.com/peerline/peerline/relay"
 )
 
@@ -468,6 +469,7 @@ func (sn *Supernode) Registered() bool {
 // Status is a snapshot for operators and tests.
 type Status struct {
 	Role       string                `json:"role"` // "supernode"
+	Version    string                `json:"version"`
 	RingSize   int                   `json:"ring_size"`
 	Records    int                   `json:"records"`
 	ID         string                `json:"id"`
@@ -483,7 +485,7 @@ type Status struct {
 // Status returns a snapshot of the supernode's state.
 func (sn *Supernode) Status() Status {
 	sn.mu.Lock()
-	st := Status{Role: "supernode", ID: sn.id, Name: sn.cfg.Name, Addr: sn.cfg.Advertise, Since: sn.since,
+	st := Status{Role: "supernode", Version: version.String(), ID: sn.id, Name: sn.cfg.Name, Addr: sn.cfg.Advertise, Since: sn.since,
 		Registered: sn.registered}
 	for name := range sn.clients {
 		st.Clients = append(st.Clients, name)

@@ -30,9 +30,9 @@ func callCommand() *cli.Command {
 		ArgsUsage: "NAME",
 		UsageText: "peerline call --data DIR NAME [NAME...] [--send FILE|-] [--record FILE|-] [--duration D] [--json]\n\n" +
 			"Examples:\n" +
-			"   peerline call --data alice bob carol --duration 1m     # a conference of three\n" +
-			"   peerline call --data alice bob --send in.wav --record out.wav --duration 10s --json\n" +
-			"   arecord -q -f S16_LE -r 8000 -c 1 | peerline call --data alice bob --send - --duration 30s",
+			"   peerline call --data run/alice bob carol --duration 5s    # a conference of three\n" +
+			"   peerline call --data run/alice bob --send in.wav --record out.wav --duration 10s --json\n" +
+			"   arecord -q -f S16_LE -r 8000 -c 1 | peerline call --data run/alice bob --send - --duration 5s",
 		Description: "The callee is found through the overlay and rings; once it answers, the call takes\n" +
 			"the best path its NAT pair allows (direct, hole punched, or relayed by TURN over UDP\n" +
 			"or TCP), keeps a second path warm, and moves when a better one works or the current\n" +
@@ -46,7 +46,7 @@ func callCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			switch {
 			case c.NArg() == 0:
-				return errors.New("give the NAME to call, or several for a conference")
+				return usagef("call: give the NAME to call, or several for a conference")
 			case c.NArg() > 1:
 				return runConference(c, c.Args().Slice(), c.Duration("duration"))
 			}
@@ -61,7 +61,7 @@ func answerCommand() *cli.Command {
 		Usage:     "answer the call ringing at the running client",
 		ArgsUsage: "[CALL-ID]",
 		UsageText: "peerline answer --data DIR [CALL-ID] [--send FILE|-] [--record FILE|-] [--json]\n\n" +
-			"Example:\n   peerline answer --data bob --record from-alice.wav",
+			"Example (while bob calls alice):\n   peerline answer --data run/alice --record from-bob.wav",
 		Flags: append([]cli.Flag{dataFlag, jsonFlag}, audioFlags...),
 		Action: func(c *cli.Context) error {
 			return runCall(c, client.CmdAnswer, c.Args().First(), 0)
@@ -74,7 +74,7 @@ func hangupCommand() *cli.Command {
 		Name:      "hangup",
 		Usage:     "end the call in progress, cancel yours while it rings, or reject the one ringing here",
 		ArgsUsage: "[CALL-ID]",
-		UsageText: "peerline hangup --data DIR [CALL-ID]",
+		UsageText: "peerline hangup --data DIR [CALL-ID]\n\nExample (while alice is in a call):\n   peerline hangup --data run/alice",
 		Flags:     []cli.Flag{dataFlag, jsonFlag, &cli.BoolFlag{Name: "reject", Usage: "reject the ringing call CALL-ID"}},
 		Action: func(c *cli.Context) error {
 			cmd := client.CmdHangup
@@ -103,7 +103,7 @@ func holdCommand() *cli.Command {
 		Name:      "hold",
 		Usage:     "put the call in progress on hold (one packet every 3 s, no audio), or resume it",
 		ArgsUsage: "[CALL-ID]",
-		UsageText: "peerline hold --data DIR [--off] [CALL-ID]\n\nExample:\n   peerline hold --data alice\n   peerline hold --data alice --off",
+		UsageText: "peerline hold --data DIR [--off] [CALL-ID]\n\nExamples (while alice is in a call):\n   peerline hold --data run/alice\n   peerline hold --data run/alice --off",
 		Flags:     []cli.Flag{dataFlag, jsonFlag, &cli.BoolFlag{Name: "off", Usage: "resume the call"}},
 		Action: func(c *cli.Context) error {
 			state := "on"
@@ -127,7 +127,7 @@ func callsCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "calls",
 		Usage:     "list ringing calls, calls in progress and the reports of the last calls",
-		UsageText: "peerline calls --data DIR [--json]",
+		UsageText: "peerline calls --data DIR [--json]\n\nExample:\n   peerline calls --data run/bob --json",
 		Flags:     []cli.Flag{dataFlag, jsonFlag},
 		Action: func(c *cli.Context) error {
 			var out client.CallsStatus
@@ -187,6 +187,14 @@ func audioArg(c *cli.Context, flag string, cleanup *[]func()) (path, format stri
 	if err != nil {
 		return "", "", err
 	}
+	// The running client opens the file: say here, naming the flag, what it would not find.
+	if flag == "send" {
+		if st, err := os.Stat(abs); err != nil || st.IsDir() {
+			return "", "", usagef("--send %s: no such file (want a .wav file, raw 8 kHz s16le PCM, or - for stdin)", v)
+		}
+	} else if st, err := os.Stat(filepath.Dir(abs)); err != nil || !st.IsDir() {
+		return "", "", usagef("--record %s: no such directory %s", v, filepath.Dir(v))
+	}
 	if strings.HasSuffix(strings.ToLower(v), ".wav") {
 		return abs, client.AudioWAV, nil
 	}
@@ -236,7 +244,7 @@ func runCall(c *cli.Context, cmd, target string, d time.Duration) error {
 	}
 	var rep client.CallReport
 	args := append([]string{target}, audio...)
-	if err := ctl.Do(ctx, filepath.Join(c.String("data"), client.SocketFile), ctl.Request{Cmd: cmd, Args: args}, &rep); err != nil {
+	if err := ctlDo(ctx, c.String("data"), ctl.Request{Cmd: cmd, Args: args}, &rep); err != nil {
 		return err
 	}
 	w := reportWriter(c)
@@ -262,7 +270,7 @@ func runConference(c *cli.Context, names []string, d time.Duration) error {
 	}
 	var cr client.ConferenceReport
 	args := append(audio, names...)
-	if err := ctl.Do(c.Context, filepath.Join(c.String("data"), client.SocketFile), ctl.Request{Cmd: client.CmdConference, Args: args}, &cr); err != nil {
+	if err := ctlDo(c.Context, c.String("data"), ctl.Request{Cmd: client.CmdConference, Args: args}, &cr); err != nil {
 		return err
 	}
 	w := reportWriter(c)

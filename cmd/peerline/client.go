@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -21,9 +22,9 @@ func clientCommand() *cli.Command {
 		Usage: "run a user's client node: log in, attach to a supernode, stay reachable",
 		UsageText: "peerline client --data DIR [--login HOST:PORT --login-key KEY --user NAME]\n\n" +
 			"Example:\n" +
-			"   PEERLINE_PASSWORD=... peerline client --data alice --login 127.0.0.1:7000 \\\n" +
-			"       --login-key-file login/login.pub --user alice\n" +
-			"   peerline client --data alice      # later runs: the data dir remembers the rest",
+			"   PEERLINE_PASSWORD=alice-password peerline client --data run/alice --login 127.0.0.1:7000 \\\n" +
+			"       --login-key-file run/login/login.pub --user alice --no-supernode --loopback-candidates\n" +
+			"   peerline client --data run/alice --no-supernode --loopback-candidates   # later runs: no password",
 		Description: "A client with a public address (confirmed by a dial-back), enough bandwidth, CPU,\n" +
 			"memory and uptime promotes itself to a supernode; --no-supernode opts out, and\n" +
 			"nothing else can make it one. 'peerline status' says which it is.\n" +
@@ -76,14 +77,14 @@ func turnFlag(c *cli.Context) ([]client.TURNServer, error) {
 		case "transport=tcp":
 			srv.TCP = true
 		default:
-			return nil, fmt.Errorf("--turn %s: unknown %q", v, query)
+			return nil, usagef("--turn %s: unknown %q (want transport=udp or transport=tcp)", v, query)
 		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			srv.Addr = net.JoinHostPort(addr, "3478")
 		}
 	}
 	if _, _, err := net.SplitHostPort(srv.Addr); err != nil {
-		return nil, fmt.Errorf("--turn %s: want host:port or turn:host:port", v)
+		return nil, usagef("--turn %s: want host:port or turn:host:port", v)
 	}
 	return []client.TURNServer{srv}, nil
 }
@@ -91,6 +92,10 @@ func turnFlag(c *cli.Context) ([]client.TURNServer, error) {
 func runClient(c *cli.Context) error {
 	log := newLogger(c)
 	dir := c.String("data")
+	if r := dataRole(dir); r != "" && r != "client" {
+		return fmt.Errorf("%s is the data dir of a %s: give the client a data dir of its own", dir, map[string]string{
+			"supernode": "supernode", "loginsrv": "login server", "relay": "relay"}[r])
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -115,10 +120,17 @@ func runClient(c *cli.Context) error {
 			}
 		}()
 	}
+	// A password read before the first login (there is no saved credential) is used
+	// once; a later login (the credential expired) asks again.
+	var early string
 	cl, err := client.New(client.Config{
 		Events:  events,
 		DataDir: dir, Login: ls, User: cf.User,
 		Password: func(ctx context.Context) (string, error) {
+			if pw := early; pw != "" {
+				early = ""
+				return pw, nil
+			}
 			return readPassword(ctx, fmt.Sprintf("Password for %s: ", cf.User), false)
 		},
 		ParallelAttach: c.Int("parallel"),
@@ -149,7 +161,18 @@ func runClient(c *cli.Context) error {
 	if err := saveClientFile(dir, cf); err != nil {
 		return err
 	}
-	return cl.Run(c.Context)
+	if _, err := os.Stat(filepath.Join(dir, client.CredentialFile)); errors.Is(err, os.ErrNotExist) {
+		// The first login needs the password: without one, say so now rather than
+		// after the login server answers (or forever, when it does not).
+		if early, err = readPassword(c.Context, fmt.Sprintf("Password for %s: ", cf.User), false); err != nil {
+			return err
+		}
+	}
+	err = cl.Run(c.Context)
+	if errors.Is(err, client.ErrNeedPassword) {
+		return errNoPassword
+	}
+	return err
 }
 
 func registerCommand() *cli.Command {
@@ -159,7 +182,7 @@ func registerCommand() *cli.Command {
 		ArgsUsage: "NAME",
 		UsageText: "peerline register --login HOST:PORT --login-key KEY NAME\n\n" +
 			"Example:\n" +
-			"   PEERLINE_PASSWORD=correct-horse peerline register --login 127.0.0.1:7000 --login-key-file login/login.pub alice",
+			"   PEERLINE_PASSWORD=correct-horse peerline register --login 127.0.0.1:7000 --login-key-file run/login/login.pub dave",
 		Description: "Names: 3-32 characters a-z 0-9 . _ -, starting with a letter. The password (at\n" +
 			"least 8 characters) comes from PEERLINE_PASSWORD, a prompt, or one line on stdin; it\n" +
 			"travels only inside TLS to the login server whose key you pinned.",
@@ -170,7 +193,7 @@ func registerCommand() *cli.Command {
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
-				return errors.New("give exactly one NAME")
+				return usagef("register: give exactly one NAME, got %d arguments", c.NArg())
 			}
 			name := c.Args().First()
 			ls, _, err := loginServer(c)

@@ -26,7 +26,7 @@ import (
 // Flags shared by several commands.
 var (
 	dataFlag = &cli.StringFlag{
-		Name: "data", Aliases: []string{"d"}, Usage: "state directory (keys, database, host cache, control socket)",
+		Name: "data", Aliases: []string{"d"}, Usage: "state `DIR` (keys, database, host cache, control socket)",
 		EnvVars: []string{"PEERLINE_DATA"}, Required: true,
 	}
 	jsonFlag     = &cli.BoolFlag{Name: "json", Usage: "print a machine-readable JSON result"}
@@ -37,10 +37,8 @@ var (
 
 // newLogger makes the key-value logger every role writes to stderr.
 func newLogger(c *cli.Context) *slog.Logger {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(c.String("log-level"))); err != nil {
-		lvl = slog.LevelInfo
-	}
+	// The level was checked before the command ran (checkCommandLine).
+	lvl, _ := parseLogLevel(c.String("log-level"))
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 }
 
@@ -109,6 +107,17 @@ func loginServer(c *cli.Context) (client.LoginServer, clientFile, error) {
 
 var loginKeyFileFlag = &cli.StringFlag{Name: "login-key-file", Usage: "read the login server's key from `FILE` (its login.pub)"}
 
+// errNoPassword: there is no password to give, and waiting will not bring one. It is
+// client.ErrNeedPassword, which the client takes as fatal rather than retrying.
+var errNoPassword error = noPasswordError{}
+
+type noPasswordError struct{}
+
+func (noPasswordError) Error() string {
+	return "no password: set PEERLINE_PASSWORD or run in a terminal"
+}
+func (noPasswordError) Unwrap() error { return client.ErrNeedPassword }
+
 // readPassword takes the password from PEERLINE_PASSWORD, or prompts on the terminal
 // (twice when confirm is set).
 func readPassword(ctx context.Context, prompt string, confirm bool) (string, error) {
@@ -120,7 +129,7 @@ func readPassword(ctx context.Context, prompt string, confirm bool) (string, err
 		// A pipe: read one line, so scripts can do `echo pw | peerline register ...`.
 		line, err := bufio.NewReader(os.Stdin).ReadString('\n')
 		if err != nil && line == "" {
-			return "", errors.New("no password: set PEERLINE_PASSWORD or run in a terminal")
+			return "", errNoPassword
 		}
 		return strings.TrimRight(line, "\r\n"), nil
 	}

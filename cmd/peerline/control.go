@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -20,7 +22,16 @@ import (
 func ask(c *cli.Context, cmd string, args []string, out any) error {
 	ctx, cancel := context.WithTimeout(c.Context, 40*time.Second)
 	defer cancel()
-	return ctl.Do(ctx, filepath.Join(c.String("data"), client.SocketFile), ctl.Request{Cmd: cmd, Args: args}, out)
+	return ctlDo(ctx, c.String("data"), ctl.Request{Cmd: cmd, Args: args}, out)
+}
+
+// ctlDo sends r to the control socket of the client or supernode running on dir.
+func ctlDo(ctx context.Context, dir string, r ctl.Request, out any) error {
+	err := ctl.Do(ctx, filepath.Join(dir, client.SocketFile), r, out)
+	if errors.Is(err, ctl.ErrNoClient) {
+		return notRunning(dir)
+	}
+	return err
 }
 
 func statusCommand() *cli.Command {
@@ -29,7 +40,8 @@ func statusCommand() *cli.Command {
 		Usage: "show the state of a running client or supernode",
 		UsageText: "peerline status --data DIR [--json]\n\n" +
 			"Example:\n" +
-			"   peerline status --data alice --json | jq .supernode.addr",
+			"   peerline status --data run/sn1\n" +
+			"   peerline status --data run/alice --json | jq .supernode.addr",
 		Flags: []cli.Flag{dataFlag, jsonFlag},
 		Action: func(c *cli.Context) error {
 			var raw json.RawMessage
@@ -49,15 +61,14 @@ func statusCommand() *cli.Command {
 				if err := json.Unmarshal(raw, &st); err != nil {
 					return err
 				}
-				fmt.Fprintf(w, "supernode %s (%s)\n  address:    %s\n  up since:   %s\n  admitted:   %v\n  clients:    %d %v\n  peers:      %d\n",
-					st.Name, st.ID, st.Addr, fmtTime(st.Since), st.Registered, len(st.Clients), st.Clients, len(st.Peers))
+				printSupernodeStatus(w, st)
 				return nil
 			}
 			var st client.Status
 			if err := json.Unmarshal(raw, &st); err != nil {
 				return err
 			}
-			fmt.Fprintf(w, "user %s\n  logged in:  %v (credential until %s)\n", st.User, st.LoggedIn, fmtTime(st.CredentialExpires))
+			fmt.Fprintf(w, "user %s\n  version:    %s\n  logged in:  %v (credential until %s)\n", st.User, st.Version, st.LoggedIn, fmtTime(st.CredentialExpires))
 			if st.Supernode != nil {
 				fmt.Fprintf(w, "  supernode:  %s at %s (attached %s)\n", st.Supernode.Name, st.Supernode.Addr, fmtTime(st.Supernode.AttachedAt))
 			} else {
@@ -77,7 +88,7 @@ func statusCommand() *cli.Command {
 				fmt.Fprintf(w, "  buddy %-20s %s\n", b.Name, state)
 			}
 			if st.LastError != "" {
-				fmt.Fprintf(w, "  last error: %s\n", st.LastError)
+				fmt.Fprintf(w, "  last error: %s (%s ago)\n", st.LastError, time.Since(st.LastErrorAt).Round(time.Second))
 			}
 			return nil
 		},
@@ -88,11 +99,11 @@ func buddyCommand() *cli.Command {
 	simple := func(name, cmd, usage, done string) *cli.Command {
 		return &cli.Command{
 			Name: name, Usage: usage, ArgsUsage: "NAME",
-			UsageText: fmt.Sprintf("peerline buddy %s --data DIR NAME\n\nExample:\n   peerline buddy %s --data alice bob", name, name),
+			UsageText: fmt.Sprintf("peerline buddy %s --data DIR NAME\n\nExample:\n   peerline buddy %s --data run/alice bob", name, name),
 			Flags:     []cli.Flag{dataFlag, jsonFlag},
 			Action: func(c *cli.Context) error {
 				if c.NArg() != 1 {
-					return errors.New("give exactly one NAME")
+					return usagef("buddy %s: give exactly one NAME, got %d arguments", name, c.NArg())
 				}
 				var out map[string]string
 				if err := ask(c, cmd, []string{c.Args().First()}, &out); err != nil {
@@ -110,7 +121,7 @@ func buddyCommand() *cli.Command {
 		Name:  "buddy",
 		Usage: "manage the buddy list of a running client",
 		UsageText: "peerline buddy add|remove|block|unblock|list --data DIR [NAME]\n\n" +
-			"Example:\n   peerline buddy add --data alice bob\n   peerline buddy list --data alice --json",
+			"Examples:\n   peerline buddy add --data run/alice bob\n   peerline buddy list --data run/alice --json",
 		Subcommands: []*cli.Command{
 			simple("add", client.CmdBuddyAdd, "add NAME to your buddies", "added"),
 			simple("remove", client.CmdBuddyRemove, "remove NAME from your buddies", "removed"),
@@ -118,7 +129,7 @@ func buddyCommand() *cli.Command {
 			simple("unblock", client.CmdBuddyUnblock, "unblock NAME", "unblocked"),
 			{
 				Name: "list", Usage: "list your buddies",
-				UsageText: "peerline buddy list --data DIR [--json]",
+				UsageText: "peerline buddy list --data DIR [--json]\n\nExample:\n   peerline buddy list --data run/alice",
 				Flags:     []cli.Flag{dataFlag, jsonFlag},
 				Action: func(c *cli.Context) error {
 					var out proto.BuddyListOK
@@ -150,22 +161,34 @@ func searchCommand() *cli.Command {
 		Name:      "search",
 		Usage:     "find a user by exact name, or by prefix ending in '*'",
 		ArgsUsage: "NAME|PREFIX*",
-		UsageText: "peerline search --data DIR NAME\n\nExample:\n   peerline search --data alice bob\n   peerline search --data alice 'b*' --json",
+		UsageText: "peerline search --data DIR NAME|PREFIX* [--json]\n\nExamples:\n   peerline search --data run/alice bob\n   peerline search --data run/alice 'b*' --json",
 		Flags:     []cli.Flag{dataFlag, jsonFlag},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
-				return errors.New("give exactly one NAME or PREFIX*")
+				return usagef("search: give exactly one NAME or PREFIX*, got %d arguments", c.NArg())
 			}
 			var out client.SearchResult
 			if err := ask(c, client.CmdSearch, []string{c.Args().First()}, &out); err != nil {
 				return err
 			}
+			// Nobody found is a failure (exit 1), also with --json, which prints the
+			// empty result first.
+			notFound := fmt.Errorf("no such user %s", out.Query)
+			if strings.HasSuffix(out.Query, "*") {
+				notFound = fmt.Errorf("no user name starts with %s", strings.TrimSuffix(out.Query, "*"))
+			}
 			if c.Bool("json") {
-				return printJSON(c.App.Writer, out)
+				if err := printJSON(c.App.Writer, out); err != nil {
+					return err
+				}
+				if len(out.Results) == 0 {
+					return notFound
+				}
+				return nil
 			}
 			w := c.App.Writer
 			if len(out.Results) == 0 {
-				return fmt.Errorf("no such user %s", out.Query)
+				return notFound
 			}
 			for _, r := range out.Results {
 				fmt.Fprintln(w, searchLine(r))
@@ -200,13 +223,13 @@ func msgCommand() *cli.Command {
 		Name:      "msg",
 		Usage:     "send an end-to-end encrypted instant message to an online user",
 		ArgsUsage: "NAME TEXT",
-		UsageText: "peerline msg --data DIR NAME TEXT\n\nExample:\n   peerline msg --data alice bob 'lunch at noon?'",
+		UsageText: "peerline msg --data DIR NAME TEXT\n\nExample:\n   peerline msg --data run/alice bob 'lunch at noon?'",
 		Description: "The message is sealed for the recipient's key: the supernodes that carry it see\n" +
 			"only the recipient's name. A message to an offline user is refused.",
 		Flags: []cli.Flag{dataFlag, jsonFlag},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 2 {
-				return errors.New("give NAME and TEXT")
+				return usagef("msg: give NAME and TEXT (quote a TEXT of several words), got %d arguments", c.NArg())
 			}
 			var out map[string]string
 			if err := ask(c, client.CmdMsg, []string{c.Args().Get(0), c.Args().Get(1)}, &out); err != nil {
@@ -225,7 +248,7 @@ func inboxCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "inbox",
 		Usage:     "show the messages a running client received",
-		UsageText: "peerline inbox --data DIR [--json]",
+		UsageText: "peerline inbox --data DIR [--json]\n\nExample:\n   peerline inbox --data run/bob --json",
 		Flags:     []cli.Flag{dataFlag, jsonFlag},
 		Action: func(c *cli.Context) error {
 			var out []client.Event
@@ -257,4 +280,26 @@ func natText(n *client.NATStatus) string {
 		return "unknown (" + n.Error + ")"
 	}
 	return fmt.Sprintf("%s (mapping %s, filtering %s)", n.Classic, orUnknown(string(n.Mapping)), orUnknown(string(n.Filtering)))
+}
+
+// printSupernodeStatus is the text of 'peerline status' for a supernode: its clients, the
+// ring of supernodes it knows and the user records it holds.
+func printSupernodeStatus(w io.Writer, st supernode.Status) {
+	clients := "none"
+	if len(st.Clients) > 0 {
+		clients = strings.Join(st.Clients, " ")
+	}
+	fmt.Fprintf(w, "supernode %s (%s)\n  version:    %s\n  address:    %s\n  up since:   %s\n  admitted:   %v\n",
+		st.Name, st.ID, st.Version, st.Addr, fmtTime(st.Since), st.Registered)
+	fmt.Fprintf(w, "  clients:    %d: %s\n", len(st.Clients), clients)
+	fmt.Fprintf(w, "  ring:       %d members (this one and %d other live supernodes)\n", st.RingSize, len(st.Peers))
+	const shown = 10
+	for i, p := range st.Peers {
+		if i == shown {
+			fmt.Fprintf(w, "    ... and %d more ('peerline status --json' lists them)\n", len(st.Peers)-shown)
+			break
+		}
+		fmt.Fprintf(w, "    peer %s (up since %s)\n", p.Addr, fmtTime(p.Since))
+	}
+	fmt.Fprintf(w, "  records:    %d held\n", st.Records)
 }

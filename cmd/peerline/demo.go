@@ -16,7 +16,7 @@ func demoCommand() *cli.Command {
 		Name:  "demo",
 		Usage: "run a whole local overlay on loopback and show it working",
 		UsageText: "peerline demo [--supernodes N] [--json] [--verbose]\n\n" +
-			"Example:\n   peerline demo\n   peerline demo --json | jq .users",
+			"Examples:\n   peerline demo\n   peerline demo --json | jq .users",
 		Description: "Starts a login server, N supernodes and two clients (alice and bob) in this\n" +
 			"process on 127.0.0.1, registers both users, logs them in, waits until each is\n" +
 			"attached to a supernode, has alice add bob as a buddy and find him, then stops\n" +

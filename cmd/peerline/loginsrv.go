@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -32,8 +33,8 @@ func loginsrvCommand() *cli.Command {
 		Usage: "run the login server (accounts, credentials, buddy lists, directory, host-cache seeds)",
 		UsageText: "peerline loginsrv --data DIR [--listen HOST:PORT] [options]\n\n" +
 			"Example:\n" +
-			"   peerline loginsrv --data /var/lib/peerline/login --listen 0.0.0.0:7000\n" +
-			"   # clients and supernodes then need its key: cat /var/lib/peerline/login/login.pub",
+			"   peerline loginsrv --data run/login --listen 127.0.0.1:7000\n" +
+			"   peerline loginsrv --data run/login --init    # prints the key clients and supernodes need",
 		Description: "On first start the server creates its signing key (login.key, login.pub) and a\n" +
 			"supernode admission secret (admit.secret) in --data. Accounts live in accounts.db\n" +
 			"(SQLite, synchronous commits: an acknowledged registration survives a crash).\n" +
@@ -158,7 +159,7 @@ func runLoginsrv(c *cli.Context) error {
 	}
 	ln, err := net.Listen("tcp", c.String("listen"))
 	if err != nil {
-		return err
+		return fmt.Errorf("--listen %s: %w", c.String("listen"), err)
 	}
 	if addr := c.String("metrics-listen"); addr != "" {
 		mux := http.NewServeMux()
@@ -167,8 +168,13 @@ func runLoginsrv(c *cli.Context) error {
 			srv.Metrics().WritePrometheus(w, "peerline_loginsrv")
 			fmt.Fprintf(w, "# TYPE peerline_loginsrv_argon2_hashes_total counter\npeerline_loginsrv_argon2_hashes_total %d\n", srv.Hasher().Count())
 		})
-		hs := &http.Server{Addr: addr, Handler: mux}
-		go hs.ListenAndServe()
+		mln, err := net.Listen("tcp", addr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("--metrics-listen %s: %w", addr, err)
+		}
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go hs.Serve(mln)
 		defer hs.Close()
 	}
 	log.Info("login server listening", "addr", ln.Addr().String(), "login_key", st.PublicKey, "data", st.Dir)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -21,13 +22,16 @@ func natCommand() *cli.Command {
 		Usage: "detect the NAT type (mapping, filtering, hairpinning) with an RFC 5780 STUN server",
 		UsageText: "peerline nat --stun HOST:PORT [--stun HOST2:PORT ...] [--local ADDR] [--json]\n\n" +
 			"Examples:\n" +
-			"   peerline nat --stun 203.0.113.10:3478\n" +
-			"   peerline nat --stun 203.0.113.10:3478 --json --lifetime-max 60s",
+			"   peerline nat --stun 127.0.0.1:7101                 # a supernode's STUN server\n" +
+			"   peerline nat --stun 127.0.0.1:7102 --json --lifetime-max 2s",
 		Description: "Runs the RFC 5780 tests against a STUN server that has two IPs and two ports (run one\n" +
 			"with 'peerline stun --primary IP1:PORT --alt IP2', or use a supernode) and prints the\n" +
 			"NAT's mapping and filtering behaviour (RFC 4787), hairpinning, whether UDP is blocked,\n" +
 			"and the classic name: open, full cone, restricted cone, port-restricted cone, symmetric\n" +
-			"or udp-blocked. Takes about one --timeout (at most four); --lifetime-max D adds about 2 x D.",
+			"or udp-blocked. Takes about one --timeout (at most four); --lifetime-max D adds about 2 x D.\n" +
+			"UDP counts as blocked when no server answers over UDP but one accepts a TCP connection\n" +
+			"on its port ('peerline stun', supernodes and coturn all do); when nothing answers\n" +
+			"either way, the server is not running (or not reachable): that is an error, exit 1.",
 		Flags: []cli.Flag{
 			&cli.StringSliceFlag{Name: "stun", Usage: "STUN server `HOST:PORT` (repeatable; the first that supports RFC 5780 is used)", Required: true},
 			&cli.StringFlag{Name: "local", Usage: "local `ADDR` (IP:PORT) to test from", Value: "0.0.0.0:0"},
@@ -39,7 +43,7 @@ func natCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			local, err := netip.ParseAddrPort(c.String("local"))
 			if err != nil {
-				return fmt.Errorf("--local %q: want IP:PORT: %w", c.String("local"), err)
+				return usagef("--local %q: want IP:PORT, such as 0.0.0.0:0", c.String("local"))
 			}
 			conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(local))
 			if err != nil {
@@ -69,6 +73,13 @@ func natCommand() *cli.Command {
 			res, derr := natdetect.Detect(c.Context, conn, opts)
 			if derr != nil && !errors.Is(derr, natdetect.ErrNoRFC5780) {
 				return derr
+			}
+			if res.UDPBlocked {
+				// No answer over UDP is a NAT type only when the server is there: a
+				// NAT or firewall that blocks UDP still lets TCP through to it.
+				if err := serverAlive(c, opts.Servers, opts.Timeout); err != nil {
+					return err
+				}
 			}
 			if c.Bool("json") {
 				err = printNATJSON(c.App.Writer, res, opts.LifetimeMax > 0)
@@ -132,4 +143,21 @@ func printNATText(w io.Writer, r natdetect.Result, lifetimeMeasured bool) {
 	fmt.Fprintf(w, "mapped address:   %s\n", r.MappedAddr)
 	fmt.Fprintf(w, "local address:    %s\n", r.LocalAddr)
 	fmt.Fprintf(w, "server:           %s (other address %s)\n", r.Server, or(r.OtherAddr, "none"))
+}
+
+// serverAlive checks that at least one of the STUN servers accepts a TCP connection on its
+// port, so that silence over UDP means UDP is blocked and not that no server is there.
+func serverAlive(c *cli.Context, servers []string, timeout time.Duration) error {
+	var last error
+	for _, s := range servers {
+		d := net.Dialer{Timeout: timeout}
+		conn, err := d.DialContext(c.Context, "tcp", s)
+		if err == nil {
+			conn.Close()
+			return nil
+		}
+		last = err
+	}
+	return fmt.Errorf("no STUN server answered: nothing at %s over UDP, nor over TCP (%v); is the server running? (no answer is not a NAT type)",
+		strings.Join(servers, ", "), last)
 }

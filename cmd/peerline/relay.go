@@ -29,8 +29,8 @@ func relayCommand() *cli.Command {
 		Usage: "run a TURN relay (RFC 5766/8656) for calls whose NATs defeat hole punching",
 		UsageText: "peerline relay --data DIR [--listen HOST:PORT] [--public-ip IP] [--secret-file FILE]\n\n" +
 			"Example:\n" +
-			"   peerline relay --data relay1 --listen :3478 --public-ip 203.0.113.10 \\\n" +
-			"       --secret-file login/turn.secret --port-range 49152-65535 --quota-allocs 4 --quota-kbps 2000",
+			"   peerline relay --data run/relay --listen 127.0.0.1:3480 --public-ip 127.0.0.1 \\\n" +
+			"       --secret-file run/login/turn.secret --port-range 49152-65535 --quota-allocs 4 --quota-kbps 2000",
 		Description: "Serves TURN over UDP (on --listeners sockets sharing the port) and over TCP on the same\n" +
 			"port. Clients authenticate with short-lived TURN REST API credentials: username\n" +
 			"'<unix expiry>:<user>', password base64(HMAC-SHA1(secret, username)), which the login\n" +
@@ -65,12 +65,7 @@ func runRelay(c *cli.Context) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	secret, err := relaySecret(c, dir)
-	if err != nil {
-		return err
-	}
 	cfg := relay.Config{
-		Secret:            secret,
 		Realm:             c.String("realm"),
 		Listen:            c.String("listen"),
 		NoTCP:             c.Bool("no-tcp"),
@@ -80,14 +75,19 @@ func runRelay(c *cli.Context) error {
 		AllowPrivatePeers: c.Bool("allow-private-peers"),
 		Logger:            log,
 	}
+	var err error
 	for flag, dst := range map[string]*netip.Addr{"public-ip": &cfg.PublicIP, "relay-ip": &cfg.RelayIP} {
 		if s := c.String(flag); s != "" {
 			if *dst, err = netip.ParseAddr(s); err != nil {
-				return fmt.Errorf("--%s %q: want an IP address: %w", flag, s, err)
+				return usagef("--%s %q: want an IP address", flag, s)
 			}
 		}
 	}
 	if cfg.MinPort, cfg.MaxPort, err = parsePortRange(c.String("port-range")); err != nil {
+		return err
+	}
+	// The flags are right: now the secret, which may be created.
+	if cfg.Secret, err = relaySecret(c, dir); err != nil {
 		return err
 	}
 	srv, err := relay.New(cfg)
@@ -95,7 +95,7 @@ func runRelay(c *cli.Context) error {
 		return err
 	}
 	if err := srv.Start(); err != nil {
-		return err
+		return fmt.Errorf("--listen %s: %w", cfg.Listen, err)
 	}
 	if addr := c.String("pprof"); addr != "" {
 		if err := servePprof(addr); err != nil {
@@ -159,7 +159,7 @@ func parsePortRange(s string) (lo, hi uint16, err error) {
 	x, err1 := strconv.ParseUint(a, 10, 16)
 	y, err2 := strconv.ParseUint(b, 10, 16)
 	if !ok || err1 != nil || err2 != nil || x == 0 || x > y {
-		return 0, 0, fmt.Errorf("--port-range %q: want MIN-MAX, e.g. 49152-65535", s)
+		return 0, 0, usagef("--port-range %q: want MIN-MAX, such as 49152-65535", s)
 	}
 	return uint16(x), uint16(y), nil
 }
