@@ -22,8 +22,8 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/internal/metrics"
-	"github.com/peerline/peerline/internal/serve"
 	"github.com/peerline/peerline/internal/proto"
+	"github.com/peerline/peerline/internal/serve"
 )
 
 // MaxLine bounds a request or response line.
