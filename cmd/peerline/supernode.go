@@ -106,6 +106,9 @@ func runSupernode(c *cli.Context) error {
 		Key: key, Name: c.String("name"), Advertise: adv,
 		LoginAddr: ls.Addr, LoginKey: ls.Key, AdmitSecret: secret,
 		KeepAlive: c.Duration("keepalive"), Logger: log, Metrics: m,
+		// Half the descriptors at most: the relay's sockets and the connections to other
+		// supernodes need the rest.
+		MaxClients: connBudget(5000, 1, 2),
 	})
 	if err != nil {
 		ln.Close()
