@@ -952,11 +952,15 @@ func (sn *Supernode) deliver(ctx context.Context, d *proto.Deliver, rec *index.R
 	if rec == nil || rec.Supernode == sn.id {
 		sn.mu.Lock()
 		cl, ok := sn.clients[d.To]
+		var own *index.Record // the recipient's record, which publish replaces under mu
+		if ok {
+			own = cl.rec
+		}
 		sn.mu.Unlock()
 		if !ok {
 			return proto.ErrOffline.With("%s is offline", d.To)
 		}
-		if cl.rec != nil && cl.rec.HasBlocked(d.From) {
+		if own != nil && own.HasBlocked(d.From) {
 			return proto.ErrBlocked.With("%s does not accept your messages", d.To)
 		}
 		sn.m.Inc("messages_delivered")
