@@ -278,10 +278,14 @@ func (tg *target) relayOnce(from, addr string, cr proto.TurnCred, tcp bool) erro
 		conn = pc
 	}
 	defer conn.Close()
+	// pion's client waits out its retransmissions whatever the context: a relay that
+	// does not answer fails the step in 4 s.
+	bound := time.AfterFunc(4*time.Second, func() { conn.Close() })
+	defer bound.Stop()
 	lf := logging.NewDefaultLoggerFactory()
 	lf.DefaultLogLevel = logging.LogLevelDisabled
 	c, err := turn.NewClient(&turn.ClientConfig{TURNServerAddr: addr, STUNServerAddr: addr, Conn: conn,
-		Username: cr.Username, Password: cr.Password, LoggerFactory: lf})
+		Username: cr.Username, Password: cr.Password, LoggerFactory: lf, RTO: 100 * time.Millisecond})
 	if err != nil {
 		return err
 	}
@@ -331,6 +335,16 @@ func (tg *target) probes(ctx context.Context, stop <-chan struct{}) *probeLog {
 		pl.rounds++
 		ok := false
 		for try := 0; try < 3 && !ok; try++ {
+			if try > 0 {
+				select {
+				case <-stop:
+					// The attack ended before the retry: a round that failed at
+					// its end counts as lost.
+					pl.lost++
+					return &pl
+				default:
+				}
+			}
 			step, err := tg.round(ctx)
 			if err == nil {
 				ok = true
