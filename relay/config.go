@@ -19,6 +19,8 @@ const (
 	DefaultMinPort      = 49152
 	DefaultMaxPort      = 65535
 	DefaultSocketBuffer = 4 << 20
+	DefaultTCPMaxConns  = 10000
+	DefaultTCPIdle      = 10 * time.Second
 )
 
 // Config configures a Server. Only Secret is required; every other field's zero value is
@@ -60,6 +62,19 @@ type Config struct {
 	// UserBurst is the depth of each user's token bucket in bytes; 0 = one second of
 	// UserBandwidth.
 	UserBurst int
+	// TCPMaxConns is how many TURN-over-TCP connections may be open at once; 0 = 10000.
+	// The last tenth is kept for sources that made an allocation within the hour.
+	TCPMaxConns int
+	// TCPConnsPerAddr is how many of them one source address may hold; 0 =
+	// max(TCPMaxConns/100, 16).
+	TCPConnsPerAddr int
+	// TCPConnsPerPrefix is how many one /24 (IPv4) or /64 (IPv6) may hold; 0 =
+	// max(TCPMaxConns/25, 4*TCPConnsPerAddr).
+	TCPConnsPerPrefix int
+	// TCPIdleTimeout closes a TURN-over-TCP connection that holds no allocation this long
+	// after it was accepted or its allocation ended (deleted or expired); 0 = 10 s,
+	// negative = never.
+	TCPIdleTimeout time.Duration
 	// AllowPeer decides which peer IPs clients may relay to (CreatePermission and
 	// ChannelBind); nil = the default filter: public unicast addresses only, plus private
 	// ones when AllowPrivatePeers is set.
@@ -68,7 +83,9 @@ type Config struct {
 	// ULA and link-local peers; false refuses them. Unspecified, multicast and broadcast
 	// peers are always refused by the default filter.
 	AllowPrivatePeers bool
-	// Logger receives the server's logs, and pion's at debug level; nil discards.
+	// Logger receives the server's logs, and pion's at debug level, rate limited per
+	// message and per source (internal/ratelog: log_suppressed counts what is held back);
+	// nil discards.
 	Logger *slog.Logger
 	// Metrics receives the server's counters (see the metric names); nil = a fresh set.
 	Metrics *metrics.Set
@@ -127,8 +144,15 @@ func (c Config) validate() (Config, error) {
 	if c.MinPort > c.MaxPort {
 		return c, fmt.Errorf("%w: %d-%d", ErrBadPortRange, c.MinPort, c.MaxPort)
 	}
-	if c.Listeners < 0 || c.MaxAllocsPerUser < 0 || c.UserBandwidth < 0 || c.UserBurst < 0 {
+	if c.Listeners < 0 || c.MaxAllocsPerUser < 0 || c.UserBandwidth < 0 || c.UserBurst < 0 ||
+		c.TCPMaxConns < 0 || c.TCPConnsPerAddr < 0 || c.TCPConnsPerPrefix < 0 {
 		return c, ErrNegative
+	}
+	if c.TCPMaxConns == 0 {
+		c.TCPMaxConns = DefaultTCPMaxConns
+	}
+	if c.TCPIdleTimeout == 0 {
+		c.TCPIdleTimeout = DefaultTCPIdle
 	}
 	if c.Listeners == 0 {
 		c.Listeners = runtime.NumCPU()

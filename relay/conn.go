@@ -2,12 +2,13 @@ package relay
 
 import (
 	"encoding/binary"
-	"errors"
 	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/peerline/peerline/internal/serve"
 )
 
 // counters are the hot-path counts of one listener (or of all TCP flows), kept apart so
@@ -51,14 +52,17 @@ func isChannelData(b []byte) bool { return len(b) >= 4 && b[0]&0xC0 == 0x40 }
 func isSendIndication(b []byte) bool { return len(b) >= 20 && b[0] == 0 && b[1] == 0x16 }
 
 func (l *udpListener) ReadFrom(b []byte) (int, net.Addr, error) {
+	var bo serve.AcceptBackoff
 	for {
 		n, src, err := l.conn.ReadFromUDPAddrPort(b)
 		if err != nil {
-			if !isTimeout(err) {
-				l.done.Do(func() { l.s.live.add(-1) })
+			if !l.s.readFailed(err, &bo, "udp listener") {
+				continue
 			}
+			l.done.Do(func() { l.s.live.add(-1) })
 			return n, nil, err
 		}
+		bo.Reset()
 		src = unmap(src)
 		pkt := b[:n]
 		l.mu.RLock()
@@ -73,8 +77,21 @@ func (l *udpListener) ReadFrom(b []byte) (int, net.Addr, error) {
 			}
 		}
 		l.mu.RUnlock()
-		if f == nil {
-			return n, net.UDPAddrFromAddrPort(src), nil
+		if f == nil || !isChannelData(pkt) && !isSendIndication(pkt) {
+			resp, pass := l.s.screenUDP(pkt, f != nil, net.UDPAddrFromAddrPort(src))
+			if resp != nil {
+				if _, err := l.conn.WriteToUDPAddrPort(resp, src); err != nil {
+					l.c.writeErrs.Add(1)
+				}
+			}
+			switch {
+			case !pass:
+				continue
+			case f == nil:
+				return n, net.UDPAddrFromAddrPort(src), nil
+			default:
+				return n, f.addr, nil
+			}
 		}
 		if f.user.bucket.rate != 0 && (isChannelData(pkt) || isSendIndication(pkt)) && !f.user.bucket.allow(n, l.s.cfg.Now()) {
 			l.c.droppedPackets.Add(1)
@@ -146,14 +163,17 @@ func (r *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		r.reading = true
 		r.mu.Unlock()
 	}
+	var bo serve.AcceptBackoff
 	for {
 		n, src, err := r.conn.ReadFromUDPAddrPort(r.buf[4 : 4+maxRelayed])
 		if err != nil {
-			if !isTimeout(err) {
-				r.liveOnce.Do(func() { r.s.live.add(-1) })
+			if !r.isClosed() && !r.s.readFailed(err, &bo, "relayed") {
+				continue
 			}
+			r.liveOnce.Do(func() { r.s.live.add(-1) })
 			return 0, nil, err
 		}
+		bo.Reset()
 		src = unmap(src)
 		r.mu.RLock()
 		u, ch, client := r.user, r.peers[src], r.client
@@ -230,93 +250,3 @@ func (r *relayConn) LocalAddr() net.Addr                { return r.conn.LocalAdd
 func (r *relayConn) SetDeadline(t time.Time) error      { return r.conn.SetDeadline(t) }
 func (r *relayConn) SetReadDeadline(t time.Time) error  { return r.conn.SetReadDeadline(t) }
 func (r *relayConn) SetWriteDeadline(t time.Time) error { return r.conn.SetWriteDeadline(t) }
-
-// tcpListener is the TURN-over-TCP listener as pion sees it: it tracks the connections it
-// accepts, because pion's Close closes only the listener.
-type tcpListener struct {
-	net.Listener
-	s    *Server
-	done sync.Once
-
-	mu    sync.Mutex // mu protects the following fields
-	conns map[*tcpConn]struct{}
-	flows map[netip.AddrPort]*user // client address -> owner of its allocation
-}
-
-func (l *tcpListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		l.done.Do(func() { l.s.live.add(-1) })
-		return nil, err
-	}
-	tc := &tcpConn{Conn: c, l: l, src: unmap(c.RemoteAddr().(*net.TCPAddr).AddrPort())}
-	l.mu.Lock()
-	l.conns[tc] = struct{}{}
-	l.mu.Unlock()
-	l.s.live.add(1)
-	return tc, nil
-}
-
-// closeConns closes every accepted connection.
-func (l *tcpListener) closeConns() {
-	l.mu.Lock()
-	conns := make([]*tcpConn, 0, len(l.conns))
-	for c := range l.conns {
-		conns = append(conns, c)
-	}
-	l.mu.Unlock()
-	for _, c := range conns {
-		c.Close()
-	}
-}
-
-func (l *tcpListener) owner(src netip.AddrPort) *user {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.flows[src]
-}
-
-// tcpConn is one TURN-over-TCP client. Its reads are slowed to the user's bandwidth: a
-// stream cannot drop datagrams without losing its framing.
-type tcpConn struct {
-	net.Conn
-	l        *tcpListener
-	src      netip.AddrPort
-	done     sync.Once
-	closeOne sync.Once
-}
-
-func (c *tcpConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	if err != nil {
-		c.done.Do(func() { c.l.s.live.add(-1) })
-		return n, err
-	}
-	if u := c.l.owner(c.src); u != nil {
-		if wait := u.bucket.reserve(n, c.l.s.cfg.Now()); wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-t.C:
-			case <-c.l.s.closing:
-				t.Stop()
-			}
-		}
-	}
-	return n, nil
-}
-
-func (c *tcpConn) Close() error {
-	err := net.ErrClosed
-	c.closeOne.Do(func() {
-		err = c.Conn.Close()
-		c.l.mu.Lock()
-		delete(c.l.conns, c)
-		c.l.mu.Unlock()
-	})
-	return err
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}

@@ -39,8 +39,35 @@
 // the tables when pion deletes it (expiry, allocation deleted), so the fast path never
 // forwards what pion would refuse.
 //
+// # Hostile traffic
+//
+// A public relay meets scanners and floods; what the server does about them (each
+// counted in the metrics set under the Metric* names):
+//
+//   - TURN over TCP survives descriptor exhaustion: pion's accept loop ends on the first
+//     error Accept returns, so the server's Accept waits out EMFILE, ENFILE, ECONNABORTED
+//     and any other error with a back-off of 5 ms doubling to 1 s, and returns only once
+//     the listener is closed (tcp_accept_errors). Transient read errors on UDP sockets are
+//     waited out the same way (turn_read_errors): they would end pion's read loop.
+//   - TCP connections are admitted through internal/serve's Gate: at most TCPConnsPerAddr
+//     from one address and TCPConnsPerPrefix from one /24 or /64, and the last tenth of
+//     TCPMaxConns is kept for sources that made an allocation (tcp_conns_shed_*). A TCP
+//     connection without an allocation is closed TCPIdleTimeout (10 s) after it was
+//     accepted or its allocation ended (tcp_idle_closed).
+//   - The server frames TURN over TCP itself, as pion does, and hands pion one frame at a
+//     time: a stream that is not TURN framing is closed (tcp_bad_frames). Datagrams that
+//     are not TURN are dropped before pion (turn_bad_packets).
+//   - A request with a wrong password, or an expired or malformed username, is answered
+//     401 Unauthorized with REALM and NONCE (RFC 8489 section 9.2.4) by the server itself,
+//     where pion answers 400 (auth_unauthorized and auth_fail_*).
+//   - Logs are rate limited by internal/ratelog: a line per message and per source per
+//     interval, the rest counted (log_suppressed).
+//
 // # Lifecycle
 //
 // New checks a Config; Start opens the sockets and serves; Close stops every goroutine
-// the server and pion started and closes every socket, TCP connections included.
+// the server and pion started and closes every socket, TCP connections included. It
+// returns once every read loop has ended, which it counts itself: pion ends its loop on a
+// TCP connection that sends garbage without a read error, and calls Close, so a
+// connection's loop counts as ended at a read error or at a Close with no read under way.
 package relay

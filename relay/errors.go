@@ -16,7 +16,7 @@ var (
 	// ErrBadPortRange means MinPort > MaxPort.
 	ErrBadPortRange = errors.New("relay: relay port range is empty: MinPort must not exceed MaxPort")
 	// ErrNegative means a count, size or rate in Config is negative.
-	ErrNegative = errors.New("relay: Listeners, MaxAllocsPerUser, UserBandwidth and UserBurst must not be negative")
+	ErrNegative = errors.New("relay: Listeners, MaxAllocsPerUser, UserBandwidth, UserBurst and the TCP connection limits must not be negative")
 	// ErrStarted is returned by Start when the server was already started.
 	ErrStarted = errors.New("relay: server already started")
 	// ErrClosed is returned by Start after Close.

@@ -122,7 +122,7 @@ func (s *Server) quota(username, _ string, src net.Addr) bool {
 	if max := s.cfg.MaxAllocsPerUser; max > 0 && u.allocs+u.pending >= max {
 		s.forgetLocked(u)
 		s.m.Inc(MetricQuotaAllocsRefused)
-		s.log.Info("allocation refused: user at quota", "user", name, "client", src.String(), "allocations", u.allocs)
+		s.log.Info("allocation refused: user at quota", "user", name, "remote", src.String(), "allocations", u.allocs)
 		return false
 	}
 	u.pending++

@@ -16,6 +16,7 @@ import (
 	"github.com/pion/turn/v4"
 
 	"github.com/peerline/peerline/internal/metrics"
+	"github.com/peerline/peerline/internal/ratelog"
 )
 
 // Names of the server's counters in its metrics set.
@@ -32,6 +33,18 @@ const (
 	MetricDroppedPackets     = "dropped_quota_packets" // datagrams dropped over a user's bandwidth
 	MetricDroppedBytes       = "dropped_quota_bytes"   // their bytes
 	MetricWriteErrors        = "write_errors"          // fast-path sends the kernel refused
+	MetricAuth401            = "auth_unauthorized"     // requests answered 401: one of the auth_fail_* reasons
+	MetricBadPackets         = "turn_bad_packets"      // datagrams and TCP frames that are not TURN, dropped
+	MetricReadErrors         = "turn_read_errors"      // socket read errors other than closure, waited out
+	MetricTCPConns           = "tcp_conns"             // TURN-over-TCP connections admitted
+	MetricTCPAcceptErrors    = "tcp_accept_errors"     // TCP accept errors (EMFILE...) waited out
+	MetricTCPShed            = "tcp_conns_shed"        // refused: TCPMaxConns open
+	MetricTCPShedAddr        = "tcp_conns_shed_addr"   // refused: TCPConnsPerAddr open from the address
+	MetricTCPShedPrefix      = "tcp_conns_shed_prefix" // refused: TCPConnsPerPrefix open from its /24 or /64
+	MetricTCPShedBusy        = "tcp_conns_shed_busy"   // refused: near TCPMaxConns, kept for sources that allocated
+	MetricTCPIdleClosed      = "tcp_idle_closed"       // closed after TCPIdleTimeout without an allocation
+	MetricTCPBadFrames       = "tcp_bad_frames"        // TCP streams closed because they are not TURN framing
+	MetricLogSuppressed      = "log_suppressed"        // log lines held back by the rate limit
 )
 
 // flushEvery is how often the hot-path counters are added to the metrics set.
@@ -46,6 +59,8 @@ type Server struct {
 	fast   bool // forward channel data on the fast path (tests turn it off to compare)
 
 	closing     chan struct{} // closed by Close
+	ctx         context.Context
+	cancel      context.CancelFunc // ends ctx, with closing
 	wg          sync.WaitGroup
 	live        tracker  // sockets and read loops still running, for Close to wait on
 	tcpCounters counters // hot-path counts of TURN-over-TCP allocations
@@ -77,10 +92,11 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	log := cfg.Logger
+	log := ratelog.Wrap(cfg.Logger, cfg.Metrics)
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
 		cfg:     cfg,
 		log:     log,
@@ -88,6 +104,8 @@ func New(cfg Config) (*Server, error) {
 		peerOK:  peerFilter(cfg),
 		fast:    true,
 		closing: make(chan struct{}),
+		ctx:     ctx,
+		cancel:  cancel,
 		relays:  make(map[uint16]*relayConn),
 		users:   make(map[string]*user),
 		pending: make(map[flowKey]*user),
@@ -218,7 +236,7 @@ func (s *Server) tryListenLocked(udp, tcp, host, port string) (err error) {
 		if err != nil {
 			return fmt.Errorf("relay: listen %s %s: %w", tcp, addr, err)
 		}
-		s.tcp = &tcpListener{Listener: ln, s: s, conns: make(map[*tcpConn]struct{}), flows: make(map[netip.AddrPort]*user)}
+		s.tcp = newTCPListener(s, ln)
 		s.tcpAddr = unmap(ln.Addr().(*net.TCPAddr).AddrPort())
 		s.live.add(1)
 	}
@@ -304,17 +322,19 @@ func (s *Server) relayAt(a net.Addr) *relayConn {
 
 // auth is pion's AuthHandler: it checks the username's form and expiry and returns the
 // long-term key of its TURN REST API password; pion then checks MESSAGE-INTEGRITY, and
-// events().OnAuth counts a mismatch.
+// events().OnAuth counts a mismatch. screenSTUN has refused bad credentials with 401
+// before pion sees them, so these refusals (answered 400 by pion) happen only in a race,
+// such as credentials expiring between the two checks.
 func (s *Server) auth(username, realm string, src net.Addr) ([]byte, bool) {
 	exp, _, ok := parseUsername(username)
 	if !ok {
 		s.m.Inc(MetricAuthMalformed)
-		s.log.Debug("auth refused: username is not <expiry>:<user>", "username", username, "client", src.String())
+		s.log.Info("relay: auth refused", "reason", "username is not <expiry>:<user>", "username", truncate(username, 64), "remote", src.String())
 		return nil, false
 	}
 	if exp.Unix() < s.cfg.Now().Unix() {
 		s.m.Inc(MetricAuthExpired)
-		s.log.Debug("auth refused: credentials expired", "username", username, "expired", exp, "client", src.String())
+		s.log.Info("relay: auth refused", "reason", "credentials expired", "username", truncate(username, 64), "remote", src.String())
 		return nil, false
 	}
 	return turn.GenerateAuthKey(username, realm, password1(s.cfg.Secret, username)), true
@@ -326,7 +346,7 @@ func (s *Server) permit(client net.Addr, peer net.IP) bool {
 		return true
 	}
 	s.m.Inc(MetricPeerRefused)
-	s.log.Debug("peer refused", "client", client.String(), "peer", peer.String())
+	s.log.Debug("peer refused", "remote", client.String(), "peer", peer.String())
 	return false
 }
 
@@ -337,7 +357,7 @@ func (s *Server) events() turn.EventHandler {
 		OnAuth: func(src, _ net.Addr, _, username, _, method string, ok bool) {
 			if !ok {
 				s.m.Inc(MetricAuthBadHMAC)
-				s.log.Debug("auth refused: bad password", "username", username, "method", method, "client", src.String())
+				s.log.Info("relay: auth refused", "reason", "bad password", "username", truncate(username, 64), "method", method, "remote", src.String())
 			}
 		},
 		OnAllocationCreated: func(src, _ net.Addr, _, username, _ string, relayAddr net.Addr, _ int) {
@@ -350,10 +370,11 @@ func (s *Server) events() turn.EventHandler {
 			k := flowKeyOf(src)
 			rc.own(u, k.ap)
 			if k.tcp {
-				s.tcp.mu.Lock()
-				s.tcp.flows[k.ap] = u
-				s.tcp.mu.Unlock()
+				s.tcp.allocated(k.ap, u)
 				return
+			}
+			if s.tcp != nil {
+				s.tcp.gate.MarkGood(k.ap.Addr()) // a source that behaves over UDP may use TCP's reserve
 			}
 			if rc.lis == nil {
 				return
@@ -369,9 +390,7 @@ func (s *Server) events() turn.EventHandler {
 			k := flowKeyOf(src)
 			if k.tcp {
 				if s.tcp != nil {
-					s.tcp.mu.Lock()
-					delete(s.tcp.flows, k.ap)
-					s.tcp.mu.Unlock()
+					s.tcp.allocated(k.ap, nil)
 				}
 				return
 			}
@@ -511,11 +530,15 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	close(s.closing)
+	s.cancel()
 	ts, tcp := s.turn, s.tcp
 	s.mu.Unlock()
 	s.wg.Wait()
 	if ts == nil {
 		return nil
+	}
+	if tcp != nil {
+		tcp.shut()
 	}
 	err := ts.Close()
 	if tcp != nil {

@@ -288,7 +288,7 @@ func (sn *Supernode) Run(ctx context.Context, ln net.Listener) error {
 	go sn.repairLoop(ctx)
 	go sn.ov.peers.janitor(ctx)
 	if sn.cfg.STUN[0] != nil {
-		srv, err := stunsrv.New(stunsrv.Config{Conns: sn.cfg.STUN, Software: "peerline", Logger: sn.log})
+		srv, err := stunsrv.New(stunsrv.Config{Conns: sn.cfg.STUN, Software: "peerline", Logger: sn.log, Metrics: sn.m})
 		if err != nil {
 			return fmt.Errorf("supernode: STUN service: %w", err)
 		}

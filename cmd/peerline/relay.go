@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -51,6 +52,7 @@ func relayCommand() *cli.Command {
 			&cli.BoolFlag{Name: "allow-private-peers", Usage: "let clients relay to loopback and private addresses (tests, labs)"},
 			&cli.BoolFlag{Name: "no-tcp", Usage: "do not serve TURN over TCP"},
 			&cli.StringFlag{Name: "pprof", Usage: "serve Go profiles on `HOST:PORT` (/debug/pprof/)"},
+			&cli.StringFlag{Name: "metrics-listen", Usage: "serve Prometheus counters at http://`ADDR`/metrics, e.g. 127.0.0.1:9478 (off by default)"},
 			jsonFlag, logLevelFlag,
 		},
 		Action: runRelay,
@@ -101,10 +103,20 @@ func runRelay(c *cli.Context) error {
 			return err
 		}
 	}
+	var metricsAddr string
+	if addr := c.String("metrics-listen"); addr != "" {
+		bound, stop, err := serveRelayMetrics(addr, srv)
+		if err != nil {
+			srv.Close()
+			return err
+		}
+		defer stop()
+		metricsAddr = bound
+	}
 	if c.Bool("json") {
 		json.NewEncoder(os.Stdout).Encode(map[string]any{
 			"udp": srv.Addr().String(), "tcp": srv.TCPAddr().String(), "pid": os.Getpid(),
-			"realm": c.String("realm"), "public_ip": srv.PublicIP().String(),
+			"realm": c.String("realm"), "public_ip": srv.PublicIP().String(), "metrics": metricsAddr,
 		})
 	}
 	<-c.Context.Done()
@@ -165,4 +177,22 @@ func servePprof(addr string) error {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	go http.Serve(ln, mux)
 	return nil
+}
+
+// serveRelayMetrics serves srv's counters in the Prometheus text format at
+// http://addr/metrics (peerline_relay_<name>_total) until stop is called; bound is the
+// address it listens on (addr with port 0 picks one).
+func serveRelayMetrics(addr string, srv *relay.Server) (bound string, stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("--metrics-listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		srv.Metrics().WritePrometheus(w, "peerline_relay")
+	})
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go hs.Serve(ln)
+	return ln.Addr().String(), func() { hs.Close() }, nil
 }

@@ -22,17 +22,17 @@ var knownRequestAttrs = map[stun.AttrType]bool{
 // ok=false to drop the datagram silently (not a STUN request, malformed, bad FINGERPRINT).
 func (s *Server) Handle(b []byte, src netip.AddrPort, in Slot) (resp []byte, out Slot, dst netip.AddrPort, ok bool) {
 	if in < 0 || in >= numSlots || s.conns[in] == nil || !stun.IsMessage(b) {
-		s.dropped.Add(1)
+		s.drop()
 		return nil, 0, dst, false
 	}
 	req := &stun.Message{Raw: append([]byte(nil), b...)}
 	if err := req.Decode(); err != nil || req.Type.Class != stun.ClassRequest {
-		s.dropped.Add(1)
+		s.drop()
 		return nil, 0, dst, false
 	}
 	if req.Contains(stun.AttrFingerprint) {
 		if err := stun.Fingerprint.Check(req); err != nil {
-			s.dropped.Add(1)
+			s.drop()
 			return nil, 0, dst, false
 		}
 	}
@@ -88,10 +88,11 @@ func (s *Server) Handle(b []byte, src netip.AddrPort, in Slot) (resp []byte, out
 	setters = append(setters, stun.Fingerprint)
 	m, err := stun.Build(setters...)
 	if err != nil {
-		s.dropped.Add(1)
+		s.drop()
 		return nil, 0, dst, false
 	}
 	s.requests.Add(1)
+	s.m.Inc(MetricRequests)
 	return m.Raw, out, dst, true
 }
 
@@ -113,5 +114,6 @@ func (s *Server) errorResponse(req *stun.Message, code stun.ErrorCode, unknown s
 		return nil
 	}
 	s.errs.Add(1)
+	s.m.Inc(MetricErrors)
 	return m.Raw
 }

@@ -10,6 +10,10 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+
+	"github.com/peerline/peerline/internal/metrics"
+	"github.com/peerline/peerline/internal/ratelog"
+	"github.com/peerline/peerline/internal/serve"
 )
 
 // Slot names one of the server's four transport addresses; see the package comment.
@@ -34,9 +38,26 @@ type Config struct {
 	Conns [numSlots]net.PacketConn
 	// Software is sent in the SOFTWARE attribute; "" sends none.
 	Software string
-	// Logger receives one debug line per dropped datagram and errors; nil discards.
+	// Logger receives the server's logs (read errors; at debug, failed sends), rate
+	// limited per message and per source (internal/ratelog); nil discards.
 	Logger *slog.Logger
+	// Metrics counts what the server does under the Metric* names, and log lines the
+	// rate limit held back (log_suppressed); nil = not counted (Stats still is).
+	Metrics metrics.Counter
 }
+
+// Names of the server's counters in Config.Metrics.
+const (
+	MetricRequests   = "stun_requests"     // Binding requests answered with success
+	MetricErrors     = "stun_errors"       // requests answered with an error response
+	MetricGarbage    = "stun_garbage"      // datagrams dropped: not STUN, malformed, not a request
+	MetricWriteErrs  = "stun_write_errors" // responses the socket failed to send
+	MetricReadErrors = "stun_read_errors"  // socket read errors other than closure, waited out
+)
+
+type nopCounter struct{}
+
+func (nopCounter) Inc(string) {}
 
 // Stats counts what a Server did; all fields are cumulative.
 type Stats struct {
@@ -53,11 +74,14 @@ type Server struct {
 	rfc5780  bool
 	software string
 	log      *slog.Logger
+	m        metrics.Counter
 
 	requests, errs, dropped, writeErrs atomic.Uint64
 
 	closeOnce sync.Once
 	closed    chan struct{}
+	ctx       context.Context // ends with closed, for the read loops' back-off
+	cancel    context.CancelFunc
 	wg        sync.WaitGroup // counts the read loops started by Serve
 }
 
@@ -79,12 +103,17 @@ func New(cfg Config) (*Server, error) {
 		conns:    cfg.Conns,
 		rfc5780:  n == 3,
 		software: cfg.Software,
-		log:      cfg.Logger,
+		m:        cfg.Metrics,
 		closed:   make(chan struct{}),
 	}
+	if s.m == nil {
+		s.m = nopCounter{}
+	}
+	s.log = ratelog.Wrap(cfg.Logger, s.m)
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	for i, c := range s.conns {
 		if c == nil {
 			continue
@@ -148,7 +177,8 @@ func (s *Server) Stats() Stats {
 
 // Serve answers requests until ctx ends or Close is called; it then closes the sockets,
 // waits for its read loops and returns nil (ctx) or ErrClosed (Close). A socket read error
-// other than closure stops the server and is returned.
+// other than closure (ENOBUFS, ICMP errors reported on the socket, a deadline) is counted
+// and waited out with a capped back-off: it does not stop the server.
 func (s *Server) Serve(ctx context.Context) error {
 	errc := make(chan error, numSlots)
 	for i, c := range s.conns {
@@ -177,6 +207,7 @@ func (s *Server) Serve(ctx context.Context) error {
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.closed)
+		s.cancel()
 		for _, c := range s.conns {
 			if c != nil {
 				c.Close()
@@ -188,26 +219,22 @@ func (s *Server) Close() error {
 
 func (s *Server) readLoop(in Slot, c net.PacketConn) error {
 	buf := make([]byte, maxDatagram)
+	var bo serve.AcceptBackoff
 	for {
 		n, from, err := c.ReadFrom(buf)
 		if err != nil {
-			select {
-			case <-s.closed:
-				return nil
-			default:
-			}
-			if errors.Is(err, net.ErrClosed) {
+			if errors.Is(err, net.ErrClosed) || s.ctx.Err() != nil {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return fmt.Errorf("stunsrv: read on slot %d: %w", in, err)
+			s.m.Inc(MetricReadErrors)
+			s.log.Warn("stunsrv: read failed, retrying", "slot", in, "err", err)
+			bo.Wait(s.ctx)
+			continue
 		}
+		bo.Reset()
 		src, err := addrPort(from)
 		if err != nil {
-			s.dropped.Add(1)
+			s.drop()
 			continue
 		}
 		resp, out, dst, ok := s.Handle(buf[:n], src, in)
@@ -216,9 +243,16 @@ func (s *Server) readLoop(in Slot, c net.PacketConn) error {
 		}
 		if _, err := s.conns[out].WriteTo(resp, net.UDPAddrFromAddrPort(dst)); err != nil {
 			s.writeErrs.Add(1)
-			s.log.Debug("stun write failed", "slot", out, "to", dst, "err", err)
+			s.m.Inc(MetricWriteErrs)
+			s.log.Debug("stunsrv: write failed", "slot", out, "remote", dst.String(), "err", err)
 		}
 	}
+}
+
+// drop counts a datagram dropped silently.
+func (s *Server) drop() {
+	s.dropped.Add(1)
+	s.m.Inc(MetricGarbage)
 }
 
 func addrPort(a net.Addr) (netip.AddrPort, error) {
