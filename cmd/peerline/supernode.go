@@ -146,6 +146,9 @@ func relayConfig(c *cli.Context, advertise string) (*relay.Config, error) {
 	return &relay.Config{
 		Listen: listen, PublicIP: ap.Addr(), MaxAllocsPerUser: c.Int("turn-quota-allocs"),
 		UserBandwidth: c.Int("turn-quota-kbps") * 1000 / 8, AllowPrivatePeers: c.Bool("turn-allow-private-peers"),
+		// A quarter of the descriptors, beside the control connections' half: a flood
+		// of TURN-over-TCP connections is shed before it takes the supernode's.
+		TCPMaxConns: connBudget(relay.DefaultTCPMaxConns, 1, 4),
 	}, nil
 }
 
