@@ -91,6 +91,7 @@ type target struct {
 	root                       string
 	ls, sn, relay              *proc
 	lsAddr, metrics, snAddr    string
+	relayMetrics               string
 	turnAddr, relayAddr, snDir string
 	stunAddr                   string
 	key                        ed25519.PublicKey
@@ -116,8 +117,9 @@ func startTarget(t *testing.T) *target {
 	tg.lsAddr, tg.metrics, tg.relayAddr = freeAddr(t), freeAddr(t), freeAddr(t)
 	tg.ls = startLimited(t, "loginsrv", append([]string{"loginsrv", "--data", lsDir, "--listen", tg.lsAddr,
 		"--metrics-listen", tg.metrics, "--heartbeat", "1s", "--relay", tg.relayAddr}, fastArgon...)...)
+	tg.relayMetrics = freeAddr(t)
 	tg.relay = startLimited(t, "relay", "relay", "--data", filepath.Join(tg.root, "relay"), "--listen", tg.relayAddr,
-		"--secret-file", turnSecret, "--allow-private-peers", "--listeners", "1")
+		"--secret-file", turnSecret, "--allow-private-peers", "--listeners", "1", "--metrics-listen", tg.relayMetrics)
 	waitListening(t, tg.lsAddr)
 	waitListening(t, tg.relayAddr)
 	tg.snAddr, tg.turnAddr = freeAddr(t), freeAddr(t)
@@ -517,21 +519,22 @@ func udpFlood(addr string, froms []string, d time.Duration, max int) (sent, got 
 	return s.Load(), g.Load()
 }
 
-// loginCounters reads the login server's counters from its metrics endpoint.
-func (tg *target) loginCounters(t *testing.T) map[string]uint64 {
+// promCounters reads the counters prefix_<name>_total a process serves at
+// http://addr/metrics.
+func promCounters(t *testing.T, addr, prefix string) map[string]uint64 {
 	t.Helper()
-	resp, err := http.Get("http://" + tg.metrics + "/metrics")
+	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
-		t.Fatalf("login server metrics: %v", err)
+		t.Fatalf("metrics at %s: %v", addr, err)
 	}
 	defer resp.Body.Close()
 	out := map[string]uint64{}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) == 2 && strings.HasPrefix(f[0], "peerline_loginsrv_") {
+		if len(f) == 2 && strings.HasPrefix(f[0], prefix) {
 			n, _ := strconv.ParseUint(f[1], 10, 64)
-			out[strings.TrimSuffix(strings.TrimPrefix(f[0], "peerline_loginsrv_"), "_total")] = n
+			out[strings.TrimSuffix(strings.TrimPrefix(f[0], prefix), "_total")] = n
 		}
 	}
 	return out
@@ -563,16 +566,33 @@ type attack struct {
 	run func(t *testing.T, tg *target) []net.Conn
 	// shed names counters of which at least one must have grown (in counters).
 	shed     []string
+	also     []string // counters that must all have grown as well
 	counters func(t *testing.T, tg *target) map[string]uint64
-	maxLog   int64 // bytes the log may grow by during the attack
+	maxLog   int64         // bytes the log may grow by during the attack
+	hold     time.Duration // how long the attack lasts; 0 = 4 s
+	// check, if set, looks at what the attack held at its end, before it is released.
+	check func(t *testing.T, held []net.Conn)
+}
+
+// relayIdleHold outlasts the relays' idle timeout for TCP connections (10 s).
+const relayIdleHold = 12 * time.Second
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func loginProc(tg *target) *proc { return tg.ls }
 func snProc(tg *target) *proc    { return tg.sn }
 func relayProc(tg *target) *proc { return tg.relay }
 
-func loginC(t *testing.T, tg *target) map[string]uint64 { return tg.loginCounters(t) }
-func snC(t *testing.T, tg *target) map[string]uint64    { return tg.snCounters(t) }
+func loginC(t *testing.T, tg *target) map[string]uint64 {
+	return promCounters(t, tg.metrics, "peerline_loginsrv_")
+}
+func relayC(t *testing.T, tg *target) map[string]uint64 {
+	return promCounters(t, tg.relayMetrics, "peerline_relay_")
+}
+func snC(t *testing.T, tg *target) map[string]uint64 { return tg.snCounters(t) }
 
 // garbageResume is a Resume with a credential that does not parse: valid framing, bad
 // credential, as in the flood.
@@ -624,7 +644,22 @@ func attacks() []attack {
 	sn := func(tg *target) string { return tg.snAddr }
 	turnSN := func(tg *target) string { return tg.turnAddr }
 	relay := func(tg *target) string { return tg.relayAddr }
-	lc, sc := loginC, snC
+	lc, sc, rc := loginC, snC, relayC
+	// The relays close a TCP connection without an allocation after 10 s: hold idle
+	// ones past that, and check the relay closed them.
+	idleClosed := func(t *testing.T, held []net.Conn) {
+		open := 0
+		for _, c := range held {
+			c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			if _, err := c.Read(make([]byte, 1)); err != nil && isTimeout(err) {
+				open++
+			}
+		}
+		t.Logf("  %d of %d idle TCP connections still open after %v", open, len(held), relayIdleHold)
+		if open > 0 {
+			t.Errorf("%d idle TCP connections without an allocation still open after %v", open, relayIdleHold)
+		}
+	}
 	return []attack{
 		{name: "login/idle-tls-one-address", proc: loginProc, run: idleTLS(login), shed: []string{"conns_shed_addr"}, counters: lc, maxLog: 16 << 10},
 		{name: "login/idle-tcp-one-address-and-prefix", proc: loginProc, run: idleTCP(login), shed: []string{"conns_shed_prefix"}, counters: lc, maxLog: 16 << 10},
@@ -634,13 +669,17 @@ func attacks() []attack {
 		{name: "supernode/idle-tcp-one-address-and-prefix", proc: snProc, run: idleTCP(sn), shed: []string{"conns_shed_prefix"}, counters: sc, maxLog: 16 << 10},
 		{name: "supernode/descriptor-exhaustion", proc: snProc, run: exhaust(sn), shed: []string{"conns_shed_busy", "conns_shed"}, counters: sc, maxLog: 16 << 10},
 		{name: "supernode/garbage-attach-flood", proc: snProc, run: flood(sn, garbageAttach), shed: []string{"log_suppressed"}, counters: sc, maxLog: 16 << 10},
-		{name: "stun/udp-garbage", proc: snProc, run: udp(sn), counters: sc, maxLog: 16 << 10},
-		{name: "supernode-turn/udp-garbage", proc: snProc, run: udp(turnSN), counters: sc, maxLog: 16 << 10},
-		{name: "supernode-turn/idle-tcp", proc: snProc, run: idleTCP(turnSN), counters: sc, maxLog: 16 << 10},
-		{name: "supernode-turn/descriptor-exhaustion", proc: snProc, run: exhaust(turnSN), counters: sc, maxLog: 16 << 10},
-		{name: "relay/udp-garbage", proc: relayProc, run: udp(relay), maxLog: 16 << 10},
-		{name: "relay/idle-tcp", proc: relayProc, run: idleTCP(relay), maxLog: 16 << 10},
-		{name: "relay/descriptor-exhaustion", proc: relayProc, run: exhaust(relay), maxLog: 16 << 10},
+		{name: "stun/udp-garbage", proc: snProc, run: udp(sn), shed: []string{"stun_garbage"}, counters: sc, maxLog: 16 << 10},
+		{name: "supernode-turn/udp-garbage", proc: snProc, run: udp(turnSN), shed: []string{"turn_bad_packets"}, counters: sc, maxLog: 16 << 10},
+		{name: "supernode-turn/idle-tcp", proc: snProc, run: idleTCP(turnSN), hold: relayIdleHold, check: idleClosed,
+			shed: []string{"tcp_conns_shed_prefix"}, also: []string{"tcp_idle_closed"}, counters: sc, maxLog: 16 << 10},
+		{name: "supernode-turn/descriptor-exhaustion", proc: snProc, run: exhaust(turnSN),
+			shed: []string{"tcp_conns_shed_busy", "tcp_conns_shed", "tcp_accept_errors"}, counters: sc, maxLog: 16 << 10},
+		{name: "relay/udp-garbage", proc: relayProc, run: udp(relay), shed: []string{"turn_bad_packets"}, counters: rc, maxLog: 16 << 10},
+		{name: "relay/idle-tcp", proc: relayProc, run: idleTCP(relay), hold: relayIdleHold, check: idleClosed,
+			shed: []string{"tcp_conns_shed_prefix"}, also: []string{"tcp_idle_closed"}, counters: rc, maxLog: 16 << 10},
+		{name: "relay/descriptor-exhaustion", proc: relayProc, run: exhaust(relay),
+			shed: []string{"tcp_conns_shed_busy", "tcp_conns_shed", "tcp_accept_errors"}, counters: rc, maxLog: 16 << 10},
 	}
 }
 
@@ -686,10 +725,17 @@ func TestAttackEveryListener(t *testing.T) {
 			start := time.Now()
 			held := a.run(t, tg)
 			// Hold what the attack opened for a few rounds of the real user.
-			time.Sleep(max(0, 4*time.Second-time.Since(start)))
+			hold := a.hold
+			if hold == 0 {
+				hold = 4 * time.Second
+			}
+			time.Sleep(max(0, hold-time.Since(start)))
 			logGrowth := p.logSize() - logBefore
 			close(stop)
 			pl := <-res
+			if a.check != nil {
+				a.check(t, held)
+			}
 			closeAll(held)
 			t.Logf("  %d connections held; real user: %d rounds, %d failed at first try, %d lost; log grew %d bytes",
 				len(held), pl.rounds, pl.firstTryFails, pl.lost, logGrowth)
@@ -715,7 +761,7 @@ func TestAttackEveryListener(t *testing.T) {
 				for k, v := range after {
 					if v > before[k] && (strings.Contains(k, "shed") || strings.Contains(k, "suppressed") ||
 						strings.Contains(k, "timeout") || strings.Contains(k, "error") || strings.Contains(k, "invalid") ||
-						strings.Contains(k, "garbage") || strings.Contains(k, "idle") || strings.Contains(k, "unauth")) {
+						strings.Contains(k, "garbage") || strings.Contains(k, "idle") || strings.Contains(k, "auth") || strings.Contains(k, "bad")) {
 						grew[k] = v - before[k]
 					}
 				}
@@ -727,6 +773,11 @@ func TestAttackEveryListener(t *testing.T) {
 					}
 					if !ok {
 						t.Errorf("none of %v grew during the attack", a.shed)
+					}
+				}
+				for _, k := range a.also {
+					if grew[k] == 0 {
+						t.Errorf("%s did not grow during the attack", k)
 					}
 				}
 			}
