@@ -95,7 +95,6 @@ type target struct {
 	turnAddr, relayAddr, snDir string
 	stunAddr                   string
 	key                        ed25519.PublicKey
-	snID                       string
 	peer                       *net.UDPConn // the real user's correspondent, behind the relays
 	seq                        atomic.Int64
 }
@@ -321,14 +320,15 @@ func (tg *target) relayOnce(from, addr string, cr proto.TurnCred, tcp bool) erro
 	}
 }
 
-// probes runs a real-user round once a second until stop is closed, each round retried
-// at most twice (a shed connection is answered at once, so a retry is cheap); it
-// returns the rounds and the first-try failures.
+// probeLog is what the real user met during one attack.
 type probeLog struct {
-	rounds, firstTryFails, lost int
-	errs                        []string
+	rounds, firstTryFails, lost int      // lost: failed three times, or at the attack's end
+	errs                        []string // every failure, with its step
 }
 
+// probes runs a real-user round once a second until stop is closed (at most 60), each
+// round retried at most twice while the attack lasts (a shed connection is closed at
+// once, so a retry is cheap).
 func (tg *target) probes(ctx context.Context, stop <-chan struct{}) *probeLog {
 	var pl probeLog
 	tick := time.NewTicker(time.Second)
@@ -372,8 +372,10 @@ func (tg *target) probes(ctx context.Context, stop <-chan struct{}) *probeLog {
 }
 
 // holdConns opens up to per connections from each address in froms to addr and holds
-// them; with tlsKey set it completes a TLS handshake on each first (idle TLS). It gives
-// up on an address once the server refuses or closes (a shed) or 2 s pass.
+// them; with tlsCfg set it completes a TLS handshake on each first (idle TLS). A
+// connection the server sheds during the handshake, or that takes over 2 s, is not held.
+// (Raw TCP ones the server sheds are held by the test all the same: the kernel accepted
+// them, and the server closed its end.)
 func holdConns(addr string, froms []string, per int, tlsCfg bool) []net.Conn {
 	var mu sync.Mutex
 	var held []net.Conn
