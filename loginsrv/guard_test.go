@@ -134,3 +134,27 @@ func TestBadResumeFloodLogsBounded(t *testing.T) {
 		t.Errorf("log_suppressed = %d, want >= %d", got, 4*perConn-3)
 	}
 }
+
+// TestIdleTimeout closes a logged-in connection that carries nothing for IdleTimeout,
+// and not one that keeps talking.
+func TestIdleTimeout(t *testing.T) {
+	ts := startServer(t, func(c *Config) {
+		c.IdleTimeout, c.HeartbeatInterval = 600*time.Millisecond, 100*time.Millisecond
+	})
+	mustRegister(t, ts, "alice", "correct horse")
+	idle, _ := login(t, ts, newKey(), "alice", "correct horse")
+	busy, _ := login(t, ts, newKey(), "alice", "correct horse")
+	start := time.Now()
+	for i := 0; i < 10; i++ { // 2 s of pings, every 200 ms
+		if _, err := call(t, busy, &proto.Ping{Seq: uint64(i)}); err != nil {
+			t.Fatalf("a connection in use was closed: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	select {
+	case <-idle.Done():
+		t.Logf("idle connection closed; busy one open after %v", time.Since(start).Round(time.Millisecond))
+	default:
+		t.Fatal("a logged-in connection idle for 2 s is still open (IdleTimeout 600ms)")
+	}
+}
