@@ -688,7 +688,7 @@ func attacks() []attack {
 // TestAttackEveryListener runs each attack in turn against one set-up while the real
 // user's rounds go on, then checks that the real user was served throughout, that the
 // attacked listener serves at once after, that the log stayed bounded and that the
-// counters show what was shed.
+// counters show what was shed; at the end, that every server stops on SIGTERM at once.
 func TestAttackEveryListener(t *testing.T) {
 	if testing.Short() {
 		t.Skip("attack test: about a minute and a half")
@@ -784,5 +784,17 @@ func TestAttackEveryListener(t *testing.T) {
 				}
 			}
 		})
+	}
+	// After the attacks every server stops on SIGTERM as it does without them (the
+	// issue saw the relay take 10 s, waiting for read loops pion had ended).
+	for _, p := range []*proc{tg.relay, tg.sn, tg.ls} {
+		start := time.Now()
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+			t.Logf("%s stopped on SIGTERM in %v", p.name, time.Since(start).Round(time.Millisecond))
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s still running 5 s after SIGTERM", p.name)
+		}
 	}
 }
