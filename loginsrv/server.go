@@ -18,6 +18,7 @@ import (
 	"github.com/peerline/peerline/internal/identity"
 	"github.com/peerline/peerline/internal/metrics"
 	"github.com/peerline/peerline/internal/proto"
+	"github.com/peerline/peerline/internal/ratelog"
 	"github.com/peerline/peerline/internal/rpc"
 	"github.com/peerline/peerline/internal/secure"
 	"github.com/peerline/peerline/internal/serve"
@@ -34,11 +35,25 @@ type Config struct {
 	HeartbeatInterval time.Duration      // asked of supernodes; one missing 3 intervals leaves the seed; 0 = 10s
 	SeedSize          int                // supernodes in a host-cache seed; 0 = 200
 	MaxConns          int                // connections served at once, more are shed; 0 = 10000
-	FailsPerName      int                // failed logins per name per FailWindow; 0 = 5
-	FailsPerAddr      int                // failed logins per source address per FailWindow; 0 = 20
-	FailWindow        time.Duration      // 0 = 1 minute
-	Dialer            secure.Dialer      // dials promoted supernodes back; nil = &net.Dialer{}
-	NoPromotion       bool               // refuse to promote clients to supernodes
+	// The admission policy (package serve): no source takes more than its share, and a
+	// connection that has not logged in soon is closed, so that one address or one block
+	// of addresses cannot fill the server while real users are shut out.
+	PerAddr   int // connections at once from one address; 0 = max(MaxConns/100, 16)
+	PerPrefix int // connections at once from one /24 (IPv4) or /64 (IPv6); 0 = max(MaxConns/25, 4*PerAddr)
+	Reserve   int // of MaxConns, slots only sources that authenticated within the last hour get; 0 = MaxConns/10
+	// AuthTimeout closes a connection that has not logged in, resumed or registered a
+	// supernode this long after it was accepted (a registration does not count: it ends
+	// well within it); 0 = 15s, negative = never.
+	AuthTimeout time.Duration
+	// IdleTimeout closes a connection that carried nothing for this long: clients open
+	// another with their credential when they need one; supernodes heartbeat. 0 = 2
+	// minutes, and never less than three heartbeat intervals.
+	IdleTimeout  time.Duration
+	FailsPerName int           // failed logins per name per FailWindow; 0 = 5
+	FailsPerAddr int           // failed logins per source address per FailWindow; 0 = 20
+	FailWindow   time.Duration // 0 = 1 minute
+	Dialer       secure.Dialer // dials promoted supernodes back; nil = &net.Dialer{}
+	NoPromotion  bool          // refuse to promote clients to supernodes
 	// RelaySecret keys the TURN credentials the server issues: standalone relays (Relays)
 	// share it, each supernode's relay gets its own secret derived from it at admission.
 	// Empty = no TURN credentials are issued and supernodes run no relay.
@@ -75,6 +90,13 @@ func (c *Config) setDefaults() error {
 	if c.MaxConns <= 0 {
 		c.MaxConns = 10000
 	}
+	if c.AuthTimeout == 0 {
+		c.AuthTimeout = 15 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 2 * time.Minute
+	}
+	c.IdleTimeout = max(c.IdleTimeout, 3*c.HeartbeatInterval)
 	if c.FailsPerName <= 0 {
 		c.FailsPerName = 5
 	}
@@ -93,6 +115,9 @@ func (c *Config) setDefaults() error {
 	if c.Metrics == nil {
 		c.Metrics = &metrics.Set{}
 	}
+	// A flood of bad requests must not become a flood of log lines: each message is
+	// bounded, and logged once per interval for one source (counted as log_suppressed).
+	c.Logger = ratelog.Wrap(c.Logger, c.Metrics)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -109,6 +134,7 @@ type Server struct {
 	byAddr   *FailLimiter
 	regLimit *FailLimiter
 	members  *members
+	gate     *serve.Gate
 }
 
 // New checks cfg and returns a server.
@@ -129,6 +155,10 @@ func New(cfg Config) (*Server, error) {
 		byAddr:   NewFailLimiter(cfg.FailsPerAddr, cfg.FailWindow, 100_000, cfg.Now),
 		regLimit: NewFailLimiter(20, time.Minute, 100_000, cfg.Now),
 		members:  newMembers(),
+		gate: serve.NewGate(serve.Config{
+			Max: cfg.MaxConns, PerAddr: cfg.PerAddr, PerPrefix: cfg.PerPrefix, Reserve: cfg.Reserve,
+			AuthTimeout: cfg.AuthTimeout, Counter: cfg.Metrics, Now: cfg.Now,
+		}),
 	}, nil
 }
 
@@ -144,7 +174,7 @@ func (s *Server) Hasher() *Hasher { return s.cfg.Hasher }
 // Serve accepts control connections on ln until ctx ends, then closes ln and waits for
 // every connection to finish.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	return serve.Accept(ctx, ln, s.cfg.MaxConns, s.m, s.serveConn)
+	return s.gate.Serve(ctx, ln, s.serveConn)
 }
 
 func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
@@ -157,7 +187,7 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	sess := &session{s: s, remote: remoteHost(nc.RemoteAddr()), peerKey: key}
 	c := rpc.New(tc, rpc.Options{
 		Handler:     sess,
-		IdleTimeout: 5 * time.Minute,
+		IdleTimeout: s.cfg.IdleTimeout,
 		Counter:     s.m,
 		Logger:      s.log,
 	})
@@ -306,7 +336,7 @@ func (s *Server) register(ctx context.Context, ss *session, m *proto.Register) (
 	}
 	s.regLimit.Fail(ss.remote) // counts registrations, not failures
 	s.m.Inc("registrations")
-	s.log.Info("registered", "user", m.Name, "remote", ss.remote)
+	s.log.Info("registered", "user", m.Name, "from", ss.remote) // "from": not limited per source, as successes are not problems
 	return &proto.OK{}, nil
 }
 
@@ -389,7 +419,7 @@ func (s *Server) resume(ctx context.Context, ss *session, m *proto.Resume) (prot
 		return nil, proto.ErrCredExpired
 	case err != nil:
 		s.m.Inc("cred_invalid")
-		s.log.Info("bad credential", "remote", ss.remote, "err", err)
+		s.log.Info("bad credential", "remote", ss.remote, "err", err) // once per interval per source
 		return nil, proto.ErrCredInvalid.With("%v", err)
 	}
 	if _, err := s.cfg.Store.User(ctx, cred.Name); errors.Is(err, ErrNoSuchUser) {
@@ -614,7 +644,7 @@ func (s *Server) snRegister(ctx context.Context, ss *session, m *proto.SNRegiste
 	serve.Authenticated(ctx)
 	s.members.upsert(proto.SupernodeInfo{ID: id, Addr: m.Addr, Since: m.Since}, ss, now)
 	s.m.Inc("sn_registrations")
-	s.log.Info("supernode admitted", "id", id, "addr", m.Addr, "remote", ss.remote)
+	s.log.Info("supernode admitted", "id", id, "advertised", m.Addr, "from", ss.remote)
 	ok := &proto.SNRegisterOK{Credential: cred, HeartbeatInterval: s.cfg.HeartbeatInterval.Milliseconds()}
 	if len(s.cfg.RelaySecret) > 0 {
 		ok.RelaySecret = turncred.Derive(s.cfg.RelaySecret, id)

@@ -137,7 +137,7 @@ func (sn *Supernode) attach(ctx context.Context, h *handler, a *proto.Attach) (p
 		old.conn.Close() // the same user attached again: the newer session wins
 	}
 	sn.m.Inc("attaches")
-	sn.log.Info("client attached", "user", cred.Name, "remote", h.remote)
+	sn.log.Info("client attached", "user", cred.Name, "from", h.remote) // "from": a success is not limited per source
 	ok := &proto.AttachOK{Credential: own, Since: sn.since, KeepAliveMs: sn.cfg.KeepAlive.Milliseconds()}
 	ok.TURN = sn.TURNAddr()
 	if c := sn.cfg.STUN[0]; c != nil {

@@ -30,6 +30,7 @@ import (
 	"github.com/peerline/peerline/internal/index"
 	"github.com/peerline/peerline/internal/metrics"
 	"github.com/peerline/peerline/internal/proto"
+	"github.com/peerline/peerline/internal/ratelog"
 	"github.com/peerline/peerline/internal/rpc"
 	"github.com/peerline/peerline/internal/secure"
 	"github.com/peerline/peerline/internal/serve"
@@ -57,11 +58,20 @@ type Config struct {
 	TestHookForward func(*proto.Deliver)
 	Dialer          secure.Dialer // nil = &net.Dialer{}
 	KeepAlive       time.Duration // how often clients should ping; a client silent for 3 periods is dropped; 0 = 20s
-	MaxClients      int           // attached clients at once, more are shed; 0 = 5000
-	Replicas        int           // holders of each user record; 0 = 3
-	CacheTTL        time.Duration // how long lookup results are cached here; 0 = 5s, negative = off
-	SuspectTime     time.Duration // how long an unreachable member is left out of holder sets; 0 = 10s
-	MaxPeers        int           // connections kept to other supernodes at most; 0 = 128
+	MaxClients      int           // connections (clients and other supernodes) at once, more are shed; 0 = 5000
+	// The admission policy of the control listener (package serve): no source takes more
+	// than its share, and a connection that has not attached (or, from another supernode,
+	// said hello) soon is closed.
+	PerAddr   int // connections at once from one address; 0 = max(MaxClients/100, 16)
+	PerPrefix int // connections at once from one /24 (IPv4) or /64 (IPv6); 0 = max(MaxClients/25, 4*PerAddr)
+	Reserve   int // of MaxClients, slots only sources that authenticated within the last hour get; 0 = MaxClients/10
+	// AuthTimeout closes a connection that has not attached or said hello this long after
+	// it was accepted; 0 = 15s, negative = never.
+	AuthTimeout time.Duration
+	Replicas    int           // holders of each user record; 0 = 3
+	CacheTTL    time.Duration // how long lookup results are cached here; 0 = 5s, negative = off
+	SuspectTime time.Duration // how long an unreachable member is left out of holder sets; 0 = 10s
+	MaxPeers    int           // connections kept to other supernodes at most; 0 = 128
 	// PeerIdle closes a connection to another supernode that carried nothing for this
 	// long; 0 = 2×KeepAlive, so the holders this supernode publishes to every period
 	// stay connected.
@@ -97,6 +107,7 @@ type Supernode struct {
 	// runCtx is Run's context, for work that outlives a request (set before serving).
 	runCtx context.Context
 	demote context.CancelFunc // ends Run: overload demotion
+	gate   *serve.Gate        // admission to the control listener
 
 	mu         sync.Mutex // mu protects the following fields
 	cred       []byte     // supernode credential; nil until admitted
@@ -169,6 +180,10 @@ func New(cfg Config) (*Supernode, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = &metrics.Set{}
 	}
+	// A flood of bad requests must not become a flood of log lines: each message is
+	// bounded, and logged once per interval for one source (counted as log_suppressed).
+	// The relay and STUN service log through the same limits.
+	cfg.Logger = ratelog.Wrap(cfg.Logger, cfg.Metrics)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -191,6 +206,10 @@ func New(cfg Config) (*Supernode, error) {
 		creds:   identity.NewCache(cfg.LoginKey, 0),
 		clients: make(map[string]*client),
 		runCtx:  context.Background(),
+		gate: serve.NewGate(serve.Config{
+			Max: cfg.MaxClients, PerAddr: cfg.PerAddr, PerPrefix: cfg.PerPrefix, Reserve: cfg.Reserve,
+			AuthTimeout: cfg.AuthTimeout, Counter: cfg.Metrics, Now: cfg.Now,
+		}),
 	}
 	sn.initOverlay()
 	return sn, nil
@@ -278,7 +297,7 @@ func (sn *Supernode) Run(ctx context.Context, ln net.Listener) error {
 		go srv.Serve(ctx)
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- serve.Accept(ctx, ln, sn.cfg.MaxClients, sn.m, sn.serveConn) }()
+	go func() { serveErr <- sn.gate.Serve(ctx, ln, sn.serveConn) }()
 	if err := sn.registerLoop(ctx); err != nil {
 		cancel()
 		<-serveErr

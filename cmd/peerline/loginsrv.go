@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -152,6 +153,7 @@ func runLoginsrv(c *cli.Context) error {
 		Relays:            c.StringSlice("relay"),
 		CredentialTTL:     c.Duration("cred-ttl"),
 		HeartbeatInterval: c.Duration("heartbeat"),
+		MaxConns:          connBudget(10000, 3, 4),
 		Logger:            log,
 	})
 	if err != nil {
@@ -177,6 +179,18 @@ func runLoginsrv(c *cli.Context) error {
 		go hs.Serve(mln)
 		defer hs.Close()
 	}
-	log.Info("login server listening", "addr", ln.Addr().String(), "login_key", st.PublicKey, "data", st.Dir)
+	log.Info("login server listening", "addr", ln.Addr().String(), "login_key", st.PublicKey, "data", st.Dir, "max_conns", connBudget(10000, 3, 4))
 	return srv.Serve(c.Context, ln)
+}
+
+// connBudget is how many connections a server admits: def, or num/den of the descriptors
+// the process may open (RLIMIT_NOFILE) when that is fewer. A flood is then shed by the
+// admission policy, which keeps slots for sources that authenticated, before the
+// descriptors run out and every accept fails, real users' too.
+func connBudget(def, num, den int) int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur == 0 {
+		return def
+	}
+	return int(max(1, min(uint64(def), rl.Cur*uint64(num)/uint64(den))))
 }

@@ -73,6 +73,7 @@ func runRelay(c *cli.Context) error {
 		MaxAllocsPerUser:  c.Int("quota-allocs"),
 		UserBandwidth:     c.Int("quota-kbps") * 1000 / 8,
 		AllowPrivatePeers: c.Bool("allow-private-peers"),
+		TCPMaxConns:       connBudget(relay.DefaultTCPMaxConns, 3, 4), // shed before descriptors run out
 		Logger:            log,
 	}
 	var err error

@@ -120,6 +120,9 @@ func runSupernode(c *cli.Context) error {
 		Key: key, Name: c.String("name"), Advertise: adv,
 		LoginAddr: ls.Addr, LoginKey: ls.Key, AdmitSecret: secret,
 		KeepAlive: c.Duration("keepalive"), Logger: log, Metrics: m,
+		// Half the descriptors at most: the relay's sockets and the connections to other
+		// supernodes need the rest.
+		MaxClients: connBudget(5000, 1, 2),
 	})
 	if err != nil {
 		ln.Close()
@@ -173,6 +176,9 @@ func relayConfig(c *cli.Context, advertise string) (*relay.Config, error) {
 	return &relay.Config{
 		Listen: listen, PublicIP: ap.Addr(), MaxAllocsPerUser: c.Int("turn-quota-allocs"),
 		UserBandwidth: c.Int("turn-quota-kbps") * 1000 / 8, AllowPrivatePeers: c.Bool("turn-allow-private-peers"),
+		// A quarter of the descriptors, beside the control connections' half: a flood
+		// of TURN-over-TCP connections is shed before it takes the supernode's.
+		TCPMaxConns: connBudget(relay.DefaultTCPMaxConns, 1, 4),
 	}, nil
 }
 
