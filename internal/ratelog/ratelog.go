@@ -31,6 +31,14 @@ type Options struct {
 // per-message limit applies until the window turns.
 const maxSources = 4096
 
+// maxMessages bounds the message windows: past it (messages built at run time, such as a
+// library's formatted lines), every new message shares one window, so the bound on log
+// growth holds for them too.
+const maxMessages = 1024
+
+// overflowKey is the window of the messages past maxMessages.
+const overflowKey = "\x00other messages"
+
 // New returns a handler that passes to next what the limits allow.
 func New(next slog.Handler, o Options) slog.Handler {
 	if o.Burst <= 0 {
@@ -115,15 +123,24 @@ func (st *state) admit(r slog.Record) (bool, *slog.Record) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	var summary *slog.Record
-	w := st.msgs[r.Message]
+	key := r.Message
+	w := st.msgs[key]
+	if w == nil && len(st.msgs) >= maxMessages {
+		key = overflowKey
+		w = st.msgs[key]
+	}
 	if w == nil {
 		w = &window{start: now}
-		st.msgs[r.Message] = w
+		st.msgs[key] = w
 	}
 	if now.Sub(w.start) >= st.o.Interval {
 		if w.suppressed > 0 {
 			s := slog.NewRecord(now, w.level, "log lines suppressed", 0)
-			s.AddAttrs(slog.String("msg", r.Message), slog.Uint64("count", w.suppressed), slog.Duration("interval", now.Sub(w.start).Round(time.Millisecond)))
+			what := key
+			if key == overflowKey {
+				what = "(other messages)"
+			}
+			s.AddAttrs(slog.String("msg", what), slog.Uint64("count", w.suppressed), slog.Duration("interval", now.Sub(w.start).Round(time.Millisecond)))
 			summary = &s
 		}
 		*w = window{start: now}

@@ -2,6 +2,7 @@ package ratelog
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -95,5 +96,19 @@ func TestWrapOnce(t *testing.T) {
 	}
 	if Wrap(nil, nil) != nil {
 		t.Fatal("Wrap(nil) is not nil")
+	}
+}
+
+func TestMessagesFormattedAtRunTimeStayBounded(t *testing.T) {
+	log, buf, _, m := newTest(5)
+	for i := range 3 * maxMessages {
+		log.Debug(fmt.Sprintf("pion: packet %d dropped", i))
+	}
+	got := len(lines(buf))
+	if got > maxMessages+5 {
+		t.Fatalf("%d lines passed for %d distinct messages, bound %d", got, 3*maxMessages, maxMessages+5)
+	}
+	if m.Get("log_suppressed") == 0 {
+		t.Fatal("nothing counted as suppressed")
 	}
 }
