@@ -346,6 +346,15 @@ func (w *walker) expect(l cmdLine, o out, code int, want ...string) {
 	}
 }
 
+// expectRe is expect with a regular expression that stdout must match.
+func (w *walker) expectRe(l cmdLine, o out, code int, re string) {
+	w.t.Helper()
+	w.expect(l, o, code)
+	if !regexp.MustCompile(re).MatchString(o.stdout) {
+		w.fail(l, "stdout does not match %q\nstdout: %s\nstderr: %s", re, o.stdout, o.stderr)
+	}
+}
+
 // ctlJSON asks a running client or supernode for a command's JSON, as a test, not a line.
 func (w *walker) ctlJSON(args ...string) (map[string]any, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -487,12 +496,15 @@ func (w *walker) do(l cmdLine) {
 		}
 		q := pos[0]
 		name := strings.TrimSuffix(q, "*")
-		if q == name {
-			w.expect(l, o, 0, name+" is online")
-		} else if strings.Contains(args, "--json") {
-			w.expect(l, o, 0, `"name": "bob"`)
-		} else {
-			w.expect(l, o, 0, "bob")
+		// Exact and prefix search must agree that bob is online, and say the overlay
+		// told them so.
+		switch {
+		case strings.Contains(args, "--json"):
+			w.expect(l, o, 0, `"name": "bob"`, `"online": true`)
+		case q == name:
+			w.expectRe(l, o, 0, `(?m)^`+regexp.QuoteMeta(name)+`\s+online at supernode .*\[overlay`)
+		default:
+			w.expectRe(l, o, 0, `(?m)^bob\s+online at supernode .*\[overlay`)
 		}
 	case cmd == "msg":
 		to := positionals(args)[0]
