@@ -840,8 +840,8 @@ func (c *Client) Reject(ctx context.Context, id string) error {
 
 // Hangup ends the call in progress (id "" = any): an outgoing call that still rings is
 // cancelled (the callee stops ringing and counts a missed call), an incoming one that
-// rings is rejected.
-func (c *Client) Hangup(id string) error {
+// rings is rejected, and rejected says so.
+func (c *Client) Hangup(id string) (rejected bool, err error) {
 	c.mu.Lock()
 	var k *call
 	for _, x := range c.calls {
@@ -852,9 +852,9 @@ func (c *Client) Hangup(id string) error {
 	c.mu.Unlock()
 	if k == nil {
 		if id == "" {
-			return callErr(ErrNoSuchCall, "no call is in progress or ringing")
+			return false, callErr(ErrNoSuchCall, "no call is in progress or ringing")
 		}
-		return callErr(ErrNoSuchCall, "no call %s", id)
+		return false, callErr(ErrNoSuchCall, "no call %s", id)
 	}
 	k.mu.Lock()
 	incomingRinging := !k.outgoing && k.state == "ringing"
@@ -863,10 +863,10 @@ func (c *Client) Hangup(id string) error {
 	if incomingRinging {
 		ctx, cancel := context.WithTimeout(c.runCtx(), 5*time.Second)
 		defer cancel()
-		return c.Reject(ctx, k.id)
+		return true, c.Reject(ctx, k.id)
 	}
 	k.peerHungUp() // ends our session (or the ringing in Call); the peer is then told
-	return nil
+	return false, nil
 }
 
 // Hold puts the call in progress (id "" = any) on hold, or takes it off: on hold the

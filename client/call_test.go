@@ -301,7 +301,7 @@ func TestCallHangupByCallee(t *testing.T) {
 			t.Error(err)
 			return
 		}
-		if err := b.Hangup(""); err != nil {
+		if _, err := b.Hangup(""); err != nil {
 			t.Errorf("hangup: %v", err)
 		}
 	}()

@@ -229,7 +229,7 @@ func TestCallsListsActiveCalls(t *testing.T) {
 	if act.Peer != "bob" || !act.Outgoing || act.Result != "in progress" || act.Media.FramesSent == 0 || act.DurationMs <= 0 || act.StartedAt.IsZero() {
 		t.Fatalf("active call: %+v", act)
 	}
-	if err := a.Hangup(""); err != nil {
+	if _, err := a.Hangup(""); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -250,7 +250,11 @@ func (c *Client) handleControl(ctx context.Context, r ctl.Request) (any, error) 
 		if len(r.Args) > 0 {
 			id = r.Args[0]
 		}
-		return map[string]string{"hung_up": id}, c.Hangup(id)
+		rejected, err := c.Hangup(id)
+		if rejected {
+			return map[string]string{"rejected": id}, err
+		}
+		return map[string]string{"hung_up": id}, err
 	case CmdHold:
 		if len(r.Args) < 1 || (r.Args[0] != "on" && r.Args[0] != "off") {
 			return nil, proto.ErrBadRequest.With("hold takes on or off, then an optional call id")

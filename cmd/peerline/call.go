@@ -88,7 +88,7 @@ func hangupCommand() *cli.Command {
 			if c.Bool("json") {
 				return printJSON(c.App.Writer, out)
 			}
-			if cmd == client.CmdReject {
+			if _, rejected := out["rejected"]; rejected {
 				fmt.Fprintln(c.App.Writer, "rejected")
 			} else {
 				fmt.Fprintln(c.App.Writer, "hung up")

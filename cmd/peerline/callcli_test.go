@@ -150,7 +150,7 @@ func TestCallControlWording(t *testing.T) {
 		return done
 	}
 	done := ring()
-	wantOK(t, peerlineCLI(ctx, "hangup", "--data", bob), "bob's hangup of the ringing call", "hung up\n")
+	wantOK(t, peerlineCLI(ctx, "hangup", "--data", bob), "bob's hangup of the ringing call", "rejected\n")
 	wantErr(t, waitCLI(t, done, "the rejected call"), "rejected call", "bob rejected the call")
 
 	// alice hangs up while it rings: bob's phone stops, and he has a missed call.
