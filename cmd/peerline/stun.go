@@ -14,6 +14,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/peerline/peerline/internal/metrics"
+	"github.com/peerline/peerline/internal/serve"
 	"github.com/peerline/peerline/internal/stunsrv"
 )
 
@@ -63,7 +65,8 @@ func stunCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("%w (the addresses come from --primary, --alt and --alt-port)", err)
 			}
-			srv, err := stunsrv.New(stunsrv.Config{Conns: conns, Software: c.String("software"), Logger: log})
+			m := new(metrics.Set)
+			srv, err := stunsrv.New(stunsrv.Config{Conns: conns, Software: c.String("software"), Logger: log, Metrics: m})
 			if err != nil {
 				for _, pc := range conns {
 					if pc != nil {
@@ -81,7 +84,7 @@ func stunCommand() *cli.Command {
 					srv.Close()
 					return fmt.Errorf("--primary %s: STUN over TCP: %w (or give --no-tcp)", primary, err)
 				}
-				go serveSTUNTCP(c.Context, tcpLn, srv, log)
+				go serveSTUNTCP(c.Context, tcpLn, srv, m)
 			}
 			var addrs []string
 			for _, a := range srv.Addrs() {
@@ -92,7 +95,7 @@ func stunCommand() *cli.Command {
 			log.Info("stun server listening", "rfc5780", srv.RFC5780(), "addrs", addrs)
 			err = srv.Serve(c.Context)
 			st := srv.Stats()
-			log.Info("stun server stopped", "requests", st.Requests, "errors", st.Errors, "dropped", st.Dropped)
+			log.Info("stun server stopped", "requests", st.Requests, "errors", st.Errors, "dropped", st.Dropped, "counters", m.Snapshot())
 			return err
 		},
 	}
@@ -106,40 +109,14 @@ const (
 )
 
 // serveSTUNTCP answers one Binding request per TCP connection on ln until ctx ends.
-func serveSTUNTCP(ctx context.Context, ln net.Listener, srv *stunsrv.Server, log *slog.Logger) {
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
-	sem := make(chan struct{}, stunTCPMaxConns)
-	var delay time.Duration
-	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// Out of descriptors and the like: back off and go on, as net/http does.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			log.Warn("stun: accept failed; retrying", "err", err, "in", delay)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(delay):
-			}
-			continue
-		}
-		delay = 0
-		select {
-		case sem <- struct{}{}:
-		default:
-			conn.Close()
-			continue
-		}
-		go func() {
-			defer func() { <-sem }()
-			defer conn.Close()
-			answerSTUNTCP(conn, srv)
-		}()
-	}
+func serveSTUNTCP(ctx context.Context, ln net.Listener, srv *stunsrv.Server, m metrics.Counter) {
+	// Nobody authenticates to STUN: no reserved slots, and answerSTUNTCP's own deadline
+	// bounds each connection. One address may hold an eighth of the slots.
+	gate := serve.NewGate(serve.Config{
+		Max: stunTCPMaxConns, PerAddr: stunTCPMaxConns / 8, PerPrefix: stunTCPMaxConns / 2,
+		Reserve: -1, AuthTimeout: -1, Counter: m,
+	})
+	gate.Serve(ctx, ln, func(_ context.Context, conn net.Conn) { answerSTUNTCP(conn, srv) })
 }
 
 // answerSTUNTCP reads one STUN message (20-byte header, then the length it gives) and

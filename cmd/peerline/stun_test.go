@@ -14,6 +14,7 @@ import (
 	"github.com/pion/stun/v3"
 
 	"github.com/peerline/peerline/internal/fuzzseed"
+	"github.com/peerline/peerline/internal/metrics"
 	"github.com/peerline/peerline/internal/stunsrv"
 )
 
@@ -35,7 +36,8 @@ func TestSTUNOverTCP(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go serveSTUNTCP(ctx, ln, srv, slog.New(slog.DiscardHandler))
+	m := new(metrics.Set)
+	go serveSTUNTCP(ctx, ln, srv, m)
 
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
@@ -73,6 +75,32 @@ func TestSTUNOverTCP(t *testing.T) {
 	var ne net.Error
 	if n != 0 || err == nil || errors.As(err, &ne) && ne.Timeout() {
 		t.Fatalf("garbage answered: %d bytes, %v", n, err)
+	}
+
+	// One address holds at most an eighth of the slots: idle connections from 127.0.1.1
+	// beyond that are shed, and the user on 127.0.0.1 is still answered.
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.1.1")}}
+	for range 2 * stunTCPMaxConns {
+		ic, err := d.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ic.Close()
+	}
+	u, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	u.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := u.Write(req.Raw); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readSTUNTCP(u); err != nil {
+		t.Fatalf("the user was not answered while one address held idle connections: %v", err)
+	}
+	if shed := m.Get("conns_shed_addr"); shed < stunTCPMaxConns {
+		t.Fatalf("conns_shed_addr = %d, want at least %d", shed, stunTCPMaxConns)
 	}
 }
 

@@ -37,7 +37,7 @@ type Config struct {
 	Max         int              // connections at once; 0 = 10000
 	PerAddr     int              // connections at once from one address; 0 = max(Max/100, 16)
 	PerPrefix   int              // from one /24 or /64; 0 = max(Max/25, 4*PerAddr)
-	Reserve     int              // slots for sources that authenticated recently; 0 = Max/10
+	Reserve     int              // slots for sources that authenticated recently; 0 = Max/10; <0 = none
 	AuthTimeout time.Duration    // a connection must authenticate within this; 0 = 15 s; <0 = no limit
 	GoodFor     time.Duration    // how long an authenticated source counts as good; 0 = 1 h
 	Counter     metrics.Counter  // where shed connections are counted; nil = not counted
@@ -54,8 +54,11 @@ func (c *Config) setDefaults() {
 	if c.PerPrefix <= 0 {
 		c.PerPrefix = max(c.Max/25, 4*c.PerAddr)
 	}
-	if c.Reserve <= 0 {
+	switch {
+	case c.Reserve == 0:
 		c.Reserve = c.Max / 10
+	case c.Reserve < 0:
+		c.Reserve = 0 // a service nobody authenticates to
 	}
 	if c.AuthTimeout == 0 {
 		c.AuthTimeout = 15 * time.Second
