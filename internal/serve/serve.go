@@ -351,12 +351,6 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener, handle func(context.C
 	}
 }
 
-// Accept serves ln with a gate of at most maxConns connections and the default policy
-// otherwise. See Gate.Serve.
-func Accept(ctx context.Context, ln net.Listener, maxConns int, m metrics.Counter, handle func(context.Context, net.Conn)) error {
-	return NewGate(Config{Max: maxConns, Counter: m}).Serve(ctx, ln, handle)
-}
-
 // Temporary reports whether an Accept error is one a server should wait out and go on
 // after: descriptor exhaustion, a connection aborted before it was accepted, a timeout,
 // or lack of memory. Any other error (the listener closed) ends the loop.
