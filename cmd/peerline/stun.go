@@ -14,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/peerline/peerline/internal/serve"
 	"github.com/peerline/peerline/internal/stunsrv"
 )
 
@@ -110,7 +111,7 @@ func serveSTUNTCP(ctx context.Context, ln net.Listener, srv *stunsrv.Server, log
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	sem := make(chan struct{}, stunTCPMaxConns)
-	var delay time.Duration
+	var bo serve.AcceptBackoff
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -118,16 +119,13 @@ func serveSTUNTCP(ctx context.Context, ln net.Listener, srv *stunsrv.Server, log
 				return
 			}
 			// Out of descriptors and the like: back off and go on, as net/http does.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			log.Warn("stun: accept failed; retrying", "err", err, "in", delay)
-			select {
-			case <-ctx.Done():
+			log.Warn("stun: accept failed; retrying", "err", err)
+			if !bo.Wait(ctx) {
 				return
-			case <-time.After(delay):
 			}
 			continue
 		}
-		delay = 0
+		bo.Reset()
 		select {
 		case sem <- struct{}{}:
 		default:
