@@ -731,14 +731,7 @@ func (c *Client) Active() []CallReport {
 // Answer answers a ringing call (id "" = the one ringing) and runs it to its end.
 func (c *Client) Answer(ctx context.Context, id string, opts CallOptions) (CallReport, error) {
 	start := time.Now()
-	var k *call
-	if id == "" {
-		k = c.ringingCall()
-	} else {
-		c.mu.Lock()
-		k = c.calls[id]
-		c.mu.Unlock()
-	}
+	k := c.callToAnswer(id)
 	// Until a call is found the report names none: nothing of it is kept.
 	rep := CallReport{StartedAt: c.cfg.Now()}
 	switch {
@@ -791,6 +784,17 @@ func (c *Client) Answer(ctx context.Context, id string, opts CallOptions) (CallR
 	return c.runMedia(cctx, k, l, key, inv, opts, rep, start)
 }
 
+// callToAnswer returns the call id names, or an incoming call that rings for id "", or
+// nil: the call Answer or Reject acts on.
+func (c *Client) callToAnswer(id string) *call {
+	if id == "" {
+		return c.ringingCall()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.calls[id]
+}
+
 // ringingCall returns an incoming call that rings, or nil.
 func (c *Client) ringingCall() *call {
 	c.mu.Lock()
@@ -808,14 +812,7 @@ func (c *Client) ringingCall() *call {
 
 // Reject refuses a ringing call (id "" = the one ringing).
 func (c *Client) Reject(ctx context.Context, id string) error {
-	var k *call
-	if id == "" {
-		k = c.ringingCall()
-	} else {
-		c.mu.Lock()
-		k = c.calls[id]
-		c.mu.Unlock()
-	}
+	k := c.callToAnswer(id)
 	if k == nil || k.outgoing {
 		if id == "" {
 			return ErrNothingRinging
