@@ -64,16 +64,12 @@ func (c *Config) setDefaults() {
 		c.GoodFor = time.Hour
 	}
 	if c.Counter == nil {
-		c.Counter = nopCounter{}
+		c.Counter = metrics.Discard
 	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
 }
-
-type nopCounter struct{}
-
-func (nopCounter) Inc(string) {}
 
 // maxGood bounds the set of remembered good sources; the oldest are forgotten first.
 const maxGood = 100000

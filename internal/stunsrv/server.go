@@ -55,10 +55,6 @@ const (
 	MetricReadErrors = "stun_read_errors"  // socket read errors other than closure, waited out
 )
 
-type nopCounter struct{}
-
-func (nopCounter) Inc(string) {}
-
 // Stats counts what a Server did; all fields are cumulative.
 type Stats struct {
 	Requests  uint64 // well-formed Binding requests answered with success
@@ -107,7 +103,7 @@ func New(cfg Config) (*Server, error) {
 		closed:   make(chan struct{}),
 	}
 	if s.m == nil {
-		s.m = nopCounter{}
+		s.m = metrics.Discard
 	}
 	s.log = ratelog.Wrap(cfg.Logger, s.m)
 	if s.log == nil {
