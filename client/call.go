@@ -425,16 +425,11 @@ func (c *Client) locate(ctx context.Context, a *attachment, name string) (index.
 func (c *Client) userExists(ctx context.Context, name string) bool {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	m, err := c.loginCall(dctx, &proto.Directory{Query: name})
+	d, err := c.directory(dctx, name)
 	if err != nil {
 		c.log.Debug("directory unavailable; taking the user as offline", "err", err)
 		return true
 	}
-	d, ok := m.(*proto.DirectoryOK)
-	if !ok {
-		return true
-	}
-	c.m.Inc("searches_directory")
 	for _, e := range d.Results {
 		if e.Name == name {
 			return true
