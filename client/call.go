@@ -511,10 +511,7 @@ func (c *Client) runMedia(ctx context.Context, k *call, l *leg, key [32]byte, re
 	default:
 	}
 	if !peerLeft {
-		hctx, hcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		m := callsig.Msg{T: callsig.THangup, Call: k.id, Reason: callsig.ReasonHangup}
-		c.signal(hctx, k.peer, k.peerBox, &m)
-		hcancel()
+		c.hangupSignal(ctx, k, callsig.ReasonHangup)
 	}
 	rep.Media = s.Stats()
 	rep.Path = string(rep.Media.ActiveKind)
