@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -77,12 +78,16 @@ func stunCommand() *cli.Command {
 			// requests only. It also tells 'peerline nat' that the server is up when
 			// nothing comes back over UDP, i.e. that UDP is blocked on the way.
 			var tcpLn net.Listener
+			tcpDone := make(chan struct{})
 			if !c.Bool("no-tcp") {
 				if tcpLn, err = net.Listen("tcp", primary.String()); err != nil {
 					srv.Close()
 					return fmt.Errorf("--primary %s: STUN over TCP: %w (or give --no-tcp)", primary, err)
 				}
-				go serveSTUNTCP(c.Context, tcpLn, srv, log)
+				go func() {
+					defer close(tcpDone)
+					serveSTUNTCP(c.Context, tcpLn, srv, log)
+				}()
 			}
 			var addrs []string
 			for _, a := range srv.Addrs() {
@@ -92,6 +97,10 @@ func stunCommand() *cli.Command {
 			}
 			log.Info("stun server listening", "rfc5780", srv.RFC5780(), "addrs", addrs)
 			err = srv.Serve(c.Context)
+			if tcpLn != nil {
+				tcpLn.Close() // Serve may end before ctx does
+				<-tcpDone
+			}
 			st := srv.Stats()
 			log.Info("stun server stopped", "requests", st.Requests, "errors", st.Errors, "dropped", st.Dropped)
 			return err
@@ -106,10 +115,14 @@ const (
 	stunTCPMaxMsg   = 1280            // bytes of one request, header included
 )
 
-// serveSTUNTCP answers one Binding request per TCP connection on ln until ctx ends.
+// serveSTUNTCP answers one Binding request per TCP connection on ln until ctx ends or ln
+// is closed, then waits for the connections it is answering (each ends within
+// stunTCPIdle).
 func serveSTUNTCP(ctx context.Context, ln net.Listener, srv *stunsrv.Server, log *slog.Logger) {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	sem := make(chan struct{}, stunTCPMaxConns)
 	var bo serve.AcceptBackoff
 	for {
@@ -132,7 +145,9 @@ func serveSTUNTCP(ctx context.Context, ln net.Listener, srv *stunsrv.Server, log
 			conn.Close()
 			continue
 		}
+		wg.Add(1)
 		go func() {
+			defer wg.Done()
 			defer func() { <-sem }()
 			defer conn.Close()
 			answerSTUNTCP(conn, srv)
