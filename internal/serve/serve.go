@@ -3,15 +3,16 @@
 // slots kept for sources that behaved, back-off on transient accept errors, and an orderly
 // stop.
 //
-// The admission policy, in the order it is applied to each accepted connection:
+// The admission policy, in the order it is applied to each accepted connection (the
+// first rule that refuses it names the counter it is shed under):
 //
-//  1. No more than PerAddr connections at once from one address, nor PerPrefix from one
+//  1. Beyond Max, nobody (conns_shed).
+//  2. No more than PerAddr connections at once from one address, nor PerPrefix from one
 //     /24 (IPv4) or /64 (IPv6): one host, or one attacker's block of addresses, cannot
 //     take more than its share (shed as conns_shed_addr, conns_shed_prefix).
-//  2. Once Max-Reserve connections are open, only sources that authenticated within the
+//  3. Once Max-Reserve connections are open, only sources that authenticated within the
 //     last GoodFor are admitted, into the Reserve slots: during a flood the users who
 //     logged in before it can still log in again (conns_shed_busy).
-//  3. Beyond Max, nobody (conns_shed).
 //
 // A connection that has not called Authenticated within AuthTimeout of being accepted
 // is closed (conns_auth_timeout): a handshake that completes and then idles holds a slot
