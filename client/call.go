@@ -425,16 +425,11 @@ func (c *Client) locate(ctx context.Context, a *attachment, name string) (index.
 func (c *Client) userExists(ctx context.Context, name string) bool {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	m, err := c.loginCall(dctx, &proto.Directory{Query: name})
+	d, err := c.directory(dctx, name)
 	if err != nil {
 		c.log.Debug("directory unavailable; taking the user as offline", "err", err)
 		return true
 	}
-	d, ok := m.(*proto.DirectoryOK)
-	if !ok {
-		return true
-	}
-	c.m.Inc("searches_directory")
 	for _, e := range d.Results {
 		if e.Name == name {
 			return true
@@ -516,10 +511,7 @@ func (c *Client) runMedia(ctx context.Context, k *call, l *leg, key [32]byte, re
 	default:
 	}
 	if !peerLeft {
-		hctx, hcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		m := callsig.Msg{T: callsig.THangup, Call: k.id, Reason: callsig.ReasonHangup}
-		c.signal(hctx, k.peer, k.peerBox, &m)
-		hcancel()
+		c.hangupSignal(ctx, k, callsig.ReasonHangup)
 	}
 	rep.Media = s.Stats()
 	rep.Path = string(rep.Media.ActiveKind)
@@ -731,14 +723,7 @@ func (c *Client) Active() []CallReport {
 // Answer answers a ringing call (id "" = the one ringing) and runs it to its end.
 func (c *Client) Answer(ctx context.Context, id string, opts CallOptions) (CallReport, error) {
 	start := time.Now()
-	var k *call
-	if id == "" {
-		k = c.ringingCall()
-	} else {
-		c.mu.Lock()
-		k = c.calls[id]
-		c.mu.Unlock()
-	}
+	k := c.callToAnswer(id)
 	// Until a call is found the report names none: nothing of it is kept.
 	rep := CallReport{StartedAt: c.cfg.Now()}
 	switch {
@@ -791,6 +776,17 @@ func (c *Client) Answer(ctx context.Context, id string, opts CallOptions) (CallR
 	return c.runMedia(cctx, k, l, key, inv, opts, rep, start)
 }
 
+// callToAnswer returns the call id names, or an incoming call that rings for id "", or
+// nil: the call Answer or Reject acts on.
+func (c *Client) callToAnswer(id string) *call {
+	if id == "" {
+		return c.ringingCall()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.calls[id]
+}
+
 // ringingCall returns an incoming call that rings, or nil.
 func (c *Client) ringingCall() *call {
 	c.mu.Lock()
@@ -808,14 +804,7 @@ func (c *Client) ringingCall() *call {
 
 // Reject refuses a ringing call (id "" = the one ringing).
 func (c *Client) Reject(ctx context.Context, id string) error {
-	var k *call
-	if id == "" {
-		k = c.ringingCall()
-	} else {
-		c.mu.Lock()
-		k = c.calls[id]
-		c.mu.Unlock()
-	}
+	k := c.callToAnswer(id)
 	if k == nil || k.outgoing {
 		if id == "" {
 			return ErrNothingRinging

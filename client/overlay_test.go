@@ -156,7 +156,7 @@ func TestPresenceAndBlocking(t *testing.T) {
 	}
 	// A control: bob, back online, is carol's buddy too; once she sees him, presence
 	// reaches her, and three keep-alives later alice's would have too.
-	b = o.StartClient(b.Dir, "", "", nil)
+	o.StartClient(b.Dir, "", "", nil)
 	if err := ask(t, c, client.CmdBuddyAdd, []string{"bob"}, nil); err != nil {
 		t.Fatal(err)
 	}

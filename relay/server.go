@@ -58,9 +58,8 @@ type Server struct {
 	peerOK func(net.IP) bool
 	fast   bool // forward channel data on the fast path (tests turn it off to compare)
 
-	closing     chan struct{} // closed by Close
-	ctx         context.Context
-	cancel      context.CancelFunc // ends ctx, with closing
+	ctx         context.Context    // ends with Close
+	cancel      context.CancelFunc // ends ctx
 	wg          sync.WaitGroup
 	live        tracker  // sockets and read loops still running, for Close to wait on
 	tcpCounters counters // hot-path counts of TURN-over-TCP allocations
@@ -103,7 +102,6 @@ func New(cfg Config) (*Server, error) {
 		m:       cfg.Metrics,
 		peerOK:  peerFilter(cfg),
 		fast:    true,
-		closing: make(chan struct{}),
 		ctx:     ctx,
 		cancel:  cancel,
 		relays:  make(map[uint16]*relayConn),
@@ -178,7 +176,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	select {
 	case <-ctx.Done():
-	case <-s.closing:
+	case <-s.ctx.Done():
 	}
 	return s.Close()
 }
@@ -510,7 +508,7 @@ func (s *Server) flushLoop() {
 		select {
 		case <-t.C:
 			s.flush()
-		case <-s.closing:
+		case <-s.ctx.Done():
 			return
 		}
 	}
@@ -529,7 +527,6 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
-	close(s.closing)
 	s.cancel()
 	ts, tcp := s.turn, s.tcp
 	s.mu.Unlock()

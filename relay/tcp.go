@@ -142,7 +142,7 @@ func (l *tcpListener) allocated(src netip.AddrPort, u *user) {
 	}
 }
 
-// Open is the number of TURN-over-TCP connections open now.
+// open is the number of TURN-over-TCP connections open now.
 func (l *tcpListener) open() int { return l.gate.Open() }
 
 // tcpConn is one TURN-over-TCP client. Its Read hands pion one TURN frame at a time, so
@@ -235,7 +235,7 @@ func (c *tcpConn) next(b []byte) (int, error) {
 				select {
 				case <-t.C:
 				case <-c.done:
-				case <-c.l.s.closing:
+				case <-c.l.s.ctx.Done():
 				}
 				t.Stop()
 			}

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -165,4 +167,22 @@ func fmtTime(t time.Time) string {
 		return "never"
 	}
 	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+// serveMetrics serves what write writes, in the Prometheus text format, at
+// http://addr/metrics until stop is called; bound is the address it listens on (addr with
+// port 0 picks one).
+func serveMetrics(addr string, write func(io.Writer)) (bound string, stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("--metrics-listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		write(w)
+	})
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(ln)
+	return ln.Addr().String(), func() { hs.Close() }, nil
 }

@@ -4,13 +4,12 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -144,6 +143,7 @@ func runLoginsrv(c *cli.Context) error {
 	params.Time = uint32(c.Uint("argon2-time"))
 	params.MemoryKiB = uint32(c.Uint("argon2-memory"))
 	params.Threads = uint8(c.Uint("argon2-threads"))
+	maxConns := connBudget(10000, 3, 4)
 	srv, err := loginsrv.New(loginsrv.Config{
 		Key:               st.Key,
 		Store:             store,
@@ -153,7 +153,7 @@ func runLoginsrv(c *cli.Context) error {
 		Relays:            c.StringSlice("relay"),
 		CredentialTTL:     c.Duration("cred-ttl"),
 		HeartbeatInterval: c.Duration("heartbeat"),
-		MaxConns:          connBudget(10000, 3, 4),
+		MaxConns:          maxConns,
 		Logger:            log,
 	})
 	if err != nil {
@@ -164,22 +164,17 @@ func runLoginsrv(c *cli.Context) error {
 		return fmt.Errorf("--listen %s: %w", c.String("listen"), err)
 	}
 	if addr := c.String("metrics-listen"); addr != "" {
-		mux := http.NewServeMux()
-		mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		_, stop, err := serveMetrics(addr, func(w io.Writer) {
 			srv.Metrics().WritePrometheus(w, "peerline_loginsrv")
 			fmt.Fprintf(w, "# TYPE peerline_loginsrv_argon2_hashes_total counter\npeerline_loginsrv_argon2_hashes_total %d\n", srv.Hasher().Count())
 		})
-		mln, err := net.Listen("tcp", addr)
 		if err != nil {
 			ln.Close()
-			return fmt.Errorf("--metrics-listen %s: %w", addr, err)
+			return err
 		}
-		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go hs.Serve(mln)
-		defer hs.Close()
+		defer stop()
 	}
-	log.Info("login server listening", "addr", ln.Addr().String(), "login_key", st.PublicKey, "data", st.Dir, "max_conns", connBudget(10000, 3, 4))
+	log.Info("login server listening", "addr", ln.Addr().String(), "login_key", st.PublicKey, "data", st.Dir, "max_conns", maxConns)
 	return srv.Serve(c.Context, ln)
 }
 

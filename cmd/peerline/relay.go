@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -12,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -106,7 +106,7 @@ func runRelay(c *cli.Context) error {
 	}
 	var metricsAddr string
 	if addr := c.String("metrics-listen"); addr != "" {
-		bound, stop, err := serveRelayMetrics(addr, srv)
+		bound, stop, err := serveMetrics(addr, func(w io.Writer) { srv.Metrics().WritePrometheus(w, "peerline_relay") })
 		if err != nil {
 			srv.Close()
 			return err
@@ -178,22 +178,4 @@ func servePprof(addr string) error {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	go http.Serve(ln, mux)
 	return nil
-}
-
-// serveRelayMetrics serves srv's counters in the Prometheus text format at
-// http://addr/metrics (peerline_relay_<name>_total) until stop is called; bound is the
-// address it listens on (addr with port 0 picks one).
-func serveRelayMetrics(addr string, srv *relay.Server) (bound string, stop func(), err error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return "", nil, fmt.Errorf("--metrics-listen: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		srv.Metrics().WritePrometheus(w, "peerline_relay")
-	})
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go hs.Serve(ln)
-	return ln.Addr().String(), func() { hs.Close() }, nil
 }

@@ -79,12 +79,16 @@ func stunCommand() *cli.Command {
 			// requests only. It also tells 'peerline nat' that the server is up when
 			// nothing comes back over UDP, i.e. that UDP is blocked on the way.
 			var tcpLn net.Listener
+			tcpDone := make(chan struct{})
 			if !c.Bool("no-tcp") {
 				if tcpLn, err = net.Listen("tcp", primary.String()); err != nil {
 					srv.Close()
 					return fmt.Errorf("--primary %s: STUN over TCP: %w (or give --no-tcp)", primary, err)
 				}
-				go serveSTUNTCP(c.Context, tcpLn, srv, m)
+				go func() {
+					defer close(tcpDone)
+					serveSTUNTCP(c.Context, tcpLn, srv, m)
+				}()
 			}
 			var addrs []string
 			for _, a := range srv.Addrs() {
@@ -94,6 +98,10 @@ func stunCommand() *cli.Command {
 			}
 			log.Info("stun server listening", "rfc5780", srv.RFC5780(), "addrs", addrs)
 			err = srv.Serve(c.Context)
+			if tcpLn != nil {
+				tcpLn.Close() // Serve may end before ctx does
+				<-tcpDone
+			}
 			st := srv.Stats()
 			log.Info("stun server stopped", "requests", st.Requests, "errors", st.Errors, "dropped", st.Dropped, "counters", m.Snapshot())
 			return err

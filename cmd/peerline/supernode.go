@@ -106,12 +106,21 @@ func runSupernode(c *cli.Context) error {
 			return err
 		}
 	}
+	// The sockets opened so far, closed on the way out when the supernode cannot start.
+	closeSockets := func() {
+		ln.Close()
+		for _, pc := range stun {
+			if pc != nil {
+				pc.Close()
+			}
+		}
+	}
 	m := &metrics.Set{}
 	var rc *relay.Config
 	if !c.Bool("no-turn") {
 		rc, err = relayConfig(c, adv)
 		if err != nil {
-			ln.Close()
+			closeSockets()
 			return err
 		}
 	}
@@ -125,12 +134,12 @@ func runSupernode(c *cli.Context) error {
 		MaxClients: connBudget(5000, 1, 2),
 	})
 	if err != nil {
-		ln.Close()
+		closeSockets()
 		return err
 	}
 	ctlLn, err := ctl.Listen(filepath.Join(dir, client.SocketFile))
 	if err != nil {
-		ln.Close()
+		closeSockets()
 		return err
 	}
 	go ctl.Serve(c.Context, ctlLn, func(ctx context.Context, r ctl.Request) (any, error) {

@@ -182,6 +182,7 @@ type Reaped struct {
 	Namespaces []string // namespaces deleted
 }
 
+// String says in one line what was reaped, for the test log.
 func (r Reaped) String() string {
 	return fmt.Sprintf("lab %s (creator pid %d gone): killed %d processes %v, deleted %d namespaces",
 		r.ID, r.CreatorPID, len(r.Killed), r.Killed, len(r.Namespaces))

@@ -17,6 +17,13 @@ type Counter interface {
 	Inc(name string)
 }
 
+// Discard is a Counter that counts nothing, for code whose counter is optional.
+var Discard Counter = discard{}
+
+type discard struct{}
+
+func (discard) Inc(string) {}
+
 // Set is a concurrency-safe collection of named counters. The zero value is ready.
 type Set struct {
 	m sync.Map // name -> *atomic.Uint64

@@ -3,15 +3,16 @@
 // slots kept for sources that behaved, back-off on transient accept errors, and an orderly
 // stop.
 //
-// The admission policy, in the order it is applied to each accepted connection:
+// The admission policy, in the order it is applied to each accepted connection (the
+// first rule that refuses it names the counter it is shed under):
 //
-//  1. No more than PerAddr connections at once from one address, nor PerPrefix from one
+//  1. Beyond Max, nobody (conns_shed).
+//  2. No more than PerAddr connections at once from one address, nor PerPrefix from one
 //     /24 (IPv4) or /64 (IPv6): one host, or one attacker's block of addresses, cannot
 //     take more than its share (shed as conns_shed_addr, conns_shed_prefix).
-//  2. Once Max-Reserve connections are open, only sources that authenticated within the
+//  3. Once Max-Reserve connections are open, only sources that authenticated within the
 //     last GoodFor are admitted, into the Reserve slots: during a flood the users who
 //     logged in before it can still log in again (conns_shed_busy).
-//  3. Beyond Max, nobody (conns_shed).
 //
 // A connection that has not called Authenticated within AuthTimeout of being accepted
 // is closed (conns_auth_timeout): a handshake that completes and then idles holds a slot
@@ -67,16 +68,12 @@ func (c *Config) setDefaults() {
 		c.GoodFor = time.Hour
 	}
 	if c.Counter == nil {
-		c.Counter = nopCounter{}
+		c.Counter = metrics.Discard
 	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
 }
-
-type nopCounter struct{}
-
-func (nopCounter) Inc(string) {}
 
 // maxGood bounds the set of remembered good sources; the oldest are forgotten first.
 const maxGood = 100000
@@ -352,12 +349,6 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener, handle func(context.C
 			handle(context.WithValue(ctx, connKey{}, c), nc)
 		}()
 	}
-}
-
-// Accept serves ln with a gate of at most maxConns connections and the default policy
-// otherwise. See Gate.Serve.
-func Accept(ctx context.Context, ln net.Listener, maxConns int, m metrics.Counter, handle func(context.Context, net.Conn)) error {
-	return NewGate(Config{Max: maxConns, Counter: m}).Serve(ctx, ln, handle)
 }
 
 // Temporary reports whether an Accept error is one a server should wait out and go on

@@ -55,10 +55,6 @@ const (
 	MetricReadErrors = "stun_read_errors"  // socket read errors other than closure, waited out
 )
 
-type nopCounter struct{}
-
-func (nopCounter) Inc(string) {}
-
 // Stats counts what a Server did; all fields are cumulative.
 type Stats struct {
 	Requests  uint64 // well-formed Binding requests answered with success
@@ -79,10 +75,9 @@ type Server struct {
 	requests, errs, dropped, writeErrs atomic.Uint64
 
 	closeOnce sync.Once
-	closed    chan struct{}
-	ctx       context.Context // ends with closed, for the read loops' back-off
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup // counts the read loops started by Serve
+	ctx       context.Context    // ends with Close
+	cancel    context.CancelFunc // ends ctx
+	wg        sync.WaitGroup     // counts the read loops started by Serve
 }
 
 // New checks cfg and returns a server that answers once Serve is called.
@@ -104,10 +99,9 @@ func New(cfg Config) (*Server, error) {
 		rfc5780:  n == 3,
 		software: cfg.Software,
 		m:        cfg.Metrics,
-		closed:   make(chan struct{}),
 	}
 	if s.m == nil {
-		s.m = nopCounter{}
+		s.m = metrics.Discard
 	}
 	s.log = ratelog.Wrap(cfg.Logger, s.m)
 	if s.log == nil {
@@ -180,7 +174,7 @@ func (s *Server) Stats() Stats {
 // other than closure (ENOBUFS, ICMP errors reported on the socket, a deadline) is counted
 // and waited out with a capped back-off: it does not stop the server.
 func (s *Server) Serve(ctx context.Context) error {
-	errc := make(chan error, numSlots)
+	ended := make(chan struct{}, numSlots) // a read loop ended: its socket was closed
 	for i, c := range s.conns {
 		if c == nil {
 			continue
@@ -188,15 +182,16 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			errc <- s.readLoop(Slot(i), c)
+			s.readLoop(Slot(i), c)
+			ended <- struct{}{}
 		}()
 	}
 	var err error
 	select {
 	case <-ctx.Done():
-	case <-s.closed:
+	case <-s.ctx.Done():
 		err = ErrClosed
-	case err = <-errc:
+	case <-ended:
 	}
 	s.Close()
 	s.wg.Wait()
@@ -206,7 +201,6 @@ func (s *Server) Serve(ctx context.Context) error {
 // Close closes the sockets; it is idempotent and safe to call concurrently with Serve.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
-		close(s.closed)
 		s.cancel()
 		for _, c := range s.conns {
 			if c != nil {
@@ -217,14 +211,15 @@ func (s *Server) Close() error {
 	return nil
 }
 
-func (s *Server) readLoop(in Slot, c net.PacketConn) error {
+// readLoop answers what arrives on c until c is closed.
+func (s *Server) readLoop(in Slot, c net.PacketConn) {
 	buf := make([]byte, maxDatagram)
 	var bo serve.AcceptBackoff
 	for {
 		n, from, err := c.ReadFrom(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || s.ctx.Err() != nil {
-				return nil
+				return
 			}
 			s.m.Inc(MetricReadErrors)
 			s.log.Warn("stunsrv: read failed, retrying", "slot", in, "err", err)
