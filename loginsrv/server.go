@@ -90,9 +90,6 @@ func (c *Config) setDefaults() error {
 	if c.MaxConns <= 0 {
 		c.MaxConns = 10000
 	}
-	if c.AuthTimeout == 0 {
-		c.AuthTimeout = 15 * time.Second
-	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 2 * time.Minute
 	}
