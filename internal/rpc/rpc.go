@@ -60,7 +60,6 @@ type Conn struct {
 	log  *slog.Logger
 
 	wmu sync.Mutex // serializes frame writes
-	buf []byte     // guarded by wmu
 
 	mu      sync.Mutex // mu protects the following fields
 	pending map[uint32]chan result
@@ -263,21 +262,35 @@ func (c *Conn) send(h wire.Header, m proto.Message) error {
 	if err != nil {
 		return err
 	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	c.buf, err = wire.AppendFrame(c.buf[:0], h, body)
+	bp := framePool.Get().(*[]byte)
+	defer putFrame(bp)
+	*bp, err = wire.AppendFrame((*bp)[:0], h, body)
 	if err != nil {
 		return err
 	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
-	if _, err := c.nc.Write(c.buf); err != nil {
+	if _, err := c.nc.Write(*bp); err != nil {
 		c.closeWith(err)
 		return fmt.Errorf("%w: %v", ErrClosed, err)
 	}
-	if cap(c.buf) > 4*wire.MaxBody {
-		c.buf = nil
-	}
 	return nil
+}
+
+// framePool holds the buffers frames are encoded into. They are shared by all
+// connections instead of one kept per connection at its largest frame: a supernode holds
+// thousands of mostly idle connections, and each kept buffer cost it memory for nothing.
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// maxPooledFrame is the largest buffer returned to framePool; a larger one (a batch of
+// records, say) is left to the garbage collector.
+const maxPooledFrame = 64 << 10
+
+func putFrame(bp *[]byte) {
+	if cap(*bp) <= maxPooledFrame {
+		framePool.Put(bp)
+	}
 }
 
 // Notify sends m without waiting for an answer.
