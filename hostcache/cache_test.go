@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/peerline/peerline/internal/syncbuf"
 )
 
 // fakeClock is an injectable clock that moves only when told.
@@ -38,27 +40,9 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger shared between goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // newLogger returns a logger writing text records of every level to a buffer.
-func newLogger() (*slog.Logger, *syncBuffer) {
-	buf := new(syncBuffer)
+func newLogger() (*slog.Logger, *syncbuf.Buffer) {
+	buf := new(syncbuf.Buffer)
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
 }
 

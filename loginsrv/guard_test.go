@@ -1,16 +1,16 @@
 package loginsrv
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/peerline/peerline/internal/syncbuf"
 
 	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/internal/rpc"
@@ -84,29 +84,11 @@ func TestOneAddressCannotFillTheServer(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a log handler.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestBadResumeFloodLogsBounded sends a thousand garbage Resume requests (valid framing,
 // bad credential) from one address and from many: each is answered and counted, but the
 // log holds a bounded number of lines, and what it held back is counted.
 func TestBadResumeFloodLogsBounded(t *testing.T) {
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	ts := startServer(t, func(c *Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})

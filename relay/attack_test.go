@@ -13,10 +13,11 @@ import (
 	"os/signal"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/peerline/peerline/internal/syncbuf"
 
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
@@ -502,28 +503,10 @@ func exhaustChild() {
 	os.Exit(0)
 }
 
-// lockedBuffer is a log sink safe for concurrent use.
-type lockedBuffer struct {
-	mu sync.Mutex // mu protects b
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // A wrong-password flood from a few addresses logs one line per address (per interval of
 // the rate limit), and counts every attempt and every line held back.
 func TestAuthFloodLogBounded(t *testing.T) {
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	s := newServer(t, Config{AllowPeer: allowLoopback,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	good, _, _ := Credentials(testSecret, "mallory", time.Hour, time.Now())

@@ -1,7 +1,6 @@
 package supernode_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -12,9 +11,10 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/peerline/peerline/internal/syncbuf"
 
 	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/internal/rpc"
@@ -22,24 +22,6 @@ import (
 	"github.com/peerline/peerline/loginsrv"
 	"github.com/peerline/peerline/supernode"
 )
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a log handler.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // guarded starts a login server and one supernode admitted by it, the supernode's
 // config changed by mod, and returns the supernode and its address.
@@ -145,7 +127,7 @@ func TestSupernodeSheds(t *testing.T) {
 // TestGarbageAttachFloodLogsBounded sends a thousand Attach requests with a bad
 // credential: each is refused and counted, the log holds one line per source.
 func TestGarbageAttachFloodLogsBounded(t *testing.T) {
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	sn, addr := guarded(t, func(c *supernode.Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})

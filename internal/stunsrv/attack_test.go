@@ -8,11 +8,12 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/peerline/peerline/internal/syncbuf"
 
 	"github.com/peerline/peerline/internal/metrics"
 )
@@ -136,31 +137,13 @@ func TestGarbageCounted(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log sink safe for concurrent use.
-type lockedBuffer struct {
-	mu sync.Mutex // mu protects b
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // A flood that makes the server log (here: every response fails to send) logs a bounded
 // number of lines and counts the rest.
 func TestLogFloodBounded(t *testing.T) {
 	conn := listenFlaky(t)
 	conn.failWrites = true
 	m := &metrics.Set{}
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	serveIt(t, Config{Conns: [4]net.PacketConn{conn}, Metrics: m,
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	const n = 500
