@@ -59,6 +59,12 @@ type Config struct {
 	RefreshInterval time.Duration // host-cache refresh from the supernode; 0 = 5 minutes
 	RetryBase       time.Duration // first back-off ceiling; 0 = 200ms
 	RetryMax        time.Duration // largest back-off ceiling; 0 = 30s
+	// LoginIdle closes the connection to the login server once it has carried nothing
+	// for this long; the next request resumes a new one with the saved credential. The
+	// login server pushes nothing, so a client needs it only at login, at renewal and
+	// for buddy and directory requests: a population kept connected would hold one
+	// connection per user there. 0 = 20s.
+	LoginIdle time.Duration
 	NoControl       bool          // do not open the control socket
 	Events          chan<- Event  // presence changes and messages; nil = none; dropped when full
 	// ListenPacket opens the UDP sockets of NAT detection; nil = net.ListenPacket.
@@ -167,6 +173,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.ParallelAttach <= 0 {
 		cfg.ParallelAttach = 3
+	}
+	if cfg.LoginIdle <= 0 {
+		cfg.LoginIdle = 20 * time.Second
 	}
 	cfg.Promote.setDefaults()
 	if cfg.ListenPacket == nil {
@@ -279,28 +288,25 @@ func (c *Client) Run(ctx context.Context) error {
 			ctl.Serve(ctx, ln, c.handleControl, c.m)
 		}()
 	}
-	fatal := make(chan error, 1)
-	wg.Add(3)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		c.promoteLoop(ctx)
 	}()
+	var fatal error // set before cancel, read after wg.Wait
 	go func() {
 		defer wg.Done()
 		if err := c.loginLoop(ctx); err != nil {
-			fatal <- err
+			fatal = err
+			cancel()
 		}
 	}()
-	go func() {
-		defer wg.Done()
-		c.attachLoop(ctx)
-	}()
-	select {
-	case <-ctx.Done():
-		return nil
-	case err := <-fatal:
-		return err
-	}
+	// The attach loop runs on Run's own goroutine: a simulated population of 100,000
+	// clients pays for every goroutine a client keeps.
+	c.attachLoop(ctx)
+	cancel()
+	wg.Wait()
+	return fatal
 }
 
 // credential returns the current credential, or nil.
@@ -360,7 +366,7 @@ func (c *Client) loginLoop(ctx context.Context) error {
 }
 
 func (c *Client) loginOnce(ctx context.Context) error {
-	conn, err := dialLogin(ctx, c.cfg.Dialer, c.cfg.Login, c.key)
+	conn, err := dialLogin(ctx, c.cfg.Dialer, c.cfg.Login, c.key, c.cfg.LoginIdle)
 	if err != nil {
 		return err
 	}
@@ -448,28 +454,35 @@ func (c *Client) setLastErr(err error, attach bool) {
 }
 
 // loginCall sends m to the login server over the client's authenticated connection,
-// resuming a new one if the old one died.
+// resuming a new one if the old one died or closed as idle (also while m was on its way).
 func (c *Client) loginCall(ctx context.Context, m proto.Message) (proto.Message, error) {
-	c.mu.Lock()
-	conn := c.lsConn
-	c.mu.Unlock()
-	if conn != nil {
-		select {
-		case <-conn.Done():
-			conn = nil
-		default:
-		}
-	}
-	if conn == nil {
-		if c.credential() == nil {
-			return nil, errors.New("not logged in yet")
-		}
-		if err := c.loginOnce(ctx); err != nil {
-			return nil, err
-		}
+	for attempt := 0; ; attempt++ {
 		c.mu.Lock()
-		conn = c.lsConn
+		conn := c.lsConn
 		c.mu.Unlock()
+		if conn != nil {
+			select {
+			case <-conn.Done():
+				conn = nil
+			default:
+			}
+		}
+		fresh := conn == nil
+		if fresh {
+			if c.credential() == nil {
+				return nil, errors.New("not logged in yet")
+			}
+			if err := c.loginOnce(ctx); err != nil {
+				return nil, err
+			}
+			c.mu.Lock()
+			conn = c.lsConn
+			c.mu.Unlock()
+		}
+		resp, err := conn.Call(ctx, m)
+		if err != nil && !fresh && attempt == 0 && errors.Is(err, rpc.ErrClosed) && ctx.Err() == nil {
+			continue // it closed as idle just as we used it
+		}
+		return resp, err
 	}
-	return conn.Call(ctx, m)
 }

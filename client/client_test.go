@@ -165,3 +165,30 @@ func TestNATShownInStatus(t *testing.T) {
 		t.Fatalf("loopback NAT status %+v", n)
 	}
 }
+
+// TestLoginConnectionClosesWhenIdle: a client holds its login-server connection only
+// while it uses it, so a population of idle clients costs the login server nothing; a
+// later request resumes a new connection with the saved credential, without a password.
+func TestLoginConnectionClosesWhenIdle(t *testing.T) {
+	o := overlaytest.Start(t, overlaytest.Options{})
+	o.Register("alice", "correct horse")
+	o.Register("bob", "battery staple")
+	a := o.StartClient(filepath.Join(t.TempDir(), "alice"), "alice", "correct horse",
+		func(cfg *client.Config) { cfg.LoginIdle = 300 * time.Millisecond })
+	o.Eventually("alice attached", attached(a))
+	sns := len(o.Supernodes()) // each keeps its heartbeat connection
+	o.Eventually("no client connection left at the login server", func() bool { return o.Login.OpenConns() == sns })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sock := filepath.Join(a.Dir, client.SocketFile)
+	if err := ctl.Do(ctx, sock, ctl.Request{Cmd: client.CmdBuddyAdd, Args: []string{"bob"}}, nil); err != nil {
+		t.Fatalf("buddy add after the idle close: %v", err)
+	}
+	if got := a.Metrics().Get("resumes"); got < 1 {
+		t.Fatalf("resumes = %d: the request did not resume a new connection", got)
+	}
+	if got := a.Metrics().Get("password_logins"); got != 1 {
+		t.Fatalf("password_logins = %d, want the first login only", got)
+	}
+	o.Eventually("the new connection closed as idle too", func() bool { return o.Login.OpenConns() == sns })
+}

@@ -20,7 +20,7 @@ type LoginServer struct {
 
 // dialLogin opens a control connection to the login server, authenticating with key (nil
 // for an anonymous connection, as registration uses). The caller must Close the conn.
-func dialLogin(ctx context.Context, d secure.Dialer, ls LoginServer, key ed25519.PrivateKey) (*rpc.Conn, error) {
+func dialLogin(ctx context.Context, d secure.Dialer, ls LoginServer, key ed25519.PrivateKey, idle time.Duration) (*rpc.Conn, error) {
 	if d == nil {
 		d = &net.Dialer{}
 	}
@@ -34,7 +34,7 @@ func dialLogin(ctx context.Context, d secure.Dialer, ls LoginServer, key ed25519
 	if err != nil {
 		return nil, fmt.Errorf("login server %s: %w", ls.Addr, err)
 	}
-	c := rpc.New(tc, rpc.Options{})
+	c := rpc.New(tc, rpc.Options{IdleTimeout: idle})
 	go c.Run(context.WithoutCancel(ctx))
 	return c, nil
 }
@@ -42,7 +42,7 @@ func dialLogin(ctx context.Context, d secure.Dialer, ls LoginServer, key ed25519
 // Register creates an account on the login server; d may be nil for real sockets. The password travels only inside TLS
 // to the pinned server.
 func Register(ctx context.Context, d secure.Dialer, ls LoginServer, name, password string) error {
-	c, err := dialLogin(ctx, d, ls, nil)
+	c, err := dialLogin(ctx, d, ls, nil, 0)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unique"
 )
 
 // MaxEntries is the most entries a Cache holds.
@@ -94,7 +95,64 @@ type Cache struct {
 
 	// mu protects all following fields.
 	mu      sync.Mutex
-	entries map[string]*Entry // by canonical Addr; never more than MaxEntries between calls
+	entries []slot // distinct canonical Addrs; never more than MaxEntries between calls
+}
+
+// slot is how the cache holds an entry. What seeds and supernodes report of a supernode
+// (address, key, start time, source) is interned: the clients of a population hear of
+// the same few hundred supernodes, so a process that simulates 100,000 clients holds
+// each report once instead of once per client, and a real client pays 16 bytes per
+// entry. This node's own observations take memory only once there are any.
+type slot struct {
+	addr unique.Handle[string] // canonical
+	rep  unique.Handle[report]
+	obs  *observed // nil: never marked
+}
+
+// report is the part of an Entry besides its address that others report.
+type report struct {
+	PubKey, Source string
+	Since          time.Time // UTC, no monotonic reading: comparable
+}
+
+// observed is the part of an Entry this node observed itself.
+type observed struct {
+	LastSuccess, LastFailure time.Time
+	Failures                 int
+}
+
+func newSlot(e Entry) slot {
+	s := slot{addr: unique.Make(e.Addr), rep: unique.Make(report{PubKey: e.PubKey, Source: e.Source, Since: e.Since})}
+	if !e.LastSuccess.IsZero() || !e.LastFailure.IsZero() || e.Failures != 0 {
+		s.obs = &observed{LastSuccess: e.LastSuccess, LastFailure: e.LastFailure, Failures: e.Failures}
+	}
+	return s
+}
+
+func (s slot) entry() Entry {
+	r := s.rep.Value()
+	e := Entry{Addr: s.addr.Value(), PubKey: r.PubKey, Source: r.Source, Since: r.Since}
+	if s.obs != nil {
+		e.LastSuccess, e.LastFailure, e.Failures = s.obs.LastSuccess, s.obs.LastFailure, s.obs.Failures
+	}
+	return e
+}
+
+// findLocked returns the index of the entry for the canonical addr, or -1. A scan of at
+// most MaxEntries handles (pointer comparisons) beats a map here: it costs nothing to hold.
+func (c *Cache) findLocked(addr string) int {
+	h := unique.Make(addr)
+	for i := range c.entries {
+		if c.entries[i].addr == h {
+			return i
+		}
+	}
+	return -1
+}
+
+// removeLocked deletes the entry at index i.
+func (c *Cache) removeLocked(i int) {
+	c.entries = slices.Delete(c.entries, i, i+1)
 }
 
 func newCache(path string, opts Options) *Cache {
@@ -104,7 +162,6 @@ func newCache(path string, opts Options) *Cache {
 		maxFailures: opts.MaxFailures,
 		ageOut:      opts.AgeOut,
 		now:         opts.Now,
-		entries:     make(map[string]*Entry),
 	}
 	if c.log == nil {
 		c.log = slog.Default()
@@ -155,19 +212,24 @@ func (c *Cache) Merge(entries ...Entry) {
 			c.log.Debug("hostcache: ignoring reported entry", "addr", in.Addr, "err", err)
 			continue
 		}
-		e := c.entries[r.Addr]
-		if e == nil {
-			e = &Entry{Addr: r.Addr}
-			c.entries[r.Addr] = e
+		i := c.findLocked(r.Addr)
+		if i < 0 {
+			c.entries = append(c.entries, newSlot(r))
+			continue
 		}
+		old := c.entries[i].rep.Value()
+		rep := old
 		if !r.Since.IsZero() {
-			e.Since = r.Since
+			rep.Since = r.Since
 		}
 		if r.PubKey != "" {
-			e.PubKey = r.PubKey
+			rep.PubKey = r.PubKey
 		}
 		if r.Source != "" {
-			e.Source = r.Source
+			rep.Source = r.Source
+		}
+		if rep != old {
+			c.entries[i].rep = unique.Make(rep)
 		}
 	}
 	c.trimLocked(now)
@@ -183,10 +245,19 @@ func (c *Cache) MarkSuccess(addr string) {
 	now := c.clock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e := c.entries[addr]; e != nil {
-		e.LastSuccess = now
-		e.Failures = 0
+	if i := c.findLocked(addr); i >= 0 {
+		o := c.entries[i].observe()
+		o.LastSuccess = now
+		o.Failures = 0
 	}
+}
+
+// observe returns the slot's observations, allocating them at the first.
+func (s *slot) observe() *observed {
+	if s.obs == nil {
+		s.obs = &observed{}
+	}
+	return s.obs
 }
 
 // MarkFailure records that reaching addr failed now: LastFailure = now and
@@ -200,16 +271,17 @@ func (c *Cache) MarkFailure(addr string) {
 	now := c.clock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e := c.entries[addr]
-	if e == nil {
+	i := c.findLocked(addr)
+	if i < 0 {
 		return
 	}
-	e.LastFailure = now
-	if e.Failures < math.MaxInt {
-		e.Failures++
+	o := c.entries[i].observe()
+	o.LastFailure = now
+	if o.Failures < math.MaxInt {
+		o.Failures++
 	}
-	if c.agedOut(e, now) {
-		delete(c.entries, addr)
+	if e := c.entries[i].entry(); c.agedOut(&e, now) {
+		c.removeLocked(i)
 		c.log.Debug("hostcache: entry aged out", "addr", addr, "failures", e.Failures, "last_success", e.LastSuccess)
 	}
 }
@@ -222,7 +294,9 @@ func (c *Cache) Remove(addr string) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	delete(c.entries, addr)
+	if i := c.findLocked(addr); i >= 0 {
+		c.removeLocked(i)
+	}
 }
 
 // Ranked returns a copy of the entries, best first.
@@ -245,32 +319,37 @@ func (c *Cache) trimLocked(now time.Time) {
 		return
 	}
 	ranked := c.rankedLocked(now)
-	for _, e := range ranked[MaxEntries:] {
-		delete(c.entries, e.Addr)
+	kept := make([]slot, 0, MaxEntries) // not the grown array: a full cache stays small
+	for _, e := range ranked[:MaxEntries] {
+		kept = append(kept, newSlot(e))
 	}
+	c.entries = kept
 	c.log.Debug("hostcache: dropped worst-ranked entries", "dropped", len(ranked)-MaxEntries, "kept", MaxEntries)
 }
 
 func (c *Cache) rankedLocked(now time.Time) []Entry {
+	out := make([]Entry, len(c.entries))
 	type scored struct {
-		s float64
-		e *Entry
+		s    float64
+		addr string
+		i    int
 	}
-	list := make([]scored, 0, len(c.entries))
-	for _, e := range c.entries {
-		list = append(list, scored{score(e, now), e})
+	list := make([]scored, len(c.entries))
+	for i, sl := range c.entries {
+		out[i] = sl.entry()
+		list[i] = scored{score(&out[i], now), out[i].Addr, i}
 	}
 	slices.SortFunc(list, func(a, b scored) int {
 		if r := cmp.Compare(b.s, a.s); r != 0 {
 			return r
 		}
-		return strings.Compare(a.e.Addr, b.e.Addr)
+		return strings.Compare(a.addr, b.addr)
 	})
-	out := make([]Entry, len(list))
+	ranked := make([]Entry, len(list))
 	for i, x := range list {
-		out[i] = *x.e
+		ranked[i] = out[x.i]
 	}
-	return out
+	return ranked
 }
 
 // Ranking weights; the package comment explains the choice.

@@ -9,7 +9,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -894,4 +896,36 @@ func TestFailureCountSaturates(t *testing.T) {
 	if err := c.Save(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// BenchmarkHeld reports the memory a full cache holds once its seed is merged, as in a
+// process that simulates a population whose host caches list the same supernodes.
+//
+//	$ go test -run='^$' -bench=Held -benchtime=2000x ./hostcache
+func BenchmarkHeld(b *testing.B) {
+	clk := newClock()
+	seed := make([]Entry, MaxEntries)
+	for i := range seed {
+		seed[i] = Entry{Addr: addr(i), PubKey: "MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=", Since: clk.Now().Add(-time.Duration(i) * time.Minute), Source: SourceLogin}
+	}
+	dir := b.TempDir()
+	caches := make([]*Cache, 0, b.N)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := 0; b.Loop(); i++ {
+		c, err := Open(filepath.Join(dir, strconv.Itoa(i)), Options{Now: clk.Now, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		// As a client does: the seed, one supernode reached, one that failed.
+		c.Merge(seed...)
+		c.MarkSuccess(addr(i % MaxEntries))
+		c.MarkFailure(addr((i + 1) % MaxEntries))
+		caches = append(caches, c)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(len(caches)), "held-B/cache")
+	runtime.KeepAlive(caches)
 }

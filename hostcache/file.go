@@ -78,7 +78,7 @@ func Open(path string, opts Options) (*Cache, error) {
 		if c.agedOut(&e, now) {
 			continue
 		}
-		c.entries[e.Addr] = &e
+		c.entries = append(c.entries, newSlot(e))
 	}
 	c.trimLocked(now)
 	return c, nil

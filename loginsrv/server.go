@@ -165,6 +165,9 @@ func (s *Server) PublicKey() ed25519.PublicKey { return s.cfg.Key.Public().(ed25
 // Metrics returns the server's counters.
 func (s *Server) Metrics() *metrics.Set { return s.m }
 
+// OpenConns reports the connections (clients and supernodes) open now.
+func (s *Server) OpenConns() int { return s.gate.Open() }
+
 // Hasher returns the password hasher (tests count its hashes).
 func (s *Server) Hasher() *Hasher { return s.cfg.Hasher }
 
