@@ -38,6 +38,9 @@ func (sn *Supernode) serveConn(ctx context.Context, nc net.Conn) {
 	if name := h.name(); name != "" {
 		sn.detach(ctx, name, c)
 	}
+	if peer := h.peer(); peer != "" {
+		sn.ov.peers.drop(peer, c) // if adopted
+	}
 }
 
 // detach forgets an attached user whose connection ended and, unless the user logged off
@@ -154,10 +157,12 @@ func (sn *Supernode) hello(ctx context.Context, h *handler, m *proto.SNHello) (p
 		sn.m.Inc("peer_cred_invalid")
 		return nil, proto.ErrCredInvalid.With("%v", err)
 	}
+	id := identity.EncodeKey(cred.PubKey)
 	h.mu.Lock()
-	h.peerSN = identity.EncodeKey(cred.PubKey)
+	h.peerSN = id
 	h.mu.Unlock()
 	serve.Authenticated(ctx)
+	sn.ov.peers.adopt(id, h.conn)
 	return &proto.OK{}, nil
 }
 

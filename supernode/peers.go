@@ -173,6 +173,24 @@ func (p *peerPool) get(ctx context.Context, m index.Member, long bool) (*rpc.Con
 	return pc.conn, true, pc.err
 }
 
+// adopt makes a connection that the supernode id dialled, and that proved its
+// credential, serve this supernode's calls to it too, unless one is pooled or being
+// dialled already. One connection per pair instead of one per direction halves what the
+// mesh of supernodes holds: at 1,000 supernodes every one of them talks to a few hundred
+// others. The connection leaves the pool when it closes (see serveConn).
+func (p *peerPool) adopt(id string, c *rpc.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.conns[id]; ok {
+		return
+	}
+	ready := make(chan struct{})
+	close(ready)
+	p.conns[id] = &peerConn{ready: ready, conn: c, used: time.Now(), long: true}
+	p.evictLocked()
+	p.sn.m.Inc("peer_adopted")
+}
+
 // done ends a call that get began on c.
 func (p *peerPool) done(id string, c *rpc.Conn) {
 	p.mu.Lock()
@@ -301,7 +319,9 @@ func (p *peerPool) janitor(ctx context.Context) {
 			if pc.long {
 				limit = p.idle
 			}
-			if pc.conn != nil && pc.busy == 0 && now.Sub(pc.used) > limit {
+			// The peer may use the connection too (it is shared both ways): it is idle
+			// only when neither end sent anything.
+			if pc.conn != nil && pc.busy == 0 && now.Sub(pc.used) > limit && now.Sub(pc.conn.LastRead()) > limit {
 				delete(p.conns, id)
 				idle = append(idle, pc.conn)
 			}

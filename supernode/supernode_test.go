@@ -264,3 +264,35 @@ func TestSupernodeCannotForgeRecords(t *testing.T) {
 		t.Fatalf("alice's record changed: online=%v %+v", res.Online, got)
 	}
 }
+
+// TestPeerConnectionSharedBothWays: the connection one supernode dials to another carries
+// the other's calls back too, so a pair of supernodes holds one connection, not two.
+func TestPeerConnectionSharedBothWays(t *testing.T) {
+	o := overlaytest.Start(t, overlaytest.Options{Supernodes: 2})
+	sn1, sn2 := o.Supernodes()[0], o.Supernodes()[1]
+	for _, sn := range o.Supernodes() {
+		o.Eventually("peers known", func() bool { return len(sn.Peers()) == 1 })
+	}
+	o.Register("alice", "correct horse")
+	o.Register("bob", "battery staple")
+	prefer := func(sn *overlaytest.SN) func(*client.Config) {
+		return func(cfg *client.Config) { cfg.Prefer = sn.Addr }
+	}
+	// Two supernodes with three replicas: each stores every record at the other.
+	alice := o.StartClient(filepath.Join(t.TempDir(), "alice"), "alice", "correct horse", prefer(sn1))
+	o.Eventually("alice attached", func() bool { return alice.Status().Supernode != nil })
+	o.Eventually("sn1 dialled sn2 and sn2 adopted it", func() bool {
+		return sn1.Metrics().Get("peer_dials") >= 1 && sn2.Metrics().Get("peer_adopted") == 1
+	})
+	bob := o.StartClient(filepath.Join(t.TempDir(), "bob"), "bob", "battery staple", prefer(sn2))
+	o.Eventually("bob attached", func() bool { return bob.Status().Supernode != nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	o.Eventually("bob's record stored at sn1", func() bool {
+		res, _, _ := sn1.Lookup(ctx, "bob", "")
+		return res.Found
+	})
+	if got := sn2.Metrics().Get("peer_dials"); got != 0 {
+		t.Fatalf("sn2 dialled sn1 %d times; it should have used the connection sn1 dialled", got)
+	}
+}

@@ -66,6 +66,7 @@ type Conn struct {
 	err     error
 
 	nextID    atomic.Uint32
+	lastRead  atomic.Int64 // UnixNano of the last frame read; 0 = none yet
 	done      chan struct{}
 	closeOnce sync.Once
 	sem       chan struct{}
@@ -97,6 +98,15 @@ func New(nc net.Conn, opts Options) *Conn {
 		done:    make(chan struct{}),
 		sem:     make(chan struct{}, opts.MaxInFlight),
 	}
+}
+
+// LastRead returns when the last frame arrived (the zero time if none has): a
+// connection that both ends use is busy while either is.
+func (c *Conn) LastRead() time.Time {
+	if n := c.lastRead.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // NetConn returns the underlying connection.
@@ -159,6 +169,9 @@ func (c *Conn) readLoop(ctx context.Context) error {
 			c.nc.SetReadDeadline(time.Now().Add(c.opts.IdleTimeout))
 		}
 		h, body, err := wire.ReadFrame(c.nc)
+		if err == nil {
+			c.lastRead.Store(time.Now().UnixNano())
+		}
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 				return io.EOF
