@@ -5,6 +5,8 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/peerline/peerline/hostcache"
@@ -211,17 +213,45 @@ func (c *Client) attachTo(ctx context.Context, e hostcache.Entry) (*attachment, 
 		since: ok.Since, at: c.cfg.Now(), keep: keep, stun: ok.STUN, turn: ok.TURN}, nil
 }
 
+// buddyRefreshSpread is the window over which a client that knows its buddy list reads
+// it again after attaching.
+const buddyRefreshSpread = 2 * time.Minute
+
+// buddyState is the buddy list and the blocked names, for telling whether they changed.
+func (c *Client) buddyState() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return strings.Join(c.buddies, ",") + "|" + strings.Join(c.blocked, ",")
+}
+
 // stayAttached publishes the user's record, subscribes to the buddies' presence, then
 // republishes every keep-alive period (the publication is the keep-alive) and refreshes
 // the host cache from the supernode, until the connection fails.
 func (c *Client) stayAttached(ctx context.Context, a *attachment) error {
-	// A slow login server must not hold up the first publication: the supernode drops
-	// a client that stays silent for two keep-alive periods.
-	bctx, cancel := context.WithTimeout(ctx, a.keep/2)
-	err := c.refreshBuddies(bctx)
-	cancel()
-	if err != nil {
-		c.log.Debug("buddy list unavailable; keeping the last one", "err", err)
+	// The record carries the blocked names, so a client that does not know its buddy
+	// list yet reads it before the first publication. One that knows it publishes first
+	// and reads the list again later, at a random moment of the next minutes: after a
+	// mass reboot the login server then sees the population spread out, not at once.
+	// A slow login server must not hold up the first publication either: the supernode
+	// drops a client that stays silent for two keep-alive periods.
+	refreshBuddies := func() {
+		bctx, cancel := context.WithTimeout(ctx, a.keep/2)
+		err := c.refreshBuddies(bctx)
+		cancel()
+		if err != nil {
+			c.log.Debug("buddy list unavailable; keeping the last one", "err", err)
+		}
+	}
+	c.mu.Lock()
+	known := c.buddiesKnown
+	c.mu.Unlock()
+	var later <-chan time.Time // the deferred buddy-list read
+	if known {
+		t := time.NewTimer(rand.N(buddyRefreshSpread))
+		defer t.Stop()
+		later = t.C
+	} else {
+		refreshBuddies()
 	}
 	if err := c.publish(ctx, a, false); err != nil {
 		return err
@@ -254,6 +284,18 @@ func (c *Client) stayAttached(ctx context.Context, a *attachment) error {
 			return a.conn.Err()
 		case <-refresh.C:
 			c.refreshPeers(ctx, a)
+		case <-later:
+			later = nil
+			before := c.buddyState()
+			refreshBuddies()
+			if c.buddyState() != before {
+				if err := c.publish(ctx, a, false); err != nil {
+					return fmt.Errorf("publish: %w", err)
+				}
+				if err := c.subscribe(ctx, a); err != nil {
+					return fmt.Errorf("subscribe: %w", err)
+				}
+			}
 		case <-keep.C:
 			if err := c.publish(ctx, a, false); err != nil {
 				if errors.Is(err, proto.ErrCredExpired) || errors.Is(err, proto.ErrRefused) {

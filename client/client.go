@@ -65,8 +65,8 @@ type Config struct {
 	// for buddy and directory requests: a population kept connected would hold one
 	// connection per user there. 0 = 20s.
 	LoginIdle time.Duration
-	NoControl       bool          // do not open the control socket
-	Events          chan<- Event  // presence changes and messages; nil = none; dropped when full
+	NoControl bool         // do not open the control socket
+	Events    chan<- Event // presence changes and messages; nil = none; dropped when full
 	// ListenPacket opens the UDP sockets of NAT detection; nil = net.ListenPacket.
 	ListenPacket func(network, addr string) (net.PacketConn, error)
 	NATTimeout   time.Duration    // per NAT test; 0 = 2s
@@ -95,30 +95,31 @@ type Client struct {
 	loginNow chan struct{}  // asks the login loop to log in again (credential refused)
 	callWG   sync.WaitGroup // calls answered on our own
 
-	mu         sync.Mutex // mu protects the following fields
-	user       string
-	cred       []byte
-	credInfo   identity.Credential
-	attached   *attachment
-	attaches   int
-	lastErr    string    // the last login or attach error, "" once resolved
-	lastErrAt  time.Time // when lastErr happened; Status hides it after lastErrorAge
-	attachErr  bool      // lastErr is an attach error: the next attachment resolves it
-	lsConn     *rpc.Conn // authenticated connection to the login server, reused
-	loggedInCh chan struct{}
-	seq        uint64               // of the last record signed
-	buddies    []string             // buddies to watch (not blocked)
-	blocked    []string             // names this user blocked
-	presence   map[string]*Presence // by buddy name
-	inbox      []Event
-	natClassic string
-	nat        NATStatus
-	promotion  PromotionStatus
-	sn         *supernode.Supernode // the supernode role, while promoted
-	crashed    bool                 // Crash was called: no goodbye
-	calls      map[string]*call     // ringing and active calls, by id
-	reports    []CallReport         // of the last calls
-	runCtx_    context.Context      // Run's context, for calls answered on our own
+	mu           sync.Mutex // mu protects the following fields
+	user         string
+	cred         []byte
+	credInfo     identity.Credential
+	attached     *attachment
+	attaches     int
+	lastErr      string    // the last login or attach error, "" once resolved
+	lastErrAt    time.Time // when lastErr happened; Status hides it after lastErrorAge
+	attachErr    bool      // lastErr is an attach error: the next attachment resolves it
+	lsConn       *rpc.Conn // authenticated connection to the login server, reused
+	loggedInCh   chan struct{}
+	seq          uint64               // of the last record signed
+	buddies      []string             // buddies to watch (not blocked)
+	blocked      []string             // names this user blocked
+	buddiesKnown bool                 // buddies and blocked were read (not merely empty)
+	presence     map[string]*Presence // by buddy name
+	inbox        []Event
+	natClassic   string
+	nat          NATStatus
+	promotion    PromotionStatus
+	sn           *supernode.Supernode // the supernode role, while promoted
+	crashed      bool                 // Crash was called: no goodbye
+	calls        map[string]*call     // ringing and active calls, by id
+	reports      []CallReport         // of the last calls
+	runCtx_      context.Context      // Run's context, for calls answered on our own
 }
 
 // runCtx is the context of Run: work the client starts on its own stops with it.
@@ -321,26 +322,20 @@ func (c *Client) credential() []byte {
 // host cache from the seed each time.
 func (c *Client) loginLoop(ctx context.Context) error {
 	bo := backoff.Backoff{Base: c.cfg.RetryBase, Max: c.cfg.RetryMax}
+	// A client restarted with a saved credential that needs no renewal yet does not
+	// call the login server at all: after a mass reboot the login server would
+	// otherwise see the whole population at once (Skype, August 2007). The host cache
+	// is on disk, and the login server is asked when the credential is half-way to
+	// expiry, when a supernode refuses it, or when a request needs it.
+	if c.credential() != nil && !c.waitRenewal(ctx) {
+		return nil
+	}
 	for ctx.Err() == nil {
 		err := c.loginOnce(ctx)
 		if err == nil {
 			bo.Reset()
-			c.mu.Lock()
-			exp, issued := c.credInfo.Expires, c.credInfo.Issued
-			c.mu.Unlock()
-			// Come back at half-life to renew, or when a supernode refuses the credential.
-			wait := time.Until(issued.Add(exp.Sub(issued) / 2))
-			if wait < time.Second {
-				wait = time.Second
-			}
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if !c.waitRenewal(ctx) {
 				return nil
-			case <-c.loginNow:
-				t.Stop()
-			case <-t.C:
 			}
 			continue
 		}
@@ -363,6 +358,27 @@ func (c *Client) loginLoop(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// waitRenewal waits until the credential is half-way to expiry, or a supernode refused
+// it (loginNow); it returns false if ctx ended first.
+func (c *Client) waitRenewal(ctx context.Context) bool {
+	c.mu.Lock()
+	exp, issued := c.credInfo.Expires, c.credInfo.Issued
+	c.mu.Unlock()
+	wait := issued.Add(exp.Sub(issued) / 2).Sub(c.cfg.Now())
+	if wait < time.Second {
+		wait = time.Second
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-c.loginNow:
+	case <-t.C:
+	}
+	return true
 }
 
 func (c *Client) loginOnce(ctx context.Context) error {

@@ -122,7 +122,7 @@ func (c *Client) refreshBuddies(ctx context.Context) error {
 	}
 	now := c.cfg.Now()
 	c.mu.Lock()
-	c.buddies, c.blocked = buddies, blocked
+	c.buddies, c.blocked, c.buddiesKnown = buddies, blocked, true
 	for _, b := range bl.Buddies {
 		if _, ok := c.presence[b.Name]; !ok && !b.Blocked {
 			c.presence[b.Name] = &Presence{Name: b.Name, LastSeen: b.LastSeen, Updated: now}

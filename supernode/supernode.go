@@ -478,6 +478,13 @@ func (sn *Supernode) credential() []byte {
 	return sn.cred
 }
 
+// ClientCount reports the clients attached now.
+func (sn *Supernode) ClientCount() int {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	return len(sn.clients)
+}
+
 // Registered reports whether the login server has admitted the supernode.
 func (sn *Supernode) Registered() bool {
 	sn.mu.Lock()

@@ -47,6 +47,16 @@ type Options struct {
 	// Joining bounds the clients that have started but not yet published, so that the
 	// population boots at the pace the machine takes; 0 = 200.
 	Joining int
+	// Buddies gives every user this many buddies (the users after it, each way); 0 = none.
+	Buddies int
+	// MaxClients is each supernode's admission limit (connections at once); 0 = 20,000.
+	MaxClients int
+	// StartWithin, if set, starts the clients at an even pace over this long, whatever
+	// the overlay takes (a cold-start storm), instead of Joining at a time.
+	StartWithin time.Duration
+	// BeforeUsers, if set, is called once the users are prepared, before the first
+	// client starts (a cold-start storm watches from there).
+	BeforeUsers func(*Sim)
 	// Progress, if set, is told every 10 seconds how far a wait in Start has come.
 	Progress func(format string, args ...any)
 }
@@ -73,12 +83,35 @@ type SN struct {
 	Addr   string
 	Killed bool
 	stop   context.CancelFunc
+	done   chan struct{} // closed when Run returned (killed, or demoted itself)
+}
+
+// Running reports whether the supernode's Run has not returned.
+func (sn *SN) Running() bool {
+	select {
+	case <-sn.done:
+		return false
+	default:
+		return true
+	}
 }
 
 // User is a simulated user with a running client.
 type User struct {
-	Name   string
-	Client *client.Client
+	Name string
+	cfg  client.Config
+
+	mu   sync.Mutex // mu protects the following fields
+	cl   *client.Client
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// Client returns the user's running client (a new one after each reboot).
+func (u *User) Client() *client.Client {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.cl
 }
 
 // Start builds the overlay and waits until every supernode is admitted and every client
@@ -92,6 +125,9 @@ func Start(ctx context.Context, opts Options) (*Sim, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.MaxClients <= 0 {
+		opts.MaxClients = 20_000
 	}
 	dir := opts.Dir
 	if dir == "" {
@@ -151,7 +187,7 @@ func (s *Sim) startLogin() error {
 		return err
 	}
 	s.store = store
-	host := s.Net.Host("2001:db8:ffff::1")
+	host := s.Net.Host(loginIP)
 	s.Login, err = loginsrv.New(loginsrv.Config{
 		Key: key, Store: store, Hasher: loginsrv.NewHasher(loginsrv.TestArgon2Params, 0),
 		AdmitSecret: "sim", HeartbeatInterval: s.opts.Heartbeat, Dialer: host,
@@ -160,7 +196,7 @@ func (s *Sim) startLogin() error {
 	if err != nil {
 		return err
 	}
-	ln, err := host.Listen("tcp", "[2001:db8:ffff::1]:7000")
+	ln, err := host.Listen("tcp", s.LoginAddr())
 	if err != nil {
 		return err
 	}
@@ -169,8 +205,11 @@ func (s *Sim) startLogin() error {
 	return nil
 }
 
+// loginIP is the login server's host on the simulated network.
+const loginIP = "2001:db8:ffff::1"
+
 // LoginAddr is the login server's address on the simulated network.
-func (s *Sim) LoginAddr() string { return "[2001:db8:ffff::1]:7000" }
+func (s *Sim) LoginAddr() string { return "[" + loginIP + "]:7000" }
 
 func (s *Sim) startSupernode(i int) error {
 	ip := fmt.Sprintf("2001:db8:0:%x::1", i+1)
@@ -185,15 +224,16 @@ func (s *Sim) startSupernode(i int) error {
 		Key: key, Name: fmt.Sprintf("sn%d", i+1), Advertise: addr,
 		LoginAddr: s.LoginAddr(), LoginKey: s.Login.PublicKey(), AdmitSecret: "sim",
 		Dialer: host, KeepAlive: s.opts.KeepAlive, Replicas: s.opts.Replicas, CacheTTL: s.opts.CacheTTL,
-		MaxClients: 20_000, Logger: s.opts.Logger,
+		MaxClients: s.opts.MaxClients, Logger: s.opts.Logger,
 	})
 	if err != nil {
 		return err
 	}
 	ctx, stop := context.WithCancel(s.ctx)
-	s.SNs = append(s.SNs, &SN{Supernode: sn, Host: host, Addr: addr, stop: stop})
+	h := &SN{Supernode: sn, Host: host, Addr: addr, stop: stop, done: make(chan struct{})}
+	s.SNs = append(s.SNs, h)
 	s.wg.Add(1)
-	go func() { defer s.wg.Done(); sn.Run(ctx, ln) }()
+	go func() { defer s.wg.Done(); defer close(h.done); sn.Run(ctx, ln) }()
 	return nil
 }
 
@@ -205,21 +245,43 @@ func (s *Sim) startSupernode(i int) error {
 // out and retry.
 func (s *Sim) startUsers(ctx context.Context) error {
 	now := time.Now()
+	for i := 0; i < s.opts.Users; i++ {
+		u, err := s.prepareUser(ctx, i, now)
+		if err != nil {
+			return err
+		}
+		s.Users = append(s.Users, u)
+	}
+	if err := s.addBuddies(ctx, now); err != nil {
+		return err
+	}
+	if s.opts.BeforeUsers != nil {
+		s.opts.BeforeUsers(s)
+	}
 	joining := s.opts.Joining
 	if joining <= 0 {
 		joining = 200
 	}
-	ready := func(u *User) bool {
-		st := u.Client.Status()
-		return st.Supernode != nil && st.Counters["publishes"] > 0
+	if s.opts.StartWithin > 0 {
+		joining = len(s.Users) // the storm is the point
 	}
 	var pending []*User // started, not yet published
 	done, told, started := 0, time.Now(), time.Now()
-	for i := 0; i < s.opts.Users; i++ {
+	for i, u := range s.Users {
+		if w := s.opts.StartWithin; w > 0 {
+			at := started.Add(time.Duration(int64(w) * int64(i) / int64(len(s.Users))))
+			if d := time.Until(at); d > 0 {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(d):
+				}
+			}
+		}
 		for len(pending) >= joining {
 			kept := pending[:0]
 			for _, u := range pending {
-				if ready(u) {
+				if u.Ready() {
 					done++
 				} else {
 					kept = append(kept, u)
@@ -239,8 +301,7 @@ func (s *Sim) startUsers(ctx context.Context) error {
 			case <-time.After(20 * time.Millisecond):
 			}
 		}
-		u, err := s.startUser(ctx, i, now)
-		if err != nil {
+		if err := s.runUser(u); err != nil {
 			return err
 		}
 		pending = append(pending, u)
@@ -252,7 +313,7 @@ func (s *Sim) startUsers(ctx context.Context) error {
 	}
 	return s.waitFor(ctx, "clients attached", func() (int, int) {
 		for u := range left {
-			if ready(u) {
+			if u.Ready() {
 				delete(left, u)
 			}
 		}
@@ -260,8 +321,26 @@ func (s *Sim) startUsers(ctx context.Context) error {
 	})
 }
 
-// startUser creates user i's account, key and credential, and starts its client.
-func (s *Sim) startUser(ctx context.Context, i int, now time.Time) (*User, error) {
+// addBuddies gives each user the Options.Buddies users after it (in order, wrapping
+// round) as buddies, each way.
+func (s *Sim) addBuddies(ctx context.Context, now time.Time) error {
+	k := min(s.opts.Buddies, len(s.Users)-1)
+	for i, u := range s.Users {
+		for j := 1; j <= k; j++ {
+			b := s.Users[(i+j)%len(s.Users)]
+			if err := s.store.AddBuddy(ctx, u.Name, b.Name, now); err != nil {
+				return err
+			}
+			if err := s.store.AddBuddy(ctx, b.Name, u.Name, now); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// prepareUser creates user i's account, key and credential, and its client's config.
+func (s *Sim) prepareUser(ctx context.Context, i int, now time.Time) (*User, error) {
 	name := fmt.Sprintf("user%05d", i)
 	if err := s.store.CreateUser(ctx, loginsrv.User{Name: name, PassHash: []byte("$sim$"), Created: now}); err != nil {
 		return nil, err
@@ -283,20 +362,45 @@ func (s *Sim) startUser(ctx context.Context, i int, now time.Time) (*User, error
 		return nil, err
 	}
 	host := s.Net.Host(fmt.Sprintf("2001:db8:1:%x:%x::1", i%0xffff+1, i/0xffff))
-	cl, err := client.New(client.Config{
+	u := &User{Name: name, cfg: client.Config{
 		DataDir: dir, Login: client.LoginServer{Addr: s.LoginAddr(), Key: s.Login.PublicKey()},
 		Dialer: host, ParallelAttach: 1, Prefer: s.SNs[rand.IntN(len(s.SNs))].Addr,
 		RefreshInterval: time.Hour, NoControl: true, RetryBase: 100 * time.Millisecond, RetryMax: 2 * time.Second,
 		Promote: client.PromoteConfig{Disabled: true}, Logger: s.opts.Logger,
-	})
-	if err != nil {
-		return nil, err
-	}
-	u := &User{Name: name, Client: cl}
-	s.Users = append(s.Users, u)
-	s.wg.Add(1)
-	go func() { defer s.wg.Done(); cl.Run(s.ctx) }()
+	}}
 	return u, nil
+}
+
+// runUser starts a client for u from its data directory, as a process started anew
+// would: key, credential and host cache come from the files.
+func (s *Sim) runUser(u *User) error {
+	cl, err := client.New(u.cfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := context.WithCancel(s.ctx)
+	done := make(chan struct{})
+	u.mu.Lock()
+	u.cl, u.stop, u.done = cl, stop, done
+	u.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer close(done)
+		cl.Run(ctx)
+	}()
+	return nil
+}
+
+// crashUser stops u's client as a power cut would: its connections close without a
+// signed log-off. It returns when the client has stopped.
+func (u *User) crash() <-chan struct{} {
+	u.mu.Lock()
+	cl, stop, done := u.cl, u.stop, u.done
+	u.mu.Unlock()
+	cl.Crash()
+	stop()
+	return done
 }
 
 // KillSupernodes crashes n random live supernodes at once and returns them.
@@ -485,7 +589,7 @@ func (s *Sim) Describe(name string) string {
 		if u.Name != name {
 			continue
 		}
-		st := u.Client.Status()
+		st := u.Client().Status()
 		sn := "none"
 		if st.Supernode != nil {
 			sn = st.Supernode.Name + " attached " + st.Supernode.AttachedAt.Format("15:04:05.000")

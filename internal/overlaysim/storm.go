@@ -1,0 +1,192 @@
+package overlaysim
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/peerline/peerline/internal/metrics"
+	"github.com/peerline/peerline/internal/timeline"
+)
+
+// The storms of Skype's outages, replayed on a running simulation (see DESIGN.md,
+// "Lessons from Skype's outages"):
+//
+//   - RebootUsers: every client process restarts at once (August 2007);
+//   - KillSupernodes during it: 30% of the supernodes gone at once (December 2010);
+//   - KillLogin: the login server down for the whole storm.
+//
+// Figures samples what a storm's plot shows, once a second, into a timeline.
+
+// RebootUsers crashes every user's client at once, as a mass reboot does (no log-off),
+// waits until all have stopped, and starts them all again at once from their data
+// directories. It returns when every client is running again, not attached.
+func (s *Sim) RebootUsers(ctx context.Context) error {
+	dones := make([]<-chan struct{}, len(s.Users))
+	for i, u := range s.Users {
+		dones[i] = u.crash()
+	}
+	for _, d := range dones {
+		select {
+		case <-d:
+		case <-ctx.Done():
+			return fmt.Errorf("overlaysim: waiting for clients to stop: %w", ctx.Err())
+		}
+	}
+	for _, u := range s.Users {
+		if err := s.runUser(u); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// KillLogin takes the login server's host off the network: every connection to it
+// fails until ReviveLogin.
+func (s *Sim) KillLogin() { s.Net.Host(loginIP).Kill() }
+
+// ReviveLogin puts the login server's host back.
+func (s *Sim) ReviveLogin() { s.Net.Host(loginIP).Revive() }
+
+// Ready reports whether user u's current client is attached and has published its
+// record since it started.
+func (u *User) Ready() bool {
+	cl := u.Client()
+	return cl != nil && cl.Attached() && cl.Metrics().Get("publishes") > 0
+}
+
+// attempts is how many times u's current client tried to attach: each round of
+// supernodes tried counts once.
+func (u *User) attempts() uint64 {
+	cl := u.Client()
+	if cl == nil {
+		return 0
+	}
+	m := cl.Metrics()
+	if n := m.Get("attach_attempts"); n > 0 {
+		return n
+	}
+	return m.Get("attaches") + m.Get("attach_failures")
+}
+
+// sumCounters adds up the counters of m whose names contain any of parts.
+func sumCounters(m *metrics.Set, parts ...string) float64 {
+	var n uint64
+	for name, v := range m.Snapshot() {
+		for _, p := range parts {
+			if strings.Contains(name, p) {
+				n += v
+				break
+			}
+		}
+	}
+	return float64(n)
+}
+
+// Figures returns what the storms' timelines plot, at this moment:
+//
+//	ready            users attached and published since their client started
+//	attached         users attached
+//	attempts         attach attempts of the current clients, summed
+//	sn_live          supernodes alive and running
+//	sn_max, sn_mean  clients attached per live supernode
+//	logins           password logins and resumes answered by the login server, summed
+//	hashes           password hashes the login server computed
+//	sn_shed          connections and attachments the supernodes shed or refused busy
+//	login_shed       requests the login server shed or refused busy
+//	cpu_s            CPU seconds this process used
+//	heap_mib         heap in use
+func (s *Sim) Figures() map[string]float64 {
+	f := map[string]float64{}
+	for _, u := range s.Users {
+		if cl := u.Client(); cl != nil && cl.Attached() {
+			f["attached"]++
+		}
+		if u.Ready() {
+			f["ready"]++
+		}
+		f["attempts"] += float64(u.attempts())
+	}
+	total, most := 0, 0
+	for _, sn := range s.SNs {
+		if sn.Killed || !sn.Running() {
+			continue
+		}
+		f["sn_live"]++
+		n := sn.ClientCount()
+		total += n
+		most = max(most, n)
+		f["sn_shed"] += sumCounters(sn.Metrics(), "shed", "busy", "not_ready")
+	}
+	f["sn_max"] = float64(most)
+	if f["sn_live"] > 0 {
+		f["sn_mean"] = float64(total) / f["sn_live"]
+	}
+	lm := s.Login.Metrics()
+	f["logins"] = float64(lm.Get("logins") + lm.Get("resumes"))
+	f["hashes"] = float64(s.Login.Hasher().Count())
+	f["login_shed"] = sumCounters(lm, "shed", "busy", "rate_limited")
+	f["cpu_s"] = cpuSeconds()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	f["heap_mib"] = float64(ms.HeapInuse) / (1 << 20)
+	return f
+}
+
+// cpuSeconds is the CPU time (user and system) this process has used.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// Watch samples Figures every interval into rec until the returned stop is called.
+func (s *Sim) Watch(rec *timeline.Recorder, interval time.Duration) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			rec.Add(time.Now(), s.Figures())
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(done); wg.Wait(); rec.Add(time.Now(), s.Figures()) })
+	}
+}
+
+// StormPanels are the plots of a storm: users, logins, sheds, supernode load, CPU.
+var StormPanels = []timeline.Panel{
+	{Title: "users attached and published", Y: "users", Series: []string{"ready", "attached"}},
+	{Title: "login server", Y: "per second", Series: []string{"logins/s", "login_shed/s", "hashes/s"}},
+	{Title: "supernodes shedding", Y: "per second", Series: []string{"sn_shed/s"}},
+	{Title: "supernode load", Y: "clients", Series: []string{"sn_max", "sn_mean", "sn_limit"}},
+	{Title: "machine", Y: "% of one core / supernodes", Series: []string{"cpu%", "sn_live"}},
+}
+
+// Derive adds the rates the panels plot to samples taken by Watch.
+func Derive(samples []timeline.Sample, snLimit int) {
+	for _, k := range []string{"logins", "login_shed", "hashes", "sn_shed"} {
+		timeline.Rate(samples, k, k+"/s")
+	}
+	timeline.Rate(samples, "cpu_s", "cpu%")
+	for i := range samples {
+		samples[i].Values["cpu%"] *= 100
+		samples[i].Values["sn_limit"] = float64(snLimit)
+	}
+}
