@@ -284,12 +284,24 @@ func (c *Conn) send(h wire.Header, m proto.Message) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
-	if _, err := c.nc.Write(*bp); err != nil {
-		c.closeWith(err)
-		return fmt.Errorf("%w: %v", ErrClosed, err)
+	for b := *bp; len(b) > 0; {
+		n := min(len(b), maxWrite)
+		if _, err := c.nc.Write(b[:n]); err != nil {
+			c.closeWith(err)
+			return fmt.Errorf("%w: %v", ErrClosed, err)
+		}
+		b = b[n:]
 	}
 	return nil
 }
+
+// maxWrite is the most bytes handed to the connection in one Write. Over TLS each Write
+// of up to 16 KiB becomes one record, and the receiving tls.Conn keeps an input buffer
+// the size of the largest record it ever read (twice that, as it grows) for the rest of
+// its life: one list of 200 supernodes would cost each idle client's connection 32 KiB
+// for good. In writes of at most 2 KiB, frames of a few hundred bytes (nearly all) cost
+// nothing more, and a large one a few more records.
+const maxWrite = 2 << 10
 
 // framePool holds the buffers frames are encoded into. They are shared by all
 // connections instead of one kept per connection at its largest frame: a supernode holds

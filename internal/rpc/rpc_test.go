@@ -3,7 +3,9 @@ package rpc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -160,5 +162,63 @@ func TestOversizedAnswerBecomesError(t *testing.T) {
 	defer cancel()
 	if _, err := client.Call(ctx, &proto.Ping{}); !errors.Is(err, proto.ErrInternal) {
 		t.Fatalf("oversized answer: %v, want an internal error at once", err)
+	}
+}
+
+// writeSizes records the size of every Write on a connection.
+type writeSizes struct {
+	net.Conn
+	mu    sync.Mutex // mu protects sizes
+	sizes []int
+}
+
+func (w *writeSizes) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.sizes = append(w.sizes, len(p))
+	w.mu.Unlock()
+	return w.Conn.Write(p)
+}
+
+// TestLargeFramesWrittenInSmallPieces: a large answer reaches the caller whole, written
+// in pieces of at most maxWrite bytes (over TLS, records the receiver's buffer need not
+// grow for).
+func TestLargeFramesWrittenInSmallPieces(t *testing.T) {
+	a, b := net.Pipe()
+	ws := &writeSizes{Conn: a}
+	big := &proto.PeersOK{}
+	for i := range proto.MaxList {
+		big.Supernodes = append(big.Supernodes, proto.SupernodeInfo{ID: strings.Repeat("k", 43),
+			Addr: fmt.Sprintf("[2001:db8:0:%x::1]:7100", i), Since: time.Unix(1e9, 0).UTC()})
+	}
+	server := New(ws, Options{Handler: HandlerFunc(func(ctx context.Context, c *Conn, m proto.Message) (proto.Message, error) {
+		return big, nil
+	})})
+	client := New(b, Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); server.Run(ctx) }()
+	go func() { defer wg.Done(); client.Run(ctx) }()
+	defer func() { cancel(); wg.Wait() }()
+	resp, err := client.Call(ctx, &proto.Ping{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := resp.(*proto.PeersOK); !ok || !reflect.DeepEqual(got, big) {
+		t.Fatalf("answer %T arrived damaged", resp)
+	}
+	size, _ := proto.Encode(big)
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	total := 0
+	for _, n := range ws.sizes {
+		if n > maxWrite {
+			t.Fatalf("a write of %d bytes (at most %d wanted): %v", n, maxWrite, ws.sizes)
+		}
+		total += n
+	}
+	if total < len(size) || len(ws.sizes) < len(size)/maxWrite {
+		t.Fatalf("writes %v carry %d bytes", ws.sizes, total)
 	}
 }
