@@ -48,22 +48,16 @@ type storm struct {
 func startStormSim(t *testing.T, name string, mod func(*Options)) *storm {
 	sns, users := stormScale()
 	keep, hb := pace(sns, users)
+	// A storm loads the machine for a while: records must outlive a republication
+	// delayed by it (they live two keep-alive periods).
+	keep = max(keep, 10*time.Second)
 	opts := Options{Supernodes: sns, Users: users, KeepAlive: keep, Heartbeat: hb,
 		MaxClients: stormLimit(sns, users), Progress: t.Logf}
 	if mod != nil {
 		mod(&opts)
 	}
-	st := &storm{t: t, name: name, limit: opts.MaxClients, out: os.Getenv("PEERLINE_STORM_OUT")}
-	if st.out == "" {
-		st.out = t.TempDir()
-	} else if err := os.MkdirAll(st.out, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	st.rec = timeline.New(time.Now())
-	interval := time.Second
-	if users < 5000 {
-		interval = 200 * time.Millisecond
-	}
+	st := newStorm(t, name, opts.MaxClients)
+	interval := st.interval(users)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	watch := func(s *Sim) {
@@ -84,12 +78,40 @@ func startStormSim(t *testing.T, name string, mod func(*Options)) *storm {
 		}
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
 	if st.stop == nil {
 		watch(s)
 	}
 	t.Cleanup(st.stop)
 	st.logf("%s: %d supernodes (admission limit %d connections each), %d users, keep-alive %v", name, sns, st.limit, users, keep)
+	return st
+}
+
+func newStorm(t *testing.T, name string, limit int) *storm {
+	st := &storm{t: t, name: name, limit: limit, out: os.Getenv("PEERLINE_STORM_OUT")}
+	if st.out == "" {
+		st.out = t.TempDir()
+	} else if err := os.MkdirAll(st.out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	st.rec = timeline.New(time.Now())
+	return st
+}
+
+// interval is how often a storm samples: every second at scale, five times a second for
+// a small population whose storm is over in seconds.
+func (st *storm) interval(users int) time.Duration {
+	if users < 5000 {
+		return 200 * time.Millisecond
+	}
+	return time.Second
+}
+
+// watchStorm watches a running simulation for the next storm.
+func watchStorm(t *testing.T, s *Sim, name string) *storm {
+	st := newStorm(t, name, s.opts.MaxClients)
+	st.sim = s
+	st.stop = s.Watch(st.rec, st.interval(len(s.Users)))
+	t.Cleanup(st.stop)
 	return st
 }
 
@@ -208,78 +230,79 @@ func (st *storm) finish() {
 	os.WriteFile(base+".txt", []byte(strings.Join(st.lines, "\n")+"\n"), 0o644)
 }
 
-// TestStormColdStart: every user starts within 10 seconds (the overlay is up, their
-// credentials saved).
-func TestStormColdStart(t *testing.T) {
-	st := startStormSim(t, "cold-start", func(o *Options) { o.StartWithin = 10 * time.Second })
-	st.waitReady(20 * time.Minute)
-	st.checkLoad()
-	st.finish()
-	st.found()
-}
-
-// TestStormReboot: every running client restarts at once (August 2007).
-func TestStormReboot(t *testing.T) {
-	st := startStormSim(t, "reboot", nil)
-	st.begin("every client reboots")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	if err := st.sim.RebootUsers(ctx); err != nil {
-		t.Fatal(err)
+// TestStorms replays the storms one after another on one population, each a subtest
+// with its own figures and plot:
+//
+//  1. cold-start: every user starts within 10 seconds (the supernodes up, the users'
+//     credentials and host caches saved, as after a first login);
+//  2. reboot: every running client restarts at once (August 2007);
+//  3. collapse: every client restarts at once and 30% of the supernodes die at the same
+//     moment (December 2010); no survivor may die, demote itself or exceed its limit;
+//  4. login-down: the login server is down for a whole reboot storm; every user
+//     attaches on its saved credential and sees its buddies online.
+func TestStorms(t *testing.T) {
+	var s *Sim
+	t.Run("cold-start", func(t *testing.T) {
+		st := startStormSim(t, "cold-start", func(o *Options) { o.StartWithin = 10 * time.Second; o.Buddies = 2 })
+		s = st.sim
+		st.waitReady(20 * time.Minute)
+		st.checkLoad()
+		st.finish()
+		st.found()
+	})
+	if s == nil {
+		t.Fatal("no population to storm")
 	}
-	st.waitReady(20 * time.Minute)
-	st.checkLoad()
-	st.finish()
-	st.found()
-}
-
-// TestStormCollapse: 30% of the supernodes die at once during the reboot storm
-// (December 2010); no survivor may die, demote itself or exceed its limit.
-func TestStormCollapse(t *testing.T) {
-	st := startStormSim(t, "collapse", nil)
-	st.begin("every client reboots, 30% of supernodes killed")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	killed := st.sim.KillSupernodes(len(st.sim.SNs) * 3 / 10)
-	if err := st.sim.RebootUsers(ctx); err != nil {
-		t.Fatal(err)
-	}
-	st.waitReady(20 * time.Minute)
-	st.checkLoad()
-	st.finish()
-	dead, demoted := 0, 0
-	for _, sn := range st.sim.SNs {
-		if sn.Killed {
-			continue
+	t.Cleanup(func() { s.Close() })
+	reboot := func(t *testing.T, name, what string, during func(st *storm)) *storm {
+		st := watchStorm(t, s, name)
+		st.begin(what)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		if during != nil {
+			during(st)
 		}
-		if !sn.Running() {
-			dead++
+		if err := s.RebootUsers(ctx); err != nil {
+			t.Fatal(err)
 		}
-		if sn.Metrics().Get("demotions") > 0 {
-			demoted++
+		st.waitReady(20 * time.Minute)
+		st.checkLoad()
+		st.finish()
+		return st
+	}
+	t.Run("reboot", func(t *testing.T) {
+		st := reboot(t, "reboot", "every client reboots", nil)
+		st.found()
+	})
+	t.Run("collapse", func(t *testing.T) {
+		var killed []*SN
+		st := reboot(t, "collapse", "every client reboots, 30% of supernodes killed", func(st *storm) {
+			killed = s.KillSupernodes(len(s.SNs) * 3 / 10)
+		})
+		dead, demoted, live := 0, 0, 0
+		for _, sn := range s.SNs {
+			if sn.Killed {
+				continue
+			}
+			live++
+			if !sn.Running() {
+				dead++
+			}
+			if sn.Metrics().Get("demotions") > 0 {
+				demoted++
+			}
 		}
-	}
-	st.logf("collapse: %d supernodes killed; of the %d survivors %d stopped and %d demoted themselves",
-		len(killed), len(st.sim.SNs)-len(killed), dead, demoted)
-	if dead+demoted > 0 {
-		t.Errorf("cascade: %d survivors stopped, %d demoted", dead, demoted)
-	}
-	st.found()
-}
-
-// TestStormLoginDown: the login server is down for the whole reboot storm; every user
-// with a valid credential attaches and sees its buddies online.
-func TestStormLoginDown(t *testing.T) {
-	st := startStormSim(t, "login-down", func(o *Options) { o.Buddies = 2 })
-	st.begin("login server down, every client reboots")
-	st.sim.KillLogin()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	if err := st.sim.RebootUsers(ctx); err != nil {
-		t.Fatal(err)
-	}
-	st.waitReady(20 * time.Minute)
-	st.checkLoad()
-	st.finish()
-	st.found()
+		st.logf("collapse: %d supernodes killed; of the %d survivors %d stopped and %d demoted themselves",
+			len(killed), live, dead, demoted)
+		if dead+demoted > 0 {
+			t.Errorf("cascade: %d survivors stopped, %d demoted", dead, demoted)
+		}
+		st.found()
+	})
+	t.Run("login-down", func(t *testing.T) {
+		s.KillLogin()
+		defer s.ReviveLogin()
+		st := reboot(t, "login-down", "login server down, every client reboots", nil)
+		st.found()
+	})
 }
