@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -262,4 +263,30 @@ func TestRingWith(t *testing.T) {
 	if r.Len() != 40 {
 		t.Fatal("With changed the original ring")
 	}
+}
+
+// TestRingsInterned: two supernodes that reach the same membership, by different steps,
+// share one ring; a different membership gets its own.
+func TestRingsInterned(t *testing.T) {
+	var ms []Member
+	for i := range 50 {
+		ms = append(ms, Member{ID: fmt.Sprintf("sn%02d", i), Addr: fmt.Sprintf("192.0.2.%d:7100", i)})
+	}
+	a := NewRing(ms)
+	b := NewRing(ms[:40]).With(ms[40:], nil)
+	if a != b {
+		t.Fatal("the same members built twice: two rings")
+	}
+	c := a.With(nil, []string{"sn07"})
+	if c == a || c.Len() != 49 || c.Has("sn07") {
+		t.Fatalf("a removal changed the shared ring or was lost: %d members", c.Len())
+	}
+	moved := a.With([]Member{{ID: "sn03", Addr: "192.0.2.200:7100"}}, nil)
+	if moved == a {
+		t.Fatal("an address change gave the old ring")
+	}
+	if m, _ := a.Member("sn03"); m.Addr != "192.0.2.3:7100" {
+		t.Fatal("the shared ring was changed")
+	}
+	runtime.KeepAlive(b)
 }

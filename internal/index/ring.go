@@ -3,11 +3,13 @@ package index
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"weak"
 )
 
 // Member is a supernode on the ring.
@@ -48,7 +50,56 @@ func NewRing(members []Member) *Ring {
 		}
 	}
 	slices.SortFunc(r.points, cmpPoints)
+	return intern(r)
+}
+
+// Rings are immutable once built, and the supernodes of one overlay converge on the same
+// membership: in a process that simulates a thousand of them, a thousand copies of one
+// ring (16,000 points and a member map each, half a megabyte) would hold half a gigabyte
+// for nothing. intern returns the ring already built with the same members (ids and
+// addresses) if one is still in use, else r. It holds rings weakly: a ring no supernode
+// uses any more goes, and its entry with it. In a process of one supernode it costs a
+// hash of the member list per ring built.
+func intern(r *Ring) *Ring {
+	d := r.digest()
+	interned.mu.Lock()
+	defer interned.mu.Unlock()
+	if wp, ok := interned.m[d]; ok {
+		if old := wp.Value(); old != nil {
+			return old
+		}
+	}
+	if interned.m == nil {
+		interned.m = make(map[[sha256.Size]byte]weak.Pointer[Ring])
+	}
+	interned.m[d] = weak.Make(r)
+	runtime.AddCleanup(r, func(d [sha256.Size]byte) {
+		interned.mu.Lock()
+		defer interned.mu.Unlock()
+		if wp, ok := interned.m[d]; ok && wp.Value() == nil {
+			delete(interned.m, d)
+		}
+	}, d)
 	return r
+}
+
+var interned struct {
+	mu sync.Mutex // mu protects m
+	m  map[[sha256.Size]byte]weak.Pointer[Ring]
+}
+
+// digest identifies the ring's members: ids and addresses, in id order.
+func (r *Ring) digest() [sha256.Size]byte {
+	h := sha256.New()
+	for _, m := range r.Members() {
+		h.Write([]byte(m.ID))
+		h.Write([]byte{0})
+		h.Write([]byte(m.Addr))
+		h.Write([]byte{0})
+	}
+	var d [sha256.Size]byte
+	h.Sum(d[:0])
+	return d
 }
 
 // vnodeCache keeps each member's point hashes: every supernode rebuilds its ring whenever
@@ -193,7 +244,7 @@ func (r *Ring) With(add []Member, remove []string) *Ring {
 			j++
 		}
 	}
-	return out
+	return intern(out)
 }
 
 // cmpPoints orders points as less does, for slices.SortFunc (which, unlike sort.Slice,
