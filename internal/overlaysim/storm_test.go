@@ -206,6 +206,83 @@ func (st *storm) found() {
 	}
 }
 
+// buddiesAndMessages checks, for up to n users, that each sees every buddy online, and
+// that a message to its first buddy arrives: the signalling path calls take (a call's
+// media needs real sockets, which the simulation's clients do not have).
+func (st *storm) buddiesAndMessages(n int) {
+	s := st.sim
+	n = min(n, len(s.Users))
+	step := max(len(s.Users)/n, 1)
+	var sample []*User
+	for i := 0; i < len(s.Users) && len(sample) < n; i += step {
+		sample = append(sample, s.Users[i])
+	}
+	byName := make(map[string]*User, len(s.Users))
+	for _, u := range s.Users {
+		byName[u.Name] = u
+	}
+	seen := func() (all int, notOnline []string) {
+		for _, u := range sample {
+			bs := u.Client().Status().Buddies
+			if len(bs) == 0 {
+				notOnline = append(notOnline, u.Name+" (no buddies known)")
+				continue
+			}
+			ok := true
+			for _, b := range bs {
+				if !b.Online {
+					ok = false
+					notOnline = append(notOnline, u.Name+" sees "+b.Name+" offline")
+				}
+			}
+			if ok {
+				all++
+			}
+		}
+		return all, notOnline
+	}
+	var all int
+	var bad []string
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(500 * time.Millisecond) {
+		if all, bad = seen(); all == len(sample) || time.Now().After(deadline) {
+			break
+		}
+	}
+	st.logf("%s: %d of %d users sampled see all their buddies online", st.name, all, len(sample))
+	if all != len(sample) {
+		st.t.Errorf("%s: buddies not seen online, e.g. %v", st.name, bad[:min(len(bad), 5)])
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	before := map[string]uint64{}
+	for _, u := range sample {
+		b := byName[u.Client().Status().Buddies[0].Name]
+		before[b.Name] = b.Client().Metrics().Get("messages_received")
+	}
+	sent := 0
+	var errs []string
+	for _, u := range sample {
+		to := u.Client().Status().Buddies[0].Name
+		if err := u.Client().Message(ctx, to, "hello from "+u.Name); err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		sent++
+	}
+	got := 0
+	for _, u := range sample {
+		b := byName[u.Client().Status().Buddies[0].Name]
+		if b.Client().Metrics().Get("messages_received") > before[b.Name] {
+			got++
+		}
+	}
+	st.logf("%s: %d messages sent to a buddy, %d recipients got theirs", st.name, sent, got)
+	if sent != len(sample) || got != len(sample) {
+		st.t.Errorf("%s: %d of %d messages sent, %d arrived; e.g. %v", st.name, sent, len(sample), got, errs[:min(len(errs), 3)])
+	}
+}
+
 // finish stops the watch and writes the figures, the plot and the summary.
 func (st *storm) finish() {
 	st.stop()
@@ -304,5 +381,6 @@ func TestStorms(t *testing.T) {
 		defer s.ReviveLogin()
 		st := reboot(t, "login-down", "login server down, every client reboots", nil)
 		st.found()
+		st.buddiesAndMessages(2000)
 	})
 }
