@@ -92,10 +92,13 @@ type Cache struct {
 	// saveMu serialises Save, so that a Save that took its snapshot later
 	// also renames later and the file never goes back in time.
 	saveMu sync.Mutex
+	saved  uint64 // the version last written; guarded by saveMu
+	wrote  bool   // a Save has written the file; guarded by saveMu
 
 	// mu protects all following fields.
 	mu      sync.Mutex
 	entries []slot // distinct canonical Addrs; never more than MaxEntries between calls
+	version uint64 // counts changes to entries, so that Save can skip an unchanged cache
 }
 
 // slot is how the cache holds an entry. What seeds and supernodes report of a supernode
@@ -153,6 +156,7 @@ func (c *Cache) findLocked(addr string) int {
 // removeLocked deletes the entry at index i.
 func (c *Cache) removeLocked(i int) {
 	c.entries = slices.Delete(c.entries, i, i+1)
+	c.version++
 }
 
 func newCache(path string, opts Options) *Cache {
@@ -215,6 +219,7 @@ func (c *Cache) Merge(entries ...Entry) {
 		i := c.findLocked(r.Addr)
 		if i < 0 {
 			c.entries = append(c.entries, newSlot(r))
+			c.version++
 			continue
 		}
 		old := c.entries[i].rep.Value()
@@ -230,6 +235,7 @@ func (c *Cache) Merge(entries ...Entry) {
 		}
 		if rep != old {
 			c.entries[i].rep = unique.Make(rep)
+			c.version++
 		}
 	}
 	c.trimLocked(now)
@@ -248,6 +254,7 @@ func (c *Cache) MarkSuccess(addr string) {
 	if i := c.findLocked(addr); i >= 0 {
 		o := c.entries[i].observe()
 		o.LastSuccess = now
+		c.version++
 		o.Failures = 0
 	}
 }
@@ -277,6 +284,7 @@ func (c *Cache) MarkFailure(addr string) {
 	}
 	o := c.entries[i].observe()
 	o.LastFailure = now
+	c.version++
 	if o.Failures < math.MaxInt {
 		o.Failures++
 	}
@@ -324,6 +332,7 @@ func (c *Cache) trimLocked(now time.Time) {
 		kept = append(kept, newSlot(e))
 	}
 	c.entries = kept
+	c.version++
 	c.log.Debug("hostcache: dropped worst-ranked entries", "dropped", len(ranked)-MaxEntries, "kept", MaxEntries)
 }
 

@@ -707,6 +707,37 @@ func dirNames(t *testing.T, dir string) []string {
 	return names
 }
 
+// TestSaveSkipsUnchanged: a Save with nothing changed since the last one leaves the
+// file alone; any change is written.
+func TestSaveSkipsUnchanged(t *testing.T) {
+	clk := newClock()
+	path := filepath.Join(t.TempDir(), "hostcache.json")
+	c := open(t, path, clk, Options{})
+	c.Merge(Entry{Addr: addr(1), Since: clk.Now()})
+	if err := c.Save(); err != nil {
+		t.Fatal(err)
+	}
+	st1, _ := os.Stat(path)
+	c.Merge(Entry{Addr: addr(1), Since: clk.Now()}) // the same report again
+	if err := c.Save(); err != nil {
+		t.Fatal(err)
+	}
+	if st2, _ := os.Stat(path); !os.SameFile(st1, st2) {
+		t.Fatal("an unchanged cache was written again")
+	}
+	c.MarkSuccess(addr(1))
+	if err := c.Save(); err != nil {
+		t.Fatal(err)
+	}
+	if st3, _ := os.Stat(path); os.SameFile(st1, st3) {
+		t.Fatal("a change was not written")
+	}
+	re := open(t, path, clk, Options{})
+	if r := re.Ranked(); len(r) != 1 || r[0].LastSuccess.IsZero() {
+		t.Fatalf("saved %+v", r)
+	}
+}
+
 func TestSaveLeavesNoTempFiles(t *testing.T) {
 	clk := newClock()
 	dir := t.TempDir()
@@ -729,6 +760,7 @@ func TestSaveLeavesNoTempFiles(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(path, "blocker"), 0o700); err != nil {
 		t.Fatal(err)
 	}
+	c.Merge(Entry{Addr: addr(99), Since: clk.Now()}) // something to write
 	if err := c.Save(); err == nil {
 		t.Fatal("Save over a non-empty directory succeeded")
 	}

@@ -97,17 +97,26 @@ func readFile(path string, limit int64) ([]byte, error) {
 // Save writes the cache to Path() atomically: a temporary file in the same
 // directory is written, synced and renamed over the old file, then the
 // directory is synced. The file has mode 0600 and lists the entries in ranked
-// order. The directory must exist.
+// order. The directory must exist. A cache unchanged since its last Save is not
+// written again.
 func (c *Cache) Save() error {
 	c.saveMu.Lock()
 	defer c.saveMu.Unlock()
-	data, err := encode(c.Ranked())
+	now := c.clock()
+	c.mu.Lock()
+	version, ranked := c.version, c.rankedLocked(now)
+	c.mu.Unlock()
+	if c.wrote && version == c.saved {
+		return nil // nothing changed since the last write: a client merges the same seed often
+	}
+	data, err := encode(ranked)
 	if err != nil {
 		return fmt.Errorf("hostcache: encode: %w", err)
 	}
 	if err := atomicfile.WriteFile(c.path, data, fileMode); err != nil {
 		return fmt.Errorf("hostcache: save %s: %w", c.path, err)
 	}
+	c.saved, c.wrote = version, true
 	return nil
 }
 

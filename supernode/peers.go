@@ -184,10 +184,15 @@ func (p *peerPool) adopt(id string, c *rpc.Conn) {
 	if _, ok := p.conns[id]; ok {
 		return
 	}
+	if len(p.conns) >= p.max {
+		// Never evict for an adoption: the evicted connection may be one the peer at its
+		// other end is using, and a burst of hellos would then close connection after
+		// connection across the layer.
+		return
+	}
 	ready := make(chan struct{})
 	close(ready)
 	p.conns[id] = &peerConn{ready: ready, conn: c, used: time.Now(), long: true}
-	p.evictLocked()
 	p.sn.m.Inc("peer_adopted")
 }
 
