@@ -44,7 +44,6 @@ type overlay struct {
 	mu            sync.Mutex // mu protects the following fields
 	ring          *index.Ring
 	version       uint64
-	members       map[string]proto.SupernodeInfo
 	repairPending bool  // a repair pass is pending
 	repaired      *view // the view the last repair pass made the records fit; nil = none
 	repairKick    chan struct{}
@@ -70,7 +69,6 @@ func (sn *Supernode) initOverlay() {
 		store:      index.NewStore(0),
 		peers:      newPeerPool(sn, sn.cfg.MaxPeers, sn.cfg.PeerIdle),
 		ring:       index.NewRing(nil),
-		members:    make(map[string]proto.SupernodeInfo),
 		repairKick: make(chan struct{}, 1),
 		dead:       make(map[string]time.Time),
 		watchers:   make(map[string]map[watcher]time.Time),
@@ -177,11 +175,9 @@ func (sn *Supernode) syncMembers(ctx context.Context, c *rpc.Conn, version uint6
 			ov.mu.Lock()
 			for _, ch := range ok.Changes {
 				if ch.Left {
-					delete(ov.members, ch.ID)
 					remove = append(remove, ch.ID)
 				} else {
-					ov.members[ch.ID] = ch.SupernodeInfo
-					add = append(add, index.Member{ID: ch.ID, Addr: ch.Addr})
+					add = append(add, index.Member{ID: ch.ID, Addr: ch.Addr, Since: ch.Since})
 				}
 			}
 			ov.mu.Unlock()
@@ -230,13 +226,9 @@ func (sn *Supernode) syncMembers(ctx context.Context, c *rpc.Conn, version uint6
 		}
 	}
 	ms := make([]index.Member, 0, len(all))
-	ov.mu.Lock()
-	ov.members = make(map[string]proto.SupernodeInfo, len(all))
 	for _, m := range all {
-		ov.members[m.ID] = m
-		ms = append(ms, index.Member{ID: m.ID, Addr: m.Addr})
+		ms = append(ms, index.Member{ID: m.ID, Addr: m.Addr, Since: m.Since})
 	}
-	ov.mu.Unlock()
 	sn.setRing(index.NewRing(ms), version)
 	return nil
 }
@@ -308,10 +300,10 @@ func (sn *Supernode) Peers() []proto.SupernodeInfo {
 	ov.mu.Lock()
 	defer ov.mu.Unlock()
 	if ov.peersList == nil {
-		ov.peersList = make([]proto.SupernodeInfo, 0, len(ov.members))
-		for id, m := range ov.members {
-			if id != sn.id {
-				ov.peersList = append(ov.peersList, m)
+		ov.peersList = make([]proto.SupernodeInfo, 0, ov.ring.Len())
+		for _, m := range ov.ring.Members() {
+			if m.ID != sn.id {
+				ov.peersList = append(ov.peersList, proto.SupernodeInfo{ID: m.ID, Addr: m.Addr, Since: m.Since})
 			}
 		}
 		sort.Slice(ov.peersList, func(i, j int) bool {

@@ -9,13 +9,15 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 	"weak"
 )
 
 // Member is a supernode on the ring.
 type Member struct {
-	ID   string // the supernode's public key (unpadded base64url)
-	Addr string
+	ID    string // the supernode's public key (unpadded base64url)
+	Addr  string
+	Since time.Time // when it came up, as the login server says; zero = unknown
 }
 
 // VNodes is how many points each supernode takes on the ring. More points even out the
@@ -96,6 +98,7 @@ func (r *Ring) digest() [sha256.Size]byte {
 		h.Write([]byte{0})
 		h.Write([]byte(m.Addr))
 		h.Write([]byte{0})
+		h.Write(binary.BigEndian.AppendUint64(nil, uint64(m.Since.UnixNano())))
 	}
 	var d [sha256.Size]byte
 	h.Sum(d[:0])
