@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -242,11 +243,27 @@ func cpuTime(pid int) time.Duration {
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
 }
 
-// load is one turnutils_uclient workload.
+// threads is the number of threads of process pid (0 if unknown).
+func threads(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
+}
+
+// load is one turnutils_uclient workload and what our relay must do under it.
 type load struct {
 	name     string
 	clients  int // allocations
 	interval int // ms between a client's messages
+	want     criteria
 }
 
 // benchResult is one run of a load against a server.
@@ -258,7 +275,10 @@ type benchResult struct {
 	winSent, winRecv int
 	winWall          time.Duration
 	winCPU           time.Duration // the server's CPU time over the window
+	winUclient       time.Duration // turnutils_uclient's CPU time over the window
 	winOther         time.Duration // CPU time of everything else on the machine but uclient and the server
+	winMachine       time.Duration // CPU time of the whole machine
+	uclientThreads   int           // the most threads uclient had at a progress line
 }
 
 var (
@@ -333,6 +353,7 @@ func runLoad(t *testing.T, srv *benchServer, l load, seconds int) benchResult {
 			s.sent, _ = strconv.Atoi(m[1])
 			s.recv, _ = strconv.Atoi(m[2])
 			samples = append(samples, s)
+			res.uclientThreads = max(res.uclientThreads, threads(cmd.Process.Pid))
 		}
 		if m := reTotals.FindStringSubmatch(line); m != nil {
 			res.sent, _ = strconv.Atoi(m[1])
@@ -360,8 +381,9 @@ func runLoad(t *testing.T, srv *benchServer, l load, seconds int) benchResult {
 	}
 	a, b := samples[first+(last-first)/4], samples[last-(last-first)/4]
 	res.winSent, res.winRecv = b.sent-a.sent, b.recv-a.recv
-	res.winWall, res.winCPU = b.at.Sub(a.at), b.cpu-a.cpu
-	res.winOther = (b.machineBusy - a.machineBusy) - res.winCPU - (b.uclient - a.uclient)
+	res.winWall, res.winCPU, res.winUclient = b.at.Sub(a.at), b.cpu-a.cpu, b.uclient-a.uclient
+	res.winMachine = b.machineBusy - a.machineBusy
+	res.winOther = res.winMachine - res.winCPU - res.winUclient
 	return res
 }
 
@@ -391,110 +413,168 @@ func TestRelayVsCoturn(t *testing.T) {
 	coturn := startCoturn(t, dir, freePort(t))
 	defer coturn.stop()
 
-	loads := []load{
-		{name: "1000 x 50/s", clients: 1000, interval: 20},
-		{name: "100 x 1000/s", clients: 100, interval: 1},
-	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-9s %-13s %10s %7s | %10s %7s %6s %10s | %s\n",
-		"server", "load", "delivered", "loss%", "msgs/s", "loss%", "CPU%", "CPU µs/msg", "others' CPU%")
-	var failures []string
-	for _, l := range loads {
+	fmt.Fprintf(&b, "%-9s %-13s %10s %7s | %10s %7s %6s %10s %8s %7s %6s\n",
+		"server", "load", "delivered", "loss%", "msgs/s", "loss%", "CPU%", "CPU µs/msg", "uclient%", "others%", "idle%")
+	var failures, verdicts []string
+	for _, l := range benchLoads {
 		var figs [2]runFigures
 		for i, srv := range []*benchServer{coturn, ours} {
 			r := runLoad(t, srv, l, seconds)
 			loss := 100 * float64(r.sent-r.recv) / float64(r.sent)
 			f := r.figures()
 			figs[i] = f
-			mark := ""
+			fmt.Fprintf(&b, "%-9s %-13s %10d %7.2f | %10.0f %7.2f %6.1f %10.1f %8.1f %7.1f %6.1f\n",
+				srv.name, l.name, r.recv, loss, f.rate, f.loss, f.cpuPct, f.perMsg, f.uclientPct, f.othersPct, f.idlePct)
+			t.Logf("%s %s: sent %d received %d (uclient send dropped %d, %d threads); steady window %v: sent %d received %d, server CPU %v, uclient CPU %v",
+				srv.name, l.name, r.sent, r.recv, r.sendDropped, r.uclientThreads, r.winWall.Round(time.Millisecond), r.winSent, r.winRecv, r.winCPU, r.winUclient)
 			if f.loss >= 1 {
-				mark = "  (loss >= 1%)"
+				verdicts = append(verdicts, fmt.Sprintf("%s %s lost %.1f%%: %s", srv.name, l.name, f.loss, f.bottleneck()))
 			}
-			fmt.Fprintf(&b, "%-9s %-13s %10d %7.2f | %10.0f %7.2f %6.1f %10.1f | %5.0f%s\n",
-				srv.name, l.name, r.recv, loss, f.rate, f.loss, f.cpuPct, f.perMsg, f.othersPct, mark)
-			t.Logf("%s %s: sent %d received %d (uclient send dropped %d); steady window %v: sent %d received %d, server CPU %v",
-				srv.name, l.name, r.sent, r.recv, r.sendDropped, r.winWall.Round(time.Millisecond), r.winSent, r.winRecv, r.winCPU)
 			time.Sleep(2 * time.Second) // let the last allocations go before the next run
 		}
-		for _, s := range figs[1].shortfalls(figs[0]) {
+		for _, s := range l.want.shortfalls(figs[1], figs[0]) {
 			failures = append(failures, l.name+": "+s)
 		}
 	}
 	t.Logf("turnutils_uclient -y -c -l 160, %d s of sending per run; a message crosses the server twice.\n"+
 		"Left: the whole run. Right: the steady middle half of the send phase (msgs/s delivered, loss, the server's CPU\n"+
-		"as %% of one core and per delivered message, and what the machine's other processes used meanwhile).\n%s",
-		seconds, b.String())
+		"as %% of one core and per delivered message, uclient's CPU, what the machine's other processes used, and\n"+
+		"the machine's idle time, as %% of one core of %d).\n%s%s",
+		seconds, runtime.NumCPU(), b.String(), strings.Join(verdicts, "\n"))
 	if len(failures) > 0 {
-		t.Errorf("Peerline's relay falls short of coturn (want msgs/s >= %.2f x coturn's, loss <= coturn's + %.1f points, "+
-			"CPU per message <= %.2f x coturn's; on a machine busy with other work (last column) the comparison is noisy):\n%s",
-			minRateRatio, maxExtraLoss, maxCPURatio, strings.Join(failures, "\n"))
+		t.Errorf("Peerline's relay falls short of coturn (on a machine busy with other work, others%% above, the comparison is noisy):\n%s",
+			strings.Join(failures, "\n"))
 	}
 }
 
-// What TestRelayVsCoturn requires of our relay against coturn under the same load, run by
-// run. The README's figures (idle 2-core machine) have msgs/s at 1.00 x coturn's, loss at
-// or below coturn's, and CPU per message at 1.01-1.07 x; the margins leave room for the
-// noise between two runs, not for a slower relay.
-const (
-	minRateRatio = 0.98 // delivered msgs/s, at least this times coturn's
-	maxExtraLoss = 0.5  // loss %, at most coturn's plus this many points
-	maxCPURatio  = 1.25 // server CPU per delivered message, at most this times coturn's
-)
+// The loads TestRelayVsCoturn runs, and what each requires of our relay against coturn in
+// the same run:
+//
+//   - 1,000 x 50/s and 100 x 1,000/s, which neither server loses: the same delivery
+//     (msgs/s at least 0.98 x coturn's, loss at most coturn's + 0.5 points), and CPU per
+//     message at most coturn's at the first (issue 9, acceptance 6), at most 1.25 x at the
+//     second;
+//   - 150 x 500/s and 1,500 x 50/s, where the machine runs out of CPU (uclient needs a core
+//     of its own): delivered msgs/s at least coturn's, less rateNoise.
+//
+// rateNoise is the error of the measurement, not room for a worse relay: msgs/s is counted
+// by uclient and timed by the test when it reads uclient's progress lines, so a window's
+// two ends are each late by however long the test waits to be scheduled, tens of ms on a
+// saturated machine; two such delays over the ~10 s window are up to 1%. At the loads
+// neither server loses, two runs' msgs/s agree within 0.02%, so 0.98 is the older, wider
+// margin kept where delivery is not the point.
+var benchLoads = []load{
+	{name: "1000 x 50/s", clients: 1000, interval: 20, want: criteria{minRateRatio: 0.98, maxExtraLoss: 0.5, maxCPURatio: 1}},
+	{name: "100 x 1000/s", clients: 100, interval: 1, want: criteria{minRateRatio: 0.98, maxExtraLoss: 0.5, maxCPURatio: 1.25}},
+	{name: "150 x 500/s", clients: 150, interval: 2, want: criteria{minRateRatio: 1 - rateNoise, maxExtraLoss: math.Inf(1)}},
+	{name: "1500 x 50/s", clients: 1500, interval: 20, want: criteria{minRateRatio: 1 - rateNoise, maxExtraLoss: math.Inf(1)}},
+}
+
+const rateNoise = 0.01
+
+// criteria are what our relay must do against coturn under one load.
+type criteria struct {
+	minRateRatio float64 // delivered msgs/s, at least this times coturn's
+	maxExtraLoss float64 // loss %, at most coturn's plus this many points (+Inf: not checked)
+	maxCPURatio  float64 // server CPU per delivered message, at most this times coturn's (0: not checked)
+}
 
 // runFigures are one run's steady-window figures.
 type runFigures struct {
-	rate      float64 // delivered msgs/s
-	loss      float64 // % of sent
-	cpuPct    float64 // server CPU, % of one core
-	perMsg    float64 // server CPU µs per delivered message
-	othersPct float64 // the machine's other processes, % of one core
+	rate       float64 // delivered msgs/s
+	loss       float64 // % of sent
+	cpuPct     float64 // server CPU, % of one core
+	perMsg     float64 // server CPU µs per delivered message
+	uclientPct float64 // turnutils_uclient's CPU, % of one core
+	othersPct  float64 // the machine's other processes, % of one core
+	idlePct    float64 // the machine's idle CPU, % of one core
+	uclientMax float64 // the most uclient can use, % of one core: 100 per thread, at most the machine
 }
 
 func (r benchResult) figures() runFigures {
+	wall := r.winWall.Seconds()
 	return runFigures{
-		rate:      float64(r.winRecv) / r.winWall.Seconds(),
-		loss:      100 * float64(r.winSent-r.winRecv) / float64(r.winSent),
-		cpuPct:    100 * r.winCPU.Seconds() / r.winWall.Seconds(),
-		perMsg:    float64(r.winCPU.Microseconds()) / float64(r.winRecv),
-		othersPct: 100 * r.winOther.Seconds() / r.winWall.Seconds(),
+		rate:       float64(r.winRecv) / wall,
+		loss:       100 * float64(r.winSent-r.winRecv) / float64(r.winSent),
+		cpuPct:     100 * r.winCPU.Seconds() / wall,
+		perMsg:     float64(r.winCPU.Microseconds()) / float64(r.winRecv),
+		uclientPct: 100 * r.winUclient.Seconds() / wall,
+		othersPct:  100 * r.winOther.Seconds() / wall,
+		idlePct:    100*float64(runtime.NumCPU()) - 100*r.winMachine.Seconds()/wall,
+		uclientMax: 100 * float64(min(max(r.uclientThreads, 1), runtime.NumCPU())),
 	}
 }
 
-// shortfalls says where ours falls short of coturn's figures (nil: nowhere).
-func (ours runFigures) shortfalls(coturn runFigures) []string {
+// bottleneck says which process ran out of CPU in a run that lost messages: uclient if it
+// used (nearly) all its threads could (it is single-threaded), else the machine if it had
+// no idle time left (then the server got what uclient left it), else neither (the loss is
+// in queues, not for want of CPU).
+func (f runFigures) bottleneck() string {
+	switch {
+	case f.uclientPct >= 0.95*f.uclientMax:
+		return fmt.Sprintf("the load generator ran out of CPU (uclient at %.0f%% of %.0f%%; server at %.0f%%, idle %.0f%%)", f.uclientPct, f.uclientMax, f.cpuPct, f.idlePct)
+	case f.idlePct < 5:
+		return fmt.Sprintf("the machine ran out of CPU (server at %.0f%%, uclient at %.0f%% of %.0f%%, others %.0f%%, idle %.0f%%): the server had what uclient left it", f.cpuPct, f.uclientPct, f.uclientMax, f.othersPct, f.idlePct)
+	default:
+		return fmt.Sprintf("neither ran out of CPU (server at %.0f%%, uclient at %.0f%%, idle %.0f%%)", f.cpuPct, f.uclientPct, f.idlePct)
+	}
+}
+
+// shortfalls says where ours falls short of coturn's figures under c (nil: nowhere).
+func (c criteria) shortfalls(ours, coturn runFigures) []string {
 	var out []string
-	if !(ours.rate >= minRateRatio*coturn.rate) {
-		out = append(out, fmt.Sprintf("delivered %.0f msgs/s, coturn %.0f (%.3f x)", ours.rate, coturn.rate, ours.rate/coturn.rate))
+	if !(ours.rate >= c.minRateRatio*coturn.rate) {
+		out = append(out, fmt.Sprintf("delivered %.0f msgs/s, coturn %.0f (%.3f x, want >= %.2f x)", ours.rate, coturn.rate, ours.rate/coturn.rate, c.minRateRatio))
 	}
-	if !(ours.loss <= coturn.loss+maxExtraLoss) {
-		out = append(out, fmt.Sprintf("lost %.2f%%, coturn %.2f%%", ours.loss, coturn.loss))
+	if !(ours.loss <= coturn.loss+c.maxExtraLoss) {
+		out = append(out, fmt.Sprintf("lost %.2f%%, coturn %.2f%% (want at most %.1f points more)", ours.loss, coturn.loss, c.maxExtraLoss))
 	}
-	if !(ours.perMsg <= maxCPURatio*coturn.perMsg) {
-		out = append(out, fmt.Sprintf("%.1f µs CPU per message, coturn %.1f (%.2f x)", ours.perMsg, coturn.perMsg, ours.perMsg/coturn.perMsg))
+	if c.maxCPURatio > 0 && !(ours.perMsg <= c.maxCPURatio*coturn.perMsg) {
+		out = append(out, fmt.Sprintf("%.1f µs CPU per message, coturn %.1f (%.2f x, want <= %.2f x)", ours.perMsg, coturn.perMsg, ours.perMsg/coturn.perMsg, c.maxCPURatio))
 	}
 	return out
 }
 
-// TestRelayComparisonThresholds: the README's figures pass TestRelayVsCoturn's check, and
-// a relay slower, lossier or costlier than coturn by more than the margins fails it.
+// TestRelayComparisonThresholds: the recorded figures (bench comment, README) pass
+// TestRelayVsCoturn's check, and a relay slower, lossier or costlier than coturn by more
+// than the margins fails it, load by load.
 func TestRelayComparisonThresholds(t *testing.T) {
-	coturn := []runFigures{{rate: 49998, loss: 0.00, perMsg: 15.6}, {rate: 99664, loss: 0.34, perMsg: 10.3}}
-	ours := []runFigures{{rate: 50006, loss: -0.01, perMsg: 16.7}, {rate: 99982, loss: 0.01, perMsg: 10.4}}
-	for i := range coturn {
-		if s := ours[i].shortfalls(coturn[i]); len(s) > 0 {
-			t.Errorf("README figures, load %d: %v", i, s)
+	// coturn's and ours, in benchLoads' order.
+	coturn := []runFigures{{rate: 49998, loss: 0.00, perMsg: 15.6}, {rate: 99664, loss: 0.34, perMsg: 10.3},
+		{rate: 60000, loss: 20, perMsg: 12}, {rate: 54000, loss: 28, perMsg: 12}}
+	ours := []runFigures{{rate: 50006, loss: -0.01, perMsg: 15.5}, {rate: 99982, loss: 0.01, perMsg: 10.4},
+		{rate: 60000, loss: 20, perMsg: 12}, {rate: 54000, loss: 28, perMsg: 12}}
+	for i, l := range benchLoads {
+		if s := l.want.shortfalls(ours[i], coturn[i]); len(s) > 0 {
+			t.Errorf("recorded figures, %s: %v", l.name, s)
 		}
 	}
-	c := coturn[1]
-	for name, bad := range map[string]runFigures{
-		"slower":            {rate: 0.97 * c.rate, loss: c.loss, perMsg: c.perMsg},
-		"lossier":           {rate: c.rate, loss: c.loss + 0.6, perMsg: c.perMsg},
-		"costlier":          {rate: c.rate, loss: c.loss, perMsg: 1.3 * c.perMsg},
-		"nothing delivered": {rate: 0, loss: 100, perMsg: 0},
-		"not measured":      {rate: math.NaN(), loss: math.NaN(), perMsg: math.NaN()},
-	} {
-		if s := bad.shortfalls(c); len(s) == 0 {
-			t.Errorf("%s relay (%+v) passes against coturn (%+v)", name, bad, c)
+	for i, l := range benchLoads {
+		c := coturn[i]
+		bad := map[string]runFigures{
+			"slower":            {rate: (l.want.minRateRatio - 0.005) * c.rate, loss: c.loss, perMsg: c.perMsg},
+			"nothing delivered": {rate: 0, loss: 100, perMsg: 0},
+			"not measured":      {rate: math.NaN(), loss: math.NaN(), perMsg: math.NaN()},
 		}
+		if !math.IsInf(l.want.maxExtraLoss, 1) {
+			bad["lossier"] = runFigures{rate: c.rate, loss: c.loss + l.want.maxExtraLoss + 0.1, perMsg: c.perMsg}
+		}
+		if l.want.maxCPURatio > 0 {
+			bad["costlier"] = runFigures{rate: c.rate, loss: c.loss, perMsg: (l.want.maxCPURatio + 0.01) * c.perMsg}
+		}
+		for name, f := range bad {
+			if s := l.want.shortfalls(f, c); len(s) == 0 {
+				t.Errorf("%s: %s relay (%+v) passes against coturn (%+v)", l.name, name, f, c)
+			}
+		}
+	}
+	// Acceptance 6 of issue 9: at 1,000 x 50/s, at most coturn's CPU per message; at
+	// 150 x 500/s and 1,500 x 50/s, at least coturn's delivery less the noise.
+	if benchLoads[0].want.maxCPURatio > 1 || benchLoads[2].want.minRateRatio < 1-rateNoise || benchLoads[3].want.minRateRatio < 1-rateNoise {
+		t.Errorf("the criteria are looser than issue 9's acceptance: %+v", benchLoads)
+	}
+	if len(benchLoads) != 4 || benchLoads[2].clients != 150 || benchLoads[2].interval != 2 || benchLoads[3].clients != 1500 || benchLoads[3].interval != 20 {
+		t.Errorf("benchLoads lost a load issue 9 asks for: %+v", benchLoads)
 	}
 }
