@@ -228,3 +228,66 @@ func TestBatchReaderTake(t *testing.T) {
 		}
 	})
 }
+
+// TestFastPathAllocs: relaying a datagram on the fast path, either way, allocates
+// nothing: from a client's channel data to the peer (the listener's take) and from the
+// peer back to the client as channel data (the relayed socket's take), and reading it in
+// a batch.
+func TestFastPathAllocs(t *testing.T) {
+	s, err := New(Config{Secret: []byte("s"), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func() *net.UDPConn {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	lc, rcc, client, peer := open(), open(), open(), open()
+	l := newUDPListener(s, lc)
+	rc := newRelayConn(s, rcc, l, l.c)
+	ca, pa := addrPortOf(client.LocalAddr()), addrPortOf(peer.LocalAddr())
+	u := &user{name: "u"}
+	rc.own(u, ca)
+	rc.peers[pa] = 0x4001
+	l.flows[ca] = &flow{addr: net.UDPAddrFromAddrPort(ca), user: u, relay: rc, chans: map[uint16]netip.AddrPort{0x4001: pa}}
+
+	data := []byte{0x40, 0x01, 0, 5, 'h', 'e', 'l', 'l', 'o', 0, 0, 0}
+	if a := testing.AllocsPerRun(200, func() {
+		if !l.take(data, len(data), ca) {
+			t.Fatal("the listener left bound channel data to pion")
+		}
+	}); a != 0 {
+		t.Errorf("listener fast path: %.1f allocations per datagram", a)
+	}
+	slot := make([]byte, 4+maxRelayed+3)
+	copy(slot[4:], "hello")
+	if a := testing.AllocsPerRun(200, func() {
+		if !rc.take(slot, 5, pa) {
+			t.Fatal("the relayed socket left a bound peer's datagram to pion")
+		}
+	}); a != 0 {
+		t.Errorf("relayed socket fast path: %.1f allocations per datagram", a)
+	}
+	if got := l.c.relayedPackets.Load(); got < 400 {
+		t.Errorf("relayed %d datagrams, want at least 400", got)
+	}
+	// Reading: a batch of datagrams, all taken.
+	r := newBatchReader(lc, listenerBatch, 0, inboundMTU)
+	taken := 0
+	take := takeFunc(func([]byte, int, netip.AddrPort) bool { taken++; return taken%8 != 0 })
+	lc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if a := testing.AllocsPerRun(50, func() {
+		for i := 0; i < 8; i++ {
+			client.WriteToUDPAddrPort(data, addrPortOf(lc.LocalAddr()))
+		}
+		if _, _, _, _, err := r.read(take); err != nil {
+			t.Fatal(err)
+		}
+	}); a != 0 && runtime.GOOS == "linux" {
+		t.Errorf("batch read: %.1f allocations per 8 datagrams", a)
+	}
+}
