@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -24,47 +25,65 @@ import (
 
 // The comparison with coturn runs only when asked:
 //
-//	PEERLINE_RELAY_BENCH=1 go test -run TestRelayVsCoturn -v -timeout 20m ./relay/
+//	PEERLINE_RELAY_BENCH=1 PEERLINE_RELAY_BENCH_SECONDS=20 go test -run TestRelayVsCoturn -v -timeout 40m ./relay/
 //
 // It starts Peerline's relay and coturn's turnserver side by side on loopback, each in
 // its own process, and drives each in turn with coturn's turnutils_uclient in
 // client-to-client mode (-y: every client relays to the next client's relayed address, so
-// a message crosses the server twice), channels, 160-byte messages, under two loads:
-// 1,000 allocations at 50 messages/s each, and 100 at 1,000/s. It prints messages per
-// second delivered, loss, and the server's CPU (from /proc/PID/stat) while the load runs,
-// and fails unless, load by load, ours delivers at least minRateRatio x coturn's msgs/s,
-// loses at most coturn's loss + maxExtraLoss points and spends at most maxCPURatio x
-// coturn's CPU per message (a comparison of two servers on the same machine at the same
-// time, not a timing; it stays out of the default run).
+// a message crosses the server twice), channels, 160-byte messages, under four loads
+// (benchLoads): 1,000 allocations at 50 messages/s each, 100 at 1,000/s, 150 at 500/s and
+// 1,500 at 50/s. It prints messages per second delivered, loss, the server's and uclient's
+// CPU (from /proc/PID/stat) and the machine's idle time while the load runs, says for a
+// run that lost messages whether uclient or the machine ran out of CPU, and fails unless
+// ours meets each load's criteria against coturn's figures of the same run (a comparison
+// of two servers on the same machine at the same time, not a timing; it stays out of the
+// default run).
 //
 // Knobs: PEERLINE_RELAY_BENCH_SECONDS (default 15) is each run's send time;
 // PEERLINE_BIN runs that 'peerline' binary's relay command instead of building one;
 // PEERLINE_RELAY_BENCH_LISTENERS sets our --listeners; PEERLINE_RELAY_CPUPROFILE=FILE
 // writes our relay's CPU profile (re-executed test binary only).
 
-// Figures of 2026-11-23 on a 2-core machine with nothing else running, coturn 4.6.1,
-// GOMAXPROCS 2, 2 listeners, 20 s per run:
+// Figures of 2026-12-01 on a 2-core machine, coturn 4.6.1, GOMAXPROCS 2, 2 listeners, 20 s
+// per run, the command above (the test and peerline compiled at the commit that added
+// batched reads, run under the shared measurement lock; the other processes used about
+// 1% of a core meanwhile):
 //
-//	PEERLINE_RELAY_BENCH=1 PEERLINE_RELAY_BENCH_SECONDS=20 \
-//	    go test -run TestRelayVsCoturn -v -timeout 30m ./relay/
+//	server    load           delivered   loss% |     msgs/s   loss%   CPU% CPU µs/msg uclient% others%  idle%
+//	coturn    1000 x 50/s       982482    1.75 |      49531    0.90  139.5       28.2     55.1    -0.6    6.0
+//	peerline  1000 x 50/s      1000000    0.00 |      50252   -0.38  140.1       27.9     53.9    -0.3    6.3
+//	coturn    100 x 1000/s     1503077   24.85 |      69929   29.34  134.2       19.2     64.1     1.1    0.6
+//	peerline  100 x 1000/s     1897392    5.13 |      79147    6.48  142.5       18.0     54.2     1.1    2.3
+//	coturn    150 x 500/s      1374857    8.34 |      66896   10.92  140.2       21.0     57.8     0.9    1.0
+//	peerline  150 x 500/s      1499460    0.04 |      73543    0.61  139.4       19.0     54.2     0.4    6.0
+//	coturn    1500 x 50/s      1123177   25.12 |      52706   29.61  133.9       25.4     64.6     1.2    0.4
+//	peerline  1500 x 50/s      1439782    4.01 |      70485    6.57  144.3       20.5     52.5     1.1    2.1
 //
-//	server    load           delivered   loss% |     msgs/s   loss%   CPU% CPU µs/msg
-//	coturn    1000 x 50/s      1000000    0.00 |      49998    0.00   77.8       15.6
-//	peerline  1000 x 50/s      1000000    0.00 |      50006   -0.01   83.3       16.7
-//	coturn    100 x 1000/s     1999309    0.03 |      99664    0.34  102.9       10.3
-//	peerline  100 x 1000/s     2000000    0.00 |      99982    0.01  103.8       10.4
+// Where both lost (100 x 1,000/s, 1,500 x 50/s), the machine ran out of CPU, not uclient:
+// uclient, single-threaded, used 52-65% of its core and the machine was 0-2% idle, so the
+// server had what uclient left it, and the server that spends less per message delivers
+// more. (A negative others% means nothing else ran: it is the machine's total less the
+// server's and uclient's, and /proc's counters are sampled and accounted differently.)
 //
-// (The last column the test prints, the other processes' CPU, came out negative on the
-// idle machine: it is the machine's total less the server's and uclient's, and /proc's
-// counters are sampled and accounted differently; it only means "nothing else ran".)
+// The same run before batched reads, the same day, with other jobs on the machine (others
+// 0-135% of a core), so its CPU figures are noisier:
 //
-// On the same machine shared with other jobs (100-160% of its 200% busy), coturn lost 19%
-// and 29% while Peerline's relay lost 0% and 9%.
+//	server    load           delivered   loss% |     msgs/s   loss%   CPU% CPU µs/msg uclient% others%  idle%
+//	coturn    1000 x 50/s       996389    0.36 |      49409    1.06  139.8       28.3     55.6    -2.2    6.9
+//	peerline  1000 x 50/s       961151    3.88 |      47158    5.81  120.0       25.5     44.8    32.2    2.9
+//	coturn    100 x 1000/s     1235279   38.24 |      48635   40.69   82.2       16.9     45.8    71.3    0.7
+//	peerline  100 x 1000/s     1873939    6.30 |      56642    9.21  101.7       18.0     38.7    58.4    1.2
+//	coturn    150 x 500/s      1337252   10.85 |      64034   16.84  113.3       17.7     49.1    27.9    9.7
+//	peerline  150 x 500/s      1480460    1.30 |      72427    1.28  141.7       19.6     53.1     0.1    5.1
+//	coturn    1500 x 50/s      1195033   20.33 |      62480   16.69  132.1       21.1     57.5     8.7    1.7
+//	peerline  1500 x 50/s      1442566    3.83 |      27823    2.16   47.2       17.0     18.4   134.5   -0.2
 //
-// A CPU profile of our relay under the second load shows 87% of its time in sendto and
-// recvfrom (on loopback, sendto also delivers to the receiving socket): the fast path
-// leaves little user-space work to cut.
-
+// System calls of our relay per delivered message at 150 x 500/s (perf stat -e
+// 'syscalls:sys_enter_*' on the relay over 8 s of the load): 4.15 before (2.07 recvfrom,
+// 2.00 sendto), 2.62 with batched reads (0.55 recvmmsg, 1.97 sendto). Sends are not
+// batched: each datagram leaves through its own allocation's socket, or, towards a
+// client, from that socket's own read loop. The CPU the reads saved is small beside what
+// sendto costs on loopback, where it also delivers to the receiving socket.
 const benchSecret = "bench-secret"
 
 // TestMain lets the test binary run as a relay child process for the benchmark.
@@ -242,11 +261,27 @@ func cpuTime(pid int) time.Duration {
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
 }
 
-// load is one turnutils_uclient workload.
+// threads is the number of threads of process pid (0 if unknown).
+func threads(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
+}
+
+// load is one turnutils_uclient workload and what our relay must do under it.
 type load struct {
 	name     string
 	clients  int // allocations
 	interval int // ms between a client's messages
+	want     criteria
 }
 
 // benchResult is one run of a load against a server.
@@ -258,7 +293,10 @@ type benchResult struct {
 	winSent, winRecv int
 	winWall          time.Duration
 	winCPU           time.Duration // the server's CPU time over the window
+	winUclient       time.Duration // turnutils_uclient's CPU time over the window
 	winOther         time.Duration // CPU time of everything else on the machine but uclient and the server
+	winMachine       time.Duration // CPU time of the whole machine
+	uclientThreads   int           // the most threads uclient had at a progress line
 }
 
 var (
@@ -333,6 +371,7 @@ func runLoad(t *testing.T, srv *benchServer, l load, seconds int) benchResult {
 			s.sent, _ = strconv.Atoi(m[1])
 			s.recv, _ = strconv.Atoi(m[2])
 			samples = append(samples, s)
+			res.uclientThreads = max(res.uclientThreads, threads(cmd.Process.Pid))
 		}
 		if m := reTotals.FindStringSubmatch(line); m != nil {
 			res.sent, _ = strconv.Atoi(m[1])
@@ -360,8 +399,9 @@ func runLoad(t *testing.T, srv *benchServer, l load, seconds int) benchResult {
 	}
 	a, b := samples[first+(last-first)/4], samples[last-(last-first)/4]
 	res.winSent, res.winRecv = b.sent-a.sent, b.recv-a.recv
-	res.winWall, res.winCPU = b.at.Sub(a.at), b.cpu-a.cpu
-	res.winOther = (b.machineBusy - a.machineBusy) - res.winCPU - (b.uclient - a.uclient)
+	res.winWall, res.winCPU, res.winUclient = b.at.Sub(a.at), b.cpu-a.cpu, b.uclient-a.uclient
+	res.winMachine = b.machineBusy - a.machineBusy
+	res.winOther = res.winMachine - res.winCPU - res.winUclient
 	return res
 }
 
@@ -391,110 +431,168 @@ func TestRelayVsCoturn(t *testing.T) {
 	coturn := startCoturn(t, dir, freePort(t))
 	defer coturn.stop()
 
-	loads := []load{
-		{name: "1000 x 50/s", clients: 1000, interval: 20},
-		{name: "100 x 1000/s", clients: 100, interval: 1},
-	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-9s %-13s %10s %7s | %10s %7s %6s %10s | %s\n",
-		"server", "load", "delivered", "loss%", "msgs/s", "loss%", "CPU%", "CPU µs/msg", "others' CPU%")
-	var failures []string
-	for _, l := range loads {
+	fmt.Fprintf(&b, "%-9s %-13s %10s %7s | %10s %7s %6s %10s %8s %7s %6s\n",
+		"server", "load", "delivered", "loss%", "msgs/s", "loss%", "CPU%", "CPU µs/msg", "uclient%", "others%", "idle%")
+	var failures, verdicts []string
+	for _, l := range benchLoads {
 		var figs [2]runFigures
 		for i, srv := range []*benchServer{coturn, ours} {
 			r := runLoad(t, srv, l, seconds)
 			loss := 100 * float64(r.sent-r.recv) / float64(r.sent)
 			f := r.figures()
 			figs[i] = f
-			mark := ""
+			fmt.Fprintf(&b, "%-9s %-13s %10d %7.2f | %10.0f %7.2f %6.1f %10.1f %8.1f %7.1f %6.1f\n",
+				srv.name, l.name, r.recv, loss, f.rate, f.loss, f.cpuPct, f.perMsg, f.uclientPct, f.othersPct, f.idlePct)
+			t.Logf("%s %s: sent %d received %d (uclient send dropped %d, %d threads); steady window %v: sent %d received %d, server CPU %v, uclient CPU %v",
+				srv.name, l.name, r.sent, r.recv, r.sendDropped, r.uclientThreads, r.winWall.Round(time.Millisecond), r.winSent, r.winRecv, r.winCPU, r.winUclient)
 			if f.loss >= 1 {
-				mark = "  (loss >= 1%)"
+				verdicts = append(verdicts, fmt.Sprintf("%s %s lost %.1f%%: %s", srv.name, l.name, f.loss, f.bottleneck()))
 			}
-			fmt.Fprintf(&b, "%-9s %-13s %10d %7.2f | %10.0f %7.2f %6.1f %10.1f | %5.0f%s\n",
-				srv.name, l.name, r.recv, loss, f.rate, f.loss, f.cpuPct, f.perMsg, f.othersPct, mark)
-			t.Logf("%s %s: sent %d received %d (uclient send dropped %d); steady window %v: sent %d received %d, server CPU %v",
-				srv.name, l.name, r.sent, r.recv, r.sendDropped, r.winWall.Round(time.Millisecond), r.winSent, r.winRecv, r.winCPU)
 			time.Sleep(2 * time.Second) // let the last allocations go before the next run
 		}
-		for _, s := range figs[1].shortfalls(figs[0]) {
+		for _, s := range l.want.shortfalls(figs[1], figs[0]) {
 			failures = append(failures, l.name+": "+s)
 		}
 	}
 	t.Logf("turnutils_uclient -y -c -l 160, %d s of sending per run; a message crosses the server twice.\n"+
 		"Left: the whole run. Right: the steady middle half of the send phase (msgs/s delivered, loss, the server's CPU\n"+
-		"as %% of one core and per delivered message, and what the machine's other processes used meanwhile).\n%s",
-		seconds, b.String())
+		"as %% of one core and per delivered message, uclient's CPU, what the machine's other processes used, and\n"+
+		"the machine's idle time, as %% of one core of %d).\n%s%s",
+		seconds, runtime.NumCPU(), b.String(), strings.Join(verdicts, "\n"))
 	if len(failures) > 0 {
-		t.Errorf("Peerline's relay falls short of coturn (want msgs/s >= %.2f x coturn's, loss <= coturn's + %.1f points, "+
-			"CPU per message <= %.2f x coturn's; on a machine busy with other work (last column) the comparison is noisy):\n%s",
-			minRateRatio, maxExtraLoss, maxCPURatio, strings.Join(failures, "\n"))
+		t.Errorf("Peerline's relay falls short of coturn (on a machine busy with other work, others%% above, the comparison is noisy):\n%s",
+			strings.Join(failures, "\n"))
 	}
 }
 
-// What TestRelayVsCoturn requires of our relay against coturn under the same load, run by
-// run. The README's figures (idle 2-core machine) have msgs/s at 1.00 x coturn's, loss at
-// or below coturn's, and CPU per message at 1.01-1.07 x; the margins leave room for the
-// noise between two runs, not for a slower relay.
-const (
-	minRateRatio = 0.98 // delivered msgs/s, at least this times coturn's
-	maxExtraLoss = 0.5  // loss %, at most coturn's plus this many points
-	maxCPURatio  = 1.25 // server CPU per delivered message, at most this times coturn's
-)
+// The loads TestRelayVsCoturn runs, and what each requires of our relay against coturn in
+// the same run:
+//
+//   - 1,000 x 50/s and 100 x 1,000/s, which neither server lost on an idle machine in
+//     November: at least the same delivery (msgs/s at least 0.98 x coturn's, loss at most
+//     coturn's + 0.5 points), and CPU per message at most coturn's at the first (issue 9,
+//     acceptance 6), at most 1.25 x at the second;
+//   - 150 x 500/s and 1,500 x 50/s, where the machine runs out of CPU: delivered msgs/s
+//     at least coturn's, less rateNoise (issue 9, acceptance 6).
+//
+// rateNoise is the error of the measurement, not room for a worse relay: msgs/s is counted
+// by uclient and timed by the test when it reads uclient's progress lines, so a window's
+// two ends are each late by however long the test waits to be scheduled, tens of ms on a
+// saturated machine; two such delays over the ~12 s window are up to 1%. Where neither
+// server loses, the two servers' msgs/s agree within 0.02% (November's figures), so 0.98 is
+// the older, wider margin, kept where delivery is not the point.
+var benchLoads = []load{
+	{name: "1000 x 50/s", clients: 1000, interval: 20, want: criteria{minRateRatio: 0.98, maxExtraLoss: 0.5, maxCPURatio: 1}},
+	{name: "100 x 1000/s", clients: 100, interval: 1, want: criteria{minRateRatio: 0.98, maxExtraLoss: 0.5, maxCPURatio: 1.25}},
+	{name: "150 x 500/s", clients: 150, interval: 2, want: criteria{minRateRatio: 1 - rateNoise, maxExtraLoss: math.Inf(1)}},
+	{name: "1500 x 50/s", clients: 1500, interval: 20, want: criteria{minRateRatio: 1 - rateNoise, maxExtraLoss: math.Inf(1)}},
+}
+
+const rateNoise = 0.01
+
+// criteria are what our relay must do against coturn under one load.
+type criteria struct {
+	minRateRatio float64 // delivered msgs/s, at least this times coturn's
+	maxExtraLoss float64 // loss %, at most coturn's plus this many points (+Inf: not checked)
+	maxCPURatio  float64 // server CPU per delivered message, at most this times coturn's (0: not checked)
+}
 
 // runFigures are one run's steady-window figures.
 type runFigures struct {
-	rate      float64 // delivered msgs/s
-	loss      float64 // % of sent
-	cpuPct    float64 // server CPU, % of one core
-	perMsg    float64 // server CPU µs per delivered message
-	othersPct float64 // the machine's other processes, % of one core
+	rate       float64 // delivered msgs/s
+	loss       float64 // % of sent
+	cpuPct     float64 // server CPU, % of one core
+	perMsg     float64 // server CPU µs per delivered message
+	uclientPct float64 // turnutils_uclient's CPU, % of one core
+	othersPct  float64 // the machine's other processes, % of one core
+	idlePct    float64 // the machine's idle CPU, % of one core
+	uclientMax float64 // the most uclient can use, % of one core: 100 per thread, at most the machine
 }
 
 func (r benchResult) figures() runFigures {
+	wall := r.winWall.Seconds()
 	return runFigures{
-		rate:      float64(r.winRecv) / r.winWall.Seconds(),
-		loss:      100 * float64(r.winSent-r.winRecv) / float64(r.winSent),
-		cpuPct:    100 * r.winCPU.Seconds() / r.winWall.Seconds(),
-		perMsg:    float64(r.winCPU.Microseconds()) / float64(r.winRecv),
-		othersPct: 100 * r.winOther.Seconds() / r.winWall.Seconds(),
+		rate:       float64(r.winRecv) / wall,
+		loss:       100 * float64(r.winSent-r.winRecv) / float64(r.winSent),
+		cpuPct:     100 * r.winCPU.Seconds() / wall,
+		perMsg:     float64(r.winCPU.Microseconds()) / float64(r.winRecv),
+		uclientPct: 100 * r.winUclient.Seconds() / wall,
+		othersPct:  100 * r.winOther.Seconds() / wall,
+		idlePct:    100*float64(runtime.NumCPU()) - 100*r.winMachine.Seconds()/wall,
+		uclientMax: 100 * float64(min(max(r.uclientThreads, 1), runtime.NumCPU())),
 	}
 }
 
-// shortfalls says where ours falls short of coturn's figures (nil: nowhere).
-func (ours runFigures) shortfalls(coturn runFigures) []string {
+// bottleneck says which process ran out of CPU in a run that lost messages: uclient if it
+// used (nearly) all its threads could (it is single-threaded), else the machine if it had
+// no idle time left (then the server got what uclient left it), else neither (the loss is
+// in queues, not for want of CPU).
+func (f runFigures) bottleneck() string {
+	switch {
+	case f.uclientPct >= 0.95*f.uclientMax:
+		return fmt.Sprintf("the load generator ran out of CPU (uclient at %.0f%% of %.0f%%; server at %.0f%%, idle %.0f%%)", f.uclientPct, f.uclientMax, f.cpuPct, f.idlePct)
+	case f.idlePct < 5:
+		return fmt.Sprintf("the machine ran out of CPU (server at %.0f%%, uclient at %.0f%% of %.0f%%, others %.0f%%, idle %.0f%%): the server had what uclient left it", f.cpuPct, f.uclientPct, f.uclientMax, f.othersPct, f.idlePct)
+	default:
+		return fmt.Sprintf("neither ran out of CPU (server at %.0f%%, uclient at %.0f%%, idle %.0f%%)", f.cpuPct, f.uclientPct, f.idlePct)
+	}
+}
+
+// shortfalls says where ours falls short of coturn's figures under c (nil: nowhere).
+func (c criteria) shortfalls(ours, coturn runFigures) []string {
 	var out []string
-	if !(ours.rate >= minRateRatio*coturn.rate) {
-		out = append(out, fmt.Sprintf("delivered %.0f msgs/s, coturn %.0f (%.3f x)", ours.rate, coturn.rate, ours.rate/coturn.rate))
+	if !(ours.rate >= c.minRateRatio*coturn.rate) {
+		out = append(out, fmt.Sprintf("delivered %.0f msgs/s, coturn %.0f (%.3f x, want >= %.2f x)", ours.rate, coturn.rate, ours.rate/coturn.rate, c.minRateRatio))
 	}
-	if !(ours.loss <= coturn.loss+maxExtraLoss) {
-		out = append(out, fmt.Sprintf("lost %.2f%%, coturn %.2f%%", ours.loss, coturn.loss))
+	if !(ours.loss <= coturn.loss+c.maxExtraLoss) {
+		out = append(out, fmt.Sprintf("lost %.2f%%, coturn %.2f%% (want at most %.1f points more)", ours.loss, coturn.loss, c.maxExtraLoss))
 	}
-	if !(ours.perMsg <= maxCPURatio*coturn.perMsg) {
-		out = append(out, fmt.Sprintf("%.1f µs CPU per message, coturn %.1f (%.2f x)", ours.perMsg, coturn.perMsg, ours.perMsg/coturn.perMsg))
+	if c.maxCPURatio > 0 && !(ours.perMsg <= c.maxCPURatio*coturn.perMsg) {
+		out = append(out, fmt.Sprintf("%.1f µs CPU per message, coturn %.1f (%.2f x, want <= %.2f x)", ours.perMsg, coturn.perMsg, ours.perMsg/coturn.perMsg, c.maxCPURatio))
 	}
 	return out
 }
 
-// TestRelayComparisonThresholds: the README's figures pass TestRelayVsCoturn's check, and
-// a relay slower, lossier or costlier than coturn by more than the margins fails it.
+// TestRelayComparisonThresholds: the recorded figures (bench comment, README) pass
+// TestRelayVsCoturn's check, and a relay slower, lossier or costlier than coturn by more
+// than the margins fails it, load by load.
 func TestRelayComparisonThresholds(t *testing.T) {
-	coturn := []runFigures{{rate: 49998, loss: 0.00, perMsg: 15.6}, {rate: 99664, loss: 0.34, perMsg: 10.3}}
-	ours := []runFigures{{rate: 50006, loss: -0.01, perMsg: 16.7}, {rate: 99982, loss: 0.01, perMsg: 10.4}}
-	for i := range coturn {
-		if s := ours[i].shortfalls(coturn[i]); len(s) > 0 {
-			t.Errorf("README figures, load %d: %v", i, s)
+	// coturn's and ours, in benchLoads' order.
+	coturn := []runFigures{{rate: 49531, loss: 0.90, perMsg: 28.2}, {rate: 69929, loss: 29.34, perMsg: 19.2},
+		{rate: 66896, loss: 10.92, perMsg: 21.0}, {rate: 52706, loss: 29.61, perMsg: 25.4}}
+	ours := []runFigures{{rate: 50252, loss: -0.38, perMsg: 27.9}, {rate: 79147, loss: 6.48, perMsg: 18.0},
+		{rate: 73543, loss: 0.61, perMsg: 19.0}, {rate: 70485, loss: 6.57, perMsg: 20.5}}
+	for i, l := range benchLoads {
+		if s := l.want.shortfalls(ours[i], coturn[i]); len(s) > 0 {
+			t.Errorf("recorded figures, %s: %v", l.name, s)
 		}
 	}
-	c := coturn[1]
-	for name, bad := range map[string]runFigures{
-		"slower":            {rate: 0.97 * c.rate, loss: c.loss, perMsg: c.perMsg},
-		"lossier":           {rate: c.rate, loss: c.loss + 0.6, perMsg: c.perMsg},
-		"costlier":          {rate: c.rate, loss: c.loss, perMsg: 1.3 * c.perMsg},
-		"nothing delivered": {rate: 0, loss: 100, perMsg: 0},
-		"not measured":      {rate: math.NaN(), loss: math.NaN(), perMsg: math.NaN()},
-	} {
-		if s := bad.shortfalls(c); len(s) == 0 {
-			t.Errorf("%s relay (%+v) passes against coturn (%+v)", name, bad, c)
+	for i, l := range benchLoads {
+		c := coturn[i]
+		bad := map[string]runFigures{
+			"slower":            {rate: (l.want.minRateRatio - 0.005) * c.rate, loss: c.loss, perMsg: c.perMsg},
+			"nothing delivered": {rate: 0, loss: 100, perMsg: 0},
+			"not measured":      {rate: math.NaN(), loss: math.NaN(), perMsg: math.NaN()},
 		}
+		if !math.IsInf(l.want.maxExtraLoss, 1) {
+			bad["lossier"] = runFigures{rate: c.rate, loss: c.loss + l.want.maxExtraLoss + 0.1, perMsg: c.perMsg}
+		}
+		if l.want.maxCPURatio > 0 {
+			bad["costlier"] = runFigures{rate: c.rate, loss: c.loss, perMsg: (l.want.maxCPURatio + 0.01) * c.perMsg}
+		}
+		for name, f := range bad {
+			if s := l.want.shortfalls(f, c); len(s) == 0 {
+				t.Errorf("%s: %s relay (%+v) passes against coturn (%+v)", l.name, name, f, c)
+			}
+		}
+	}
+	// Acceptance 6 of issue 9: at 1,000 x 50/s, at most coturn's CPU per message; at
+	// 150 x 500/s and 1,500 x 50/s, at least coturn's delivery less the noise.
+	if benchLoads[0].want.maxCPURatio > 1 || benchLoads[2].want.minRateRatio < 1-rateNoise || benchLoads[3].want.minRateRatio < 1-rateNoise {
+		t.Errorf("the criteria are looser than issue 9's acceptance: %+v", benchLoads)
+	}
+	if len(benchLoads) != 4 || benchLoads[2].clients != 150 || benchLoads[2].interval != 2 || benchLoads[3].clients != 1500 || benchLoads[3].interval != 20 {
+		t.Errorf("benchLoads lost a load issue 9 asks for: %+v", benchLoads)
 	}
 }

@@ -25,10 +25,12 @@ type counters struct {
 // ReadFrom polices users' bandwidth and forwards channel data on the fast path; what
 // remains goes to pion.
 type udpListener struct {
-	s    *Server
-	conn *net.UDPConn
-	c    *counters
-	done sync.Once // the read loop has seen its terminal error
+	s      *Server
+	conn   *net.UDPConn
+	c      *counters
+	in     *batchReader // conn's datagrams; used by the one read loop
+	takeFn takeFunc     // take, made once
+	done   sync.Once    // the read loop has seen its terminal error
 
 	mu    sync.RWMutex // mu protects the following fields
 	flows map[netip.AddrPort]*flow
@@ -51,31 +53,41 @@ func isChannelData(b []byte) bool { return len(b) >= 4 && b[0]&0xC0 == 0x40 }
 // isSendIndication reports whether b is a STUN Send indication (type 0x0016).
 func isSendIndication(b []byte) bool { return len(b) >= 20 && b[0] == 0 && b[1] == 0x16 }
 
+// listenerBatch is how many datagrams a listener reads with one system call, and
+// relayBatch how many a relayed socket does: one peer sends to it, at most a few
+// datagrams arrive between two reads, and two slots are enough to tell that a read
+// emptied the socket (see batchReader).
+const (
+	listenerBatch = 32
+	relayBatch    = 2
+)
+
+// inboundMTU is the largest datagram a listener reads whole, as pion's read loop: pion
+// drops one that fills its buffer.
+const inboundMTU = 1600
+
+func newUDPListener(s *Server, conn *net.UDPConn) *udpListener {
+	l := &udpListener{s: s, conn: conn, c: new(counters), flows: make(map[netip.AddrPort]*flow)}
+	l.in = newBatchReader(conn, listenerBatch, 0, inboundMTU)
+	l.takeFn = l.take
+	return l
+}
+
 func (l *udpListener) ReadFrom(b []byte) (int, net.Addr, error) {
 	var bo serve.AcceptBackoff
 	for {
-		n, src, err := l.conn.ReadFromUDPAddrPort(b)
+		slot, n, src, _, err := l.in.read(l.takeFn)
 		if err != nil {
 			if !l.s.readFailed(err, &bo, "udp listener") {
 				continue
 			}
 			l.done.Do(func() { l.s.live.add(-1) })
-			return n, nil, err
+			return 0, nil, err
 		}
 		bo.Reset()
-		src = unmap(src)
-		pkt := b[:n]
+		pkt := slot[:n]
 		l.mu.RLock()
 		f := l.flows[src]
-		var (
-			peer netip.AddrPort
-			rc   *relayConn
-		)
-		if f != nil && isChannelData(pkt) && l.s.fast {
-			if p, ok := f.chans[binary.BigEndian.Uint16(pkt)]; ok {
-				peer, rc = p, f.relay
-			}
-		}
 		l.mu.RUnlock()
 		if f == nil || !isChannelData(pkt) && !isSendIndication(pkt) {
 			resp, pass := l.s.screenUDP(pkt, f != nil, net.UDPAddrFromAddrPort(src))
@@ -88,29 +100,57 @@ func (l *udpListener) ReadFrom(b []byte) (int, net.Addr, error) {
 			case !pass:
 				continue
 			case f == nil:
-				return n, net.UDPAddrFromAddrPort(src), nil
-			default:
-				return n, f.addr, nil
+				return copy(b, pkt), net.UDPAddrFromAddrPort(src), nil
 			}
 		}
-		if f.user.bucket.rate != 0 && (isChannelData(pkt) || isSendIndication(pkt)) && !f.user.bucket.allow(n, l.s.cfg.Now()) {
-			l.c.droppedPackets.Add(1)
-			l.c.droppedBytes.Add(uint64(n))
-			continue
-		}
-		if rc != nil {
-			if size := int(binary.BigEndian.Uint16(pkt[2:])); 4+size <= n {
-				if _, err := rc.conn.WriteToUDPAddrPort(pkt[4:4+size], peer); err != nil {
-					l.c.writeErrs.Add(1)
-				} else {
-					l.c.relayedPackets.Add(1)
-					l.c.relayedBytes.Add(uint64(size))
-				}
-				continue
-			}
-		}
-		return n, f.addr, nil
+		// Channel data and Send indications that take left to pion have been policed.
+		return copy(b, pkt), f.addr, nil
 	}
+}
+
+// take is the listener's fast path: it drops a flow's channel data and Send indications
+// over its user's bandwidth and forwards channel data on a bound channel to the peer, and
+// leaves everything else to ReadFrom.
+func (l *udpListener) take(pkt []byte, n int, src netip.AddrPort) bool {
+	pkt = pkt[:n]
+	data, send := isChannelData(pkt), isSendIndication(pkt)
+	if !data && !send {
+		return false
+	}
+	l.mu.RLock()
+	f := l.flows[src]
+	var (
+		peer netip.AddrPort
+		rc   *relayConn
+	)
+	if f != nil && data && l.s.fast {
+		if p, ok := f.chans[binary.BigEndian.Uint16(pkt)]; ok {
+			peer, rc = p, f.relay
+		}
+	}
+	l.mu.RUnlock()
+	if f == nil {
+		return false
+	}
+	if f.user.bucket.rate != 0 && !f.user.bucket.allow(n, l.s.cfg.Now()) {
+		l.c.droppedPackets.Add(1)
+		l.c.droppedBytes.Add(uint64(n))
+		return true
+	}
+	if rc == nil {
+		return false
+	}
+	size := int(binary.BigEndian.Uint16(pkt[2:]))
+	if 4+size > n {
+		return false
+	}
+	if _, err := rc.conn.WriteToUDPAddrPort(pkt[4:4+size], peer); err != nil {
+		l.c.writeErrs.Add(1)
+	} else {
+		l.c.relayedPackets.Add(1)
+		l.c.relayedBytes.Add(uint64(size))
+	}
+	return true
 }
 
 func (l *udpListener) WriteTo(b []byte, addr net.Addr) (int, error) { return l.conn.WriteTo(b, addr) }
@@ -128,8 +168,9 @@ type relayConn struct {
 	port    uint16
 	lis     *udpListener // the listener whose client owns it; nil for TURN over TCP
 	c       *counters
-	buf     []byte // read buffer with room for a ChannelData header; used by the one reader
-	started bool   // the reader has set reading; used by the one reader
+	in      *batchReader // conn's datagrams, with room for a ChannelData header; used by the one reader
+	takeFn  takeFunc     // take, made once
+	started bool         // the reader has set reading; used by the one reader
 
 	closeOnce sync.Once
 	liveOnce  sync.Once // counted out of Server.live
@@ -148,12 +189,14 @@ var _ net.PacketConn = (*relayConn)(nil)
 const maxRelayed = 1600
 
 func newRelayConn(s *Server, conn *net.UDPConn, lis *udpListener, c *counters) *relayConn {
-	return &relayConn{
+	r := &relayConn{
 		s: s, conn: conn, lis: lis, c: c,
 		port:  uint16(conn.LocalAddr().(*net.UDPAddr).Port),
-		buf:   make([]byte, 4+maxRelayed+3),
+		in:    newBatchReader(conn, relayBatch, 4, maxRelayed),
 		peers: make(map[netip.AddrPort]uint16),
 	}
+	r.takeFn = r.take
+	return r
 }
 
 func (r *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
@@ -165,7 +208,7 @@ func (r *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 	var bo serve.AcceptBackoff
 	for {
-		n, src, err := r.conn.ReadFromUDPAddrPort(r.buf[4 : 4+maxRelayed])
+		slot, n, src, _, err := r.in.read(r.takeFn)
 		if err != nil {
 			if !r.isClosed() && !r.s.readFailed(err, &bo, "relayed") {
 				continue
@@ -174,35 +217,41 @@ func (r *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
 			return 0, nil, err
 		}
 		bo.Reset()
-		src = unmap(src)
-		r.mu.RLock()
-		u, ch, client := r.user, r.peers[src], r.client
-		r.mu.RUnlock()
-		if u != nil && u.bucket.rate != 0 && !u.bucket.allow(n, r.s.cfg.Now()) {
-			r.c.droppedPackets.Add(1)
-			r.c.droppedBytes.Add(uint64(n))
-			continue
-		}
-		if ch != 0 && r.lis != nil && r.s.fast {
-			pkt := r.buf[:4+(n+3)&^3]
-			binary.BigEndian.PutUint16(pkt, ch)
-			binary.BigEndian.PutUint16(pkt[2:], uint16(n))
-			clear(pkt[4+n:])
-			if _, err := r.lis.conn.WriteToUDPAddrPort(pkt, client); err != nil {
-				r.c.writeErrs.Add(1)
-			} else {
-				r.c.relayedPackets.Add(1)
-				r.c.relayedBytes.Add(uint64(n))
-			}
-			continue
-		}
 		if n > len(b) {
 			continue
 		}
 		r.c.relayedPackets.Add(1)
 		r.c.relayedBytes.Add(uint64(n))
-		return copy(b, r.buf[4:4+n]), net.UDPAddrFromAddrPort(src), nil
+		return copy(b, slot[4:4+n]), net.UDPAddrFromAddrPort(src), nil
 	}
+}
+
+// take is the relayed socket's fast path: it drops datagrams over the owner's bandwidth
+// and sends those from a channel-bound peer to the client as channel data, framed in the
+// slot's head room; it leaves the rest to ReadFrom, for pion.
+func (r *relayConn) take(slot []byte, n int, src netip.AddrPort) bool {
+	r.mu.RLock()
+	u, ch, client := r.user, r.peers[src], r.client
+	r.mu.RUnlock()
+	if u != nil && u.bucket.rate != 0 && !u.bucket.allow(n, r.s.cfg.Now()) {
+		r.c.droppedPackets.Add(1)
+		r.c.droppedBytes.Add(uint64(n))
+		return true
+	}
+	if ch == 0 || r.lis == nil || !r.s.fast {
+		return false
+	}
+	pkt := slot[:4+(n+3)&^3]
+	binary.BigEndian.PutUint16(pkt, ch)
+	binary.BigEndian.PutUint16(pkt[2:], uint16(n))
+	clear(pkt[4+n:])
+	if _, err := r.lis.conn.WriteToUDPAddrPort(pkt, client); err != nil {
+		r.c.writeErrs.Add(1)
+	} else {
+		r.c.relayedPackets.Add(1)
+		r.c.relayedBytes.Add(uint64(n))
+	}
+	return true
 }
 
 // WriteTo is pion's path to peers: Send indications, and channel data the fast path did

@@ -39,6 +39,12 @@
 // the tables when pion deletes it (expiry, allocation deleted), so the fast path never
 // forwards what pion would refuse.
 //
+// The fast path reads its sockets in batches (batchReader: recvmmsg on Linux, into slots
+// allocated once per socket) and forwards inside the runtime's read callback, so that a
+// burst costs one read and no read that only says EAGAIN; a socket that is not a
+// *net.UDPConn is read one datagram at a time. Sends are not batched: each datagram leaves
+// through its own allocation's socket, or towards a client from that socket's read loop.
+//
 // # Hostile traffic
 //
 // A public relay meets scanners and floods; what the server does about them (each

@@ -222,7 +222,7 @@ func (s *Server) tryListenLocked(udp, tcp, host, port string) (err error) {
 			return fmt.Errorf("relay: listen %s %s: not a UDP socket", udp, addr)
 		}
 		s.setBuffers(uc)
-		lis = append(lis, &udpListener{s: s, conn: uc, c: new(counters), flows: make(map[netip.AddrPort]*flow)})
+		lis = append(lis, newUDPListener(s, uc))
 		if i == 0 {
 			// The others join the port the first one got.
 			addr = net.JoinHostPort(host, strconv.Itoa(uc.LocalAddr().(*net.UDPAddr).Port))

@@ -1,0 +1,293 @@
+package relay
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/peerline/peerline/internal/memnet"
+)
+
+// batchSockets are the sockets of a batchConn test: the one read and two that send to it.
+type batchSockets struct {
+	rd      net.PacketConn
+	senders [2]net.PacketConn
+}
+
+// udpSockets opens the sockets on loopback.
+func udpSockets(t *testing.T) batchSockets {
+	var s batchSockets
+	var err error
+	if s.rd, err = net.ListenPacket("udp4", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.rd.Close() })
+	for i := range s.senders {
+		if s.senders[i], err = net.ListenPacket("udp4", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.senders[i].Close() })
+	}
+	return s
+}
+
+// memSockets opens them on an in-memory network, whose sockets are not *net.UDPConn.
+func memSockets(t *testing.T) batchSockets {
+	n := memnet.New(memnet.Options{})
+	var s batchSockets
+	var err error
+	if s.rd, err = n.Host("10.0.0.1").ListenPacket("udp4", "10.0.0.1:3478"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.rd.Close() })
+	for i := range s.senders {
+		if s.senders[i], err = n.Host(fmt.Sprintf("10.0.0.%d", 2+i)).ListenPacket("udp4", ":0"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.senders[i].Close() })
+	}
+	return s
+}
+
+func eachTransport(t *testing.T, f func(t *testing.T, s batchSockets)) {
+	t.Run("udp", func(t *testing.T) { f(t, udpSockets(t)) })
+	t.Run("memnet", func(t *testing.T) { f(t, memSockets(t)) })
+}
+
+func addrPortOf(a net.Addr) netip.AddrPort { return unmap(a.(*net.UDPAddr).AddrPort()) }
+
+// TestBatchConnOrder: datagrams from two senders come out one per ReadFrom, in the order
+// sent, each with its sender's address and length, whole; on a UDP socket the first read
+// has taken them all in one batch.
+func TestBatchConnOrder(t *testing.T) {
+	eachTransport(t, func(t *testing.T, s batchSockets) {
+		bc := newBatchConn(s.rd, 8, 1500)
+		const n = 20 // more than one batch
+		for i := 0; i < n; i++ {
+			msg := bytes.Repeat([]byte{byte(i)}, 1+i*37)
+			if _, err := s.senders[i%2].WriteTo(msg, s.rd.LocalAddr()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // loopback delivers at once; leave room for a slow machine
+		bc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 2000)
+		for i := 0; i < n; i++ {
+			k, from, err := bc.ReadFrom(buf)
+			if err != nil {
+				t.Fatalf("read %d: %v", i, err)
+			}
+			want := bytes.Repeat([]byte{byte(i)}, 1+i*37)
+			if !bytes.Equal(buf[:k], want) {
+				t.Fatalf("read %d: %d bytes starting %x, want %d of %x", i, k, buf[:min(k, 4)], len(want), byte(i))
+			}
+			if got, want := addrPortOf(from), addrPortOf(s.senders[i%2].LocalAddr()); got.Port() != want.Port() ||
+				(got.Addr() != want.Addr() && !want.Addr().IsUnspecified()) {
+				t.Fatalf("read %d from %v, want %v", i, from, s.senders[i%2].LocalAddr())
+			}
+			if i == 0 && bc.r.sys.ok && bc.r.n != 8 {
+				t.Errorf("the first read took %d datagrams in its batch, want 8 (recvmmsg)", bc.r.n)
+			}
+		}
+	})
+	if runtime.GOOS == "linux" {
+		s := udpSockets(t)
+		if !newBatchConn(s.rd, 8, 1500).r.sys.ok {
+			t.Error("a UDP socket on Linux is not read with recvmmsg")
+		}
+	}
+}
+
+// TestBatchConnShortBuffers: a datagram longer than the reader's buffer is cut to it, as
+// a UDP socket does, and the next one is whole; one longer than the batch slots is cut to
+// them.
+func TestBatchConnShortBuffers(t *testing.T) {
+	eachTransport(t, func(t *testing.T, s batchSockets) {
+		bc := newBatchConn(s.rd, 4, 100)
+		to := s.rd.LocalAddr()
+		for _, msg := range []string{"0123456789", "abc", string(bytes.Repeat([]byte("x"), 150)), "end"} {
+			if _, err := s.senders[0].WriteTo([]byte(msg), to); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+		bc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for i, c := range []struct {
+			buf  int
+			want string
+		}{{4, "0123"}, {100, "abc"}, {200, string(bytes.Repeat([]byte("x"), 100))}, {3, "end"}} {
+			buf := make([]byte, c.buf)
+			k, _, err := bc.ReadFrom(buf)
+			if err != nil || string(buf[:k]) != c.want {
+				t.Errorf("read %d (buffer %d): %q, %v; want %q", i, c.buf, buf[:k], err, c.want)
+			}
+		}
+	})
+}
+
+// TestBatchConnDeadline: a read past its deadline fails with a timeout and the conn goes
+// on working once the deadline is lifted.
+func TestBatchConnDeadline(t *testing.T) {
+	eachTransport(t, func(t *testing.T, s batchSockets) {
+		bc := newBatchConn(s.rd, 4, 100)
+		bc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		start := time.Now()
+		_, _, err := bc.ReadFrom(make([]byte, 100))
+		var ne net.Error
+		if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("read past the deadline: %v, want a timeout", err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("the read returned %v after its deadline", d)
+		}
+		bc.SetReadDeadline(time.Time{})
+		if _, err := s.senders[1].WriteTo([]byte("after"), s.rd.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 100)
+		if k, _, err := bc.ReadFrom(buf); err != nil || string(buf[:k]) != "after" {
+			t.Errorf("read after the deadline was lifted: %q, %v", buf[:k], err)
+		}
+	})
+}
+
+// TestBatchConnCloseWhileReading: Close ends a read that is waiting, with net.ErrClosed.
+func TestBatchConnCloseWhileReading(t *testing.T) {
+	eachTransport(t, func(t *testing.T, s batchSockets) {
+		bc := newBatchConn(s.rd, 4, 100)
+		done := make(chan error, 1)
+		go func() {
+			_, _, err := bc.ReadFrom(make([]byte, 100))
+			done <- err
+		}()
+		time.Sleep(50 * time.Millisecond) // let it wait
+		bc.Close()
+		select {
+		case err := <-done:
+			if !errors.Is(err, net.ErrClosed) {
+				t.Errorf("read on a closed conn: %v, want net.ErrClosed", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("read still waiting 5 s after Close")
+		}
+	})
+}
+
+// TestBatchReaderTake: datagrams the take function deals with never come out of read; a
+// datagram that arrives after a batch that take emptied is read (the reader, which skips
+// the read that would say EAGAIN, does not miss the socket becoming readable again).
+func TestBatchReaderTake(t *testing.T) {
+	eachTransport(t, func(t *testing.T, s batchSockets) {
+		r := newBatchReader(s.rd, 4, 4, 100)
+		taken := 0
+		take := func(slot []byte, n int, src netip.AddrPort) bool {
+			if slot[4] == 't' {
+				taken++
+				copy(slot, "head") // take may use the head room
+				return true
+			}
+			return false
+		}
+		s.rd.SetReadDeadline(time.Now().Add(10 * time.Second))
+		to := s.rd.LocalAddr()
+		sent := 0
+		for round := 0; round < 50; round++ {
+			// A burst the fast path takes whole, then, after the reader is waiting again, one
+			// for the caller.
+			for i := 0; i < round%6; i++ {
+				s.senders[0].WriteTo([]byte("take"), to)
+				sent++
+			}
+			if round%3 == 0 {
+				time.Sleep(time.Millisecond)
+			}
+			msg := fmt.Sprintf("keep %d", round)
+			go func() {
+				time.Sleep(time.Duration(round%4) * time.Millisecond)
+				s.senders[1].WriteTo([]byte(msg), to)
+			}()
+			slot, n, src, _, err := r.read(take)
+			if err != nil {
+				t.Fatalf("round %d: %v (taken %d)", round, err, taken)
+			}
+			if got := string(slot[4 : 4+n]); got != msg {
+				t.Fatalf("round %d: read %q, want %q", round, got, msg)
+			}
+			if src.Port() != addrPortOf(s.senders[1].LocalAddr()).Port() {
+				t.Fatalf("round %d: from %v, want %v", round, src, s.senders[1].LocalAddr())
+			}
+		}
+		if taken != sent { // all sent before their round's datagram for the caller
+			t.Errorf("take dealt with %d datagrams, want %d", taken, sent)
+		}
+	})
+}
+
+// TestFastPathAllocs: relaying a datagram on the fast path, either way, allocates
+// nothing: from a client's channel data to the peer (the listener's take) and from the
+// peer back to the client as channel data (the relayed socket's take), and reading it in
+// a batch.
+func TestFastPathAllocs(t *testing.T) {
+	s, err := New(Config{Secret: []byte("s"), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func() *net.UDPConn {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	lc, rcc, client, peer := open(), open(), open(), open()
+	l := newUDPListener(s, lc)
+	rc := newRelayConn(s, rcc, l, l.c)
+	ca, pa := addrPortOf(client.LocalAddr()), addrPortOf(peer.LocalAddr())
+	u := &user{name: "u"}
+	rc.own(u, ca)
+	rc.peers[pa] = 0x4001
+	l.flows[ca] = &flow{addr: net.UDPAddrFromAddrPort(ca), user: u, relay: rc, chans: map[uint16]netip.AddrPort{0x4001: pa}}
+
+	data := []byte{0x40, 0x01, 0, 5, 'h', 'e', 'l', 'l', 'o', 0, 0, 0}
+	if a := testing.AllocsPerRun(200, func() {
+		if !l.take(data, len(data), ca) {
+			t.Fatal("the listener left bound channel data to pion")
+		}
+	}); a != 0 {
+		t.Errorf("listener fast path: %.1f allocations per datagram", a)
+	}
+	slot := make([]byte, 4+maxRelayed+3)
+	copy(slot[4:], "hello")
+	if a := testing.AllocsPerRun(200, func() {
+		if !rc.take(slot, 5, pa) {
+			t.Fatal("the relayed socket left a bound peer's datagram to pion")
+		}
+	}); a != 0 {
+		t.Errorf("relayed socket fast path: %.1f allocations per datagram", a)
+	}
+	if got := l.c.relayedPackets.Load(); got < 400 {
+		t.Errorf("relayed %d datagrams, want at least 400", got)
+	}
+	// Reading: a batch of datagrams, all taken.
+	r := newBatchReader(lc, listenerBatch, 0, inboundMTU)
+	taken := 0
+	take := takeFunc(func([]byte, int, netip.AddrPort) bool { taken++; return taken%8 != 0 })
+	lc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if a := testing.AllocsPerRun(50, func() {
+		for i := 0; i < 8; i++ {
+			client.WriteToUDPAddrPort(data, addrPortOf(lc.LocalAddr()))
+		}
+		if _, _, _, _, err := r.read(take); err != nil {
+			t.Fatal(err)
+		}
+	}); a != 0 && runtime.GOOS == "linux" {
+		t.Errorf("batch read: %.1f allocations per 8 datagrams", a)
+	}
+}
