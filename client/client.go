@@ -39,6 +39,7 @@ const (
 	KeyFile        = "key"
 	CredentialFile = "credential"
 	HostCacheFile  = "hostcache.json"
+	BuddiesFile    = "buddies.json" // the last buddy list, used while the login server is unreachable
 	BoxKeyFile     = "boxkey"
 	SocketFile     = "peerline.sock"
 )
@@ -59,8 +60,13 @@ type Config struct {
 	RefreshInterval time.Duration // host-cache refresh from the supernode; 0 = 5 minutes
 	RetryBase       time.Duration // first back-off ceiling; 0 = 200ms
 	RetryMax        time.Duration // largest back-off ceiling; 0 = 30s
-	NoControl       bool          // do not open the control socket
-	Events          chan<- Event  // presence changes and messages; nil = none; dropped when full
+	// The retry budget that every reconnect path (login, attach, reattach) shares
+	// (backoff.Budget): a retry spends a token, a success gives one back, time gives
+	// RetryPerSecond back; with none left the client waits RetryMax before each retry.
+	RetryBurst     float64      // tokens the budget holds, and starts with; 0 = 10
+	RetryPerSecond float64      // tokens given back per second; 0 = 0.1
+	NoControl      bool         // do not open the control socket
+	Events         chan<- Event // presence changes and messages; nil = none; dropped when full
 	// ListenPacket opens the UDP sockets of NAT detection; nil = net.ListenPacket.
 	ListenPacket func(network, addr string) (net.PacketConn, error)
 	NATTimeout   time.Duration    // per NAT test; 0 = 2s
@@ -88,6 +94,12 @@ type Client struct {
 
 	loginNow chan struct{}  // asks the login loop to log in again (credential refused)
 	callWG   sync.WaitGroup // calls answered on our own
+	budget   *backoff.Budget
+	// loginSem serialises logins: the login loop's and the ones loginCall makes when
+	// the connection to the login server has closed, so that a restarted client costs
+	// the login server one resume, not one per path that needs the server.
+	loginSem chan struct{}
+	callBo   backoff.Backoff // of the logins loginCall makes; used under loginSem
 
 	mu         sync.Mutex // mu protects the following fields
 	user       string
@@ -95,10 +107,12 @@ type Client struct {
 	credInfo   identity.Credential
 	attached   *attachment
 	attaches   int
-	lastErr    string    // the last login or attach error, "" once resolved
-	lastErrAt  time.Time // when lastErr happened; Status hides it after lastErrorAge
-	attachErr  bool      // lastErr is an attach error: the next attachment resolves it
-	lsConn     *rpc.Conn // authenticated connection to the login server, reused
+	lastErr    string               // the last login or attach error, "" once resolved
+	lastErrAt  time.Time            // when lastErr happened; Status hides it after lastErrorAge
+	attachErr  bool                 // lastErr is an attach error: the next attachment resolves it
+	lsConn     *rpc.Conn            // authenticated connection to the login server, reused
+	loginRetry time.Time            // a login failed: no other path logs in before this
+	busyUntil  map[string]time.Time // supernodes that answered busy (or shed), by address
 	loggedInCh chan struct{}
 	seq        uint64               // of the last record signed
 	buddies    []string             // buddies to watch (not blocked)
@@ -210,7 +224,11 @@ func New(cfg Config) (*Client, error) {
 		calls:      make(map[string]*call),
 		user:       cfg.User,
 		loginNow:   make(chan struct{}, 1),
+		loginSem:   make(chan struct{}, 1),
+		callBo:     backoff.Backoff{Base: cfg.RetryBase, Max: cfg.RetryMax},
 		loggedInCh: make(chan struct{}),
+		busyUntil:  make(map[string]time.Time),
+		budget:     &backoff.Budget{Burst: cfg.RetryBurst, PerSecond: cfg.RetryPerSecond, Now: cfg.Now},
 	}
 	if cache.Corrupted() {
 		c.m.Inc("hostcache_corrupt")
@@ -220,6 +238,7 @@ func New(cfg Config) (*Client, error) {
 		return nil, ErrNoUser
 	}
 	c.log = c.log.With("user", c.user)
+	c.loadBuddies()
 	return c, nil
 }
 
@@ -316,14 +335,15 @@ func (c *Client) credential() []byte {
 func (c *Client) loginLoop(ctx context.Context) error {
 	bo := backoff.Backoff{Base: c.cfg.RetryBase, Max: c.cfg.RetryMax}
 	for ctx.Err() == nil {
-		err := c.loginOnce(ctx)
+		err := c.loginSerial(ctx)
 		if err == nil {
 			bo.Reset()
+			c.budget.Success()
 			c.mu.Lock()
 			exp, issued := c.credInfo.Expires, c.credInfo.Issued
 			c.mu.Unlock()
 			// Come back at half-life to renew, or when a supernode refuses the credential.
-			wait := time.Until(issued.Add(exp.Sub(issued) / 2))
+			wait := issued.Add(exp.Sub(issued) / 2).Sub(c.cfg.Now())
 			if wait < time.Second {
 				wait = time.Second
 			}
@@ -346,10 +366,20 @@ func (c *Client) loginLoop(ctx context.Context) error {
 			errors.Is(err, ErrNeedPassword) || errors.Is(err, proto.ErrInvalidName) {
 			return fmt.Errorf("login as %q: %w", c.user, err)
 		}
-		d := bo.Next()
-		if pe, ok := proto.AsError(err); ok && pe.RetryAfter() > d {
-			d = pe.RetryAfter()
+		var ra time.Duration
+		if pe, ok := proto.AsError(err); ok {
+			ra = pe.RetryAfter()
+			if errors.Is(err, proto.ErrBusy) {
+				c.m.Inc("login_busy")
+			}
 		}
+		d, spent := c.budget.Delay(&bo, ra)
+		if spent {
+			c.m.Inc("retry_budget_spent")
+		}
+		c.mu.Lock()
+		c.loginRetry = c.cfg.Now().Add(d)
+		c.mu.Unlock()
 		c.m.Inc("login_retries")
 		c.log.Warn("login failed; retrying", "err", err, "in", d.Round(time.Millisecond))
 		if !backoff.Sleep(ctx.Done(), d) {
@@ -359,7 +389,20 @@ func (c *Client) loginLoop(ctx context.Context) error {
 	return nil
 }
 
+// loginSerial logs in once, after any login under way on another path has ended.
+func (c *Client) loginSerial(ctx context.Context) error {
+	select {
+	case c.loginSem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-c.loginSem }()
+	return c.loginOnce(ctx)
+}
+
+// loginOnce logs in or resumes on a new connection; callers hold loginSem.
 func (c *Client) loginOnce(ctx context.Context) error {
+	c.m.Inc("login_attempts")
 	conn, err := dialLogin(ctx, c.cfg.Dialer, c.cfg.Login, c.key)
 	if err != nil {
 		return err
@@ -409,7 +452,7 @@ func (c *Client) loginOnce(ctx context.Context) error {
 	}
 	c.mergeSeed(ok.Seed, "login")
 	c.mu.Lock()
-	c.cred, c.credInfo, c.lastErr = ok.Credential, cred, ""
+	c.cred, c.credInfo, c.lastErr, c.loginRetry = ok.Credential, cred, "", time.Time{}
 	old := c.lsConn
 	c.lsConn = conn
 	first := c.loggedInCh
@@ -447,29 +490,72 @@ func (c *Client) setLastErr(err error, attach bool) {
 	c.mu.Unlock()
 }
 
+// ErrLoginUnavailable is what a request for the login server gets while the login loop
+// waits out its back-off after a failed login: the request fails at once instead of
+// adding a login attempt of its own to a storm.
+var ErrLoginUnavailable = errors.New("client: login server unavailable; the client retries on its own")
+
 // loginCall sends m to the login server over the client's authenticated connection,
-// resuming a new one if the old one died.
+// resuming a new one if the old one died (unless a login failed and its retry is not
+// due yet).
 func (c *Client) loginCall(ctx context.Context, m proto.Message) (proto.Message, error) {
-	c.mu.Lock()
-	conn := c.lsConn
-	c.mu.Unlock()
-	if conn != nil {
-		select {
-		case <-conn.Done():
-			conn = nil
-		default:
-		}
-	}
+	conn := c.liveLoginConn()
 	if conn == nil {
 		if c.credential() == nil {
 			return nil, errors.New("not logged in yet")
 		}
-		if err := c.loginOnce(ctx); err != nil {
-			return nil, err
+		select {
+		case c.loginSem <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
-		c.mu.Lock()
-		conn = c.lsConn
-		c.mu.Unlock()
+		// A login that ran meanwhile may have left a connection to use.
+		if conn = c.liveLoginConn(); conn == nil {
+			c.mu.Lock()
+			wait := c.loginRetry.Sub(c.cfg.Now())
+			c.mu.Unlock()
+			var err error
+			if wait > 0 {
+				c.m.Inc("login_calls_deferred")
+				err = fmt.Errorf("%w (next try in %v)", ErrLoginUnavailable, wait.Round(time.Millisecond))
+			} else if err = c.loginOnce(ctx); err != nil && ctx.Err() == nil {
+				var ra time.Duration
+				if pe, ok := proto.AsError(err); ok {
+					ra = pe.RetryAfter()
+				}
+				d, _ := c.budget.Delay(&c.callBo, ra)
+				c.mu.Lock()
+				c.loginRetry = c.cfg.Now().Add(d)
+				c.mu.Unlock()
+			} else if err == nil {
+				c.callBo.Reset()
+			}
+			if err != nil {
+				<-c.loginSem
+				return nil, err
+			}
+			conn = c.liveLoginConn()
+		}
+		<-c.loginSem
+		if conn == nil {
+			return nil, ErrLoginUnavailable
+		}
 	}
 	return conn.Call(ctx, m)
+}
+
+// liveLoginConn returns the connection to the login server if it is still open.
+func (c *Client) liveLoginConn() *rpc.Conn {
+	c.mu.Lock()
+	conn := c.lsConn
+	c.mu.Unlock()
+	if conn == nil {
+		return nil
+	}
+	select {
+	case <-conn.Done():
+		return nil
+	default:
+		return conn
+	}
 }
