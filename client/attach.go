@@ -342,6 +342,7 @@ func (c *Client) attachTo(ctx context.Context, e hostcache.Entry) (*attachment, 
 	if keep < 100*time.Millisecond {
 		keep = 20 * time.Second
 	}
+	c.setLayer(ok.Layer)
 	return &attachment{conn: conn, addr: e.Addr, id: identity.EncodeKey(snKey), name: sc.Name,
 		since: ok.Since, at: c.cfg.Now(), keep: keep, stun: ok.STUN, turn: ok.TURN}, nil
 }
@@ -428,4 +429,11 @@ func (c *Client) refreshPeers(ctx context.Context, a *attachment) {
 		return
 	}
 	c.mergeSeed(peers.Supernodes, "supernode")
+	c.setLayer(peers.Layer)
+}
+
+func (c *Client) setLayer(l proto.Layer) {
+	c.mu.Lock()
+	c.layer = l
+	c.mu.Unlock()
 }

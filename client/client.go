@@ -122,6 +122,7 @@ type Client struct {
 	natClassic string
 	nat        NATStatus
 	promotion  PromotionStatus
+	layer      proto.Layer          // the supernode layer against its target, as the supernode said
 	sn         *supernode.Supernode // the supernode role, while promoted
 	crashed    bool                 // Crash was called: no goodbye
 	calls      map[string]*call     // ringing and active calls, by id

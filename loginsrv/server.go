@@ -58,11 +58,21 @@ type Config struct {
 	// share it, each supernode's relay gets its own secret derived from it at admission.
 	// Empty = no TURN credentials are issued and supernodes run no relay.
 	RelaySecret []byte
-	Relays      []string         // host:port of standalone relays (peerline relay) sharing RelaySecret
-	RelayTTL    time.Duration    // lifetime of TURN credentials; 0 = 10 minutes
-	Logger      *slog.Logger     // nil = slog.Default()
-	Metrics     *metrics.Set     // nil = a fresh set
-	Now         func() time.Time // nil = time.Now
+	Relays      []string      // host:port of standalone relays (peerline relay) sharing RelaySecret
+	RelayTTL    time.Duration // lifetime of TURN credentials; 0 = 10 minutes
+	// The supernode layer's target (layer.go): Wanted = max(MinSupernodes,
+	// ceil(population / ClientsPerSupernode)); both 0 = no target, and clients promote
+	// whenever eligible.
+	ClientsPerSupernode int
+	MinSupernodes       int
+	PopulationWindow    time.Duration // the population is the peak within it; 0 = 10 minutes
+	// Promotions of clients are admitted at PromotionsPerSecond (0 = 2) with bursts of
+	// PromotionBurst (0 = 5); beyond it they are answered busy with a retry-after.
+	PromotionsPerSecond float64
+	PromotionBurst      int
+	Logger              *slog.Logger     // nil = slog.Default()
+	Metrics             *metrics.Set     // nil = a fresh set
+	Now                 func() time.Time // nil = time.Now
 }
 
 func (c *Config) setDefaults() error {
@@ -77,6 +87,15 @@ func (c *Config) setDefaults() error {
 	}
 	if c.CredentialTTL <= 0 {
 		c.CredentialTTL = 24 * time.Hour
+	}
+	if c.PopulationWindow <= 0 {
+		c.PopulationWindow = 10 * time.Minute
+	}
+	if c.PromotionsPerSecond <= 0 {
+		c.PromotionsPerSecond = 2
+	}
+	if c.PromotionBurst <= 0 {
+		c.PromotionBurst = 5
 	}
 	if c.RelayTTL <= 0 {
 		c.RelayTTL = 10 * time.Minute
@@ -132,6 +151,8 @@ type Server struct {
 	regLimit *FailLimiter
 	members  *members
 	gate     *serve.Gate
+	// layerView is the supernode layer against its target, and the promotion bucket.
+	layerView layerView
 }
 
 // New checks cfg and returns a server.
@@ -613,7 +634,10 @@ func (s *Server) snRegister(ctx context.Context, ss *session, m *proto.SNRegiste
 		return nil, proto.ErrBadRequest.With("supernodes must present their key")
 	}
 	if len(m.UserCredential) > 0 {
-		if err := s.admitPromoted(ctx, ss, m); err != nil {
+		if err := s.admitPromoted(ctx, ss, m); errors.Is(err, proto.ErrBusy) {
+			s.m.Inc("sn_promotions_paced")
+			return nil, err
+		} else if err != nil {
 			s.m.Inc("sn_not_admitted")
 			s.log.Warn("promotion refused", "remote", ss.remote, "addr", m.Addr, "err", err)
 			return nil, err
@@ -683,9 +707,17 @@ func (s *Server) snHeartbeat(ctx context.Context, ss *session, m *proto.SNHeartb
 	// Heartbeats touch only memory: a thousand supernodes beat every few seconds, and
 	// the database row written at registration is all that must survive a restart.
 	s.members.upsert(proto.SupernodeInfo{ID: id, Addr: m.Addr, Since: m.Since}, ss, s.cfg.Now())
+	s.members.setLoad(id, m.Clients, m.MaxClients)
 	s.m.Inc("sn_heartbeats")
 	version, _ := s.liveMembers()
-	return &proto.SNPeers{Version: version}, nil
+	least, layer := s.layer()
+	others := make([]proto.SupernodeInfo, 0, len(least))
+	for _, o := range least {
+		if o.ID != id {
+			others = append(others, o)
+		}
+	}
+	return &proto.SNPeers{Version: version, Supernodes: others, Layer: layer}, nil
 }
 
 // admitPromoted checks a client's request to become a supernode: a valid user credential
@@ -700,6 +732,16 @@ func (s *Server) admitPromoted(ctx context.Context, ss *session, m *proto.SNRegi
 	cred, err := identity.VerifyHolder(m.UserCredential, s.PublicKey(), ss.peerKey, identity.KindUser, s.cfg.Now())
 	if err != nil {
 		return proto.ErrNotAdmitted.With("promotion needs your own valid credential: %v", err)
+	}
+	if !s.members.has(identity.EncodeKey(ss.peerKey)) {
+		// A new supernode: only into a layer that is short, and at the paced rate.
+		if _, l := s.layer(); l.LayerWanted > 0 && !l.Short() {
+			s.m.Inc("sn_promotions_unneeded")
+			return proto.ErrNotAdmitted.With("the supernode layer is full (%d of %d wanted)", l.LayerSize, l.LayerWanted)
+		}
+		if ok, wait := s.pacePromotion(); !ok {
+			return proto.ErrBusy.With("promotions are admitted at %.3g per second", s.cfg.PromotionsPerSecond).WithRetry(wait)
+		}
 	}
 	if _, err := s.cfg.Store.User(ctx, cred.Name); err != nil {
 		return proto.ErrNotAdmitted.With("no account %q", cred.Name)

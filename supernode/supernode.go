@@ -350,7 +350,13 @@ func (sn *Supernode) registerLoop(ctx context.Context) error {
 		sn.mu.Lock()
 		sn.registered = false
 		sn.mu.Unlock()
-		if !backoff.Sleep(ctx.Done(), bo.Next()) {
+		d := bo.Next()
+		if pe, ok := proto.AsError(err); ok && errors.Is(err, proto.ErrBusy) {
+			// The login server paces admissions: come back when it said.
+			sn.m.Inc("register_busy")
+			d = max(d, pe.RetryAfter())
+		}
+		if !backoff.Sleep(ctx.Done(), d) {
 			return nil
 		}
 		if err == nil {
