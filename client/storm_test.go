@@ -2,12 +2,19 @@ package client_test
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/hostcache"
 	"github.com/peerline/peerline/internal/media"
 	"github.com/peerline/peerline/internal/overlaytest"
+	"github.com/peerline/peerline/loginsrv"
 )
 
 // buddyOnline holds when c sees name with the presence want.
@@ -76,5 +83,118 @@ func TestRestartWithLoginServerDown(t *testing.T) {
 		rep.Path, st.Counters["login_attempts"], st.Counters["login_calls_deferred"], st.RetryTokens)
 	if st.Counters["password_logins"] != 0 || st.Counters["resumes"] != 0 {
 		t.Fatalf("logged in with the login server down? %v", st.Counters)
+	}
+}
+
+// TestPromotionRefillsLayer: the login server wants four supernodes. While the layer
+// has them, eligible clients stay clients ("layer full"); when two supernodes die, the
+// eligible clients promote themselves until the layer has four again, and no further,
+// and the login server admits the promotions at its paced rate, answering the ones
+// beyond it busy.
+func TestPromotionRefillsLayer(t *testing.T) {
+	o := overlaytest.Start(t, overlaytest.Options{Supernodes: 4, STUN: true, LoginConfig: func(c *loginsrv.Config) {
+		c.MinSupernodes, c.PromotionsPerSecond, c.PromotionBurst = 4, 0.5, 1
+	}})
+	eligible := func(c *client.Config) {
+		quickPromotion(false)(c)
+		c.RefreshInterval = 200 * time.Millisecond // the layer's size comes with the peer list
+	}
+	var cs []*overlaytest.Client
+	for i := range 4 {
+		name := fmt.Sprintf("user%d", i)
+		o.Register(name, "password "+name)
+		cs = append(cs, o.StartClient(filepath.Join(t.TempDir(), name), name, "password "+name, eligible))
+	}
+	o.Eventually("every client held back by a full layer", func() bool {
+		for _, c := range cs {
+			if !strings.Contains(c.Status().Promotion.Reason, "layer full") {
+				return false
+			}
+		}
+		return true
+	})
+	if got := o.Login.Metrics().Get("sn_promotions"); got != 0 {
+		t.Fatalf("%d promotions into a full layer", got)
+	}
+	sns := o.Supernodes()
+	sns[0].Stop()
+	sns[1].Stop()
+	o.Eventually("the layer refilled to four", func() bool {
+		l := o.Login.Layer()
+		return l.LayerSize == 4 && l.LayerWanted == 4 && sns[2].RingSize() == 4
+	})
+	promoted := 0
+	for _, c := range cs {
+		if c.Status().Promotion.Admitted {
+			promoted++
+		}
+	}
+	m := o.Login.Metrics()
+	t.Logf("promoted %d; login server: sn_promotions %d, sn_promotions_paced %d, sn_promotions_unneeded %d",
+		promoted, m.Get("sn_promotions"), m.Get("sn_promotions_paced"), m.Get("sn_promotions_unneeded"))
+	if promoted != 2 || m.Get("sn_promotions") != 2 {
+		t.Fatalf("%d clients promoted, %d promotions admitted; want 2 (the layer's shortfall)", promoted, m.Get("sn_promotions"))
+	}
+	if m.Get("sn_promotions_paced") == 0 {
+		t.Fatal("no promotion paced: the eligible clients were all admitted at once")
+	}
+	// And it stays at four: the two others keep being refused or held back.
+	time.Sleep(time.Second)
+	if got := o.Login.Metrics().Get("sn_promotions"); got != 2 || o.Login.Layer().LayerSize != 4 {
+		t.Fatalf("promotions went on past the target: %d, layer %+v", got, o.Login.Layer())
+	}
+}
+
+// TestShedConnectionIsBusyNotDead: a listener that sheds (accepts and closes at once, as
+// serve.Gate does beyond its limit) is left alone as busy for a while, not retried at
+// back-off pace as a dead supernode is, nor aged out of the host cache.
+func TestShedConnectionIsBusyNotDead(t *testing.T) {
+	o := overlaytest.Start(t, overlaytest.Options{Supernodes: 1})
+	o.Register("alice", "correct horse")
+	a := o.StartClient(filepath.Join(t.TempDir(), "alice"), "alice", "correct horse", nil)
+	o.Eventually("alice attached", attached(a))
+	if err := a.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepted atomic.Int32
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			nc.Close()
+		}
+	}()
+	// alice's host cache now holds only the shedding listener.
+	hc, err := hostcache.Open(filepath.Join(a.Dir, client.HostCacheFile), hostcache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range hc.Ranked() {
+		hc.Remove(e.Addr)
+	}
+	hc.Merge(hostcache.Entry{Addr: ln.Addr().String(), PubKey: "shedder", Source: hostcache.SourceManual})
+	if err := hc.Save(); err != nil {
+		t.Fatal(err)
+	}
+	a2 := o.StartClient(a.Dir, "", "", func(c *client.Config) { c.Login.Addr = "127.0.0.1:1" })
+	o.Eventually("the shed seen", func() bool { return a2.Metrics().Get("attach_shed") >= 1 })
+	// Back-off alone (50 ms base here) would have retried several times in a second.
+	time.Sleep(time.Second)
+	st := a2.Status()
+	if n := accepted.Load(); n != 1 || st.Busy != 1 {
+		t.Fatalf("shedder dialled %d times in a second, %d supernodes busy; counters %v", n, st.Busy, st.Counters)
+	}
+	for _, e := range a2.HostCache().Ranked() {
+		if e.Addr == ln.Addr().String() && e.Failures > 0 {
+			t.Fatalf("a shed counted as a failure: %+v", e)
+		}
 	}
 }
