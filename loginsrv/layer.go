@@ -34,7 +34,7 @@ import (
 
 // layerLoads is how many of the least loaded supernodes a heartbeat answer lists, for
 // busy supernodes to point clients at.
-const layerLoads = 32
+const layerLoads = 16
 
 // layerView is the layer as last computed, shared by every heartbeat answer.
 type layerView struct {

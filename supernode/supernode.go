@@ -235,6 +235,8 @@ func New(cfg Config) (*Supernode, error) {
 		gate: serve.NewGate(serve.Config{
 			Max: cfg.MaxClients, PerAddr: cfg.PerAddr, PerPrefix: cfg.PerPrefix, Reserve: cfg.Reserve,
 			AuthTimeout: cfg.AuthTimeout, Counter: cfg.Metrics, Now: cfg.Now,
+			// Clients take a reset for busy and move on: the cheapest shed.
+			ResetShed: true,
 		}),
 	}
 	sn.initOverlay()

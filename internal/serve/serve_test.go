@@ -105,22 +105,6 @@ func dialFrom(t *testing.T, src string, ln net.Listener) net.Conn {
 	return c
 }
 
-// shedSoon dials ln from src and reports whether the server shed the connection within
-// limit: with a reset, which on loopback may reach the dialler before its connect
-// returns.
-func shedSoon(t *testing.T, src string, ln net.Listener, limit time.Duration) bool {
-	t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
-	c, err := d.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		return errors.Is(err, syscall.ECONNRESET)
-	}
-	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(limit))
-	_, err = c.Read(make([]byte, 1))
-	return errors.Is(err, syscall.ECONNRESET)
-}
-
 // closedSoon reports whether the server closed c within limit.
 func closedSoon(c net.Conn, limit time.Duration) bool {
 	c.SetReadDeadline(time.Now().Add(limit))
@@ -155,7 +139,8 @@ func TestServeShedsAndTimesOutUnauthenticated(t *testing.T) {
 		})
 	}()
 	a1, a2 := dialFrom(t, "127.0.1.1", ln), dialFrom(t, "127.0.1.1", ln)
-	if !shedSoon(t, "127.0.1.1", ln, 2*time.Second) {
+	a3 := dialFrom(t, "127.0.1.1", ln)
+	if !closedSoon(a3, 2*time.Second) {
 		t.Fatal("a third connection from one address was not shed")
 	}
 	u := dialFrom(t, "127.0.0.1", ln)
@@ -273,4 +258,44 @@ func TestAuthTimeoutWaitsForRequestInFlight(t *testing.T) {
 	if n := m.Get("conns_auth_timeout"); n != 1 {
 		t.Fatalf("conns_auth_timeout = %d, want 1", n)
 	}
+}
+
+// TestResetShed: with ResetShed a shed connection is reset, so the dialler sees
+// ECONNRESET (at connect or at its first read), never a clean EOF.
+func TestResetShed(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := new(metrics.Set)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go NewGate(Config{Max: 1, Reserve: -1, ResetShed: true, Counter: m}).Serve(ctx, ln, func(ctx context.Context, nc net.Conn) { <-ctx.Done() })
+	held := dialFrom(t, "127.0.0.1", ln)
+	defer held.Close()
+	eventually(t, func() bool { return m.Get("conns") == 1 })
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err == nil {
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+	}
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("shed connection: %v, want a reset", err)
+	}
+	if m.Get("conns_shed") != 1 {
+		t.Fatalf("counters %v", m.Snapshot())
+	}
+}
+
+// eventually polls cond for up to 5 s.
+func eventually(t *testing.T, cond func() bool) {
+	t.Helper()
+	for range 500 {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("condition never held")
 }
