@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -70,9 +71,15 @@ type Config struct {
 	// PromotionBurst (0 = 5); beyond it they are answered busy with a retry-after.
 	PromotionsPerSecond float64
 	PromotionBurst      int
-	Logger              *slog.Logger     // nil = slog.Default()
-	Metrics             *metrics.Set     // nil = a fresh set
-	Now                 func() time.Time // nil = time.Now
+	// MaxResumes bounds the resumes being answered at once (each reads and writes the
+	// account's row); a resume waits up to ResumeWait for a turn and is then answered busy
+	// with a retry-after (resumes_shed), so a reboot storm queues no deeper than this.
+	// 0 = max(16, 8 x GOMAXPROCS); ResumeWait 0 = 1s.
+	MaxResumes int
+	ResumeWait time.Duration
+	Logger     *slog.Logger     // nil = slog.Default()
+	Metrics    *metrics.Set     // nil = a fresh set
+	Now        func() time.Time // nil = time.Now
 }
 
 func (c *Config) setDefaults() error {
@@ -90,6 +97,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.PopulationWindow <= 0 {
 		c.PopulationWindow = 10 * time.Minute
+	}
+	if c.MaxResumes <= 0 {
+		c.MaxResumes = max(16, 8*runtime.GOMAXPROCS(0))
+	}
+	if c.ResumeWait <= 0 {
+		c.ResumeWait = time.Second
 	}
 	if c.PromotionsPerSecond <= 0 {
 		c.PromotionsPerSecond = 2
@@ -153,6 +166,7 @@ type Server struct {
 	gate     *serve.Gate
 	// layerView is the supernode layer against its target, and the promotion bucket.
 	layerView layerView
+	resumes   chan struct{} // one per resume being answered
 }
 
 // New checks cfg and returns a server.
@@ -173,6 +187,7 @@ func New(cfg Config) (*Server, error) {
 		byAddr:   NewFailLimiter(cfg.FailsPerAddr, cfg.FailWindow, 100_000, cfg.Now),
 		regLimit: NewFailLimiter(20, time.Minute, 100_000, cfg.Now),
 		members:  newMembers(),
+		resumes:  make(chan struct{}, cfg.MaxResumes),
 		gate: serve.NewGate(serve.Config{
 			Max: cfg.MaxConns, PerAddr: cfg.PerAddr, PerPrefix: cfg.PerPrefix, Reserve: cfg.Reserve,
 			AuthTimeout: cfg.AuthTimeout, Counter: cfg.Metrics, Now: cfg.Now,
@@ -440,6 +455,13 @@ func (s *Server) resume(ctx context.Context, ss *session, m *proto.Resume) (prot
 		s.log.Info("bad credential", "remote", ss.remote, "err", err) // once per interval per source
 		return nil, proto.ErrCredInvalid.With("%v", err)
 	}
+	// The signature was checked on this goroutine (cheap); the account's row is read and
+	// written under the bound.
+	if !s.resumeTurn(ctx) {
+		s.m.Inc("resumes_shed")
+		return nil, proto.ErrBusy.With("login server busy with resumes; retry later").WithRetry(time.Second + rand.N(2*time.Second))
+	}
+	defer func() { <-s.resumes }()
 	if _, err := s.cfg.Store.User(ctx, cred.Name); errors.Is(err, ErrNoSuchUser) {
 		s.m.Inc("cred_invalid")
 		return nil, proto.ErrNoSuchUser.With("account %q no longer exists", cred.Name)
@@ -452,6 +474,26 @@ func (s *Server) resume(ctx context.Context, ss *session, m *proto.Resume) (prot
 		keep = nil // past half-life: renew
 	}
 	return s.issue(ctx, ss, cred.Name, keep)
+}
+
+// resumeTurn waits up to ResumeWait for one of the MaxResumes turns; false = none came.
+func (s *Server) resumeTurn(ctx context.Context) bool {
+	select {
+	case s.resumes <- struct{}{}:
+		return true
+	default:
+	}
+	done := serve.Working(ctx) // waiting is serving: the auth deadline must not cut it
+	defer done()
+	t := time.NewTimer(s.cfg.ResumeWait)
+	defer t.Stop()
+	select {
+	case s.resumes <- struct{}{}:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
 }
 
 // issue marks the session logged in as name and answers with a credential (a new one
