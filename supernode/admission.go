@@ -28,10 +28,13 @@ import (
 //     check (another, plus the record's parsing) and the record's replication to its
 //     holders, which is the attachment's real cost, several RPCs on other supernodes.
 //     The listener's handshakes run before it and are bounded by MaxClients. The bound
-//     is a few per core: enough to keep every core busy while some attachments wait on
-//     their holders, few enough that a crowd of thousands is served a few at a time at
-//     full speed (queueing them all would make every one of them wait for the others,
-//     and time out together).
+//     is a few per core, by Little's law: a whole attachment (handshake, Attach, first
+//     publication) takes about 3.3 ms of wall time with both ends in one process on
+//     this 2-core machine (BenchmarkAttach), so a supernode saturating its cores at a
+//     thousand or so attachments a second has some 3 to 15 in progress; 8 per core
+//     keeps every core busy while some wait on their holders, and a crowd of thousands
+//     is served a few at a time at full speed instead of all at once, each waiting for
+//     all the others and timing out together.
 //
 // The loads of the other supernodes come with the login server's answer to every
 // heartbeat (the least loaded members, each with the clients it reported and its

@@ -1,10 +1,12 @@
 package supernode_test
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"github.com/peerline/peerline/internal/overlaytest"
 	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/internal/rpc"
+	"github.com/peerline/peerline/internal/secure"
 	"github.com/peerline/peerline/supernode"
 )
 
@@ -157,6 +160,10 @@ func TestSustainedOverloadDemotion(t *testing.T) {
 
 // userCred signs a user credential for key with the overlay's login server key.
 func userCred(t *testing.T, o *overlaytest.Overlay, name string, key ed25519.PrivateKey) []byte {
+	return userCredTB(t, o, name, key)
+}
+
+func userCredTB(t testing.TB, o *overlaytest.Overlay, name string, key ed25519.PrivateKey) []byte {
 	t.Helper()
 	now := time.Now()
 	b, err := identity.Sign(o.Key, identity.Credential{Kind: identity.KindUser, Name: name,
@@ -238,5 +245,49 @@ func TestBusyAnswerPointsElsewhere(t *testing.T) {
 	m := sn1.Metrics()
 	if m.Get("attach_shed_full") != 1 || m.Get("attach_shed_concurrency") != 1 || m.Get("alternatives_given") < 2 {
 		t.Fatalf("counters %v", m.Snapshot())
+	}
+}
+
+// BenchmarkAttach is what one attachment costs, both ends in this process over loopback:
+// the TLS 1.3 handshake, Attach (a credential check) and the first publication (a record
+// check and its storage; one supernode, so no replication). It is the figure behind
+// AttachConcurrency's default.
+//
+//	go test ./supernode -run '^$' -bench Attach -benchtime 2000x
+func BenchmarkAttach(b *testing.B) {
+	o := overlaytest.Start(b, overlaytest.Options{Supernodes: 1, SupernodeConfig: func(c *supernode.Config) {
+		c.MaxClients, c.PerAddr, c.PerPrefix = 1<<20, 1<<20, 1<<20
+	}})
+	sn := o.Supernodes()[0]
+	type user struct {
+		key  ed25519.PrivateKey
+		cred []byte
+	}
+	users := make([]user, b.N)
+	for i := range users {
+		_, k, _ := ed25519.GenerateKey(rand.Reader)
+		users[i] = user{k, userCredTB(b, o, fmt.Sprintf("u%d", i), k)}
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		u := users[i]
+		cfg, _ := secure.ClientConfig(u.key, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		tc, err := secure.Dial(ctx, &net.Dialer{}, sn.Addr, cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c := rpc.New(tc, rpc.Options{})
+		go c.Run(ctx)
+		if _, err := c.Call(ctx, &proto.Attach{Credential: u.cred}); err != nil {
+			b.Fatal(err)
+		}
+		raw, _ := index.Sign(u.key, index.Record{Name: fmt.Sprintf("u%d", i), Credential: u.cred, Supernode: sn.ID(),
+			SNAddr: sn.Addr, Seq: 1, Expires: time.Now().Add(time.Minute)})
+		if _, err := c.Call(ctx, &proto.Publish{Record: raw}); err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+		cancel()
 	}
 }
