@@ -5,7 +5,9 @@
 // several in parallel and keeping the first that answers, keeps the attachment alive with
 // pings, refreshes its host cache from its supernode, and reattaches to another supernode
 // from the cache within seconds when its supernode dies. Every retry backs off
-// exponentially with jitter. A control socket in the data directory lets the peerline
+// exponentially with jitter and spends from one retry budget that all reconnect paths
+// share; a busy answer's retry-after is honoured and the less loaded supernodes it names
+// are tried first (attach.go). A control socket in the data directory lets the peerline
 // commands (status, buddy, search) drive the running client.
 package client
 
