@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"syscall"
 	"time"
 
@@ -351,19 +352,39 @@ func (c *Client) attachTo(ctx context.Context, e hostcache.Entry) (*attachment, 
 // republishes every keep-alive period (the publication is the keep-alive) and refreshes
 // the host cache from the supernode, until the connection fails.
 func (c *Client) stayAttached(ctx context.Context, a *attachment) error {
-	// A slow login server must not hold up the first publication: the supernode drops
-	// a client that stays silent for two keep-alive periods.
-	bctx, cancel := context.WithTimeout(ctx, a.keep/2)
-	err := c.refreshBuddies(bctx)
-	cancel()
-	if err != nil {
-		c.log.Debug("buddy list unavailable; keeping the last one", "err", err)
-	}
+	// Publish and subscribe at once with the buddy list known (saved from the last run
+	// if need be): the first publication completes the attachment at the supernode,
+	// which admits only so many in progress, and neither may wait for a slow or absent
+	// login server (the supernode drops a client silent for two keep-alive periods).
 	if err := c.publish(ctx, a, false); err != nil {
 		return err
 	}
 	if err := c.subscribe(ctx, a); err != nil {
 		return fmt.Errorf("subscribe: %w", err)
+	}
+	c.mu.Lock()
+	buddies, blocked := c.buddies, c.blocked
+	c.mu.Unlock()
+	bctx, cancel := context.WithTimeout(ctx, a.keep/2)
+	err := c.refreshBuddies(bctx)
+	cancel()
+	if err != nil {
+		c.log.Debug("buddy list unavailable; keeping the last one", "err", err)
+	} else {
+		c.mu.Lock()
+		changedBlocked := !slices.Equal(blocked, c.blocked)
+		changedBuddies := !slices.Equal(buddies, c.buddies)
+		c.mu.Unlock()
+		if changedBlocked {
+			if err := c.publish(ctx, a, false); err != nil {
+				return err
+			}
+		}
+		if changedBuddies {
+			if err := c.subscribe(ctx, a); err != nil {
+				return fmt.Errorf("subscribe: %w", err)
+			}
+		}
 	}
 	c.refreshPeers(ctx, a)
 	natDone := make(chan struct{})
