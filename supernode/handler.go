@@ -171,15 +171,30 @@ func (sn *Supernode) attach(ctx context.Context, h *handler, a *proto.Attach) (p
 		sn.log.Info("attach refused", "remote", h.remote, "err", err)
 		return nil, proto.ErrCredInvalid.With("%v", err)
 	}
-	h.mu.Lock()
-	h.user = cred.Name
-	h.mu.Unlock()
-	serve.Authenticated(ctx)
 	now := sn.cfg.Now()
 	sn.mu.Lock()
 	old := sn.clients[cred.Name]
+	if old == nil && len(sn.clients) >= sn.cfg.MaxAttached {
+		// Filled up while this one was checked: the limit holds at every moment.
+		n := len(sn.clients)
+		sn.mu.Unlock()
+		h.settled()
+		sn.m.Inc("attach_shed_full")
+		return nil, sn.busy("full", fullRetry, n)
+	}
 	sn.clients[cred.Name] = &client{name: cred.Name, conn: h.conn, since: now, lastSeen: now}
 	sn.mu.Unlock()
+	h.mu.Lock()
+	h.user = cred.Name
+	h.mu.Unlock()
+	select {
+	case <-h.conn.Done():
+		// Closed while attaching: serveConn may have looked for the user before it was
+		// entered, and an entry left behind would hold a place under MaxAttached.
+		sn.detach(ctx, cred.Name, h.conn)
+	default:
+	}
+	serve.Authenticated(ctx)
 	if old != nil && old.conn != h.conn {
 		old.conn.Close() // the same user attached again: the newer session wins
 	}
