@@ -15,6 +15,7 @@ import (
 	"github.com/peerline/peerline/internal/media"
 	"github.com/peerline/peerline/internal/overlaytest"
 	"github.com/peerline/peerline/loginsrv"
+	"github.com/peerline/peerline/supernode"
 )
 
 // buddyOnline holds when c sees name with the presence want.
@@ -196,5 +197,62 @@ func TestShedConnectionIsBusyNotDead(t *testing.T) {
 		if e.Addr == ln.Addr().String() && e.Failures > 0 {
 			t.Fatalf("a shed counted as a failure: %+v", e)
 		}
+	}
+}
+
+// onlyInCache leaves addr alone in the host cache file of the client in dir.
+func onlyInCache(t *testing.T, dir, addr string) {
+	t.Helper()
+	hc, err := hostcache.Open(filepath.Join(dir, client.HostCacheFile), hostcache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range hc.Ranked() {
+		if e.Addr != addr {
+			hc.Remove(e.Addr)
+		}
+	}
+	if err := hc.Save(); err != nil {
+		t.Fatal(err)
+	}
+	if hc.Len() != 1 {
+		t.Fatalf("host cache holds %d entries", hc.Len())
+	}
+}
+
+// TestBusySupernodePointsElsewhere: alice knows only a full supernode and the login
+// server is down; the busy answer names the other supernode, and she attaches there in
+// the same round, before any back-off.
+func TestBusySupernodePointsElsewhere(t *testing.T) {
+	o := overlaytest.Start(t, overlaytest.Options{Supernodes: 2, SupernodeConfig: func(c *supernode.Config) {
+		if c.Name == "sn1" {
+			c.MaxAttached = 1
+		}
+	}})
+	sn1, sn2 := o.Supernodes()[0], o.Supernodes()[1]
+	o.Register("alice", "correct horse")
+	o.Register("bob", "battery staple")
+	a := o.StartClient(filepath.Join(t.TempDir(), "alice"), "alice", "correct horse", nil)
+	o.Eventually("alice attached", attached(a))
+	o.Eventually("alice knows both supernodes", func() bool { return a.HostCache().Len() == 2 })
+	if err := a.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	onlyInCache(t, a.Dir, sn1.Addr)
+	b := o.StartClient(filepath.Join(t.TempDir(), "bob"), "bob", "battery staple", func(c *client.Config) { c.Prefer = sn1.Addr })
+	o.Eventually("bob fills sn1", func() bool { return len(sn1.Status().Clients) == 1 && b.Status().Supernode != nil })
+	o.Eventually("sn1 knows sn2's load", func() bool { return sn1.Status().Load.Headroom > 0 })
+
+	a2 := o.StartClient(a.Dir, "", "", func(c *client.Config) { c.Login.Addr = "127.0.0.1:1" })
+	o.Eventually("alice attached", attached(a2))
+	m := a2.Metrics()
+	if got := a2.Status().Supernode.Addr; got != sn2.Addr {
+		t.Fatalf("alice attached to %s, want sn2 %s", got, sn2.Addr)
+	}
+	if m.Get("attach_busy") != 1 || m.Get("alternatives_tried") != 1 || m.Get("attach_rounds") != 1 {
+		t.Fatalf("counters %v: want one busy answer, its alternative tried, one round", m.Snapshot())
+	}
+	if sn1.Metrics().Get("attach_shed_full") != 1 {
+		t.Fatalf("sn1 counters %v", sn1.Metrics().Snapshot())
 	}
 }
