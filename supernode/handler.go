@@ -142,22 +142,21 @@ func (sn *Supernode) attach(ctx context.Context, h *handler, a *proto.Attach) (p
 		sn.m.Inc("attach_shed_full")
 		return nil, sn.busy("full", fullRetry, n)
 	}
+	// One slot per connection, taken under h.mu: Attach requests pipelined on one
+	// connection must not take (and leak) several.
 	h.mu.Lock()
-	holding := h.release != nil
-	h.mu.Unlock()
-	if !holding {
+	if h.release == nil {
 		if !sn.adm.acquire() {
+			h.mu.Unlock()
 			sn.m.Inc("attach_shed_concurrency")
 			return nil, sn.busy("attachments in progress", concurrencyRetry, n)
 		}
 		var once sync.Once
-		release := func() { once.Do(sn.adm.release) }
 		// A client that never publishes gives its slot back after a keep-alive period.
-		t := time.AfterFunc(sn.cfg.KeepAlive, func() { h.settled() })
-		h.mu.Lock()
-		h.release = func() { t.Stop(); release() }
-		h.mu.Unlock()
+		t := time.AfterFunc(sn.cfg.KeepAlive, h.settled)
+		h.release = func() { t.Stop(); once.Do(sn.adm.release) }
 	}
+	h.mu.Unlock()
 	cred, err := identity.VerifyHolder(a.Credential, sn.cfg.LoginKey, h.key, identity.KindUser, sn.cfg.Now())
 	if err != nil {
 		h.settled()

@@ -184,7 +184,8 @@ func TestBusyAnswerPointsElsewhere(t *testing.T) {
 		}
 	}})
 	sn1 := o.Supernodes()[0]
-	o.Eventually("sn1 knows the others' loads", func() bool { return sn1.Status().Load.Headroom > 0 })
+	// Both others' loads (each with room for its default MaxAttached, 4,500).
+	o.Eventually("sn1 knows the others' loads", func() bool { return sn1.Status().Load.Headroom == 2*4500 })
 
 	attach := func(name string) (ed25519.PrivateKey, []byte, *rpc.Conn, error) {
 		_, k, _ := ed25519.GenerateKey(rand.Reader)
