@@ -5,8 +5,10 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
-	"strings"
+	"slices"
+	"syscall"
 	"time"
 
 	"github.com/peerline/peerline/hostcache"
@@ -21,6 +23,9 @@ import (
 var ErrNoSupernodes = errors.New("client: no supernode known yet (host cache empty)")
 
 // attachLoop keeps the client attached to one supernode, reattaching after every loss.
+// Every failed round backs off with jitter and spends from the retry budget the login
+// loop shares; a round that found every supernode busy waits at least until the first
+// of them said it could come back.
 func (c *Client) attachLoop(ctx context.Context) {
 	bo := backoff.Backoff{Base: c.cfg.RetryBase, Max: c.cfg.RetryMax}
 	for ctx.Err() == nil {
@@ -49,12 +54,15 @@ func (c *Client) attachLoop(ctx context.Context) {
 				case c.loginNow <- struct{}{}:
 				default:
 				}
-			} else {
+			} else if !errors.Is(err, ErrAllBusy) {
 				// Every known supernode failed, or none is known: ask the login server
 				// for a fresh seed before the next round.
 				c.refreshSeed(ctx)
 			}
-			d := bo.Next()
+			d, spent := c.budget.Delay(&bo, c.busyWait())
+			if spent {
+				c.m.Inc("retry_budget_spent")
+			}
 			c.log.Warn("attach failed; retrying", "err", err, "in", d.Round(time.Millisecond))
 			if !backoff.Sleep(ctx.Done(), d) {
 				return
@@ -62,6 +70,7 @@ func (c *Client) attachLoop(ctx context.Context) {
 			continue
 		}
 		bo.Reset()
+		c.budget.Success()
 		err = c.stayAttached(ctx, a)
 		c.mu.Lock()
 		c.attached = nil
@@ -81,11 +90,82 @@ func (c *Client) attachLoop(ctx context.Context) {
 	}
 }
 
+// ErrAllBusy means every supernode the client knows answered busy (or shed its
+// connection) within its retry-after: the client waits, it does not hammer them.
+var ErrAllBusy = errors.New("client: every known supernode is busy; waiting for their retry-after")
+
+// Busy answers: how long a supernode that shed the connection at accept (no answer to
+// read, so no retry-after) is left alone, and the retry-after assumed when a busy answer
+// names none.
+const (
+	shedRetry = 5 * time.Second
+	busyRetry = time.Second
+)
+
+// markBusy leaves addr out of attach rounds for d.
+func (c *Client) markBusy(addr string, d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.cfg.Now()
+	for a, until := range c.busyUntil {
+		if !now.Before(until) {
+			delete(c.busyUntil, a)
+		}
+	}
+	c.busyUntil[addr] = now.Add(d)
+}
+
+// isBusy reports whether addr asked to be left alone until later.
+func (c *Client) isBusy(addr string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	until, ok := c.busyUntil[addr]
+	return ok && c.cfg.Now().Before(until)
+}
+
+// busyWait is how long until the first busy supernode may be tried again when the host
+// cache holds no other: the retry-after to honour; 0 when some supernode is not busy.
+func (c *Client) busyWait() time.Duration {
+	now := c.cfg.Now()
+	var wait time.Duration
+	for _, e := range c.cache.Ranked() {
+		c.mu.Lock()
+		until, ok := c.busyUntil[e.Addr]
+		c.mu.Unlock()
+		if !ok || !now.Before(until) {
+			return 0
+		}
+		if d := until.Sub(now); wait == 0 || d < wait {
+			wait = d
+		}
+	}
+	return wait
+}
+
+// shedAtAccept reports whether err is what a supernode's listener does to a connection
+// it sheds beyond its connection limit: it accepts and closes at once, so the TLS
+// handshake ends with EOF or a reset. A dead supernode refuses or times out instead.
+func shedAtAccept(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
+}
+
 // attach dials the best-ranked supernodes, ParallelAttach at a time, and keeps the first
-// that completes an attachment; the others are closed.
+// that completes an attachment; the others are closed. A supernode that answers busy is
+// left alone for its retry-after, and the less loaded supernodes it names are merged
+// into the host cache and tried next, in this round; one that shed the connection is
+// treated as busy too, not as dead.
 func (c *Client) attach(ctx context.Context) (*attachment, error) {
-	cands := c.cache.Ranked()
-	if p := c.cfg.Prefer; p != "" {
+	c.m.Inc("attach_rounds")
+	var cands []hostcache.Entry
+	busy := 0
+	for _, e := range c.cache.Ranked() {
+		if c.isBusy(e.Addr) {
+			busy++
+			continue
+		}
+		cands = append(cands, e)
+	}
+	if p := c.cfg.Prefer; p != "" && !c.isBusy(p) {
 		// The preferred supernode is tried alone first, so that a faster one from the
 		// cache does not win the race against it.
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -94,6 +174,7 @@ func (c *Client) attach(ctx context.Context) (*attachment, error) {
 		if err == nil {
 			return c.recordAttachment(a), nil
 		}
+		c.noteBusy(p, err)
 		c.log.Info("preferred supernode unavailable", "addr", p, "err", err)
 		rest := cands[:0:0]
 		for _, e := range cands {
@@ -104,6 +185,9 @@ func (c *Client) attach(ctx context.Context) (*attachment, error) {
 		cands = rest
 	}
 	if len(cands) == 0 {
+		if busy > 0 {
+			return nil, ErrAllBusy
+		}
 		return nil, ErrNoSupernodes
 	}
 	type res struct {
@@ -113,7 +197,11 @@ func (c *Client) attach(ctx context.Context) (*attachment, error) {
 	}
 	actx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	results := make(chan res, len(cands))
+	results := make(chan res, c.cfg.ParallelAttach)
+	tried := make(map[string]bool, len(cands))
+	for _, e := range cands {
+		tried[e.Addr] = true
+	}
 	next, running := 0, 0
 	start := func() {
 		e := cands[next]
@@ -129,6 +217,7 @@ func (c *Client) attach(ctx context.Context) (*attachment, error) {
 	}
 	var errs []error
 	var won *attachment
+	allBusy := true
 	for running > 0 {
 		r := <-results
 		running--
@@ -141,7 +230,21 @@ func (c *Client) attach(ctx context.Context) (*attachment, error) {
 		default:
 			if actx.Err() == nil || won == nil {
 				errs = append(errs, fmt.Errorf("%s: %w", r.e.Addr, r.err))
-				c.cache.MarkFailure(r.e.Addr)
+				if alts := c.noteBusy(r.e.Addr, r.err); alts != nil {
+					// Try the supernodes it points at before the rest of the cache.
+					var front []hostcache.Entry
+					for _, s := range alts {
+						if !tried[s.Addr] && !c.isBusy(s.Addr) && len(tried) < maxRound {
+							tried[s.Addr] = true
+							front = append(front, hostcache.Entry{Addr: s.Addr, PubKey: s.ID, Since: s.Since, Source: "supernode"})
+						}
+					}
+					c.m.Add("alternatives_tried", uint64(len(front)))
+					cands = append(cands[:next:next], append(front, cands[next:]...)...)
+				} else if !c.isBusy(r.e.Addr) {
+					allBusy = false
+					c.cache.MarkFailure(r.e.Addr)
+				}
 			}
 			if won == nil && next < len(cands) && actx.Err() == nil {
 				start()
@@ -150,9 +253,40 @@ func (c *Client) attach(ctx context.Context) (*attachment, error) {
 	}
 	if won == nil {
 		c.cache.Save()
+		if allBusy {
+			errs = append(errs, ErrAllBusy)
+		}
 		return nil, errors.Join(errs...)
 	}
 	return c.recordAttachment(won), nil
+}
+
+// maxRound bounds the supernodes one attach round tries, alternatives included.
+const maxRound = 2 * proto.MaxList
+
+// noteBusy records a busy answer or a shed connection from addr: the supernode is left
+// alone for its retry-after, and the alternatives it named (non-nil when it named any)
+// go into the host cache.
+func (c *Client) noteBusy(addr string, err error) []proto.SupernodeInfo {
+	if pe, ok := proto.AsError(err); ok && errors.Is(err, proto.ErrBusy) {
+		c.m.Inc("attach_busy")
+		ra := pe.RetryAfter()
+		if ra <= 0 {
+			ra = busyRetry
+		}
+		c.markBusy(addr, ra)
+		if len(pe.Alternatives) == 0 {
+			return nil
+		}
+		c.m.Add("alternatives_received", uint64(len(pe.Alternatives)))
+		c.mergeSeed(pe.Alternatives, "supernode")
+		return pe.Alternatives
+	}
+	if shedAtAccept(err) {
+		c.m.Inc("attach_shed")
+		c.markBusy(addr, shedRetry)
+	}
+	return nil
 }
 
 // recordAttachment records a successful attachment.
@@ -180,6 +314,7 @@ func (c *Client) attachTo(ctx context.Context, e hostcache.Entry) (*attachment, 
 	if cred == nil {
 		return nil, errors.New("not logged in")
 	}
+	c.m.Inc("attach_attempts")
 	var snKey ed25519.PublicKey
 	cfg, err := secure.ClientConfig(c.key, func(k ed25519.PublicKey) error { snKey = k; return nil })
 	if err != nil {
@@ -209,6 +344,7 @@ func (c *Client) attachTo(ctx context.Context, e hostcache.Entry) (*attachment, 
 	if keep < 100*time.Millisecond {
 		keep = 20 * time.Second
 	}
+	c.setLayer(ok.Layer)
 	return &attachment{conn: conn, addr: e.Addr, id: identity.EncodeKey(snKey), name: sc.Name,
 		since: ok.Since, at: c.cfg.Now(), keep: keep, stun: ok.STUN, turn: ok.TURN}, nil
 }
@@ -217,41 +353,53 @@ func (c *Client) attachTo(ctx context.Context, e hostcache.Entry) (*attachment, 
 // it again after attaching.
 const buddyRefreshSpread = 2 * time.Minute
 
-// buddyState is the buddy list and the blocked names, for telling whether they changed.
-func (c *Client) buddyState() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return strings.Join(c.buddies, ",") + "|" + strings.Join(c.blocked, ",")
-}
-
 // stayAttached publishes the user's record, subscribes to the buddies' presence, then
 // republishes every keep-alive period (the publication is the keep-alive) and refreshes
 // the host cache from the supernode, until the connection fails.
 func (c *Client) stayAttached(ctx context.Context, a *attachment) error {
-	// The record carries the blocked names, so a client that does not know its buddy
-	// list yet reads it before the first publication. One that knows it publishes first
-	// and reads the list again later, at a random moment of the next minutes: after a
-	// mass reboot the login server then sees the population spread out, not at once.
-	// A slow login server must not hold up the first publication either: the supernode
-	// drops a client that stays silent for two keep-alive periods.
-	refreshBuddies := func() {
+	// The record carries the blocked names, so a client that knows no buddy list yet
+	// (neither from the login server nor saved by an earlier run) reads it before the
+	// first publication. One that knows it publishes and subscribes at once, and reads
+	// the list again at a random moment of the next minutes (republishing and
+	// resubscribing if it changed): the first publication completes the attachment at
+	// the supernode, which admits only so many in progress, and after a mass reboot the
+	// login server then sees the population spread out, not at once. Neither may wait
+	// for a slow or absent login server long: the supernode drops a client silent for
+	// two keep-alive periods.
+	refresh := func() error {
+		c.mu.Lock()
+		buddies, blocked := c.buddies, c.blocked
+		c.mu.Unlock()
 		bctx, cancel := context.WithTimeout(ctx, a.keep/2)
 		err := c.refreshBuddies(bctx)
 		cancel()
 		if err != nil {
 			c.log.Debug("buddy list unavailable; keeping the last one", "err", err)
+			return nil
 		}
+		c.mu.Lock()
+		changedBlocked := !slices.Equal(blocked, c.blocked)
+		changedBuddies := !slices.Equal(buddies, c.buddies)
+		c.mu.Unlock()
+		if changedBlocked {
+			if err := c.publish(ctx, a, false); err != nil {
+				return err
+			}
+		}
+		if changedBuddies {
+			if err := c.subscribe(ctx, a); err != nil {
+				return fmt.Errorf("subscribe: %w", err)
+			}
+		}
+		return nil
 	}
 	c.mu.Lock()
 	known := c.buddiesKnown
 	c.mu.Unlock()
-	var later <-chan time.Time // the deferred buddy-list read
-	if known {
-		t := time.NewTimer(rand.N(buddyRefreshSpread))
-		defer t.Stop()
-		later = t.C
-	} else {
-		refreshBuddies()
+	if !known {
+		if err := refresh(); err != nil {
+			return err
+		}
 	}
 	if err := c.publish(ctx, a, false); err != nil {
 		return err
@@ -259,14 +407,20 @@ func (c *Client) stayAttached(ctx context.Context, a *attachment) error {
 	if err := c.subscribe(ctx, a); err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
+	var later <-chan time.Time // the deferred buddy-list read
+	if known {
+		t := time.NewTimer(rand.N(buddyRefreshSpread))
+		defer t.Stop()
+		later = t.C
+	}
 	c.refreshPeers(ctx, a)
 	natDone := make(chan struct{})
 	go func() { defer close(natDone); c.detectNAT(ctx, a) }()
 	defer func() { <-natDone }()
 	keep := time.NewTicker(a.keep)
 	defer keep.Stop()
-	refresh := time.NewTicker(c.cfg.RefreshInterval)
-	defer refresh.Stop()
+	peers := time.NewTicker(c.cfg.RefreshInterval)
+	defer peers.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -282,19 +436,12 @@ func (c *Client) stayAttached(ctx context.Context, a *attachment) error {
 			return ctx.Err()
 		case <-a.conn.Done():
 			return a.conn.Err()
-		case <-refresh.C:
+		case <-peers.C:
 			c.refreshPeers(ctx, a)
 		case <-later:
 			later = nil
-			before := c.buddyState()
-			refreshBuddies()
-			if c.buddyState() != before {
-				if err := c.publish(ctx, a, false); err != nil {
-					return fmt.Errorf("publish: %w", err)
-				}
-				if err := c.subscribe(ctx, a); err != nil {
-					return fmt.Errorf("subscribe: %w", err)
-				}
+			if err := refresh(); err != nil {
+				return err
 			}
 		case <-keep.C:
 			if err := c.publish(ctx, a, false); err != nil {
@@ -335,4 +482,11 @@ func (c *Client) refreshPeers(ctx context.Context, a *attachment) {
 		return
 	}
 	c.mergeSeed(peers.Supernodes, "supernode")
+	c.setLayer(peers.Layer)
+}
+
+func (c *Client) setLayer(l proto.Layer) {
+	c.mu.Lock()
+	c.layer = l
+	c.mu.Unlock()
 }

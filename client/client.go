@@ -5,7 +5,9 @@
 // several in parallel and keeping the first that answers, keeps the attachment alive with
 // pings, refreshes its host cache from its supernode, and reattaches to another supernode
 // from the cache within seconds when its supernode dies. Every retry backs off
-// exponentially with jitter. A control socket in the data directory lets the peerline
+// exponentially with jitter and spends from one retry budget that all reconnect paths
+// share; a busy answer's retry-after is honoured and the less loaded supernodes it names
+// are tried first (attach.go). A control socket in the data directory lets the peerline
 // commands (status, buddy, search) drive the running client.
 package client
 
@@ -39,6 +41,7 @@ const (
 	KeyFile        = "key"
 	CredentialFile = "credential"
 	HostCacheFile  = "hostcache.json"
+	BuddiesFile    = "buddies.json" // the last buddy list, used while the login server is unreachable
 	BoxKeyFile     = "boxkey"
 	SocketFile     = "peerline.sock"
 )
@@ -65,8 +68,13 @@ type Config struct {
 	// for buddy and directory requests: a population kept connected would hold one
 	// connection per user there. 0 = 20s.
 	LoginIdle time.Duration
-	NoControl bool         // do not open the control socket
-	Events    chan<- Event // presence changes and messages; nil = none; dropped when full
+	// The retry budget that every reconnect path (login, attach, reattach) shares
+	// (backoff.Budget): a retry spends a token, a success gives one back, time gives
+	// RetryPerSecond back; with none left the client waits RetryMax before each retry.
+	RetryBurst     float64      // tokens the budget holds, and starts with; 0 = 10
+	RetryPerSecond float64      // tokens given back per second; 0 = 0.1
+	NoControl      bool         // do not open the control socket
+	Events         chan<- Event // presence changes and messages; nil = none; dropped when full
 	// ListenPacket opens the UDP sockets of NAT detection; nil = net.ListenPacket.
 	ListenPacket func(network, addr string) (net.PacketConn, error)
 	NATTimeout   time.Duration    // per NAT test; 0 = 2s
@@ -94,6 +102,12 @@ type Client struct {
 
 	loginNow chan struct{}  // asks the login loop to log in again (credential refused)
 	callWG   sync.WaitGroup // calls answered on our own
+	budget   *backoff.Budget
+	// loginSem serialises logins: the login loop's and the ones loginCall makes when
+	// the connection to the login server has closed, so that a restarted client costs
+	// the login server one resume, not one per path that needs the server.
+	loginSem chan struct{}
+	callBo   backoff.Backoff // of the logins loginCall makes; used under loginSem
 
 	mu           sync.Mutex // mu protects the following fields
 	user         string
@@ -101,20 +115,23 @@ type Client struct {
 	credInfo     identity.Credential
 	attached     *attachment
 	attaches     int
-	lastErr      string    // the last login or attach error, "" once resolved
-	lastErrAt    time.Time // when lastErr happened; Status hides it after lastErrorAge
-	attachErr    bool      // lastErr is an attach error: the next attachment resolves it
-	lsConn       *rpc.Conn // authenticated connection to the login server, reused
+	lastErr      string               // the last login or attach error, "" once resolved
+	lastErrAt    time.Time            // when lastErr happened; Status hides it after lastErrorAge
+	attachErr    bool                 // lastErr is an attach error: the next attachment resolves it
+	lsConn       *rpc.Conn            // authenticated connection to the login server, reused
+	loginRetry   time.Time            // a login failed: no other path logs in before this
+	busyUntil    map[string]time.Time // supernodes that answered busy (or shed), by address
 	loggedInCh   chan struct{}
 	seq          uint64               // of the last record signed
 	buddies      []string             // buddies to watch (not blocked)
 	blocked      []string             // names this user blocked
-	buddiesKnown bool                 // buddies and blocked were read (not merely empty)
+	buddiesKnown bool                 // buddies and blocked were read (from the login server or the saved list)
 	presence     map[string]*Presence // by buddy name
 	inbox        []Event
 	natClassic   string
 	nat          NATStatus
 	promotion    PromotionStatus
+	layer        proto.Layer          // the supernode layer against its target, as the supernode said
 	sn           *supernode.Supernode // the supernode role, while promoted
 	crashed      bool                 // Crash was called: no goodbye
 	calls        map[string]*call     // ringing and active calls, by id
@@ -220,7 +237,11 @@ func New(cfg Config) (*Client, error) {
 		calls:      make(map[string]*call),
 		user:       cfg.User,
 		loginNow:   make(chan struct{}, 1),
+		loginSem:   make(chan struct{}, 1),
+		callBo:     backoff.Backoff{Base: cfg.RetryBase, Max: cfg.RetryMax},
 		loggedInCh: make(chan struct{}),
+		busyUntil:  make(map[string]time.Time),
+		budget:     &backoff.Budget{Burst: cfg.RetryBurst, PerSecond: cfg.RetryPerSecond, Now: cfg.Now},
 	}
 	if cache.Corrupted() {
 		c.m.Inc("hostcache_corrupt")
@@ -230,6 +251,7 @@ func New(cfg Config) (*Client, error) {
 		return nil, ErrNoUser
 	}
 	c.log = c.log.With("user", c.user)
+	c.loadBuddies()
 	return c, nil
 }
 
@@ -325,15 +347,17 @@ func (c *Client) loginLoop(ctx context.Context) error {
 	// A client restarted with a saved credential that needs no renewal yet does not
 	// call the login server at all: after a mass reboot the login server would
 	// otherwise see the whole population at once (Skype, August 2007). The host cache
-	// is on disk, and the login server is asked when the credential is half-way to
-	// expiry, when a supernode refuses it, or when a request needs it.
+	// and the buddy list are on disk, and the login server is asked when the
+	// credential is half-way to expiry, when a supernode refuses it, or when a request
+	// needs it.
 	if c.credential() != nil && !c.waitRenewal(ctx) {
 		return nil
 	}
 	for ctx.Err() == nil {
-		err := c.loginOnce(ctx)
+		err := c.loginSerial(ctx)
 		if err == nil {
 			bo.Reset()
+			c.budget.Success()
 			if !c.waitRenewal(ctx) {
 				return nil
 			}
@@ -347,10 +371,20 @@ func (c *Client) loginLoop(ctx context.Context) error {
 			errors.Is(err, ErrNeedPassword) || errors.Is(err, proto.ErrInvalidName) {
 			return fmt.Errorf("login as %q: %w", c.user, err)
 		}
-		d := bo.Next()
-		if pe, ok := proto.AsError(err); ok && pe.RetryAfter() > d {
-			d = pe.RetryAfter()
+		var ra time.Duration
+		if pe, ok := proto.AsError(err); ok {
+			ra = pe.RetryAfter()
+			if errors.Is(err, proto.ErrBusy) {
+				c.m.Inc("login_busy")
+			}
 		}
+		d, spent := c.budget.Delay(&bo, ra)
+		if spent {
+			c.m.Inc("retry_budget_spent")
+		}
+		c.mu.Lock()
+		c.loginRetry = c.cfg.Now().Add(d)
+		c.mu.Unlock()
 		c.m.Inc("login_retries")
 		c.log.Warn("login failed; retrying", "err", err, "in", d.Round(time.Millisecond))
 		if !backoff.Sleep(ctx.Done(), d) {
@@ -381,7 +415,20 @@ func (c *Client) waitRenewal(ctx context.Context) bool {
 	return true
 }
 
+// loginSerial logs in once, after any login under way on another path has ended.
+func (c *Client) loginSerial(ctx context.Context) error {
+	select {
+	case c.loginSem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-c.loginSem }()
+	return c.loginOnce(ctx)
+}
+
+// loginOnce logs in or resumes on a new connection; callers hold loginSem.
 func (c *Client) loginOnce(ctx context.Context) error {
+	c.m.Inc("login_attempts")
 	conn, err := dialLogin(ctx, c.cfg.Dialer, c.cfg.Login, c.key, c.cfg.LoginIdle)
 	if err != nil {
 		return err
@@ -431,7 +478,7 @@ func (c *Client) loginOnce(ctx context.Context) error {
 	}
 	c.mergeSeed(ok.Seed, "login")
 	c.mu.Lock()
-	c.cred, c.credInfo, c.lastErr = ok.Credential, cred, ""
+	c.cred, c.credInfo, c.lastErr, c.loginRetry = ok.Credential, cred, "", time.Time{}
 	old := c.lsConn
 	c.lsConn = conn
 	first := c.loggedInCh
@@ -469,36 +516,82 @@ func (c *Client) setLastErr(err error, attach bool) {
 	c.mu.Unlock()
 }
 
+// ErrLoginUnavailable is what a request for the login server gets while the login loop
+// waits out its back-off after a failed login: the request fails at once instead of
+// adding a login attempt of its own to a storm.
+var ErrLoginUnavailable = errors.New("client: login server unavailable; the client retries on its own")
+
 // loginCall sends m to the login server over the client's authenticated connection,
-// resuming a new one if the old one died or closed as idle (also while m was on its way).
+// resuming a new one if the old one died (unless a login failed and its retry is not
+// due yet).
 func (c *Client) loginCall(ctx context.Context, m proto.Message) (proto.Message, error) {
-	for attempt := 0; ; attempt++ {
-		c.mu.Lock()
-		conn := c.lsConn
-		c.mu.Unlock()
-		if conn != nil {
-			select {
-			case <-conn.Done():
-				conn = nil
-			default:
-			}
+	resp, err := c.loginCallOnce(ctx, m)
+	if errors.Is(err, rpc.ErrClosed) && ctx.Err() == nil {
+		// The connection closed as idle (LoginIdle) just as m went out: once more, on a
+		// new one.
+		resp, err = c.loginCallOnce(ctx, m)
+	}
+	return resp, err
+}
+
+func (c *Client) loginCallOnce(ctx context.Context, m proto.Message) (proto.Message, error) {
+	conn := c.liveLoginConn()
+	if conn == nil {
+		if c.credential() == nil {
+			return nil, errors.New("not logged in yet")
 		}
-		fresh := conn == nil
-		if fresh {
-			if c.credential() == nil {
-				return nil, errors.New("not logged in yet")
+		select {
+		case c.loginSem <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		// A login that ran meanwhile may have left a connection to use.
+		if conn = c.liveLoginConn(); conn == nil {
+			c.mu.Lock()
+			wait := c.loginRetry.Sub(c.cfg.Now())
+			c.mu.Unlock()
+			var err error
+			if wait > 0 {
+				c.m.Inc("login_calls_deferred")
+				err = fmt.Errorf("%w (next try in %v)", ErrLoginUnavailable, wait.Round(time.Millisecond))
+			} else if err = c.loginOnce(ctx); err != nil && ctx.Err() == nil {
+				var ra time.Duration
+				if pe, ok := proto.AsError(err); ok {
+					ra = pe.RetryAfter()
+				}
+				d, _ := c.budget.Delay(&c.callBo, ra)
+				c.mu.Lock()
+				c.loginRetry = c.cfg.Now().Add(d)
+				c.mu.Unlock()
+			} else if err == nil {
+				c.callBo.Reset()
 			}
-			if err := c.loginOnce(ctx); err != nil {
+			if err != nil {
+				<-c.loginSem
 				return nil, err
 			}
-			c.mu.Lock()
-			conn = c.lsConn
-			c.mu.Unlock()
+			conn = c.liveLoginConn()
 		}
-		resp, err := conn.Call(ctx, m)
-		if err != nil && !fresh && attempt == 0 && errors.Is(err, rpc.ErrClosed) && ctx.Err() == nil {
-			continue // it closed as idle just as we used it
+		<-c.loginSem
+		if conn == nil {
+			return nil, ErrLoginUnavailable
 		}
-		return resp, err
+	}
+	return conn.Call(ctx, m)
+}
+
+// liveLoginConn returns the connection to the login server if it is still open.
+func (c *Client) liveLoginConn() *rpc.Conn {
+	c.mu.Lock()
+	conn := c.lsConn
+	c.mu.Unlock()
+	if conn == nil {
+		return nil
+	}
+	select {
+	case <-conn.Done():
+		return nil
+	default:
+		return conn
 	}
 }

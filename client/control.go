@@ -31,6 +31,11 @@ type Status struct {
 	Buddies           []Presence        `json:"buddies"`
 	Promotion         PromotionStatus   `json:"promotion"`
 	Counters          map[string]uint64 `json:"counters"`
+	// RetryTokens is what is left of the retry budget every reconnect path shares; below
+	// 1 the client waits its longest back-off before each retry.
+	RetryTokens float64 `json:"retry_tokens"`
+	// Busy counts the supernodes now left alone because they answered busy or shed.
+	Busy int `json:"busy_supernodes"`
 }
 
 // SupernodeStatus describes the supernode the client is attached to.
@@ -62,6 +67,14 @@ func (c *Client) Status() Status {
 		HostCache: c.cache.Len(),
 		Version:   version.String(),
 		Counters:  c.m.Snapshot(),
+		// The budget has its own lock, never taken with mu held elsewhere.
+		RetryTokens: c.budget.Tokens(),
+	}
+	now := c.cfg.Now()
+	for _, until := range c.busyUntil {
+		if now.Before(until) {
+			st.Busy++
+		}
 	}
 	if c.lastErr != "" && c.cfg.Now().Sub(c.lastErrAt) < lastErrorAge {
 		st.LastError, st.LastErrorAt = c.lastErr, c.lastErrAt

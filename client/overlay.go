@@ -2,13 +2,17 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/peerline/peerline/internal/atomicfile"
 	"github.com/peerline/peerline/internal/e2ee"
 	"github.com/peerline/peerline/internal/index"
 	"github.com/peerline/peerline/internal/proto"
@@ -109,21 +113,18 @@ func (c *Client) refreshBuddies(ctx context.Context) error {
 	if !ok {
 		return fmt.Errorf("buddy list answered %T", m)
 	}
-	var buddies, blocked []string
-	for _, b := range bl.Buddies {
-		if b.Blocked {
-			blocked = append(blocked, b.Name)
-		} else {
-			buddies = append(buddies, b.Name)
-		}
-	}
-	if len(blocked) > index.MaxBlocked {
-		blocked = blocked[:index.MaxBlocked]
-	}
+	buddies, blocked := splitBuddies(bl.Buddies)
+	c.setBuddies(bl.Buddies, buddies, blocked)
+	c.saveBuddies(bl.Buddies)
+	return nil
+}
+
+// setBuddies installs a buddy list: all of it, the names to watch and the blocked ones.
+func (c *Client) setBuddies(all []proto.Buddy, buddies, blocked []string) {
 	now := c.cfg.Now()
 	c.mu.Lock()
 	c.buddies, c.blocked, c.buddiesKnown = buddies, blocked, true
-	for _, b := range bl.Buddies {
+	for _, b := range all {
 		if _, ok := c.presence[b.Name]; !ok && !b.Blocked {
 			c.presence[b.Name] = &Presence{Name: b.Name, LastSeen: b.LastSeen, Updated: now}
 		}
@@ -134,7 +135,58 @@ func (c *Client) refreshBuddies(ctx context.Context) error {
 		}
 	}
 	c.mu.Unlock()
-	return nil
+}
+
+// splitBuddies returns the names to watch and the blocked names (at most
+// index.MaxBlocked) of a buddy list.
+func splitBuddies(all []proto.Buddy) (buddies, blocked []string) {
+	for _, b := range all {
+		if b.Blocked {
+			blocked = append(blocked, b.Name)
+		} else {
+			buddies = append(buddies, b.Name)
+		}
+	}
+	if len(blocked) > index.MaxBlocked {
+		blocked = blocked[:index.MaxBlocked]
+	}
+	return buddies, blocked
+}
+
+// saveBuddies keeps the buddy list in the data directory (atomically, like the
+// credential), so that a client restarted while the login server is unreachable still
+// watches its buddies and keeps blocking whom it blocked.
+func (c *Client) saveBuddies(all []proto.Buddy) {
+	b, err := json.Marshal(all)
+	if err == nil {
+		err = atomicfile.WriteFile(filepath.Join(c.cfg.DataDir, BuddiesFile), b, 0o600)
+	}
+	if err != nil {
+		c.log.Warn("saving the buddy list failed", "err", err)
+	}
+}
+
+// loadBuddies installs the buddy list saved by an earlier run, if any.
+func (c *Client) loadBuddies() {
+	b, err := os.ReadFile(filepath.Join(c.cfg.DataDir, BuddiesFile))
+	if err != nil {
+		return
+	}
+	var all []proto.Buddy
+	if err := json.Unmarshal(b, &all); err != nil || len(all) > 10*proto.MaxList {
+		c.m.Inc("buddies_file_corrupt")
+		c.log.Warn("saved buddy list unreadable; waiting for the login server's", "err", err)
+		return
+	}
+	for _, bd := range all {
+		if len(bd.Name) == 0 || len(bd.Name) > proto.MaxName {
+			c.m.Inc("buddies_file_corrupt")
+			return
+		}
+	}
+	buddies, blocked := splitBuddies(all)
+	c.setBuddies(all, buddies, blocked)
+	c.m.Inc("buddies_loaded")
 }
 
 // overlayChanged republishes and resubscribes after the buddy list changed.

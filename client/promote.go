@@ -25,7 +25,10 @@ import (
 //   - its supernode dialled it back at the address it would serve on and the node there
 //     proved the client's key (so the address is reachable from outside);
 //   - its measured upload bandwidth, CPU count and memory are above the thresholds;
-//   - it has been up for Promote.MinUptime (uptime predicts availability).
+//   - it has been up for Promote.MinUptime (uptime predicts availability);
+//   - the supernode layer is short of the size the login server wants, when it wants
+//     one (its supernode passes the size and the target on): so a layer that lost
+//     supernodes is refilled by the eligible clients, and no further.
 //
 // The login server then dials it back once more before it admits it. A promoted client
 // runs the supernode role in its own process with its own key; it demotes itself (hands
@@ -136,10 +139,14 @@ func (c *Client) promotionCheck(ctx context.Context, start time.Time) (Promotion
 		return st, "", nil, fmt.Errorf("up %v of the %v required", up.Round(time.Second), p.MinUptime)
 	}
 	c.mu.Lock()
-	nat, a := c.nat, c.attached
+	nat, a, layer := c.nat, c.attached, c.layer
 	c.mu.Unlock()
 	if a == nil {
 		return st, "", nil, errors.New("not attached")
+	}
+	if layer.LayerWanted > 0 && !layer.Short() {
+		// The login server wants no more supernodes: it would refuse this one.
+		return st, "", nil, fmt.Errorf("supernode layer full (%d of %d wanted)", layer.LayerSize, layer.LayerWanted)
 	}
 	if nat.Checked.IsZero() {
 		return st, "", nil, errors.New("NAT not detected yet")

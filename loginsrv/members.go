@@ -45,6 +45,9 @@ type member struct {
 	info   proto.SupernodeInfo
 	lastHB time.Time
 	owner  *session // the connection that registered it
+	// clients and maxClients are its load as its last heartbeat said; they are kept
+	// beside info, not in it, so that a change of load is no change of the member list.
+	clients, maxClients int
 }
 
 func newMembers() *members {
@@ -93,6 +96,45 @@ func (ms *members) upsert(info proto.SupernodeInfo, owner *session, now time.Tim
 	}
 	m.lastHB = now
 	m.owner = owner
+}
+
+// setLoad records the load a heartbeat of id reported.
+func (ms *members) setLoad(id string, clients, maxClients int) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if m, ok := ms.m[id]; ok {
+		m.clients, m.maxClients = clients, maxClients
+	}
+}
+
+// loads returns the n least loaded members (by clients against their limit, then by
+// clients) with their load, the number of members and the clients attached to them all.
+func (ms *members) loads(n int) (least []proto.SupernodeInfo, size, clients int) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	all := make([]*member, 0, len(ms.m))
+	for _, m := range ms.m {
+		all = append(all, m)
+		clients += m.clients
+	}
+	fill := func(m *member) float64 {
+		if m.maxClients <= 0 {
+			return 1 // no limit said: last
+		}
+		return float64(m.clients) / float64(m.maxClients)
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if fi, fj := fill(all[i]), fill(all[j]); fi != fj {
+			return fi < fj
+		}
+		return all[i].clients < all[j].clients
+	})
+	for _, m := range all[:min(n, len(all))] {
+		info := m.info
+		info.Clients, info.MaxClients = m.clients, m.maxClients
+		least = append(least, info)
+	}
+	return least, len(ms.m), clients
 }
 
 // remove drops id if owner registered it (nil owner: unconditionally).

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -58,11 +59,27 @@ type Config struct {
 	// share it, each supernode's relay gets its own secret derived from it at admission.
 	// Empty = no TURN credentials are issued and supernodes run no relay.
 	RelaySecret []byte
-	Relays      []string         // host:port of standalone relays (peerline relay) sharing RelaySecret
-	RelayTTL    time.Duration    // lifetime of TURN credentials; 0 = 10 minutes
-	Logger      *slog.Logger     // nil = slog.Default()
-	Metrics     *metrics.Set     // nil = a fresh set
-	Now         func() time.Time // nil = time.Now
+	Relays      []string      // host:port of standalone relays (peerline relay) sharing RelaySecret
+	RelayTTL    time.Duration // lifetime of TURN credentials; 0 = 10 minutes
+	// The supernode layer's target (layer.go): Wanted = max(MinSupernodes,
+	// ceil(population / ClientsPerSupernode)); both 0 = no target, and clients promote
+	// whenever eligible.
+	ClientsPerSupernode int
+	MinSupernodes       int
+	PopulationWindow    time.Duration // the population is the peak within it; 0 = 10 minutes
+	// Promotions of clients are admitted at PromotionsPerSecond (0 = 2) with bursts of
+	// PromotionBurst (0 = 5); beyond it they are answered busy with a retry-after.
+	PromotionsPerSecond float64
+	PromotionBurst      int
+	// MaxResumes bounds the resumes being answered at once (each reads and writes the
+	// account's row); a resume waits up to ResumeWait for a turn and is then answered busy
+	// with a retry-after (resumes_shed), so a reboot storm queues no deeper than this.
+	// 0 = max(16, 8 x GOMAXPROCS); ResumeWait 0 = 1s.
+	MaxResumes int
+	ResumeWait time.Duration
+	Logger     *slog.Logger     // nil = slog.Default()
+	Metrics    *metrics.Set     // nil = a fresh set
+	Now        func() time.Time // nil = time.Now
 }
 
 func (c *Config) setDefaults() error {
@@ -77,6 +94,21 @@ func (c *Config) setDefaults() error {
 	}
 	if c.CredentialTTL <= 0 {
 		c.CredentialTTL = 24 * time.Hour
+	}
+	if c.PopulationWindow <= 0 {
+		c.PopulationWindow = 10 * time.Minute
+	}
+	if c.MaxResumes <= 0 {
+		c.MaxResumes = max(16, 8*runtime.GOMAXPROCS(0))
+	}
+	if c.ResumeWait <= 0 {
+		c.ResumeWait = time.Second
+	}
+	if c.PromotionsPerSecond <= 0 {
+		c.PromotionsPerSecond = 2
+	}
+	if c.PromotionBurst <= 0 {
+		c.PromotionBurst = 5
 	}
 	if c.RelayTTL <= 0 {
 		c.RelayTTL = 10 * time.Minute
@@ -132,6 +164,9 @@ type Server struct {
 	regLimit *FailLimiter
 	members  *members
 	gate     *serve.Gate
+	// layerView is the supernode layer against its target, and the promotion bucket.
+	layerView layerView
+	resumes   chan struct{} // one per resume being answered
 }
 
 // New checks cfg and returns a server.
@@ -152,6 +187,7 @@ func New(cfg Config) (*Server, error) {
 		byAddr:   NewFailLimiter(cfg.FailsPerAddr, cfg.FailWindow, 100_000, cfg.Now),
 		regLimit: NewFailLimiter(20, time.Minute, 100_000, cfg.Now),
 		members:  newMembers(),
+		resumes:  make(chan struct{}, cfg.MaxResumes),
 		gate: serve.NewGate(serve.Config{
 			Max: cfg.MaxConns, PerAddr: cfg.PerAddr, PerPrefix: cfg.PerPrefix, Reserve: cfg.Reserve,
 			AuthTimeout: cfg.AuthTimeout, Counter: cfg.Metrics, Now: cfg.Now,
@@ -422,6 +458,13 @@ func (s *Server) resume(ctx context.Context, ss *session, m *proto.Resume) (prot
 		s.log.Info("bad credential", "remote", ss.remote, "err", err) // once per interval per source
 		return nil, proto.ErrCredInvalid.With("%v", err)
 	}
+	// The signature was checked on this goroutine (cheap); the account's row is read and
+	// written under the bound.
+	if !s.resumeTurn(ctx) {
+		s.m.Inc("resumes_shed")
+		return nil, proto.ErrBusy.With("login server busy with resumes; retry later").WithRetry(time.Second + rand.N(2*time.Second))
+	}
+	defer func() { <-s.resumes }()
 	if _, err := s.cfg.Store.User(ctx, cred.Name); errors.Is(err, ErrNoSuchUser) {
 		s.m.Inc("cred_invalid")
 		return nil, proto.ErrNoSuchUser.With("account %q no longer exists", cred.Name)
@@ -434,6 +477,26 @@ func (s *Server) resume(ctx context.Context, ss *session, m *proto.Resume) (prot
 		keep = nil // past half-life: renew
 	}
 	return s.issue(ctx, ss, cred.Name, keep)
+}
+
+// resumeTurn waits up to ResumeWait for one of the MaxResumes turns; false = none came.
+func (s *Server) resumeTurn(ctx context.Context) bool {
+	select {
+	case s.resumes <- struct{}{}:
+		return true
+	default:
+	}
+	done := serve.Working(ctx) // waiting is serving: the auth deadline must not cut it
+	defer done()
+	t := time.NewTimer(s.cfg.ResumeWait)
+	defer t.Stop()
+	select {
+	case s.resumes <- struct{}{}:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
 }
 
 // issue marks the session logged in as name and answers with a credential (a new one
@@ -616,7 +679,10 @@ func (s *Server) snRegister(ctx context.Context, ss *session, m *proto.SNRegiste
 		return nil, proto.ErrBadRequest.With("supernodes must present their key")
 	}
 	if len(m.UserCredential) > 0 {
-		if err := s.admitPromoted(ctx, ss, m); err != nil {
+		if err := s.admitPromoted(ctx, ss, m); errors.Is(err, proto.ErrBusy) {
+			s.m.Inc("sn_promotions_paced")
+			return nil, err
+		} else if err != nil {
 			s.m.Inc("sn_not_admitted")
 			s.log.Warn("promotion refused", "remote", ss.remote, "addr", m.Addr, "err", err)
 			return nil, err
@@ -686,9 +752,17 @@ func (s *Server) snHeartbeat(ctx context.Context, ss *session, m *proto.SNHeartb
 	// Heartbeats touch only memory: a thousand supernodes beat every few seconds, and
 	// the database row written at registration is all that must survive a restart.
 	s.members.upsert(proto.SupernodeInfo{ID: id, Addr: m.Addr, Since: m.Since}, ss, s.cfg.Now())
+	s.members.setLoad(id, m.Clients, m.MaxClients)
 	s.m.Inc("sn_heartbeats")
 	version, _ := s.liveMembers()
-	return &proto.SNPeers{Version: version}, nil
+	least, layer := s.layer()
+	others := make([]proto.SupernodeInfo, 0, len(least))
+	for _, o := range least {
+		if o.ID != id {
+			others = append(others, o)
+		}
+	}
+	return &proto.SNPeers{Version: version, Supernodes: others, Layer: layer}, nil
 }
 
 // admitPromoted checks a client's request to become a supernode: a valid user credential
@@ -703,6 +777,16 @@ func (s *Server) admitPromoted(ctx context.Context, ss *session, m *proto.SNRegi
 	cred, err := identity.VerifyHolder(m.UserCredential, s.PublicKey(), ss.peerKey, identity.KindUser, s.cfg.Now())
 	if err != nil {
 		return proto.ErrNotAdmitted.With("promotion needs your own valid credential: %v", err)
+	}
+	if !s.members.has(identity.EncodeKey(ss.peerKey)) {
+		// A new supernode: only into a layer that is short, and at the paced rate.
+		if _, l := s.layer(); l.LayerWanted > 0 && !l.Short() {
+			s.m.Inc("sn_promotions_unneeded")
+			return proto.ErrNotAdmitted.With("the supernode layer is full (%d of %d wanted)", l.LayerSize, l.LayerWanted)
+		}
+		if ok, wait := s.pacePromotion(); !ok {
+			return proto.ErrBusy.With("promotions are admitted at %.3g per second", s.cfg.PromotionsPerSecond).WithRetry(wait)
+		}
 	}
 	if _, err := s.cfg.Store.User(ctx, cred.Name); err != nil {
 		return proto.ErrNotAdmitted.With("no account %q", cred.Name)

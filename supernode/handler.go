@@ -35,6 +35,7 @@ func (sn *Supernode) serveConn(ctx context.Context, nc net.Conn) {
 	})
 	h.conn = c
 	c.Run(ctx)
+	h.settled()
 	if name := h.name(); name != "" {
 		sn.detach(ctx, name, c)
 	}
@@ -74,9 +75,21 @@ type handler struct {
 	remote string
 	conn   *rpc.Conn
 
-	mu     sync.Mutex // mu protects the following fields
-	user   string     // attached user
-	peerSN string     // authenticated supernode
+	mu      sync.Mutex // mu protects the following fields
+	user    string     // attached user
+	peerSN  string     // authenticated supernode
+	release func()     // gives back the attachment slot; nil = none held
+}
+
+// settled ends the attachment in progress, if one is: its slot goes back.
+func (h *handler) settled() {
+	h.mu.Lock()
+	r := h.release
+	h.release = nil
+	h.mu.Unlock()
+	if r != nil {
+		r()
+	}
 }
 
 func (h *handler) name() string {
@@ -111,13 +124,46 @@ func (h *handler) Handle(ctx context.Context, c *rpc.Conn, m proto.Message) (pro
 	return sn.handleClient(ctx, h, name, m)
 }
 
+// Retry-after bases of the two busy answers (jittered to [base/2, 1.5 base]): a full
+// supernode stays full for a while, so its clients go elsewhere; attachments in
+// progress finish in moments.
+const (
+	fullRetry        = 10 * time.Second
+	concurrencyRetry = 500 * time.Millisecond
+)
+
 func (sn *Supernode) attach(ctx context.Context, h *handler, a *proto.Attach) (proto.Message, error) {
 	own := sn.credential()
 	if own == nil {
 		sn.m.Inc("attach_not_ready")
 		return nil, proto.ErrBusy.With("supernode not yet admitted by the login server").WithRetry(time.Second)
 	}
+	sn.mu.Lock()
+	n := len(sn.clients)
+	sn.mu.Unlock()
+	if n >= sn.cfg.MaxAttached {
+		sn.m.Inc("attach_shed_full")
+		return nil, sn.busy("full", fullRetry, n)
+	}
+	// One slot per connection, taken under h.mu: Attach requests pipelined on one
+	// connection must not take (and leak) several.
+	h.mu.Lock()
+	if h.release == nil {
+		if !sn.adm.acquire() {
+			h.mu.Unlock()
+			sn.m.Inc("attach_shed_concurrency")
+			return nil, sn.busy("attachments in progress", concurrencyRetry, n)
+		}
+		var once sync.Once
+		// A client that never publishes gives its slot back after a keep-alive period.
+		t := time.AfterFunc(sn.cfg.KeepAlive, h.settled)
+		h.release = func() { t.Stop(); once.Do(sn.adm.release) }
+	}
+	h.mu.Unlock()
 	cred, err := identity.VerifyHolder(a.Credential, sn.cfg.LoginKey, h.key, identity.KindUser, sn.cfg.Now())
+	if err != nil {
+		h.settled()
+	}
 	switch {
 	case errors.Is(err, identity.ErrExpired):
 		sn.m.Inc("cred_expired")
@@ -127,21 +173,36 @@ func (sn *Supernode) attach(ctx context.Context, h *handler, a *proto.Attach) (p
 		sn.log.Info("attach refused", "remote", h.remote, "err", err)
 		return nil, proto.ErrCredInvalid.With("%v", err)
 	}
-	h.mu.Lock()
-	h.user = cred.Name
-	h.mu.Unlock()
-	serve.Authenticated(ctx)
 	now := sn.cfg.Now()
 	sn.mu.Lock()
 	old := sn.clients[cred.Name]
+	if old == nil && len(sn.clients) >= sn.cfg.MaxAttached {
+		// Filled up while this one was checked: the limit holds at every moment.
+		n := len(sn.clients)
+		sn.mu.Unlock()
+		h.settled()
+		sn.m.Inc("attach_shed_full")
+		return nil, sn.busy("full", fullRetry, n)
+	}
 	sn.clients[cred.Name] = &client{name: cred.Name, conn: h.conn, since: now, lastSeen: now}
 	sn.mu.Unlock()
+	h.mu.Lock()
+	h.user = cred.Name
+	h.mu.Unlock()
+	select {
+	case <-h.conn.Done():
+		// Closed while attaching: serveConn may have looked for the user before it was
+		// entered, and an entry left behind would hold a place under MaxAttached.
+		sn.detach(ctx, cred.Name, h.conn)
+	default:
+	}
+	serve.Authenticated(ctx)
 	if old != nil && old.conn != h.conn {
 		old.conn.Close() // the same user attached again: the newer session wins
 	}
 	sn.m.Inc("attaches")
 	sn.log.Info("client attached", "user", cred.Name, "from", h.remote) // "from": a success is not limited per source
-	ok := &proto.AttachOK{Credential: own, Since: sn.since, KeepAliveMs: sn.cfg.KeepAlive.Milliseconds()}
+	ok := &proto.AttachOK{Credential: own, Since: sn.since, KeepAliveMs: sn.cfg.KeepAlive.Milliseconds(), Layer: sn.Layer()}
 	ok.TURN = sn.TURNAddr()
 	if c := sn.cfg.STUN[0]; c != nil {
 		ok.STUN = c.LocalAddr().String()
@@ -209,7 +270,7 @@ func (sn *Supernode) handleClient(ctx context.Context, h *handler, name string, 
 		sn.m.Inc("keepalives")
 		return &proto.Pong{Seq: m.Seq}, nil
 	case *proto.Peers:
-		return &proto.PeersOK{Supernodes: sn.Peers()}, nil
+		return &proto.PeersOK{Supernodes: sn.Peers(), Layer: sn.Layer()}, nil
 	case *proto.Publish:
 		return sn.publish(ctx, h, name, m.Record)
 	case *proto.Search:
@@ -269,6 +330,7 @@ func (sn *Supernode) publish(ctx context.Context, h *handler, name string, raw [
 	}
 	sn.mu.Unlock()
 	sn.forget(name)
+	defer h.settled() // the first publication answered: the attachment is complete
 	// The client waits a keep-alive period for the answer and then gives up on this
 	// supernode: answer within half of it. Stores still under way then go on in the
 	// background for up to a keep-alive, so that a slow holder still gets the record

@@ -705,28 +705,16 @@ func (sn *Supernode) watchAtHolder(ctx context.Context, name, user string) {
 func (sn *Supernode) maintain(ctx context.Context) {
 	t := time.NewTicker(sn.cfg.KeepAlive)
 	defer t.Stop()
-	overloaded := 0
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if sn.cfg.Overload != nil {
-			sn.mu.Lock()
-			n := len(sn.clients)
-			sn.mu.Unlock()
-			if sn.cfg.Overload(n) {
-				overloaded++
-			} else {
-				overloaded = 0
-			}
-			if overloaded >= 3 {
-				sn.log.Warn("overloaded: demoting", "clients", n)
-				sn.m.Inc("demotions")
-				sn.demote()
-				return
-			}
+		if sn.shouldDemote() {
+			sn.m.Inc("demotions")
+			sn.demote()
+			return
 		}
 		for _, name := range sn.ov.store.Expire(sn.cfg.Now()) {
 			sn.notifyWatchers(name)

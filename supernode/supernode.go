@@ -50,9 +50,23 @@ type Config struct {
 	// UserCredential admits a promoted client instead of AdmitSecret: the user's own
 	// credential for Key; the login server dials Advertise back before it admits.
 	UserCredential []byte
-	// Overload demotes the supernode when it reports true at three maintenance ticks in a
-	// row (nil = never); the supernode hands off its records and leaves the ring.
+	// Overload says whether the supernode is overloaded with this many clients (nil =
+	// never). Overload is answered by shedding (see admission.go); the supernode demotes
+	// itself (hands off its records and leaves the ring) only when Overload held at every
+	// maintenance tick for OverloadWindow, the layer is not short of supernodes nor
+	// shrinking, and the others have headroom for its clients (see demotion.go).
 	Overload func(clients int) bool
+	// OverloadWindow is how long overload must last before a demotion is considered;
+	// 0 = 10 minutes.
+	OverloadWindow time.Duration
+	// MaxAttached is how many clients are attached at most; Attach beyond it is answered
+	// busy with less loaded supernodes to try. 0 = MaxClients*9/10, so that the listener
+	// (MaxClients) rarely has to shed connections unanswered.
+	MaxAttached int
+	// AttachConcurrency is how many attachments may be in progress (from Attach to the
+	// answer to the client's first publication) at once; more are answered busy.
+	// 0 = max(16, 8 x GOMAXPROCS).
+	AttachConcurrency int
 	// TestHookForward, if set, sees every end-to-end message this supernode handles, as
 	// it handles it (tests check that supernodes see only ciphertext).
 	TestHookForward func(*proto.Deliver)
@@ -108,6 +122,7 @@ type Supernode struct {
 	runCtx context.Context
 	demote context.CancelFunc // ends Run: overload demotion
 	gate   *serve.Gate        // admission to the control listener
+	adm    *admission         // admission of attachments (admission.go)
 
 	mu         sync.Mutex // mu protects the following fields
 	cred       []byte     // supernode credential; nil until admitted
@@ -117,6 +132,7 @@ type Supernode struct {
 	clients    map[string]*client // by user name
 	relay      *relay.Server      // the TURN relay, once started
 	turnAddr   string             // its address as clients reach it
+	overSince  time.Time          // when the current overload began; zero = not overloaded
 }
 
 type client struct {
@@ -155,6 +171,15 @@ func New(cfg Config) (*Supernode, error) {
 	}
 	if cfg.MaxClients <= 0 {
 		cfg.MaxClients = 5000
+	}
+	if cfg.MaxAttached <= 0 || cfg.MaxAttached > cfg.MaxClients {
+		cfg.MaxAttached = max(1, cfg.MaxClients*9/10)
+	}
+	if cfg.AttachConcurrency <= 0 {
+		cfg.AttachConcurrency = defaultConcurrency()
+	}
+	if cfg.OverloadWindow <= 0 {
+		cfg.OverloadWindow = 10 * time.Minute
 	}
 	if cfg.Replicas <= 0 {
 		cfg.Replicas = 3
@@ -206,9 +231,12 @@ func New(cfg Config) (*Supernode, error) {
 		creds:   identity.NewCache(cfg.LoginKey, 0),
 		clients: make(map[string]*client),
 		runCtx:  context.Background(),
+		adm:     newAdmission(cfg.AttachConcurrency),
 		gate: serve.NewGate(serve.Config{
 			Max: cfg.MaxClients, PerAddr: cfg.PerAddr, PerPrefix: cfg.PerPrefix, Reserve: cfg.Reserve,
 			AuthTimeout: cfg.AuthTimeout, Counter: cfg.Metrics, Now: cfg.Now,
+			// Clients take a reset for busy and move on: the cheapest shed.
+			ResetShed: true,
 		}),
 	}
 	sn.initOverlay()
@@ -324,7 +352,13 @@ func (sn *Supernode) registerLoop(ctx context.Context) error {
 		sn.mu.Lock()
 		sn.registered = false
 		sn.mu.Unlock()
-		if !backoff.Sleep(ctx.Done(), bo.Next()) {
+		d := bo.Next()
+		if pe, ok := proto.AsError(err); ok && errors.Is(err, proto.ErrBusy) {
+			// The login server paces admissions: come back when it said.
+			sn.m.Inc("register_busy")
+			d = max(d, pe.RetryAfter())
+		}
+		if !backoff.Sleep(ctx.Done(), d) {
 			return nil
 		}
 		if err == nil {
@@ -442,10 +476,11 @@ func (sn *Supernode) heartbeat(ctx context.Context, c *rpc.Conn, want chan uint6
 	sn.mu.Unlock()
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	peers, err := rpc.Call[*proto.SNPeers](cctx, c, &proto.SNHeartbeat{Addr: sn.cfg.Advertise, Since: sn.since, Clients: n})
+	peers, err := rpc.Call[*proto.SNPeers](cctx, c, &proto.SNHeartbeat{Addr: sn.cfg.Advertise, Since: sn.since, Clients: n, MaxClients: sn.cfg.MaxAttached})
 	if err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
+	sn.adm.setLoads(peers.Supernodes, peers.Layer, sn.cfg.Now())
 	select { // only the latest version matters
 	case <-want:
 	default:
@@ -506,6 +541,20 @@ type Status struct {
 	Clients    []string              `json:"clients"`
 	Peers      []proto.SupernodeInfo `json:"peers"`
 	Counters   map[string]uint64     `json:"counters"`
+	Load       LoadStatus            `json:"load"`
+}
+
+// LoadStatus is the supernode's load against its admission bounds, and what it knows of
+// the layer.
+type LoadStatus struct {
+	Attached          int       `json:"attached"`           // clients attached now
+	MaxAttached       int       `json:"max_attached"`       // the admission limit
+	Attaching         int       `json:"attaching"`          // attachments in progress
+	AttachConcurrency int       `json:"attach_concurrency"` // their limit
+	OverloadedSince   time.Time `json:"overloaded_since,omitzero"`
+	LayerSize         int       `json:"layer_size,omitempty"`   // from the login server
+	LayerWanted       int       `json:"layer_wanted,omitempty"` // 0 = no target
+	Headroom          int       `json:"headroom"`               // clients the less loaded supernodes it knows could take
 }
 
 // Status returns a snapshot of the supernode's state.
@@ -516,7 +565,11 @@ func (sn *Supernode) Status() Status {
 	for name := range sn.clients {
 		st.Clients = append(st.Clients, name)
 	}
+	st.Load = LoadStatus{Attached: len(sn.clients), MaxAttached: sn.cfg.MaxAttached, OverloadedSince: sn.overSince,
+		Attaching: sn.adm.attaching(), AttachConcurrency: sn.cfg.AttachConcurrency}
 	sn.mu.Unlock()
+	layer := sn.Layer()
+	st.Load.LayerSize, st.Load.LayerWanted, st.Load.Headroom = layer.LayerSize, layer.LayerWanted, sn.headroom()
 	sort.Strings(st.Clients)
 	st.Counters = sn.m.Snapshot()
 	st.RingSize = sn.RingSize()

@@ -52,6 +52,9 @@ func loginsrvCommand() *cli.Command {
 			&cli.BoolFlag{Name: "init", Usage: "create the key and admission secret, print them and exit"},
 			&cli.StringSliceFlag{Name: "relay", Usage: "`ADDR` (host:port) of a standalone relay ('peerline relay --secret-file DATA/turn.secret'); repeatable"},
 			&cli.BoolFlag{Name: "no-relay-credentials", Usage: "issue no TURN credentials (supernodes then run no relay)"},
+			&cli.IntFlag{Name: "clients-per-supernode", Usage: "the supernode layer's target: one supernode per `N` attached clients; eligible clients promote themselves while it is short (0 = no target)"},
+			&cli.IntFlag{Name: "min-supernodes", Usage: "the supernode layer's target is at least `N` supernodes (0 = none)"},
+			&cli.Float64Flag{Name: "promotions-per-second", Usage: "client promotions admitted per second at most, more are answered busy (0 = 2)"},
 			jsonFlag, logLevelFlag,
 		},
 		Action: runLoginsrv,
@@ -155,6 +158,10 @@ func runLoginsrv(c *cli.Context) error {
 		HeartbeatInterval: c.Duration("heartbeat"),
 		MaxConns:          maxConns,
 		Logger:            log,
+
+		ClientsPerSupernode: c.Int("clients-per-supernode"),
+		MinSupernodes:       c.Int("min-supernodes"),
+		PromotionsPerSecond: c.Float64("promotions-per-second"),
 	})
 	if err != nil {
 		return err

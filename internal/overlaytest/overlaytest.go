@@ -39,6 +39,7 @@ type Overlay struct {
 	stun     bool
 	relay    bool
 	forward  func(string, *proto.Deliver)
+	snConfig func(*supernode.Config)
 
 	mu  sync.Mutex
 	sns []*SN
@@ -78,6 +79,10 @@ type Options struct {
 	// Forward, if set, sees every end-to-end message any supernode handles.
 	Forward func(sn string, d *proto.Deliver)
 	Verbose bool // log to the test log... to stderr
+	// LoginConfig and SupernodeConfig, if set, adjust the login server's config and
+	// every supernode's before they start.
+	LoginConfig     func(*loginsrv.Config)
+	SupernodeConfig func(*supernode.Config)
 	// Logger, if set, is what every role (login server, supernodes and their relays,
 	// clients) logs to, at whatever level its handler takes; nil = Verbose or discarded.
 	Logger *slog.Logger
@@ -111,12 +116,16 @@ func Start(t testing.TB, opts Options) *Overlay {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := &Overlay{t: t, Secret: "test-secret", Key: key, Log: log}
-	o.Login, err = loginsrv.New(loginsrv.Config{
+	o := &Overlay{t: t, Secret: "test-secret", Key: key, Log: log, snConfig: opts.SupernodeConfig}
+	lcfg := loginsrv.Config{
 		Key: key, Store: store, Hasher: loginsrv.NewHasher(loginsrv.TestArgon2Params, 0),
 		AdmitSecret: o.Secret, HeartbeatInterval: opts.Heartbeat, Logger: log,
 		RelaySecret: relaySecret(opts.Relay),
-	})
+	}
+	if opts.LoginConfig != nil {
+		opts.LoginConfig(&lcfg)
+	}
+	o.Login, err = loginsrv.New(lcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,6 +197,9 @@ func (o *Overlay) AddSupernode(keepAlive time.Duration) *SN {
 	}
 	if fwd := o.forward; fwd != nil {
 		cfg.TestHookForward = func(d *proto.Deliver) { fwd(name, d) }
+	}
+	if o.snConfig != nil {
+		o.snConfig(&cfg)
 	}
 	sn, err := supernode.New(cfg)
 	if err != nil {

@@ -13,6 +13,9 @@ type Error struct {
 	Code         string `json:"code"`
 	Message      string `json:"message,omitempty"`
 	RetryAfterMs int64  `json:"retry_after_ms,omitempty"`
+	// Alternatives, on a busy answer from a supernode, are less loaded supernodes it
+	// knows, for the client to try before it backs off (older peers ignore the field).
+	Alternatives []SupernodeInfo `json:"alternatives,omitempty"`
 }
 
 // Type implements Message.
@@ -38,7 +41,13 @@ func (e *Error) validate() error {
 	if err := checkLen("code", e.Code, 1, 64); err != nil {
 		return err
 	}
-	return checkLen("message", e.Message, 0, MaxText)
+	if err := checkLen("message", e.Message, 0, MaxText); err != nil {
+		return err
+	}
+	if e.RetryAfterMs < 0 {
+		return fmt.Errorf("retry_after_ms %d", e.RetryAfterMs)
+	}
+	return validSupernodes(e.Alternatives)
 }
 
 // With returns a copy of e carrying a more specific message.
@@ -52,6 +61,13 @@ func (e *Error) With(format string, args ...any) *Error {
 func (e *Error) WithRetry(d time.Duration) *Error {
 	c := *e
 	c.RetryAfterMs = d.Milliseconds()
+	return &c
+}
+
+// WithAlternatives returns a copy of e that points the caller at other supernodes.
+func (e *Error) WithAlternatives(list []SupernodeInfo) *Error {
+	c := *e
+	c.Alternatives = list
 	return &c
 }
 

@@ -47,6 +47,10 @@ type SupernodeInfo struct {
 	ID    string    `json:"id"`    // the supernode's public key, unpadded base64url
 	Addr  string    `json:"addr"`  // host:port of its control listener
 	Since time.Time `json:"since"` // when it came up: long-lived supernodes rank first
+	// Clients and MaxClients are the supernode's load as it last reported it (0 = not
+	// said): only in heartbeat answers and busy answers, never in the member list.
+	Clients    int `json:"clients,omitempty"`
+	MaxClients int `json:"max_clients,omitempty"`
 }
 
 // LoginOK answers Login and Resume.
@@ -142,14 +146,36 @@ type SNHeartbeat struct {
 	Addr    string    `json:"addr"`
 	Since   time.Time `json:"since"`
 	Clients int       `json:"clients"`
+	// MaxClients is how many clients the supernode admits at most (0 = not said): with
+	// Clients, what tells the others how much headroom it has.
+	MaxClients int `json:"max_clients,omitempty"`
 }
 
-// SNPeers answers SNHeartbeat with the live supernodes (at most MaxList, longest-lived
-// first) and the version of the full member list, which a supernode fetches page by page
-// with Members whenever the version changes.
+// SNPeers answers SNHeartbeat with the least loaded live supernodes (at most MaxList,
+// with their load), where a busy supernode points the clients it sheds, and the version
+// of the full member list, which a supernode fetches page by page with Members whenever
+// the version changes.
 type SNPeers struct {
 	Supernodes []SupernodeInfo `json:"supernodes"`
 	Version    uint64          `json:"version"`
+	Layer
+}
+
+// Layer is the size of the supernode layer against the size the login server wants for
+// its population (0 = no target): eligible clients promote themselves when it is short.
+type Layer struct {
+	LayerSize   int `json:"layer_size,omitempty"`
+	LayerWanted int `json:"layer_wanted,omitempty"`
+}
+
+// Short reports whether the layer has fewer supernodes than wanted.
+func (l Layer) Short() bool { return l.LayerWanted > 0 && l.LayerSize < l.LayerWanted }
+
+func (l Layer) validate() error {
+	if l.LayerSize < 0 || l.LayerWanted < 0 {
+		return fmt.Errorf("layer %d of %d", l.LayerSize, l.LayerWanted)
+	}
+	return nil
 }
 
 // Attach is a client's first message to a supernode.
@@ -164,6 +190,7 @@ type AttachOK struct {
 	KeepAliveMs int64     `json:"keepalive_ms"`   // how often the client should Ping
 	STUN        string    `json:"stun,omitempty"` // the supernode's RFC 5780 STUN service
 	TURN        string    `json:"turn,omitempty"` // the supernode's TURN relay, UDP and TCP on this host:port
+	Layer                 // as the supernode last heard it from the login server
 }
 
 // TurnCreds asks the login server for short-lived credentials for a relay: a
@@ -194,6 +221,7 @@ type Peers struct{}
 // PeersOK answers Peers.
 type PeersOK struct {
 	Supernodes []SupernodeInfo `json:"supernodes"`
+	Layer                      // as the supernode last heard it from the login server
 }
 
 func (*OK) Type() Type           { return TOK }
@@ -258,6 +286,9 @@ func validSupernodes(list []SupernodeInfo) error {
 	for _, s := range list {
 		if err := ValidAddr(s.Addr); err != nil {
 			return err
+		}
+		if s.Clients < 0 || s.MaxClients < 0 {
+			return fmt.Errorf("supernode load %d of %d", s.Clients, s.MaxClients)
 		}
 		if err := checkLen("id", s.ID, 1, 64); err != nil {
 			return err
@@ -352,9 +383,20 @@ func (m *TurnCredsOK) validate() error {
 	return nil
 }
 
-func (m *SNHeartbeat) validate() error { return ValidAddr(m.Addr) }
-func (m *SNPeers) validate() error     { return validSupernodes(m.Supernodes) }
-func (m *Attach) validate() error      { return checkBytes("credential", m.Credential, 1, MaxCredential) }
+func (m *SNHeartbeat) validate() error {
+	if m.Clients < 0 || m.MaxClients < 0 {
+		return fmt.Errorf("load %d of %d", m.Clients, m.MaxClients)
+	}
+	return ValidAddr(m.Addr)
+}
+
+func (m *SNPeers) validate() error {
+	if err := m.Layer.validate(); err != nil {
+		return err
+	}
+	return validSupernodes(m.Supernodes)
+}
+func (m *Attach) validate() error { return checkBytes("credential", m.Credential, 1, MaxCredential) }
 func (m *AttachOK) validate() error {
 	for _, a := range []string{m.STUN, m.TURN} {
 		if a == "" {
@@ -364,6 +406,14 @@ func (m *AttachOK) validate() error {
 			return err
 		}
 	}
+	if err := m.Layer.validate(); err != nil {
+		return err
+	}
 	return checkBytes("credential", m.Credential, 1, MaxCredential)
 }
-func (m *PeersOK) validate() error { return validSupernodes(m.Supernodes) }
+func (m *PeersOK) validate() error {
+	if err := m.Layer.validate(); err != nil {
+		return err
+	}
+	return validSupernodes(m.Supernodes)
+}

@@ -85,3 +85,43 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestBusyAlternativesRoundTrip: a busy answer carries the supernodes to try instead,
+// with their load; an old answer without them still decodes, and a bad one is refused.
+func TestBusyAlternativesRoundTrip(t *testing.T) {
+	alt := []SupernodeInfo{{ID: "k1", Addr: "192.0.2.1:7001", Clients: 10, MaxClients: 100}}
+	b, err := Encode(ErrBusy.WithRetry(time.Second).WithAlternatives(alt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Decode(TError, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := m.(*Error)
+	if !errors.Is(e, ErrBusy) || e.RetryAfter() != time.Second || len(e.Alternatives) != 1 || e.Alternatives[0].Clients != 10 {
+		t.Fatalf("busy answer round trip: %+v", e)
+	}
+	if len(ErrBusy.Alternatives) != 0 {
+		t.Fatal("WithAlternatives must copy")
+	}
+	if _, err := Decode(TError, []byte(`{"code":"busy","retry_after_ms":100}`)); err != nil {
+		t.Fatalf("old busy answer: %v", err)
+	}
+	for _, bad := range []string{
+		`{"code":"busy","alternatives":[{"id":"k","addr":"nope"}]}`,
+		`{"code":"busy","alternatives":[{"id":"k","addr":"192.0.2.1:1","clients":-1}]}`,
+		`{"code":"busy","retry_after_ms":-5}`,
+	} {
+		if _, err := Decode(TError, []byte(bad)); !errors.Is(err, ErrDecode) {
+			t.Errorf("%s: err %v, want ErrDecode", bad, err)
+		}
+	}
+	ok, err := Decode(TSNPeers, []byte(`{"version":3,"layer_size":7,"layer_wanted":10,"supernodes":[{"id":"k","addr":"192.0.2.1:1","clients":3,"max_clients":9}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := ok.(*SNPeers); !p.Short() || p.Supernodes[0].MaxClients != 9 {
+		t.Fatalf("SNPeers %+v", p)
+	}
+}

@@ -35,14 +35,18 @@ import (
 // Config is the admission policy of one listener. The zero value of each field takes the
 // default it names.
 type Config struct {
-	Max         int              // connections at once; 0 = 10000
-	PerAddr     int              // connections at once from one address; 0 = max(Max/100, 16)
-	PerPrefix   int              // from one /24 or /64; 0 = max(Max/25, 4*PerAddr)
-	Reserve     int              // slots for sources that authenticated recently; 0 = Max/10; <0 = none
-	AuthTimeout time.Duration    // a connection must authenticate within this; 0 = 15 s; <0 = no limit
-	GoodFor     time.Duration    // how long an authenticated source counts as good; 0 = 1 h
-	Counter     metrics.Counter  // where shed connections are counted; nil = not counted
-	Now         func() time.Time // the clock; nil = time.Now
+	Max         int             // connections at once; 0 = 10000
+	PerAddr     int             // connections at once from one address; 0 = max(Max/100, 16)
+	PerPrefix   int             // from one /24 or /64; 0 = max(Max/25, 4*PerAddr)
+	Reserve     int             // slots for sources that authenticated recently; 0 = Max/10; <0 = none
+	AuthTimeout time.Duration   // a connection must authenticate within this; 0 = 15 s; <0 = no limit
+	GoodFor     time.Duration   // how long an authenticated source counts as good; 0 = 1 h
+	Counter     metrics.Counter // where shed connections are counted; nil = not counted
+	// ResetShed sheds TCP connections with a reset instead of a close: no FIN exchange,
+	// no TIME_WAIT entry left here for each one refused during a storm. The dialler may
+	// then see its connect fail with ECONNRESET. false = a plain close.
+	ResetShed bool
+	Now       func() time.Time // the clock; nil = time.Now
 }
 
 func (c *Config) setDefaults() {
@@ -330,7 +334,7 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener, handle func(context.C
 		ip := AddrOf(nc.RemoteAddr())
 		if ok, why := g.Admit(ip); !ok {
 			m.Inc(why)
-			nc.Close()
+			g.shed(nc)
 			continue
 		}
 		m.Inc("conns")
@@ -349,6 +353,17 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener, handle func(context.C
 			handle(context.WithValue(ctx, connKey{}, c), nc)
 		}()
 	}
+}
+
+// shed closes a connection the gate refused, before a byte is read; with ResetShed as
+// cheaply as the kernel allows. Peerline clients take a connection closed or reset
+// before the TLS handshake completes for a busy server (they leave it alone for a while
+// and try another), not for a dead one.
+func (g *Gate) shed(nc net.Conn) {
+	if tc, ok := nc.(*net.TCPConn); ok && g.cfg.ResetShed {
+		tc.SetLinger(0)
+	}
+	nc.Close()
 }
 
 // Temporary reports whether an Accept error is one a server should wait out and go on

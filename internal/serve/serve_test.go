@@ -259,3 +259,43 @@ func TestAuthTimeoutWaitsForRequestInFlight(t *testing.T) {
 		t.Fatalf("conns_auth_timeout = %d, want 1", n)
 	}
 }
+
+// TestResetShed: with ResetShed a shed connection is reset, so the dialler sees
+// ECONNRESET (at connect or at its first read), never a clean EOF.
+func TestResetShed(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := new(metrics.Set)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go NewGate(Config{Max: 1, Reserve: -1, ResetShed: true, Counter: m}).Serve(ctx, ln, func(ctx context.Context, nc net.Conn) { <-ctx.Done() })
+	held := dialFrom(t, "127.0.0.1", ln)
+	defer held.Close()
+	eventually(t, func() bool { return m.Get("conns") == 1 })
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err == nil {
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+	}
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("shed connection: %v, want a reset", err)
+	}
+	if m.Get("conns_shed") != 1 {
+		t.Fatalf("counters %v", m.Snapshot())
+	}
+}
+
+// eventually polls cond for up to 5 s.
+func eventually(t *testing.T, cond func() bool) {
+	t.Helper()
+	for range 500 {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("condition never held")
+}
