@@ -60,17 +60,14 @@ func (u *User) Ready() bool {
 }
 
 // attempts is how many times u's current client tried to attach: each round of
-// supernodes tried counts once.
+// supernodes tried (the preferred one, then the host cache's best, with the
+// alternatives a busy supernode named) counts once.
 func (u *User) attempts() uint64 {
 	cl := u.Client()
 	if cl == nil {
 		return 0
 	}
-	m := cl.Metrics()
-	if n := m.Get("attach_attempts"); n > 0 {
-		return n
-	}
-	return m.Get("attaches") + m.Get("attach_failures")
+	return cl.Metrics().Get("attach_rounds")
 }
 
 // sumCounters adds up the counters of m whose names contain any of parts.
