@@ -87,6 +87,7 @@ type Client struct {
 	cache *hostcache.Cache
 
 	loginNow chan struct{}  // asks the login loop to log in again (credential refused)
+	loginSem chan struct{}  // one login at a time: a call that needs the login server waits for the login under way
 	callWG   sync.WaitGroup // calls answered on our own
 
 	mu         sync.Mutex // mu protects the following fields
@@ -210,6 +211,7 @@ func New(cfg Config) (*Client, error) {
 		calls:      make(map[string]*call),
 		user:       cfg.User,
 		loginNow:   make(chan struct{}, 1),
+		loginSem:   make(chan struct{}, 1),
 		loggedInCh: make(chan struct{}),
 	}
 	if cache.Corrupted() {
@@ -316,7 +318,7 @@ func (c *Client) credential() []byte {
 func (c *Client) loginLoop(ctx context.Context) error {
 	bo := backoff.Backoff{Base: c.cfg.RetryBase, Max: c.cfg.RetryMax}
 	for ctx.Err() == nil {
-		err := c.loginOnce(ctx)
+		err := c.loginSerial(ctx, false)
 		if err == nil {
 			bo.Reset()
 			c.mu.Lock()
@@ -464,12 +466,42 @@ func (c *Client) loginCall(ctx context.Context, m proto.Message) (proto.Message,
 		if c.credential() == nil {
 			return nil, errors.New("not logged in yet")
 		}
-		if err := c.loginOnce(ctx); err != nil {
+		// A restarted client attaches with its saved credential before the login loop's
+		// resume is done; wait for that one rather than resume a second time (a reboot
+		// storm would cost the login server two resumes per client).
+		if err := c.loginSerial(ctx, true); err != nil {
 			return nil, err
 		}
 		c.mu.Lock()
 		conn = c.lsConn
 		c.mu.Unlock()
+		if conn == nil {
+			return nil, errors.New("login server connection lost")
+		}
 	}
 	return conn.Call(ctx, m)
+}
+
+// loginSerial runs loginOnce, one at a time. With ifDead it logs in only if no live
+// connection to the login server exists once its turn comes (a login just done serves).
+func (c *Client) loginSerial(ctx context.Context, ifDead bool) error {
+	select {
+	case c.loginSem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-c.loginSem }()
+	if ifDead {
+		c.mu.Lock()
+		conn := c.lsConn
+		c.mu.Unlock()
+		if conn != nil {
+			select {
+			case <-conn.Done():
+			default:
+				return nil
+			}
+		}
+	}
+	return c.loginOnce(ctx)
 }
