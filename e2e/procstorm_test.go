@@ -15,7 +15,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -181,29 +180,10 @@ func (s *storm) registerAll(t *testing.T) {
 	}
 	ls := client.LoginServer{Addr: s.ls.addr, Key: keyB}
 	start := time.Now()
-	work := make(chan *stormClient)
-	errs := make(chan error, len(s.clients))
-	var wg sync.WaitGroup
-	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for c := range work {
-				errs <- registerRetrying(ls, c.ip, c.user, "password-"+c.user)
-			}
-		}()
-	}
-	for _, c := range s.clients {
-		work <- c
-	}
-	close(work)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	parallel(t, 8, len(s.clients), func(i int) error {
+		c := s.clients[i]
+		return registerRetrying(ls, c.ip, c.user, "password-"+c.user)
+	})
 	t.Logf("registered %d accounts in %v", len(s.clients), time.Since(start).Round(time.Millisecond))
 }
 
