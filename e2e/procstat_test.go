@@ -130,3 +130,65 @@ func freeTCPUDPAddr(t *testing.T) string {
 	t.Fatal("no port free over both TCP and UDP on 127.0.0.1")
 	return ""
 }
+
+// timelineStep is the width of one cpuTimeline window.
+const timelineStep = 10 * time.Second
+
+// cpuTimeline records one process's CPU use and the whole machine's (/proc/stat) in
+// windows of timelineStep: whether a storm is bound by the CPU or by waiting.
+type cpuTimeline struct {
+	pid          int
+	next         time.Duration
+	lastProc     float64
+	lastBusy     float64
+	procs, busys []float64 // per window, % of one core
+}
+
+func newCPUTimeline(pid int, start time.Time) *cpuTimeline {
+	tl := &cpuTimeline{pid: pid, next: timelineStep}
+	u, _ := readUsage(pid)
+	tl.lastProc, tl.lastBusy = u.CPU, machineBusy()
+	return tl
+}
+
+// sample closes the windows that ended by el (time since the start).
+func (tl *cpuTimeline) sample(el time.Duration) {
+	for el >= tl.next {
+		u, _ := readUsage(tl.pid)
+		busy := machineBusy()
+		sec := timelineStep.Seconds()
+		tl.procs = append(tl.procs, 100*(u.CPU-tl.lastProc)/sec)
+		tl.busys = append(tl.busys, 100*(busy-tl.lastBusy)/sec)
+		tl.lastProc, tl.lastBusy = u.CPU, busy
+		tl.next += timelineStep
+	}
+}
+
+func (tl *cpuTimeline) String() string {
+	if len(tl.procs) == 0 {
+		return "(shorter than one window)"
+	}
+	parts := make([]string, len(tl.procs))
+	for i := range tl.procs {
+		parts[i] = fmt.Sprintf("%.0f/%.0f", tl.procs[i], tl.busys[i])
+	}
+	return strings.Join(parts, " ")
+}
+
+// machineBusy is the CPU seconds all cores spent not idle since boot (/proc/stat).
+func machineBusy() float64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	var busy int64
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		if i != 3 && i != 4 && i < 8 { // not idle, not iowait; no guest (counted in user)
+			busy += n
+		}
+	}
+	return float64(busy) / clockTicks
+}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -207,14 +208,18 @@ func registerRetrying(ls client.LoginServer, ip net.IP, name, password string) e
 	return fmt.Errorf("register %s: %w", name, err)
 }
 
-func (c *stormClient) start(bin, lsAddr, key string) error {
+// start starts the client's process held at a gate: a shell that waits for EOF on gate
+// (the read end of a pipe every client shares) and then execs the binary, PID unchanged.
+// Closing the pipe's write end releases every client at the same moment, so "all at once"
+// does not depend on how fast one process can fork 500 others.
+func (c *stormClient) start(bin, lsAddr, key string, gate *os.File) error {
 	f, err := os.OpenFile(c.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, "client", "--data", c.dir, "--login", lsAddr, "--login-key", key, "--user", c.user,
-		"--no-supernode", "--source-ip", c.ip.String())
-	cmd.Stdout, cmd.Stderr = f, f
+	cmd := exec.Command("/bin/sh", "-c", `read _; exec "$0" "$@"`, bin, "client", "--data", c.dir, "--login", lsAddr,
+		"--login-key", key, "--user", c.user, "--no-supernode", "--source-ip", c.ip.String())
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = gate, f, f
 	cmd.Env = append(os.Environ(), "PEERLINE_PASSWORD=password-"+c.user)
 	if err := netlab.StartTied(cmd); err != nil {
 		f.Close()
@@ -302,6 +307,7 @@ type phaseResult struct {
 	serverCPU                        []float64
 	serverHWM                        []int64
 	spawn                            time.Duration
+	timeline                         string // CPU of the login server and the machine over the phase
 }
 
 // phase starts every client at once and waits (at most limit) until all are attached.
@@ -328,20 +334,29 @@ func (s *storm) phase(t *testing.T, name string, limit time.Duration) phaseResul
 		r.snBefore = append(r.snBefore, st.Counters)
 	}
 
-	start := time.Now()
+	gate, release, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spawnStart := time.Now()
 	for _, c := range s.clients {
-		if err := c.start(bin, s.ls.addr, s.key); err != nil {
+		if err := c.start(bin, s.ls.addr, s.key, gate); err != nil {
 			t.Fatalf("start %s: %v", c.user, err)
 		}
 	}
-	r.spawn = time.Since(start)
+	gate.Close()
+	r.spawn = time.Since(spawnStart)
+	start := time.Now()
+	release.Close() // every client goes now
 	n := len(s.clients)
+	tl := newCPUTimeline(s.ls.pid(), start)
 	for {
 		got, err := s.attached()
 		if err != nil {
 			t.Fatal(err)
 		}
 		el := time.Since(start)
+		tl.sample(el)
 		if r.t50 == 0 && got*2 >= n {
 			r.t50 = el
 		}
@@ -402,6 +417,7 @@ func (s *storm) phase(t *testing.T, name string, limit time.Duration) phaseResul
 		r.snAfter = append(r.snAfter, st.Counters)
 	}
 	r.hashes = r.lsAfter["argon2_hashes"] - r.lsBefore["argon2_hashes"]
+	r.timeline = tl.String()
 	s.report(t, name, r, servers)
 	return r
 }
@@ -421,8 +437,9 @@ func (s *storm) report(t *testing.T, name string, r phaseResult, servers []serve
 		return strings.Join(parts, ", ")
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %d client processes (spawned in %v), %d supernodes, argon2 %s\n", name, n,
+	fmt.Fprintf(&b, "%s: %d client processes (spawned in %v, released at once), %d supernodes, argon2 %s\n", name, n,
 		r.spawn.Round(time.Millisecond), len(s.sns), map[bool]string{true: "real (t=3, 64 MiB, p=2)", false: "fast (test)"}[s.cfg.realArgon])
+	fmt.Fprintf(&b, "  CPU per %v (login server / whole machine, %% of one core; the machine has %d): %s\n", timelineStep, runtime.NumCPU(), r.timeline)
 	fmt.Fprintf(&b, "  attached: 50%% %v, 99%% %v, 100%% %v\n", r.t50.Round(time.Millisecond), r.t99.Round(time.Millisecond), r.t100.Round(time.Millisecond))
 	fmt.Fprintf(&b, "  login server: %d password hashes, %d password logins, %d resumes; shed: %s\n", r.hashes,
 		r.lsAfter["logins"]-r.lsBefore["logins"], r.lsAfter["resumes"]-r.lsBefore["resumes"],
