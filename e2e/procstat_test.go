@@ -26,6 +26,7 @@ const clockTicks = 100
 type procUsage struct {
 	CPU      float64 // user + system CPU seconds since the process started
 	RSS, HWM int64   // resident set now and its peak (since start or the last resetPeak), bytes
+	PSS      int64   // proportional set: RSS with pages shared between processes divided among them
 }
 
 // readUsage reads /proc/PID/stat and /proc/PID/status.
@@ -62,6 +63,14 @@ func readUsage(pid int) (procUsage, error) {
 			u.RSS = kb << 10
 		case "VmHWM":
 			u.HWM = kb << 10
+		}
+	}
+	if r, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid)); err == nil {
+		for _, line := range strings.Split(string(r), "\n") {
+			if v, ok := strings.CutPrefix(line, "Pss:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+				u.PSS = kb << 10
+			}
 		}
 	}
 	return u, nil

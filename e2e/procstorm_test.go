@@ -301,7 +301,7 @@ type phaseResult struct {
 	maxLoginRetries, maxAttachRounds int
 	attaches                         int
 	clientCPU                        float64
-	clientRSS                        int64
+	clientRSS, clientPSS             int64
 	lsBefore, lsAfter                map[string]uint64
 	snBefore, snAfter                []map[string]uint64
 	serverCPU                        []float64
@@ -397,6 +397,7 @@ func (s *storm) phase(t *testing.T, name string, limit time.Duration) phaseResul
 		if u, err := readUsage(c.cmd.Process.Pid); err == nil {
 			r.clientCPU += u.CPU
 			r.clientRSS += u.RSS
+			r.clientPSS += u.PSS
 		}
 	}
 	for i, sv := range servers {
@@ -449,7 +450,8 @@ func (s *storm) report(t *testing.T, name string, r phaseResult, servers []serve
 	fmt.Fprintf(&b, "  clients: login retries %d (max %d per client), attach failures %d, attaches %d; attempts per client: logins %.2f, attach rounds %.2f (max %d)\n",
 		r.loginRetries, r.maxLoginRetries, r.attachFailures, r.attaches,
 		float64(n+r.loginRetries)/float64(n), float64(r.attaches+r.attachFailures)/float64(n), r.maxAttachRounds)
-	fmt.Fprintf(&b, "  clients: %.1f CPU s in all, RSS %s in all (%s each)\n", r.clientCPU, mib(r.clientRSS), mib(r.clientRSS/int64(n)))
+	fmt.Fprintf(&b, "  clients: %.1f CPU s in all, RSS %s in all (%s each), PSS %s in all (%s each)\n", r.clientCPU,
+		mib(r.clientRSS), mib(r.clientRSS/int64(n)), mib(r.clientPSS), mib(r.clientPSS/int64(n)))
 	for i, sv := range servers {
 		line := fmt.Sprintf("  %-8s peak RSS %s, CPU %.2f s", sv.name, mib(r.serverHWM[i]), r.serverCPU[i])
 		if i > 0 {
