@@ -112,10 +112,13 @@ func TestProcessStorm(t *testing.T) {
 		t.Errorf("restart storm: %d password hashes, %d password logins: restarted clients must resume with their saved credentials",
 			restart.hashes, restart.passwordLogins)
 	}
-	// One resume each: a client that attached with its saved credential before its
-	// resume was done once resumed a second time for its buddy list.
-	if got := restart.lsAfter["resumes"] - restart.lsBefore["resumes"]; got != uint64(cfg.clients) {
-		t.Errorf("restart storm: the login server served %d resumes for %d clients, want one each", got, cfg.clients)
+	// One resume per attempt: a client that attached with its saved credential before
+	// its resume was done once resumed a second time, beside the first, for its buddy
+	// list. (A retried attempt may add one: the server counts a resume before it records
+	// the login, and a resume cut short there is retried.)
+	if got := restart.lsAfter["resumes"] - restart.lsBefore["resumes"]; got < uint64(cfg.clients) || got > uint64(cfg.clients+restart.loginRetries) {
+		t.Errorf("restart storm: the login server served %d resumes for %d clients and %d retried attempts, want one per attempt",
+			got, cfg.clients, restart.loginRetries)
 	}
 }
 
