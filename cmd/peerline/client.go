@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/internal/secure"
 )
 
 func clientCommand() *cli.Command {
@@ -55,6 +56,7 @@ func clientCommand() *cli.Command {
 			&cli.StringFlag{Name: "turn-password", Usage: "password for --turn", EnvVars: []string{"PEERLINE_TURN_PASSWORD"}},
 			&cli.BoolFlag{Name: "turn-tcp", Usage: "reach --turn over TCP"},
 			&cli.DurationFlag{Name: "call-direct-delay", Hidden: true, Usage: "hold ICE checks back this long (tests of the move from relay to direct)"},
+			&cli.StringFlag{Name: "source-ip", Hidden: true, Usage: "dial the login server and supernodes from this local `IP` (hundreds of clients on one machine's loopback, each its own source: e2e.TestProcessStorm)"},
 			&cli.StringFlag{Name: "sn-listen", Usage: "`ADDR` the supernode role listens on once promoted (default: public IP, free port)"},
 			logLevelFlag,
 		},
@@ -110,6 +112,14 @@ func runClient(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	var dialer secure.Dialer
+	if v := c.String("source-ip"); v != "" {
+		ip := net.ParseIP(v)
+		if ip == nil {
+			return usagef("--source-ip %q: want an IP address of this host", v)
+		}
+		dialer = &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}}
+	}
 	var events chan client.Event
 	if c.Bool("json") {
 		events = make(chan client.Event, 64)
@@ -133,6 +143,7 @@ func runClient(c *cli.Context) error {
 			}
 			return readPassword(ctx, fmt.Sprintf("Password for %s: ", cf.User), false)
 		},
+		Dialer:         dialer,
 		ParallelAttach: c.Int("parallel"),
 		Prefer:         c.String("prefer-supernode"),
 		Promote: client.PromoteConfig{

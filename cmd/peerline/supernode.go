@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -56,6 +59,7 @@ func supernodeCommand() *cli.Command {
 			&cli.IntFlag{Name: "turn-quota-allocs", Value: 8, Usage: "relay allocations one user may hold"},
 			&cli.IntFlag{Name: "turn-quota-kbps", Value: 512, Usage: "relayed kilobits per second one user may use (0 = no limit)"},
 			&cli.BoolFlag{Name: "turn-allow-private-peers", Usage: "let the relay send to loopback and private addresses (tests on one machine only)"},
+			&cli.StringFlag{Name: "pprof", Usage: "serve Go profiles (net/http/pprof) at http://`ADDR`/debug/pprof/ (off by default; a bare :PORT binds 127.0.0.1 only: profiles show memory contents)"},
 			logLevelFlag,
 		},
 		Action: runSupernode,
@@ -141,6 +145,16 @@ func runSupernode(c *cli.Context) error {
 	if err != nil {
 		closeSockets()
 		return err
+	}
+	if addr := c.String("pprof"); addr != "" {
+		bound, stop, err := serveProfiles(addr)
+		if err != nil {
+			ctlLn.Close()
+			closeSockets()
+			return err
+		}
+		defer stop()
+		log.Info("serving profiles", "addr", "http://"+bound+"/debug/pprof/")
 	}
 	go ctl.Serve(c.Context, ctlLn, func(ctx context.Context, r ctl.Request) (any, error) {
 		if r.Cmd == client.CmdStatus {
@@ -270,4 +284,25 @@ func listenSTUN(advertise, altIP string, altPort uint) ([4]net.PacketConn, error
 	}
 	closeAll()
 	return conns, fmt.Errorf("STUN alternate port: no port free on both %s and %s: %w (give --stun-alt-port)", ap.Addr(), alt, last)
+}
+
+// serveProfiles serves the Go runtime's profiles (net/http/pprof) at
+// http://addr/debug/pprof/ until stop is called. An address without a host (":6060")
+// binds 127.0.0.1 only.
+func serveProfiles(addr string) (bound string, stop func(), err error) {
+	if host, port, err := net.SplitHostPort(addr); err == nil && host == "" {
+		addr = net.JoinHostPort("127.0.0.1", port)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("--pprof %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(ln)
+	return ln.Addr().String(), func() { hs.Close() }, nil
 }

@@ -1,0 +1,203 @@
+package e2e
+
+// Helpers of the storm and idle-cost measurements: a process's CPU time and memory from
+// /proc, a supernode's status through its control
+// socket, and source addresses on loopback.
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/internal/ctl"
+)
+
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat (100 on Linux).
+const clockTicks = 100
+
+// procUsage is what /proc says of one process.
+type procUsage struct {
+	CPU      float64 // user + system CPU seconds since the process started
+	RSS, HWM int64   // resident set now and its peak (since start or the last resetPeak), bytes
+	PSS      int64   // proportional set: RSS with pages shared between processes divided among them
+}
+
+// readUsage reads /proc/PID/stat and /proc/PID/status.
+func readUsage(pid int) (procUsage, error) {
+	var u procUsage
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return u, err
+	}
+	// The command name (field 2) may hold spaces: the fields after it start past ")".
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return u, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return u, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64) // field 14
+	st, _ := strconv.ParseInt(f[12], 10, 64) // field 15
+	u.CPU = float64(ut+st) / clockTicks
+	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return u, err
+	}
+	for _, line := range strings.Split(string(s), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		switch k {
+		case "VmRSS":
+			u.RSS = kb << 10
+		case "VmHWM":
+			u.HWM = kb << 10
+		}
+	}
+	if r, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid)); err == nil {
+		for _, line := range strings.Split(string(r), "\n") {
+			if v, ok := strings.CutPrefix(line, "Pss:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+				u.PSS = kb << 10
+			}
+		}
+	}
+	return u, nil
+}
+
+// resetPeak resets the process's VmHWM to its current RSS (proc(5), clear_refs "5"), so a
+// phase's peak is its own.
+func resetPeak(pid int) error {
+	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
+}
+
+// snStatus is the part of a supernode's status the measurements read.
+type snStatus struct {
+	Registered bool              `json:"registered"`
+	RingSize   int               `json:"ring_size"`
+	Records    int               `json:"records"`
+	Clients    []string          `json:"clients"`
+	Counters   map[string]uint64 `json:"counters"`
+}
+
+// supernodeStatus asks the supernode whose data dir is dir for its status.
+func supernodeStatus(dir string) (snStatus, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var st snStatus
+	err := ctl.Do(ctx, filepath.Join(dir, client.SocketFile), ctl.Request{Cmd: client.CmdStatus}, &st)
+	return st, err
+}
+
+// clientStatus asks a client process for its status.
+func clientStatus(dir string) (client.Status, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var st client.Status
+	err := ctl.Do(ctx, filepath.Join(dir, client.SocketFile), ctl.Request{Cmd: client.CmdStatus}, &st)
+	return st, err
+}
+
+// sourceIP is the loopback address the i-th simulated host dials from: 100 hosts to a /24
+// under 127.base.0.0/16, so that no server's per-address or per-/24 admission limit
+// refuses hosts that are really distinct (127.0.0.0/8 is all loopback on Linux).
+func sourceIP(base, i int) net.IP {
+	return net.IPv4(127, byte(base), byte(i/100), byte(10+i%100))
+}
+
+// mib formats bytes as MiB.
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+// freeTCPUDPAddr returns a loopback address whose port is free over both TCP and UDP (a
+// supernode serves STUN on the UDP port of its control listener).
+func freeTCPUDPAddr(t *testing.T) string {
+	t.Helper()
+	for try := 0; try < 50; try++ {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := pc.LocalAddr().String()
+		ln, err := net.Listen("tcp", addr)
+		pc.Close()
+		if err == nil {
+			ln.Close()
+			return addr
+		}
+	}
+	t.Fatal("no port free over both TCP and UDP on 127.0.0.1")
+	return ""
+}
+
+// timelineStep is the width of one cpuTimeline window.
+const timelineStep = 10 * time.Second
+
+// cpuTimeline records one process's CPU use and the whole machine's (/proc/stat) in
+// windows of timelineStep: whether a storm is bound by the CPU or by waiting.
+type cpuTimeline struct {
+	pid          int
+	next         time.Duration
+	lastProc     float64
+	lastBusy     float64
+	procs, busys []float64 // per window, % of one core
+}
+
+func newCPUTimeline(pid int, start time.Time) *cpuTimeline {
+	tl := &cpuTimeline{pid: pid, next: timelineStep}
+	u, _ := readUsage(pid)
+	tl.lastProc, tl.lastBusy = u.CPU, machineBusy()
+	return tl
+}
+
+// sample closes the windows that ended by el (time since the start).
+func (tl *cpuTimeline) sample(el time.Duration) {
+	for el >= tl.next {
+		u, _ := readUsage(tl.pid)
+		busy := machineBusy()
+		sec := timelineStep.Seconds()
+		tl.procs = append(tl.procs, 100*(u.CPU-tl.lastProc)/sec)
+		tl.busys = append(tl.busys, 100*(busy-tl.lastBusy)/sec)
+		tl.lastProc, tl.lastBusy = u.CPU, busy
+		tl.next += timelineStep
+	}
+}
+
+func (tl *cpuTimeline) String() string {
+	if len(tl.procs) == 0 {
+		return "(shorter than one window)"
+	}
+	parts := make([]string, len(tl.procs))
+	for i := range tl.procs {
+		parts[i] = fmt.Sprintf("%.0f/%.0f", tl.procs[i], tl.busys[i])
+	}
+	return strings.Join(parts, " ")
+}
+
+// machineBusy is the CPU seconds all cores spent not idle since boot (/proc/stat).
+func machineBusy() float64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	var busy int64
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		if i != 3 && i != 4 && i < 8 { // not idle, not iowait; no guest (counted in user)
+			busy += n
+		}
+	}
+	return float64(busy) / clockTicks
+}
