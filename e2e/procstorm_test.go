@@ -112,13 +112,17 @@ func TestProcessStorm(t *testing.T) {
 		t.Errorf("restart storm: %d password hashes, %d password logins: restarted clients must resume with their saved credentials",
 			restart.hashes, restart.passwordLogins)
 	}
-	// One resume per attempt: a client that attached with its saved credential before
-	// its resume was done once resumed a second time, beside the first, for its buddy
-	// list. (A retried attempt may add one: the server counts a resume before it records
-	// the login, and a resume cut short there is retried.)
-	if got := restart.lsAfter["resumes"] - restart.lsBefore["resumes"]; got < uint64(cfg.clients) || got > uint64(cfg.clients+restart.loginRetries) {
-		t.Errorf("restart storm: the login server served %d resumes for %d clients and %d retried attempts, want one per attempt",
+	// A restarted client with a credential that needs no renewal yet and a saved buddy
+	// list does not call the login server before it attaches; it reads its buddy list
+	// again at a random moment of the next two minutes, so the restart costs the login
+	// server at most one resume per client, spread out (a client once resumed twice,
+	// for its credential and beside it for its buddy list). A retried attempt may add
+	// one: the server counts a resume before it records the login.
+	if got := restart.lsAfter["resumes"] - restart.lsBefore["resumes"]; got > uint64(cfg.clients+restart.loginRetries) {
+		t.Errorf("restart storm: the login server served %d resumes for %d clients and %d retried attempts, want at most one per attempt",
 			got, cfg.clients, restart.loginRetries)
+	} else {
+		t.Logf("restart storm: the login server served %d resumes for %d clients while they attached", got, cfg.clients)
 	}
 }
 
