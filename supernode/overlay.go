@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"sync"
 	"time"
 
@@ -47,7 +46,6 @@ type overlay struct {
 	repairPending bool  // a repair pass is pending
 	repaired      *view // the view the last repair pass made the records fit; nil = none
 	repairKick    chan struct{}
-	peersList     []proto.SupernodeInfo            // cache for Peers; nil = stale
 	dead          map[string]time.Time             // suspected members, until
 	watchers      map[string]map[watcher]time.Time // name -> watcher -> expiry
 	cache         map[string]cached
@@ -237,7 +235,7 @@ func (sn *Supernode) syncMembers(ctx context.Context, c *rpc.Conn, version uint6
 func (sn *Supernode) setRing(ring *index.Ring, version uint64) {
 	ov := sn.ov
 	ov.mu.Lock()
-	ov.ring, ov.version, ov.peersList = ring, version, nil
+	ov.ring, ov.version = ring, version
 	// The login server's list is fresher than our suspicions of the members on it.
 	for id := range ov.dead {
 		if !ring.Has(id) {
@@ -296,28 +294,14 @@ func (sn *Supernode) repairLoop(ctx context.Context) {
 // Peers returns up to MaxList other live supernodes, longest-lived first, for clients'
 // host caches.
 func (sn *Supernode) Peers() []proto.SupernodeInfo {
-	ov := sn.ov
-	ov.mu.Lock()
-	defer ov.mu.Unlock()
-	if ov.peersList == nil {
-		ov.peersList = make([]proto.SupernodeInfo, 0, ov.ring.Len())
-		for _, m := range ov.ring.Members() {
-			if m.ID != sn.id {
-				ov.peersList = append(ov.peersList, proto.SupernodeInfo{ID: m.ID, Addr: m.Addr, Since: m.Since})
-			}
-		}
-		sort.Slice(ov.peersList, func(i, j int) bool {
-			a, b := ov.peersList[i], ov.peersList[j]
-			if !a.Since.Equal(b.Since) {
-				return a.Since.Before(b.Since)
-			}
-			return a.ID < b.ID
-		})
-		if len(ov.peersList) > proto.MaxList {
-			ov.peersList = ov.peersList[:proto.MaxList]
+	ring := sn.currentRing()
+	out := make([]proto.SupernodeInfo, 0, min(ring.Len(), proto.MaxList))
+	for _, m := range ring.Oldest(proto.MaxList + 1) {
+		if m.ID != sn.id && len(out) < proto.MaxList {
+			out = append(out, proto.SupernodeInfo{ID: m.ID, Addr: m.Addr, Since: m.Since})
 		}
 	}
-	return append([]proto.SupernodeInfo(nil), ov.peersList...)
+	return out
 }
 
 // holdersDo walks name's ring order and calls f on live members until Replicas calls

@@ -290,3 +290,25 @@ func TestRingsInterned(t *testing.T) {
 	}
 	runtime.KeepAlive(b)
 }
+
+func TestOldest(t *testing.T) {
+	t0 := time.Unix(1e9, 0)
+	r := NewRing([]Member{
+		{ID: "c", Addr: "192.0.2.3:1", Since: t0.Add(time.Hour)},
+		{ID: "a", Addr: "192.0.2.1:1", Since: t0.Add(2 * time.Hour)},
+		{ID: "b", Addr: "192.0.2.2:1", Since: t0.Add(time.Hour)},
+	})
+	var ids []string
+	for _, m := range r.Oldest(10) {
+		ids = append(ids, m.ID)
+	}
+	if fmt.Sprint(ids) != "[b c a]" {
+		t.Fatalf("oldest first: %v", ids)
+	}
+	if got := r.Oldest(1); len(got) != 1 || got[0].ID != "b" {
+		t.Fatalf("Oldest(1) = %v", got)
+	}
+	if got := (&Ring{}).Oldest(5); len(got) != 0 {
+		t.Fatalf("empty ring: %v", got)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +38,27 @@ type point struct {
 type Ring struct {
 	points  []point
 	members map[string]Member
+
+	oldestOnce sync.Once
+	oldest     []Member // every member, longest-lived first; see Oldest
+}
+
+// Oldest returns up to n members, longest-lived first (then by id). The order is worked
+// out once per ring, which the supernodes of a simulated overlay share.
+func (r *Ring) Oldest(n int) []Member {
+	r.oldestOnce.Do(func() {
+		r.oldest = make([]Member, 0, len(r.members))
+		for _, m := range r.members {
+			r.oldest = append(r.oldest, m)
+		}
+		slices.SortFunc(r.oldest, func(a, b Member) int {
+			if c := a.Since.Compare(b.Since); c != 0 {
+				return c
+			}
+			return strings.Compare(a.ID, b.ID)
+		})
+	})
+	return r.oldest[:min(n, len(r.oldest))]
 }
 
 // NewRing builds a ring of the given members.
