@@ -47,7 +47,7 @@ func BenchmarkLookupUnderChurn(b *testing.B) {
 	time.Sleep(keep)
 	var live []*SN
 	for _, sn := range s.SNs {
-		if !sn.Killed {
+		if !sn.Killed() {
 			live = append(live, sn)
 		}
 	}

@@ -25,6 +25,7 @@ import (
 	"runtime"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/peerline/peerline/client"
@@ -81,10 +82,13 @@ type SN struct {
 	*supernode.Supernode
 	Host   *memnet.Host
 	Addr   string
-	Killed bool
+	killed atomic.Bool // set by KillSupernodes; read by the storms' sampler meanwhile
 	stop   context.CancelFunc
 	done   chan struct{} // closed when Run returned (killed, or demoted itself)
 }
+
+// Killed reports whether KillSupernodes crashed the supernode.
+func (sn *SN) Killed() bool { return sn.killed.Load() }
 
 // Running reports whether the supernode's Run has not returned.
 func (sn *SN) Running() bool {
@@ -407,14 +411,14 @@ func (u *User) crash() <-chan struct{} {
 func (s *Sim) KillSupernodes(n int) []*SN {
 	var live []*SN
 	for _, sn := range s.SNs {
-		if !sn.Killed {
+		if !sn.Killed() {
 			live = append(live, sn)
 		}
 	}
 	rand.Shuffle(len(live), func(i, j int) { live[i], live[j] = live[j], live[i] })
 	victims := live[:min(n, len(live))]
 	for _, sn := range victims {
-		sn.Killed = true
+		sn.killed.Store(true)
 		sn.Host.Kill() // the network dies first, so the process stops without a goodbye
 		sn.stop()
 	}
@@ -484,7 +488,7 @@ type LookupStats struct {
 func (s *Sim) LookupAll(ctx context.Context, workers int) LookupStats {
 	var live []*SN
 	for _, sn := range s.SNs {
-		if !sn.Killed {
+		if !sn.Killed() {
 			live = append(live, sn)
 		}
 	}
@@ -531,7 +535,7 @@ func (s *Sim) Missing(ctx context.Context, limit int) []string {
 	var out []string
 	for _, u := range s.Users {
 		for _, sn := range s.SNs {
-			if sn.Killed {
+			if sn.Killed() {
 				continue
 			}
 			if res, _, _ := sn.Lookup(ctx, u.Name, ""); !res.Found || !res.Online {

@@ -110,7 +110,7 @@ func (s *Sim) Figures() map[string]float64 {
 	}
 	total, most := 0, 0
 	for _, sn := range s.SNs {
-		if sn.Killed || !sn.Running() {
+		if sn.Killed() || !sn.Running() {
 			continue
 		}
 		f["sn_live"]++

@@ -358,7 +358,7 @@ func TestStorms(t *testing.T) {
 		})
 		dead, demoted, live := 0, 0, 0
 		for _, sn := range s.SNs {
-			if sn.Killed {
+			if sn.Killed() {
 				continue
 			}
 			live++
