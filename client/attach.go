@@ -407,11 +407,22 @@ func (c *Client) stayAttached(ctx context.Context, a *attachment) error {
 	if err := c.subscribe(ctx, a); err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
-	var later <-chan time.Time // the deferred buddy-list read
-	if known {
-		t := time.NewTimer(rand.N(buddyRefreshSpread))
-		defer t.Stop()
-		later = t.C
+	// The deferred buddy-list read: at a random moment of the spread for a client that
+	// knew its list; soon, and again with back-off until it succeeds, for one whose
+	// first read failed (it has no list to watch its buddies with).
+	listBo := backoff.Backoff{Base: c.cfg.RetryBase, Max: c.cfg.RetryMax}
+	laterTimer := time.NewTimer(rand.N(buddyRefreshSpread))
+	defer laterTimer.Stop()
+	later := laterTimer.C
+	if !known {
+		c.mu.Lock()
+		readNow := c.buddiesKnown
+		c.mu.Unlock()
+		if readNow {
+			later = nil // just read
+		} else {
+			laterTimer.Reset(listBo.Next())
+		}
 	}
 	c.refreshPeers(ctx, a)
 	natDone := make(chan struct{})
@@ -442,6 +453,13 @@ func (c *Client) stayAttached(ctx context.Context, a *attachment) error {
 			later = nil
 			if err := refresh(); err != nil {
 				return err
+			}
+			c.mu.Lock()
+			known := c.buddiesKnown
+			c.mu.Unlock()
+			if !known {
+				laterTimer.Reset(listBo.Next())
+				later = laterTimer.C
 			}
 		case <-keep.C:
 			if err := c.publish(ctx, a, false); err != nil {

@@ -59,6 +59,14 @@ func TestRestartWithoutPassword(t *testing.T) {
 
 	c2 := o.StartClient(dir, "", "", nil) // no user, no password: all from the data dir
 	o.Eventually("alice attached again", attached(c2))
+	// The saved credential and buddy list suffice to attach; the login server is asked
+	// when a request needs it, with a resume.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var bl proto.BuddyListOK
+	if err := ctl.Do(ctx, filepath.Join(dir, client.SocketFile), ctl.Request{Cmd: client.CmdBuddyList}, &bl); err != nil {
+		t.Fatalf("buddy list after the restart: %v", err)
+	}
 	o.Eventually("resumed at the login server", func() bool { return c2.Metrics().Get("resumes") >= 1 })
 	if got := o.Login.Hasher().Count(); got != hashes {
 		t.Fatalf("argon2 hashes went from %d to %d on a credential restart", hashes, got)
