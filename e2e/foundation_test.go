@@ -63,18 +63,22 @@ func startProc(t *testing.T, name string, env []string, args ...string) *proc {
 	return p
 }
 
-func (p *proc) kill(sig syscall.Signal) {
+func (p *proc) kill(sig syscall.Signal) { signalAndWait(p.cmd, p.done, sig) }
+
+// signalAndWait sends sig to the process of cmd (by PID) unless it has ended (done
+// closed) and waits for it to end; SIGKILL after 10 s.
+func signalAndWait(cmd *exec.Cmd, done <-chan struct{}, sig syscall.Signal) {
 	select {
-	case <-p.done:
+	case <-done:
 		return
 	default:
 	}
-	p.cmd.Process.Signal(sig)
+	cmd.Process.Signal(sig)
 	select {
-	case <-p.done:
+	case <-done:
 	case <-time.After(10 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
+		cmd.Process.Kill()
+		<-done
 	}
 }
 

@@ -243,18 +243,7 @@ func (c *stormClient) stop(sig syscall.Signal) {
 	if c.cmd == nil {
 		return
 	}
-	select {
-	case <-c.done:
-		return
-	default:
-	}
-	c.cmd.Process.Signal(sig)
-	select {
-	case <-c.done:
-	case <-time.After(10 * time.Second):
-		c.cmd.Process.Kill()
-		<-c.done
-	}
+	signalAndWait(c.cmd, c.done, sig)
 }
 
 func (c *stormClient) exited() bool {
