@@ -80,7 +80,7 @@ func (c *Client) attachLoop(ctx context.Context) {
 			return
 		}
 		c.cache.MarkFailure(a.addr)
-		c.cache.Save()
+		c.saveCache()
 		c.m.Inc("supernode_lost")
 		c.log.Warn("lost supernode; reattaching", "supernode", a.name, "addr", a.addr, "err", err)
 		// A short pause only: the cache holds other supernodes to try at once.
@@ -252,7 +252,7 @@ func (c *Client) attach(ctx context.Context) (*attachment, error) {
 		}
 	}
 	if won == nil {
-		c.cache.Save()
+		c.saveCache()
 		if allBusy {
 			errs = append(errs, ErrAllBusy)
 		}
@@ -292,7 +292,7 @@ func (c *Client) noteBusy(addr string, err error) []proto.SupernodeInfo {
 // recordAttachment records a successful attachment.
 func (c *Client) recordAttachment(won *attachment) *attachment {
 	c.cache.MarkSuccess(won.addr)
-	c.cache.Save()
+	c.saveCache()
 	c.mu.Lock()
 	c.attached = won
 	c.attaches++

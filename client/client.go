@@ -99,6 +99,7 @@ type Client struct {
 	key   ed25519.PrivateKey
 	box   e2ee.BoxKey
 	cache *hostcache.Cache
+	saver cacheSaver
 
 	loginNow chan struct{}  // asks the login loop to log in again (credential refused)
 	callWG   sync.WaitGroup // calls answered on our own
@@ -293,6 +294,7 @@ func (c *Client) Run(ctx context.Context) error {
 		cancel()
 		wg.Wait()
 		c.callWG.Wait()
+		c.flushCache()
 		c.mu.Lock()
 		if c.lsConn != nil {
 			c.lsConn.Close()
@@ -503,6 +505,49 @@ func (c *Client) mergeSeed(list []proto.SupernodeInfo, source string) {
 		es = append(es, hostcache.Entry{Addr: s.Addr, PubKey: s.ID, Since: s.Since, Source: source})
 	}
 	c.cache.Merge(es...)
+	c.saveCache()
+}
+
+// cacheSaveDelay is how long after a change the host cache is written. An attach
+// changes it two or three times within a second (the seed, the supernode reached, the
+// peers it names), and a storm of a population attaching at once pays for every write:
+// the changes of a few seconds go out in one write, and the last ones at Run's end.
+const cacheSaveDelay = 2 * time.Second
+
+// cacheSaver writes the host cache cacheSaveDelay after the first change since its last
+// write, on a timer rather than a goroutine of its own.
+type cacheSaver struct {
+	mu    sync.Mutex  // mu protects timer
+	timer *time.Timer // non-nil while a write is due
+}
+
+// saveCache has the host cache written soon.
+func (c *Client) saveCache() {
+	c.saver.mu.Lock()
+	defer c.saver.mu.Unlock()
+	if c.saver.timer != nil {
+		return // a write is due and will carry this change
+	}
+	c.saver.timer = time.AfterFunc(cacheSaveDelay, func() {
+		c.saver.mu.Lock()
+		c.saver.timer = nil
+		c.saver.mu.Unlock()
+		c.writeCache()
+	})
+}
+
+// flushCache writes the host cache now if a write is due (Run's end).
+func (c *Client) flushCache() {
+	c.saver.mu.Lock()
+	due := c.saver.timer != nil && c.saver.timer.Stop()
+	c.saver.timer = nil
+	c.saver.mu.Unlock()
+	if due {
+		c.writeCache()
+	}
+}
+
+func (c *Client) writeCache() {
 	if err := c.cache.Save(); err != nil {
 		c.log.Warn("saving the host cache failed", "err", err)
 	}

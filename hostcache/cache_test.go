@@ -961,3 +961,24 @@ func BenchmarkHeld(b *testing.B) {
 	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(len(caches)), "held-B/cache")
 	runtime.KeepAlive(caches)
 }
+
+// BenchmarkSaveFull is the cost of writing a full cache (200 entries) that changed since
+// its last write: what every client pays after an attach.
+//
+//	$ go test -run='^$' -bench=SaveFull ./hostcache
+func BenchmarkSaveFull(b *testing.B) {
+	clk := newClock()
+	c, err := Open(filepath.Join(b.TempDir(), "hostcache.json"), Options{Now: clk.Now, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < MaxEntries; i++ {
+		c.Merge(Entry{Addr: addr(i), PubKey: "MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=", Since: clk.Now().Add(-time.Duration(i) * time.Minute), Source: SourceLogin})
+	}
+	for i := 0; b.Loop(); i++ {
+		c.MarkSuccess(addr(i % MaxEntries))
+		if err := c.Save(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

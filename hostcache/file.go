@@ -120,16 +120,27 @@ func (c *Cache) Save() error {
 	return nil
 }
 
-// encode returns the file contents for entries, which should be in ranked order.
+// encode returns the file contents for entries, which should be in ranked order: one
+// entry per line, which keeps the file readable and diffable at half the cost of
+// indenting it (a population of clients writes it after every attach).
 func encode(entries []Entry) ([]byte, error) {
-	if entries == nil {
-		entries = []Entry{}
+	b := make([]byte, 0, 64+192*len(entries))
+	b = fmt.Appendf(b, "{\"version\": %d, \"entries\": [", fileVersion)
+	for i, e := range entries {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, "\n  "...)
+		line, err := json.Marshal(e)
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, line...)
 	}
-	b, err := json.MarshalIndent(fileFormat{Version: fileVersion, Entries: entries}, "", "  ")
-	if err != nil {
-		return nil, err
+	if len(entries) > 0 {
+		b = append(b, '\n')
 	}
-	return append(b, '\n'), nil
+	return append(b, "]}\n"...), nil
 }
 
 // decode parses a cache file. It fails if the file is larger than 1 MiB, is

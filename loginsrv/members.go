@@ -84,6 +84,17 @@ func (ms *members) since(v uint64) (uint64, []proto.MemberChange, bool) {
 	return ms.version, out, true
 }
 
+// heard is when the member last sent anything on its connection to us.
+func (m *member) heard() time.Time {
+	t := m.lastHB
+	if m.owner != nil {
+		if n := m.owner.heard.Load(); n != 0 && time.Unix(0, n).After(t) {
+			t = time.Unix(0, n)
+		}
+	}
+	return t
+}
+
 // upsert records a registration or heartbeat.
 func (ms *members) upsert(info proto.SupernodeInfo, owner *session, now time.Time) {
 	ms.mu.Lock()
@@ -150,8 +161,10 @@ func (ms *members) remove(id string, owner *session) bool {
 	return true
 }
 
-// sweep drops members whose last heartbeat is older than deadline, unless the previous
-// sweep was less than every ago.
+// sweep drops members that nothing was heard from since deadline, unless the previous
+// sweep was less than every ago. A heartbeat that arrived counts even while it waits to
+// be answered: a login server too busy to answer its heartbeats in time must not drop
+// the layer for it (every member would register again at once, on top of the load).
 func (ms *members) sweep(now, deadline time.Time, every time.Duration) int {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
@@ -161,7 +174,7 @@ func (ms *members) sweep(now, deadline time.Time, every time.Duration) int {
 	ms.swept = now
 	n := 0
 	for id, m := range ms.m {
-		if m.lastHB.Before(deadline) {
+		if m.heard().Before(deadline) {
 			delete(ms.m, id)
 			ms.changedLocked(proto.MemberChange{SupernodeInfo: m.info, Left: true})
 			n++

@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/peerline/peerline/internal/identity"
@@ -77,9 +78,16 @@ type Config struct {
 	// 0 = max(16, 8 x GOMAXPROCS); ResumeWait 0 = 1s.
 	MaxResumes int
 	ResumeWait time.Duration
-	Logger     *slog.Logger     // nil = slog.Default()
-	Metrics    *metrics.Set     // nil = a fresh set
-	Now        func() time.Time // nil = time.Now
+	// MaxRegistrations bounds the supernode registrations being answered at once (each
+	// writes the supernode's row); beyond it one waits up to ResumeWait and is answered
+	// busy with a retry-after (sn_registrations_shed). 0 = 8.
+	MaxRegistrations int
+	// SeenFlush is how often the last-seen times of logins and resumes are written, in
+	// one batch; 0 = 5s.
+	SeenFlush time.Duration
+	Logger    *slog.Logger     // nil = slog.Default()
+	Metrics   *metrics.Set     // nil = a fresh set
+	Now       func() time.Time // nil = time.Now
 }
 
 func (c *Config) setDefaults() error {
@@ -103,6 +111,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.ResumeWait <= 0 {
 		c.ResumeWait = time.Second
+	}
+	if c.MaxRegistrations <= 0 {
+		c.MaxRegistrations = 8
+	}
+	if c.SeenFlush <= 0 {
+		c.SeenFlush = 5 * time.Second
 	}
 	if c.PromotionsPerSecond <= 0 {
 		c.PromotionsPerSecond = 2
@@ -167,6 +181,8 @@ type Server struct {
 	// layerView is the supernode layer against its target, and the promotion bucket.
 	layerView layerView
 	resumes   chan struct{} // one per resume being answered
+	regs      chan struct{} // one per supernode registration being answered
+	seen      *lastSeen     // last-seen times not yet written
 }
 
 // New checks cfg and returns a server.
@@ -188,6 +204,8 @@ func New(cfg Config) (*Server, error) {
 		regLimit: NewFailLimiter(20, time.Minute, 100_000, cfg.Now),
 		members:  newMembers(),
 		resumes:  make(chan struct{}, cfg.MaxResumes),
+		regs:     make(chan struct{}, cfg.MaxRegistrations),
+		seen:     newLastSeen(),
 		gate: serve.NewGate(serve.Config{
 			Max: cfg.MaxConns, PerAddr: cfg.PerAddr, PerPrefix: cfg.PerPrefix, Reserve: cfg.Reserve,
 			AuthTimeout: cfg.AuthTimeout, Counter: cfg.Metrics, Now: cfg.Now,
@@ -209,8 +227,15 @@ func (s *Server) Hasher() *Hasher { return s.cfg.Hasher }
 
 // Serve accepts control connections on ln until ctx ends, then closes ln and waits for
 // every connection to finish.
+// Last-seen times noted meanwhile are written every SeenFlush and once more at the end.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	return s.gate.Serve(ctx, ln, s.serveConn)
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); s.runLastSeen(sctx) }()
+	err := s.gate.Serve(ctx, ln, s.serveConn)
+	stop()
+	<-done
+	return err
 }
 
 func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
@@ -262,6 +287,7 @@ type session struct {
 	s       *Server
 	remote  string
 	peerKey ed25519.PublicKey // nil if the client presented no certificate
+	heard   atomic.Int64      // UnixNano (server clock) when the last request arrived
 
 	mu        sync.Mutex // mu protects the following fields
 	user      string     // authenticated user name
@@ -286,6 +312,7 @@ func (ss *session) authedUser() (string, error) {
 // Handle implements rpc.Handler.
 func (ss *session) Handle(ctx context.Context, c *rpc.Conn, m proto.Message) (proto.Message, error) {
 	s := ss.s
+	ss.heard.Store(s.cfg.Now().UnixNano())
 	switch m := m.(type) {
 	case *proto.Ping:
 		return &proto.Pong{Seq: m.Seq}, nil
@@ -480,9 +507,12 @@ func (s *Server) resume(ctx context.Context, ss *session, m *proto.Resume) (prot
 }
 
 // resumeTurn waits up to ResumeWait for one of the MaxResumes turns; false = none came.
-func (s *Server) resumeTurn(ctx context.Context) bool {
+func (s *Server) resumeTurn(ctx context.Context) bool { return s.turn(ctx, s.resumes) }
+
+// turn waits up to ResumeWait for a free slot of turns; false = none came.
+func (s *Server) turn(ctx context.Context, turns chan struct{}) bool {
 	select {
-	case s.resumes <- struct{}{}:
+	case turns <- struct{}{}:
 		return true
 	default:
 	}
@@ -491,7 +521,7 @@ func (s *Server) resumeTurn(ctx context.Context) bool {
 	t := time.NewTimer(s.cfg.ResumeWait)
 	defer t.Stop()
 	select {
-	case s.resumes <- struct{}{}:
+	case turns <- struct{}{}:
 		return true
 	case <-t.C:
 	case <-ctx.Done():
@@ -519,9 +549,7 @@ func (s *Server) issue(ctx context.Context, ss *session, name string, keep []byt
 	if err != nil {
 		return nil, err
 	}
-	if err := s.cfg.Store.TouchUser(ctx, name, now); err != nil {
-		return nil, fmt.Errorf("touch user: %w", err)
-	}
+	s.seen.note(name, now)
 	seed, err := s.seed(ctx, "")
 	if err != nil {
 		return nil, err
@@ -631,6 +659,9 @@ func (s *Server) visibleLastSeen(ctx context.Context, name, viewer string) (time
 	if err != nil {
 		return time.Time{}, false
 	}
+	if t, ok := s.seen.get(name); ok && t.After(u.LastSeen) {
+		return t, true
+	}
 	return u.LastSeen, true
 }
 
@@ -701,6 +732,13 @@ func (s *Server) snRegister(ctx context.Context, ss *session, m *proto.SNRegiste
 		return nil, err
 	}
 	id := identity.EncodeKey(ss.peerKey)
+	// The row is written under a bound: a layer registering at once (the login server
+	// restarted) queues no deeper than MaxRegistrations on the database.
+	if !s.turn(ctx, s.regs) {
+		s.m.Inc("sn_registrations_shed")
+		return nil, proto.ErrBusy.With("login server busy with registrations; retry later").WithRetry(time.Second + rand.N(2*time.Second))
+	}
+	defer func() { <-s.regs }()
 	if err := s.cfg.Store.UpsertSupernode(ctx, SupernodeRecord{ID: id, Addr: m.Addr, Since: m.Since, FirstSeen: now, LastHeartbeat: now}); err != nil {
 		return nil, err
 	}

@@ -55,6 +55,9 @@ type Store interface {
 	User(ctx context.Context, name string) (User, error)
 	// TouchUser sets the user's LastSeen to seen; ErrNoSuchUser if there is no such user.
 	TouchUser(ctx context.Context, name string, seen time.Time) error
+	// TouchUsers sets LastSeen of each named user, in one transaction; names without an
+	// account (deleted meanwhile) are skipped.
+	TouchUsers(ctx context.Context, seen map[string]time.Time) error
 	// SearchUsers returns the users whose names start with prefix (byte-wise, case-sensitive,
 	// no wildcards: '_' and '%' match only themselves), sorted by name, at most limit of
 	// them; limit <= 0 returns none. prefix "" is allowed but the server never sends it.

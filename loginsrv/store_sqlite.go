@@ -323,6 +323,27 @@ func (s *SQLiteStore) TouchUser(ctx context.Context, name string, seen time.Time
 	return nil
 }
 
+// TouchUsers implements Store.
+func (s *SQLiteStore) TouchUsers(ctx context.Context, seen map[string]time.Time) error {
+	return s.sqliteWriteTx(ctx, "touch users", func(tx *sql.Tx) error {
+		st, err := tx.PrepareContext(ctx, `UPDATE users SET last_seen = ? WHERE name = ?`)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		for name, when := range seen {
+			t, err := sqliteTime(when)
+			if err != nil {
+				return err
+			}
+			if _, err := st.ExecContext(ctx, t, name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // SearchUsers implements Store. The returned users have PassHash nil: the directory never
 // needs it, and leaving it out keeps hashes off the search path.
 //

@@ -100,6 +100,20 @@ func TestSQLiteUsers(t *testing.T) {
 	if err := s.TouchUser(ctx, "alice", time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)); err == nil {
 		t.Fatal("TouchUser with a time past 2262 succeeded")
 	}
+	// A batch sets every named user in one go and skips names without an account.
+	later := seen.Add(time.Hour)
+	if err := s.TouchUsers(ctx, map[string]time.Time{"alice": later, "gone": later}); err != nil {
+		t.Fatalf("TouchUsers: %v", err)
+	}
+	if got, _ := s.User(ctx, "alice"); !got.LastSeen.Equal(later) {
+		t.Fatalf("LastSeen after TouchUsers = %v, want %v", got.LastSeen, later)
+	}
+	if err := s.TouchUsers(ctx, map[string]time.Time{"alice": time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)}); err == nil {
+		t.Fatal("TouchUsers with a time past 2262 succeeded")
+	}
+	if got, _ := s.User(ctx, "alice"); !got.LastSeen.Equal(later) {
+		t.Fatalf("a failed batch changed LastSeen to %v", got.LastSeen)
+	}
 }
 
 func TestSQLiteSearchUsers(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 	"github.com/peerline/peerline/internal/proto"
 )
 
-// slowStore holds TouchUser while block is set, so that resumes pile up.
+// slowStore holds User while block is set, so that resumes pile up.
 type slowStore struct {
 	Store
 	block   atomic.Bool
@@ -18,12 +18,12 @@ type slowStore struct {
 	release chan struct{}
 }
 
-func (s *slowStore) TouchUser(ctx context.Context, name string, now time.Time) error {
+func (s *slowStore) User(ctx context.Context, name string) (User, error) {
 	if s.block.Load() {
 		s.waiting.Add(1)
 		<-s.release
 	}
-	return s.Store.TouchUser(ctx, name, now)
+	return s.Store.User(ctx, name)
 }
 
 // TestResumesBounded: with every resume turn taken, one more waits ResumeWait and is
@@ -112,5 +112,108 @@ func TestLayerTargetFromPopulation(t *testing.T) {
 	ts.clock.Add(2 * time.Second)
 	if l := ts.Layer(); l.LayerWanted != 1 || l.LayerSize != 2 || l.Short() {
 		t.Fatalf("layer %+v after the window, want 2 of 1", l)
+	}
+}
+
+// slowSNStore holds UpsertSupernode until release is closed, so that registrations pile up.
+type slowSNStore struct {
+	Store
+	waiting atomic.Int32
+	release chan struct{}
+}
+
+func (s *slowSNStore) UpsertSupernode(ctx context.Context, r SupernodeRecord) error {
+	s.waiting.Add(1)
+	<-s.release
+	return s.Store.UpsertSupernode(ctx, r)
+}
+
+// TestRegistrationsBounded: with every registration turn taken (a layer registering at
+// once onto a slow database), one more is answered busy with a retry-after instead of
+// queueing on the writer.
+func TestRegistrationsBounded(t *testing.T) {
+	var ss *slowSNStore
+	ts := startServer(t, func(c *Config) {
+		ss = &slowSNStore{Store: c.Store, release: make(chan struct{})}
+		c.Store, c.MaxRegistrations, c.ResumeWait = ss, 1, 100*time.Millisecond
+	})
+	first := make(chan error, 1)
+	c1 := ts.dial(t, newKey())
+	go func() {
+		_, err := call(t, c1, &proto.SNRegister{Name: "a", Addr: "192.0.2.1:7001", AdmitSecret: "s3cret"})
+		first <- err
+	}()
+	for i := 0; ss.waiting.Load() == 0; i++ {
+		if i > 500 {
+			t.Fatal("the first registration never reached the store")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_, err := call(t, ts.dial(t, newKey()), &proto.SNRegister{Name: "b", Addr: "192.0.2.2:7001", AdmitSecret: "s3cret"})
+	pe, ok := proto.AsError(err)
+	if !ok || !errors.Is(err, proto.ErrBusy) || pe.RetryAfter() < time.Second {
+		t.Fatalf("second registration with the only turn taken: %v", err)
+	}
+	if got := ts.Metrics().Get("sn_registrations_shed"); got != 1 {
+		t.Fatalf("sn_registrations_shed = %d", got)
+	}
+	close(ss.release)
+	if err := <-first; err != nil {
+		t.Fatalf("the registration served: %v", err)
+	}
+}
+
+// TestLastSeenBatched: a login's last-seen time is visible to buddies at once and
+// reaches the database in the next batch, not on the login's path.
+func TestLastSeenBatched(t *testing.T) {
+	var store Store
+	ts := startServer(t, func(c *Config) { store, c.SeenFlush = c.Store, 100*time.Millisecond })
+	mustRegister(t, ts, "ann", "password-a")
+	mustRegister(t, ts, "ben", "password-b")
+	ca, _ := login(t, ts, newKey(), "ann", "password-a")
+	if _, err := call(t, ca, &proto.BuddyAdd{Name: "ben"}); err != nil {
+		t.Fatal(err)
+	}
+	login(t, ts, newKey(), "ben", "password-b")
+	m, err := call(t, ca, &proto.BuddyList{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bl := m.(*proto.BuddyListOK); len(bl.Buddies) != 1 || !bl.Buddies[0].LastSeen.Equal(ts.clock.Now()) {
+		t.Fatalf("ben's last-seen as ann sees it: %+v, want %v", bl.Buddies, ts.clock.Now())
+	}
+	for i := 0; ; i++ {
+		u, err := store.User(context.Background(), "ben")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.LastSeen.Equal(ts.clock.Now()) {
+			break
+		}
+		if i > 300 {
+			t.Fatalf("ben's last-seen never written: %v", u.LastSeen)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ts.Metrics().Get("last_seen_written") < 2 || ts.Metrics().Get("last_seen_flushes") == 0 {
+		t.Fatalf("last_seen_written %d, flushes %d", ts.Metrics().Get("last_seen_written"), ts.Metrics().Get("last_seen_flushes"))
+	}
+}
+
+// TestSweepKeepsMembersHeardFrom: a supernode whose heartbeat has arrived but not yet
+// been answered (the server busy) is not dropped for it; one heard from by nobody is.
+func TestSweepKeepsMembersHeardFrom(t *testing.T) {
+	ms := newMembers()
+	t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	busy, gone := &session{}, &session{}
+	ms.upsert(proto.SupernodeInfo{ID: "busy", Addr: "192.0.2.1:7001"}, busy, t0)
+	ms.upsert(proto.SupernodeInfo{ID: "gone", Addr: "192.0.2.2:7001"}, gone, t0)
+	now := t0.Add(time.Minute)
+	busy.heard.Store(now.Add(-time.Second).UnixNano()) // a request arrived a second ago
+	if n := ms.sweep(now, now.Add(-30*time.Second), time.Second); n != 1 {
+		t.Fatalf("sweep dropped %d members, want 1", n)
+	}
+	if !ms.has("busy") || ms.has("gone") {
+		t.Fatalf("after the sweep: busy kept %v, gone kept %v", ms.has("busy"), ms.has("gone"))
 	}
 }

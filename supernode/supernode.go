@@ -399,9 +399,20 @@ func (sn *Supernode) registerOnce(ctx context.Context) error {
 	defer func() { stopSync(); <-syncDone }()
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	late := 0 // heartbeats unanswered in a row on an open connection
 	for {
 		if err := sn.heartbeat(ctx, c, want); err != nil {
-			return err
+			// A login server too busy to answer in time is not gone: dropping the
+			// connection would make it register us again, on top of its load, and the
+			// whole layer does the same at once. Three unanswered in a row is gone.
+			if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil || late >= 2 {
+				return err
+			}
+			late++
+			sn.m.Inc("heartbeats_late")
+			sn.log.Warn("heartbeat unanswered; the login server is slow", "err", err, "in_a_row", late)
+		} else {
+			late = 0
 		}
 		sn.mu.Lock()
 		renew := sn.credExp.Sub(sn.cfg.Now()) < sn.credExp.Sub(sn.credIssued)/2

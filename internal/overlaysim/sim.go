@@ -297,7 +297,7 @@ func (s *Sim) startUsers(ctx context.Context) error {
 			}
 			if s.opts.Progress != nil && time.Since(told) >= 10*time.Second {
 				told = time.Now()
-				s.opts.Progress("clients attached: %d of %d after %v", done, s.opts.Users, time.Since(started).Round(time.Second))
+				s.opts.Progress("clients attached: %d of %d after %v (%s)", done, s.opts.Users, time.Since(started).Round(time.Second), s.Health())
 			}
 			select {
 			case <-ctx.Done():
@@ -563,7 +563,7 @@ func (s *Sim) waitFor(ctx context.Context, what string, progress func() (done, a
 		}
 		if s.opts.Progress != nil && time.Since(told) >= 10*time.Second {
 			told = time.Now()
-			s.opts.Progress("%s: %d of %d after %v", what, done, all, time.Since(start).Round(time.Second))
+			s.opts.Progress("%s: %d of %d after %v (%s)", what, done, all, time.Since(start).Round(time.Second), s.Health())
 		}
 		select {
 		case <-ctx.Done():

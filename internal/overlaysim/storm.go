@@ -187,3 +187,29 @@ func Derive(samples []timeline.Sample, snLimit int) {
 		samples[i].Values["sn_limit"] = float64(snLimit)
 	}
 }
+
+// healthCounters are the supernodes' counters that say whether the layer is calm: a
+// layer in a repair or dial storm shows it here before it shows it in lookups.
+var healthCounters = []string{"peer_dials", "peer_idle_closes", "peers_suspected", "repairs", "records_handed",
+	"heartbeats_late", "login_failures", "member_resyncs"}
+
+// Health sums the login server's supernode counters and the supernodes' health
+// counters, for progress reports of long runs.
+func (s *Sim) Health() string {
+	lm := s.Login.Metrics()
+	var b strings.Builder
+	fmt.Fprintf(&b, "login: sn_registrations %d sn_timeouts %d sn_disconnects %d;", lm.Get("sn_registrations"),
+		lm.Get("sn_timeouts"), lm.Get("sn_disconnects"))
+	sum := make(map[string]uint64, len(healthCounters))
+	for _, sn := range s.SNs {
+		m := sn.Metrics()
+		for _, k := range healthCounters {
+			sum[k] += m.Get(k)
+		}
+	}
+	b.WriteString(" supernodes:")
+	for _, k := range healthCounters {
+		fmt.Fprintf(&b, " %s %d", k, sum[k])
+	}
+	return b.String()
+}
