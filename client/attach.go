@@ -353,6 +353,22 @@ func (c *Client) attachTo(ctx context.Context, e hostcache.Entry) (*attachment, 
 // it again after attaching.
 const buddyRefreshSpread = 2 * time.Minute
 
+// buddyFresh is how long a buddy list read from the login server is taken as current.
+// A client restarted within it (a mass reboot) reads it again only between buddyFresh
+// and twice that after the last read, at random: a population that rebooted at once
+// does not come back to the login server at once, not even minutes later.
+const buddyFresh = 10 * time.Minute
+
+// buddyReread is how long after attaching a client that knows its buddy list, last read
+// at readAt, reads it again.
+func (c *Client) buddyReread(readAt time.Time) time.Duration {
+	age := c.cfg.Now().Sub(readAt)
+	if readAt.IsZero() || age < 0 || age >= buddyFresh {
+		return rand.N(buddyRefreshSpread)
+	}
+	return buddyFresh - age + rand.N(buddyFresh)
+}
+
 // stayAttached publishes the user's record, subscribes to the buddies' presence, then
 // republishes every keep-alive period (the publication is the keep-alive) and refreshes
 // the host cache from the supernode, until the connection fails.
@@ -394,7 +410,7 @@ func (c *Client) stayAttached(ctx context.Context, a *attachment) error {
 		return nil
 	}
 	c.mu.Lock()
-	known := c.buddiesKnown
+	known, readAt := c.buddiesKnown, c.buddiesRead
 	c.mu.Unlock()
 	if !known {
 		if err := refresh(); err != nil {
@@ -407,11 +423,11 @@ func (c *Client) stayAttached(ctx context.Context, a *attachment) error {
 	if err := c.subscribe(ctx, a); err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
-	// The deferred buddy-list read: at a random moment of the spread for a client that
-	// knew its list; soon, and again with back-off until it succeeds, for one whose
+	// The deferred buddy-list read: for a client that knew its list, at a random moment
+	// of the spread, or past buddyFresh if the list is recent (buddyReread); soon, and again with back-off until it succeeds, for one whose
 	// first read failed (it has no list to watch its buddies with).
 	listBo := backoff.Backoff{Base: c.cfg.RetryBase, Max: c.cfg.RetryMax}
-	laterTimer := time.NewTimer(rand.N(buddyRefreshSpread))
+	laterTimer := time.NewTimer(c.buddyReread(readAt))
 	defer laterTimer.Stop()
 	later := laterTimer.C
 	if !known {

@@ -127,6 +127,7 @@ type Client struct {
 	buddies      []string             // buddies to watch (not blocked)
 	blocked      []string             // names this user blocked
 	buddiesKnown bool                 // buddies and blocked were read (from the login server or the saved list)
+	buddiesRead  time.Time            // when the list was last read from the login server (saved: the file's time)
 	presence     map[string]*Presence // by buddy name
 	inbox        []Event
 	natClassic   string

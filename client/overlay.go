@@ -115,6 +115,9 @@ func (c *Client) refreshBuddies(ctx context.Context) error {
 	}
 	buddies, blocked := splitBuddies(bl.Buddies)
 	c.setBuddies(bl.Buddies, buddies, blocked)
+	c.mu.Lock()
+	c.buddiesRead = c.cfg.Now()
+	c.mu.Unlock()
 	c.saveBuddies(bl.Buddies)
 	return nil
 }
@@ -168,9 +171,14 @@ func (c *Client) saveBuddies(all []proto.Buddy) {
 
 // loadBuddies installs the buddy list saved by an earlier run, if any.
 func (c *Client) loadBuddies() {
-	b, err := os.ReadFile(filepath.Join(c.cfg.DataDir, BuddiesFile))
+	path := filepath.Join(c.cfg.DataDir, BuddiesFile)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return
+	}
+	var read time.Time
+	if st, err := os.Stat(path); err == nil {
+		read = st.ModTime()
 	}
 	var all []proto.Buddy
 	if err := json.Unmarshal(b, &all); err != nil || len(all) > 10*proto.MaxList {
@@ -186,6 +194,9 @@ func (c *Client) loadBuddies() {
 	}
 	buddies, blocked := splitBuddies(all)
 	c.setBuddies(all, buddies, blocked)
+	c.mu.Lock()
+	c.buddiesRead = read
+	c.mu.Unlock()
 	c.m.Inc("buddies_loaded")
 }
 

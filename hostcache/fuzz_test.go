@@ -1,6 +1,8 @@
 package hostcache
 
 import (
+	"bytes"
+	"encoding/json"
 	"net"
 	"strconv"
 	"testing"
@@ -36,6 +38,20 @@ func FuzzDecode(f *testing.F) {
 		out, err := encode(entries)
 		if err != nil {
 			t.Fatalf("encode of decoded entries failed: %v", err)
+		}
+		// The hand-written encoder writes each entry as encoding/json does.
+		for _, e := range entries {
+			got, err := appendEntry(nil, e)
+			if err != nil {
+				t.Fatalf("appendEntry(%+v): %v", e, err)
+			}
+			want, err := json.Marshal(e)
+			if err != nil {
+				t.Fatalf("json.Marshal(%+v): %v", e, err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("appendEntry differs from encoding/json:\n got %s\nwant %s", got, want)
+			}
 		}
 		again, err := decode(out)
 		if err != nil {

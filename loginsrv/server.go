@@ -78,12 +78,8 @@ type Config struct {
 	// 0 = max(16, 8 x GOMAXPROCS); ResumeWait 0 = 1s.
 	MaxResumes int
 	ResumeWait time.Duration
-	// MaxRegistrations bounds the supernode registrations being answered at once (each
-	// writes the supernode's row); beyond it one waits up to ResumeWait and is answered
-	// busy with a retry-after (sn_registrations_shed). 0 = 8.
-	MaxRegistrations int
-	// SeenFlush is how often the last-seen times of logins and resumes are written, in
-	// one batch; 0 = 5s.
+	// SeenFlush is how often the last-seen times of logins and resumes, and the rows of
+	// supernode registrations, are written, each kind in one batch; 0 = 5s.
 	SeenFlush time.Duration
 	Logger    *slog.Logger     // nil = slog.Default()
 	Metrics   *metrics.Set     // nil = a fresh set
@@ -111,9 +107,6 @@ func (c *Config) setDefaults() error {
 	}
 	if c.ResumeWait <= 0 {
 		c.ResumeWait = time.Second
-	}
-	if c.MaxRegistrations <= 0 {
-		c.MaxRegistrations = 8
 	}
 	if c.SeenFlush <= 0 {
 		c.SeenFlush = 5 * time.Second
@@ -181,8 +174,7 @@ type Server struct {
 	// layerView is the supernode layer against its target, and the promotion bucket.
 	layerView layerView
 	resumes   chan struct{} // one per resume being answered
-	regs      chan struct{} // one per supernode registration being answered
-	seen      *lastSeen     // last-seen times not yet written
+	writes    *writeBehind  // last-seen times and supernode rows not yet written
 }
 
 // New checks cfg and returns a server.
@@ -204,8 +196,7 @@ func New(cfg Config) (*Server, error) {
 		regLimit: NewFailLimiter(20, time.Minute, 100_000, cfg.Now),
 		members:  newMembers(),
 		resumes:  make(chan struct{}, cfg.MaxResumes),
-		regs:     make(chan struct{}, cfg.MaxRegistrations),
-		seen:     newLastSeen(),
+		writes:   newWriteBehind(),
 		gate: serve.NewGate(serve.Config{
 			Max: cfg.MaxConns, PerAddr: cfg.PerAddr, PerPrefix: cfg.PerPrefix, Reserve: cfg.Reserve,
 			AuthTimeout: cfg.AuthTimeout, Counter: cfg.Metrics, Now: cfg.Now,
@@ -227,11 +218,12 @@ func (s *Server) Hasher() *Hasher { return s.cfg.Hasher }
 
 // Serve accepts control connections on ln until ctx ends, then closes ln and waits for
 // every connection to finish.
-// Last-seen times noted meanwhile are written every SeenFlush and once more at the end.
+// Last-seen times and supernode rows noted meanwhile are written every SeenFlush and
+// once more at the end.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	sctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() { defer close(done); s.runLastSeen(sctx) }()
+	go func() { defer close(done); s.runWriteBehind(sctx) }()
 	err := s.gate.Serve(ctx, ln, s.serveConn)
 	stop()
 	<-done
@@ -549,7 +541,7 @@ func (s *Server) issue(ctx context.Context, ss *session, name string, keep []byt
 	if err != nil {
 		return nil, err
 	}
-	s.seen.note(name, now)
+	s.writes.noteSeen(name, now)
 	seed, err := s.seed(ctx, "")
 	if err != nil {
 		return nil, err
@@ -659,7 +651,7 @@ func (s *Server) visibleLastSeen(ctx context.Context, name, viewer string) (time
 	if err != nil {
 		return time.Time{}, false
 	}
-	if t, ok := s.seen.get(name); ok && t.After(u.LastSeen) {
+	if t, ok := s.writes.lastSeen(name); ok && t.After(u.LastSeen) {
 		return t, true
 	}
 	return u.LastSeen, true
@@ -732,16 +724,9 @@ func (s *Server) snRegister(ctx context.Context, ss *session, m *proto.SNRegiste
 		return nil, err
 	}
 	id := identity.EncodeKey(ss.peerKey)
-	// The row is written under a bound: a layer registering at once (the login server
-	// restarted) queues no deeper than MaxRegistrations on the database.
-	if !s.turn(ctx, s.regs) {
-		s.m.Inc("sn_registrations_shed")
-		return nil, proto.ErrBusy.With("login server busy with registrations; retry later").WithRetry(time.Second + rand.N(2*time.Second))
-	}
-	defer func() { <-s.regs }()
-	if err := s.cfg.Store.UpsertSupernode(ctx, SupernodeRecord{ID: id, Addr: m.Addr, Since: m.Since, FirstSeen: now, LastHeartbeat: now}); err != nil {
-		return nil, err
-	}
+	// The row is written behind (writebehind.go): a layer registering at once must not
+	// queue on the database.
+	s.writes.noteSupernode(SupernodeRecord{ID: id, Addr: m.Addr, Since: m.Since, FirstSeen: now, LastHeartbeat: now})
 	ss.mu.Lock()
 	ss.supernode = id
 	ss.mu.Unlock()

@@ -80,6 +80,8 @@ type Store interface {
 	// row with r.ID and keeps its FirstSeen. A new row takes r.FirstSeen, or
 	// r.LastHeartbeat when r.FirstSeen is zero.
 	UpsertSupernode(ctx context.Context, r SupernodeRecord) error
+	// UpsertSupernodes is UpsertSupernode for each of rs, in one transaction.
+	UpsertSupernodes(ctx context.Context, rs []SupernodeRecord) error
 	// Supernodes returns the rows with LastHeartbeat >= liveSince, longest-lived first
 	// (Since ascending, then ID), at most limit of them; limit <= 0 returns none.
 	Supernodes(ctx context.Context, liveSince time.Time, limit int) ([]SupernodeRecord, error)

@@ -483,27 +483,39 @@ func (s *SQLiteStore) IsBlocked(ctx context.Context, owner, other string) (bool,
 
 // UpsertSupernode implements Store.
 func (s *SQLiteStore) UpsertSupernode(ctx context.Context, r SupernodeRecord) error {
-	first := r.FirstSeen
-	if first.IsZero() {
-		first = r.LastHeartbeat
-	}
-	var ts [3]sql.NullInt64
-	for i, t := range []time.Time{r.Since, first, r.LastHeartbeat} {
-		v, err := sqliteTime(t)
+	return s.UpsertSupernodes(ctx, []SupernodeRecord{r})
+}
+
+// UpsertSupernodes implements Store.
+func (s *SQLiteStore) UpsertSupernodes(ctx context.Context, rs []SupernodeRecord) error {
+	return s.sqliteWriteTx(ctx, "upsert supernodes", func(tx *sql.Tx) error {
+		st, err := tx.PrepareContext(ctx, `INSERT INTO supernodes (id, addr, since, first_seen, last_heartbeat)
+			VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET
+				addr = excluded.addr, since = excluded.since, last_heartbeat = excluded.last_heartbeat`)
 		if err != nil {
 			return err
 		}
-		ts[i] = v
-	}
-	_, err := s.w.ExecContext(ctx, `INSERT INTO supernodes (id, addr, since, first_seen, last_heartbeat)
-		VALUES (?, ?, ?, ?, ?)
-		ON CONFLICT (id) DO UPDATE SET
-			addr = excluded.addr, since = excluded.since, last_heartbeat = excluded.last_heartbeat`,
-		r.ID, r.Addr, ts[0], ts[1], ts[2])
-	if err != nil {
-		return fmt.Errorf("loginsrv: sqlite: upsert supernode %q: %w", r.ID, err)
-	}
-	return nil
+		defer st.Close()
+		for _, r := range rs {
+			first := r.FirstSeen
+			if first.IsZero() {
+				first = r.LastHeartbeat
+			}
+			var ts [3]sql.NullInt64
+			for i, t := range []time.Time{r.Since, first, r.LastHeartbeat} {
+				v, err := sqliteTime(t)
+				if err != nil {
+					return err
+				}
+				ts[i] = v
+			}
+			if _, err := st.ExecContext(ctx, r.ID, r.Addr, ts[0], ts[1], ts[2]); err != nil {
+				return fmt.Errorf("supernode %q: %w", r.ID, err)
+			}
+		}
+		return nil
+	})
 }
 
 // Supernodes implements Store. Rows with an unknown (zero) Since sort last: nothing says

@@ -3,6 +3,7 @@ package loginsrv
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -115,51 +116,56 @@ func TestLayerTargetFromPopulation(t *testing.T) {
 	}
 }
 
-// slowSNStore holds UpsertSupernode until release is closed, so that registrations pile up.
+// slowSNStore holds UpsertSupernodes until release is closed.
 type slowSNStore struct {
 	Store
 	waiting atomic.Int32
 	release chan struct{}
 }
 
-func (s *slowSNStore) UpsertSupernode(ctx context.Context, r SupernodeRecord) error {
+func (s *slowSNStore) UpsertSupernodes(ctx context.Context, rs []SupernodeRecord) error {
 	s.waiting.Add(1)
 	<-s.release
-	return s.Store.UpsertSupernode(ctx, r)
+	return s.Store.UpsertSupernodes(ctx, rs)
 }
 
-// TestRegistrationsBounded: with every registration turn taken (a layer registering at
-// once onto a slow database), one more is answered busy with a retry-after instead of
-// queueing on the writer.
-func TestRegistrationsBounded(t *testing.T) {
+// TestRegistrationsWrittenBehind: with the database stuck, supernodes still register
+// (a layer registering at once must not queue on the writer); their rows are written
+// in one batch once it answers.
+func TestRegistrationsWrittenBehind(t *testing.T) {
 	var ss *slowSNStore
 	ts := startServer(t, func(c *Config) {
 		ss = &slowSNStore{Store: c.Store, release: make(chan struct{})}
-		c.Store, c.MaxRegistrations, c.ResumeWait = ss, 1, 100*time.Millisecond
+		c.Store, c.SeenFlush = ss, 50*time.Millisecond
 	})
-	first := make(chan error, 1)
-	c1 := ts.dial(t, newKey())
-	go func() {
-		_, err := call(t, c1, &proto.SNRegister{Name: "a", Addr: "192.0.2.1:7001", AdmitSecret: "s3cret"})
-		first <- err
-	}()
+	for i := range 3 {
+		c := ts.dial(t, newKey())
+		if _, err := call(t, c, &proto.SNRegister{Name: fmt.Sprintf("sn%d", i), Addr: fmt.Sprintf("192.0.2.%d:7001", i+1), AdmitSecret: "s3cret"}); err != nil {
+			t.Fatalf("registration %d with the database stuck: %v", i, err)
+		}
+	}
 	for i := 0; ss.waiting.Load() == 0; i++ {
 		if i > 500 {
-			t.Fatal("the first registration never reached the store")
+			t.Fatal("the rows never reached the store")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	_, err := call(t, ts.dial(t, newKey()), &proto.SNRegister{Name: "b", Addr: "192.0.2.2:7001", AdmitSecret: "s3cret"})
-	pe, ok := proto.AsError(err)
-	if !ok || !errors.Is(err, proto.ErrBusy) || pe.RetryAfter() < time.Second {
-		t.Fatalf("second registration with the only turn taken: %v", err)
-	}
-	if got := ts.Metrics().Get("sn_registrations_shed"); got != 1 {
-		t.Fatalf("sn_registrations_shed = %d", got)
-	}
 	close(ss.release)
-	if err := <-first; err != nil {
-		t.Fatalf("the registration served: %v", err)
+	for i := 0; ; i++ {
+		rows, err := ss.Store.Supernodes(context.Background(), time.Time{}, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) == 3 {
+			break
+		}
+		if i > 500 {
+			t.Fatalf("%d rows written, want 3", len(rows))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := ts.Metrics().Get("supernode_rows_written"); got != 3 {
+		t.Fatalf("supernode_rows_written = %d", got)
 	}
 }
 
@@ -195,8 +201,8 @@ func TestLastSeenBatched(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if ts.Metrics().Get("last_seen_written") < 2 || ts.Metrics().Get("last_seen_flushes") == 0 {
-		t.Fatalf("last_seen_written %d, flushes %d", ts.Metrics().Get("last_seen_written"), ts.Metrics().Get("last_seen_flushes"))
+	if ts.Metrics().Get("last_seen_written") < 2 || ts.Metrics().Get("write_behind_flushes") == 0 {
+		t.Fatalf("last_seen_written %d, flushes %d", ts.Metrics().Get("last_seen_written"), ts.Metrics().Get("write_behind_flushes"))
 	}
 }
 

@@ -231,7 +231,23 @@ func (sn *Supernode) hello(ctx context.Context, h *handler, m *proto.SNHello) (p
 func (sn *Supernode) handlePeer(ctx context.Context, peer string, m proto.Message) (proto.Message, error) {
 	switch m := m.(type) {
 	case *proto.IndexStore:
-		return &proto.OK{}, sn.storeRecord(m.Record)
+		if !m.Replicate {
+			return &proto.OK{}, sn.storeRecord(m.Record)
+		}
+		// The first holder reached: keep the record and pass it on to the others
+		// (checked once here, so a record that does not verify goes nowhere).
+		if err := sn.storeRecord(m.Record); err != nil {
+			return nil, err
+		}
+		rec, err := index.Parse(m.Record)
+		if err != nil {
+			return nil, proto.ErrBadRequest.With("record: %v", err)
+		}
+		rctx, cancel := context.WithTimeout(ctx, sn.cfg.KeepAlive/2)
+		defer cancel()
+		sn.replicate(rctx, rec.Name, m.Record)
+		sn.m.Inc("records_passed_on")
+		return &proto.OK{}, nil
 	case *proto.IndexStoreBatch:
 		// Each record stands alone; storeRecord counts the ones refused.
 		for _, raw := range m.Records {
@@ -339,7 +355,7 @@ func (sn *Supernode) publish(ctx context.Context, h *handler, name string, raw [
 	done := make(chan int, 1)
 	go func() {
 		defer cancel()
-		done <- sn.replicate(rctx, name, raw)
+		done <- sn.publishRecord(rctx, name, raw)
 	}()
 	wait := time.NewTimer(sn.cfg.KeepAlive / 2)
 	defer wait.Stop()

@@ -423,6 +423,41 @@ func (sn *Supernode) replicate(ctx context.Context, name string, raw []byte) int
 	})
 }
 
+// publishRecord stores an attached user's record at its holders through the first of
+// them that answers, which passes it on to the others (IndexStore.Replicate): one
+// connection per record from here instead of one per holder. At a hundred users per
+// supernode and a thousand supernodes, storing at every holder directly kept a
+// connection open to some 260 of them from each supernode; the first holders are about
+// a hundred, and the rest of the copies go between ring neighbours. A first holder that
+// is slow or gone is passed over for the next, which then does the passing on. It
+// returns 1 once a holder has the record, 0 if none could be reached.
+func (sn *Supernode) publishRecord(ctx context.Context, name string, raw []byte) int {
+	cands := sn.candidates(name)
+	for i, m := range cands {
+		if i > sn.cfg.Replicas || ctx.Err() != nil {
+			break // past every holder: the ring view is far off, or the time is up
+		}
+		if m.ID == sn.id {
+			if sn.replicate(ctx, name, raw) > 0 {
+				return 1
+			}
+			continue
+		}
+		_, err := sn.ov.peers.call(ctx, m, &proto.IndexStore{Record: raw, Replicate: true})
+		switch {
+		case err == nil:
+			return 1
+		case errors.Is(err, errTransport):
+			sn.markDead(m.ID, err)
+		case errors.Is(err, errSlow):
+			sn.m.Inc("holders_slow")
+		default:
+			return 1 // an answer, even a refusal, means the holder is there
+		}
+	}
+	return 0
+}
+
 // lookupLocal answers for a record this supernode holds. A user who blocked asker is not
 // found: blocked users see nothing.
 func (sn *Supernode) lookupLocal(name, asker string) proto.IndexResult {

@@ -544,6 +544,7 @@ type Status struct {
 	Version    string                `json:"version"`
 	RingSize   int                   `json:"ring_size"`
 	Records    int                   `json:"records"`
+	PeerConns  int                   `json:"peer_conns"` // connections to other supernodes
 	ID         string                `json:"id"`
 	Name       string                `json:"name"`
 	Addr       string                `json:"addr"`
@@ -586,5 +587,13 @@ func (sn *Supernode) Status() Status {
 	st.RingSize = sn.RingSize()
 	st.Peers = sn.Peers()
 	st.Records = sn.ov.store.Len()
+	st.PeerConns = sn.PeerConns()
 	return st
+}
+
+// PeerConns reports the connections to other supernodes open or being dialled now.
+func (sn *Supernode) PeerConns() int {
+	sn.ov.peers.mu.Lock()
+	defer sn.ov.peers.mu.Unlock()
+	return len(sn.ov.peers.conns)
 }

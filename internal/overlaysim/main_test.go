@@ -1,19 +1,61 @@
 package overlaysim
 
 import (
+	"fmt"
 	"net/http"
 	_ "net/http/pprof" // served only when PEERLINE_PPROF is set
 	"os"
+	"runtime/pprof"
+	"strings"
 	"testing"
+	"time"
 )
 
 // TestMain serves net/http/pprof on PEERLINE_PPROF (host:port) when it is set, so that a
 // long run at full scale can be profiled while it runs:
 //
 //	go tool pprof -seconds 30 http://localhost:6060/debug/pprof/profile
+//
+// A process too loaded to answer HTTP in time can profile itself instead:
+// PEERLINE_CPUPROFILE=FILE,START,LENGTH (e.g. cpu.pb,60s,30s) writes a CPU profile of
+// LENGTH from START after the process began.
 func TestMain(m *testing.M) {
 	if addr := os.Getenv("PEERLINE_PPROF"); addr != "" {
 		go http.ListenAndServe(addr, nil)
 	}
+	if v := os.Getenv("PEERLINE_CPUPROFILE"); v != "" {
+		if err := profileLater(v); err != nil {
+			fmt.Fprintln(os.Stderr, "PEERLINE_CPUPROFILE:", err)
+			os.Exit(2)
+		}
+	}
 	os.Exit(m.Run())
+}
+
+func profileLater(spec string) error {
+	parts := strings.Split(spec, ",")
+	if len(parts) != 3 {
+		return fmt.Errorf("%q: want FILE,START,LENGTH", spec)
+	}
+	start, err1 := time.ParseDuration(parts[1])
+	length, err2 := time.ParseDuration(parts[2])
+	if err1 != nil || err2 != nil {
+		return fmt.Errorf("%q: want FILE,START,LENGTH", spec)
+	}
+	f, err := os.Create(parts[0])
+	if err != nil {
+		return err
+	}
+	go func() {
+		time.Sleep(start)
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "PEERLINE_CPUPROFILE:", err)
+			return
+		}
+		time.Sleep(length)
+		pprof.StopCPUProfile()
+		f.Close()
+		fmt.Fprintln(os.Stderr, "PEERLINE_CPUPROFILE: written", parts[0])
+	}()
+	return nil
 }

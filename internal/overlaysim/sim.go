@@ -5,15 +5,18 @@
 // Supernodes live on 2001:db8::/48 and clients on 2001:db8:1::/48 (IPv6 documentation
 // ranges, large enough for any population), each host in a /64 of its own (two per /64
 // past 65,535 clients), as on the internet: the servers' admission limits per /64 then
-// apply to the simulation as they would to real users. Users get their credentials from the login
-// server's key directly and resume with them, as clients restarted within their
-// credential's lifetime do: a boot of 10,000 clients costs no password hashing.
+// apply to the simulation as they would to real users. Users get their credentials from
+// the login server's key directly, and their buddy lists saved in their data
+// directories, as clients that logged in before and restart within their credential's
+// lifetime have them: a boot of the population costs no password hashing, and the
+// login server sees each client again only when its saved list is due to be read.
 package overlaysim
 
 import (
 	"context"
 	"crypto/ed25519"
 	crand "crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -29,8 +32,10 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/hostcache"
 	"github.com/peerline/peerline/internal/identity"
 	"github.com/peerline/peerline/internal/memnet"
+	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/loginsrv"
 	"github.com/peerline/peerline/supernode"
 )
@@ -326,18 +331,39 @@ func (s *Sim) startUsers(ctx context.Context) error {
 }
 
 // addBuddies gives each user the Options.Buddies users after it (in order, wrapping
-// round) as buddies, each way.
+// round) as buddies, each way, and saves each user's list in its data directory, as a
+// client that has logged in before keeps it (client.BuddiesFile).
 func (s *Sim) addBuddies(ctx context.Context, now time.Time) error {
 	k := min(s.opts.Buddies, len(s.Users)-1)
+	lists := make([]map[string]bool, len(s.Users))
+	for i := range lists {
+		lists[i] = map[string]bool{}
+	}
 	for i, u := range s.Users {
 		for j := 1; j <= k; j++ {
-			b := s.Users[(i+j)%len(s.Users)]
+			bi := (i + j) % len(s.Users)
+			b := s.Users[bi]
 			if err := s.store.AddBuddy(ctx, u.Name, b.Name, now); err != nil {
 				return err
 			}
 			if err := s.store.AddBuddy(ctx, b.Name, u.Name, now); err != nil {
 				return err
 			}
+			lists[i][b.Name], lists[bi][u.Name] = true, true
+		}
+	}
+	for i, u := range s.Users {
+		list := make([]proto.Buddy, 0, len(lists[i]))
+		for name := range lists[i] {
+			list = append(list, proto.Buddy{Name: name})
+		}
+		sort.Slice(list, func(a, b int) bool { return list[a].Name < list[b].Name })
+		data, err := json.Marshal(list)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(u.cfg.DataDir, client.BuddiesFile), data, 0o600); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -365,14 +391,41 @@ func (s *Sim) prepareUser(ctx context.Context, i int, now time.Time) (*User, err
 	if err := os.WriteFile(filepath.Join(dir, client.CredentialFile), cred, 0o600); err != nil {
 		return nil, err
 	}
+	// The host cache a first login left: a few supernodes of the seed, the preferred one
+	// first (a population's caches differ).
+	prefer := s.SNs[rand.IntN(len(s.SNs))]
+	hc, err := hostcache.Open(filepath.Join(dir, client.HostCacheFile), hostcache.Options{Logger: s.opts.Logger})
+	if err != nil {
+		return nil, err
+	}
+	for j, sn := range append([]*SN{prefer}, randomSNs(s.SNs, cachedSNs-1)...) {
+		hc.Merge(hostcache.Entry{Addr: sn.Addr, PubKey: sn.ID(), Since: now.Add(-time.Duration(j) * time.Second), Source: hostcache.SourceLogin})
+	}
+	if err := hc.Save(); err != nil {
+		return nil, err
+	}
 	host := s.Net.Host(fmt.Sprintf("2001:db8:1:%x:%x::1", i%0xffff+1, i/0xffff))
 	u := &User{Name: name, cfg: client.Config{
 		DataDir: dir, Login: client.LoginServer{Addr: s.LoginAddr(), Key: s.Login.PublicKey()},
-		Dialer: host, ParallelAttach: 1, Prefer: s.SNs[rand.IntN(len(s.SNs))].Addr,
+		Dialer: host, ParallelAttach: 1, Prefer: prefer.Addr,
 		RefreshInterval: time.Hour, NoControl: true, RetryBase: 100 * time.Millisecond, RetryMax: 2 * time.Second,
 		Promote: client.PromoteConfig{Disabled: true}, Logger: s.opts.Logger,
 	}}
 	return u, nil
+}
+
+// cachedSNs is how many supernodes each user's saved host cache names at the start. A
+// client that cannot reach its preferred supernode in time tries these before it asks the
+// login server for a seed: at scale, a population asking at once overloads it.
+const cachedSNs = 8
+
+// randomSNs returns n supernodes chosen at random (repeats possible; the cache merges them).
+func randomSNs(sns []*SN, n int) []*SN {
+	out := make([]*SN, n)
+	for i := range out {
+		out[i] = sns[rand.IntN(len(sns))]
+	}
+	return out
 }
 
 // runUser starts a client for u from its data directory, as a process started anew

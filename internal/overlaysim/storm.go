@@ -201,13 +201,17 @@ func (s *Sim) Health() string {
 	fmt.Fprintf(&b, "login: sn_registrations %d sn_timeouts %d sn_disconnects %d;", lm.Get("sn_registrations"),
 		lm.Get("sn_timeouts"), lm.Get("sn_disconnects"))
 	sum := make(map[string]uint64, len(healthCounters))
+	conns := 0
 	for _, sn := range s.SNs {
+		if !sn.Killed() {
+			conns += sn.PeerConns()
+		}
 		m := sn.Metrics()
 		for _, k := range healthCounters {
 			sum[k] += m.Get(k)
 		}
 	}
-	b.WriteString(" supernodes:")
+	fmt.Fprintf(&b, " supernodes: peer_conns %d", conns)
 	for _, k := range healthCounters {
 		fmt.Fprintf(&b, " %s %d", k, sum[k])
 	}

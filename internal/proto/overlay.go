@@ -96,9 +96,14 @@ type SNHello struct {
 	Credential []byte `json:"credential"`
 }
 
-// IndexStore asks a holder to keep a signed user record.
+// IndexStore asks a holder to keep a signed user record. With Replicate set, the holder
+// is the first of the record's holders that the sender reached and passes the record on
+// to the others (its successors on the ring) before it answers: a supernode publishing
+// for its users then talks to one holder per record, not to every one, and the copies
+// travel over the connections between ring neighbours, which stay open.
 type IndexStore struct {
-	Record []byte `json:"record"`
+	Record    []byte `json:"record"`
+	Replicate bool   `json:"replicate,omitempty"`
 }
 
 // IndexStoreBatch asks a holder to keep several signed user records. A supernode sends
