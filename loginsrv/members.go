@@ -13,7 +13,8 @@ import (
 // admits every supernode, so it is also where supernodes learn of each other: each
 // heartbeat answer carries the list's version, and a supernode whose version is stale
 // fetches the list page by page. A supernode leaves the list when it says so, when its
-// connection to the login server closes, or when it misses three heartbeats.
+// connection to the login server closes, or when it is not heard from for
+// Server.memberTimeout (three heartbeat intervals and one per doubling of the layer).
 //
 // It lives in memory: after a restart supernodes register again within their back-off.
 type members struct {
@@ -207,6 +208,13 @@ func (ms *members) list() (uint64, []proto.SupernodeInfo) {
 		}
 	}
 	return ms.version, ms.sorted
+}
+
+// size returns the number of members.
+func (ms *members) size() int {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	return len(ms.m)
 }
 
 // has reports whether id is a live member.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"math/rand/v2"
 	"net"
 	"regexp"
@@ -34,7 +35,7 @@ type Config struct {
 	Hasher            *Hasher            // nil = NewHasher(DefaultArgon2Params, 0)
 	AdmitSecret       string             // supernodes must present it to register; "" = refuse all
 	CredentialTTL     time.Duration      // lifetime of user and supernode credentials; 0 = 24h
-	HeartbeatInterval time.Duration      // asked of supernodes; one missing 3 intervals leaves the seed; 0 = 10s
+	HeartbeatInterval time.Duration      // asked of supernodes; one unheard for 3 intervals (and one per doubling of the layer) leaves the seed; 0 = 10s
 	SeedSize          int                // supernodes in a host-cache seed; 0 = 200
 	MaxConns          int                // connections served at once, more are shed; 0 = 10000
 	// The admission policy (package serve): no source takes more than its share, and a
@@ -572,15 +573,27 @@ func (s *Server) seed(_ context.Context, except string) ([]proto.SupernodeInfo, 
 // MembersPage is how many supernodes one Members answer carries.
 const MembersPage = proto.MaxList
 
-// liveMembers drops supernodes that missed three heartbeats (at most ten times per
+// liveMembers drops supernodes not heard from for memberTimeout (at most ten times per
 // heartbeat interval, so a crowd of heartbeats does not rescan the table each time) and
 // returns the list.
 func (s *Server) liveMembers() (uint64, []proto.SupernodeInfo) {
 	now := s.cfg.Now()
-	if n := s.members.sweep(now, now.Add(-3*s.cfg.HeartbeatInterval), s.cfg.HeartbeatInterval/10); n > 0 {
+	if n := s.members.sweep(now, now.Add(-s.memberTimeout()), s.cfg.HeartbeatInterval/10); n > 0 {
 		s.m.Add("sn_timeouts", uint64(n))
 	}
 	return s.members.list()
+}
+
+// memberTimeout is how long a supernode may go unheard before it leaves the list: three
+// heartbeat intervals, and one more per doubling of the layer (as SWIM's suspicion
+// timeout grows with log n). Each departure makes every supernode fetch the list and
+// rebuild its ring, so the larger the layer, the dearer dropping a live member that was
+// only late, and the likelier lateness is: a thousand supernodes heartbeating through
+// one login server wait their turn. A supernode that crashed is dropped sooner anyway:
+// its connection closes.
+func (s *Server) memberTimeout() time.Duration {
+	n := s.members.size()
+	return time.Duration(3+bits.Len(uint(n))) * s.cfg.HeartbeatInterval
 }
 
 func (s *Server) membersPage(offset int, at uint64) *proto.MembersOK {

@@ -353,8 +353,10 @@ func TestSupernodeAdmissionAndSeed(t *testing.T) {
 	if len(order) != 3 || order[0] != "192.0.2.1:7001" || order[1] != "192.0.2.2:7001" || order[2] != "192.0.2.3:7001" {
 		t.Fatalf("seed order %v, want longest-lived first", order)
 	}
-	// Time passes; only "mid" heartbeats. The others drop out of the seed.
-	ts.clock.Add(35 * time.Second)
+	// Time passes; only "mid" heartbeats. The others drop out of the seed once unheard
+	// for the member timeout: 3 intervals and one per doubling of the layer (3 members:
+	// 5 x 10 s).
+	ts.clock.Add(55 * time.Second)
 	m, err := call(t, conns["mid"], &proto.SNHeartbeat{Addr: "192.0.2.2:7001", Since: base.Add(-time.Hour)})
 	if err != nil {
 		t.Fatal(err)

@@ -263,6 +263,15 @@ func TestRingWith(t *testing.T) {
 	if r.Len() != 40 {
 		t.Fatal("With changed the original ring")
 	}
+	// The same changes to the same ring (another supernode following the same list) give
+	// the ring already worked out; other changes do not.
+	if again := r.With(add, remove); again != got {
+		t.Fatal("the same changes to the same ring worked out twice")
+	}
+	if other := r.With(add, remove[1:]); other == got || !other.Has("sn002") {
+		t.Fatal("different changes gave the remembered ring")
+	}
+	runtime.KeepAlive(got)
 }
 
 // TestRingsInterned: two supernodes that reach the same membership, by different steps,

@@ -38,6 +38,7 @@ type point struct {
 type Ring struct {
 	points  []point
 	members map[string]Member
+	sum     [sha256.Size]byte // digest of the members, set by intern
 
 	oldestOnce sync.Once
 	oldest     []Member // every member, longest-lived first; see Oldest
@@ -86,6 +87,7 @@ func NewRing(members []Member) *Ring {
 // hash of the member list per ring built.
 func intern(r *Ring) *Ring {
 	d := r.digest()
+	r.sum = d
 	interned.mu.Lock()
 	defer interned.mu.Unlock()
 	if wp, ok := interned.m[d]; ok {
@@ -224,7 +226,74 @@ func (r *Ring) Holders(name string, n int, alive func(id string) bool) []Member 
 // With returns a ring with add joined (or their addresses updated) and remove gone,
 // leaving r unchanged. It costs one pass over r's points plus sorting the new ones, so a
 // supernode can follow churn in a large ring without rebuilding it.
+//
+// The supernodes of one overlay apply the same changes to the same (interned) ring, so
+// the result is remembered, weakly, by the ring and the changes: in a process that
+// simulates a thousand supernodes, each departure was otherwise worked out a thousand
+// times (13% of the CPU after killing 10% of them). A process of one supernode pays a
+// hash of the changes per call.
 func (r *Ring) With(add []Member, remove []string) *Ring {
+	key := withKey{base: r.sum, delta: changesDigest(add, remove)}
+	withMemo.mu.Lock()
+	if wp, ok := withMemo.m[key]; ok {
+		if out := wp.Value(); out != nil {
+			withMemo.mu.Unlock()
+			return out
+		}
+	}
+	withMemo.mu.Unlock()
+	out := r.with(add, remove)
+	withMemo.mu.Lock()
+	defer withMemo.mu.Unlock()
+	if withMemo.m == nil {
+		withMemo.m = make(map[withKey]weak.Pointer[Ring])
+	}
+	withMemo.m[key] = weak.Make(out)
+	runtime.AddCleanup(out, func(k withKey) {
+		withMemo.mu.Lock()
+		defer withMemo.mu.Unlock()
+		if wp, ok := withMemo.m[k]; ok && wp.Value() == nil {
+			delete(withMemo.m, k)
+		}
+	}, key)
+	return out
+}
+
+// withKey names the result of applying changes (by digest) to a ring (by digest).
+type withKey struct {
+	base, delta [sha256.Size]byte
+}
+
+var withMemo struct {
+	mu sync.Mutex // mu protects m
+	m  map[withKey]weak.Pointer[Ring]
+}
+
+// changesDigest identifies the arguments of With, in order.
+func changesDigest(add []Member, remove []string) [sha256.Size]byte {
+	h := sha256.New()
+	var buf []byte
+	for _, m := range add {
+		buf = append(buf[:0], 'a')
+		buf = append(buf, m.ID...)
+		buf = append(buf, 0)
+		buf = append(buf, m.Addr...)
+		buf = append(buf, 0)
+		buf = binary.BigEndian.AppendUint64(buf, uint64(m.Since.UnixNano()))
+		h.Write(buf)
+	}
+	for _, id := range remove {
+		buf = append(buf[:0], 'r')
+		buf = append(buf, id...)
+		buf = append(buf, 0)
+		h.Write(buf)
+	}
+	var d [sha256.Size]byte
+	h.Sum(d[:0])
+	return d
+}
+
+func (r *Ring) with(add []Member, remove []string) *Ring {
 	out := &Ring{members: make(map[string]Member, len(r.members)+len(add))}
 	for id, m := range r.members {
 		out.members[id] = m

@@ -18,7 +18,8 @@ import (
 //
 // A process too loaded to answer HTTP in time can profile itself instead:
 // PEERLINE_CPUPROFILE=FILE,START,LENGTH (e.g. cpu.pb,60s,30s) writes a CPU profile of
-// LENGTH from START after the process began.
+// LENGTH from START after the process began, and PEERLINE_GOROUTINES=FILE,AT (e.g.
+// g.pb,200s) the goroutine profile at AT.
 func TestMain(m *testing.M) {
 	if addr := os.Getenv("PEERLINE_PPROF"); addr != "" {
 		go http.ListenAndServe(addr, nil)
@@ -28,6 +29,22 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, "PEERLINE_CPUPROFILE:", err)
 			os.Exit(2)
 		}
+	}
+	if v := os.Getenv("PEERLINE_GOROUTINES"); v != "" {
+		file, at, ok := strings.Cut(v, ",")
+		d, err := time.ParseDuration(at)
+		if !ok || err != nil {
+			fmt.Fprintf(os.Stderr, "PEERLINE_GOROUTINES=%q: want FILE,AT\n", v)
+			os.Exit(2)
+		}
+		time.AfterFunc(d, func() {
+			f, err := os.Create(file)
+			if err == nil {
+				err = pprof.Lookup("goroutine").WriteTo(f, 0)
+				f.Close()
+			}
+			fmt.Fprintln(os.Stderr, "PEERLINE_GOROUTINES: written", file, err)
+		})
 	}
 	os.Exit(m.Run())
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
@@ -78,9 +80,11 @@ func TestIndexUnderChurn(t *testing.T) {
 	if before.Found != before.Users {
 		t.Fatalf("before churn only %d of %d users found: %v", before.Found, before.Users, s.Missing(ctx, 10))
 	}
+	stopProfile := profileChurn(t)
 	killed := s.KillSupernodes(sns / 10)
 	t.Logf("%s: killed %d supernodes; waiting one keep-alive period (%v)", time.Now().Format("15:04:05.000"), len(killed), keep)
 	time.Sleep(keep)
+	stopProfile()
 	heap, _ = mem.Peak()
 	t.Logf("during the keep-alive period after the kill: peak heap %d MiB", heap)
 	after := s.LookupAll(ctx, 32)
@@ -94,5 +98,36 @@ func TestIndexUnderChurn(t *testing.T) {
 			t.Log(s.Describe(m))
 		}
 		t.Fatalf("after churn only %d of %d users found; e.g. %v", after.Found, after.Users, missing)
+	}
+}
+
+// profileChurn, with PEERLINE_CHURN_PROFILE=DIR, profiles the keep-alive period after the
+// kill: the CPU over the whole of it (DIR/churn-cpu.pb) and the goroutines five seconds
+// into it (DIR/churn-goroutines.pb). The process is then too loaded to answer pprof over
+// HTTP in time. It returns the function that ends the CPU profile.
+func profileChurn(t *testing.T) func() {
+	dir := os.Getenv("PEERLINE_CHURN_PROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, "churn-cpu.pb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		t.Fatal(err)
+	}
+	g := time.AfterFunc(5*time.Second, func() {
+		gf, err := os.Create(filepath.Join(dir, "churn-goroutines.pb"))
+		if err == nil {
+			pprof.Lookup("goroutine").WriteTo(gf, 0)
+			gf.Close()
+		}
+	})
+	return func() {
+		g.Stop()
+		pprof.StopCPUProfile()
+		f.Close()
+		t.Logf("churn profiles in %s", dir)
 	}
 }
