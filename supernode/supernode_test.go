@@ -296,3 +296,42 @@ func TestPeerConnectionSharedBothWays(t *testing.T) {
 		t.Fatalf("sn2 dialled sn1 %d times; it should have used the connection sn1 dialled", got)
 	}
 }
+
+// TestPublicationPassedOnByFirstHolder: with five supernodes and three replicas, a
+// user's publication leaves its supernode as one store, to the first holder, which
+// passes it on: every holder has the record, and a supernode that is no holder keeps
+// none.
+func TestPublicationPassedOnByFirstHolder(t *testing.T) {
+	o := overlaytest.Start(t, overlaytest.Options{Supernodes: 5})
+	for _, sn := range o.Supernodes() {
+		o.Eventually("ring complete", func() bool { return sn.RingSize() == 5 })
+	}
+	o.Register("alice", "correct horse")
+	alice := o.StartClient(filepath.Join(t.TempDir(), "alice"), "alice", "correct horse", nil)
+	o.Eventually("alice attached", func() bool { return alice.Status().Supernode != nil })
+	holding := func() (n int) {
+		for _, sn := range o.Supernodes() {
+			if sn.Status().Records > 0 {
+				n++
+			}
+		}
+		return n
+	}
+	o.Eventually("alice's record at its three holders", func() bool { return holding() == 3 })
+	passed := uint64(0)
+	var home *overlaytest.SN
+	for _, sn := range o.Supernodes() {
+		passed += sn.Metrics().Get("records_passed_on")
+		if sn.Addr == alice.Status().Supernode.Addr {
+			home = sn
+		}
+	}
+	// Unless alice's own supernode is her first holder (it then stores at the others
+	// itself), the first holder passed her record on.
+	if home.Status().Records == 0 && passed == 0 {
+		t.Fatalf("the record reached its holders without being passed on; counters of alice's supernode %v", home.Metrics().Snapshot())
+	}
+	if got := holding(); got != 3 {
+		t.Fatalf("%d supernodes hold alice's record, want 3", got)
+	}
+}

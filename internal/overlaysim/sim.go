@@ -27,8 +27,11 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/peerline/peerline/client"
@@ -144,8 +147,9 @@ func Start(ctx context.Context, opts Options) (*Sim, error) {
 		if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
 			base = "/dev/shm"
 		}
+		removeStale(base)
 		var err error
-		if dir, err = os.MkdirTemp(base, "peerline-sim-"); err != nil {
+		if dir, err = os.MkdirTemp(base, fmt.Sprintf("%s%d-", simDirPrefix, os.Getpid())); err != nil {
 			return nil, err
 		}
 	}
@@ -212,6 +216,37 @@ func (s *Sim) startLogin() error {
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.Login.Serve(s.ctx, ln) }()
 	return nil
+}
+
+// simDirPrefix starts the name of every simulation's state directory, followed by the
+// process id of the simulation that made it.
+const simDirPrefix = "peerline-sim-"
+
+// removeStale removes the state directories of simulations whose process is gone (killed
+// before Close ran). In /dev/shm they hold memory: a killed run at full scale leaves
+// gigabytes behind.
+func removeStale(base string) {
+	if base == "" {
+		base = os.TempDir()
+	}
+	ents, err := os.ReadDir(base)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		rest, ok := strings.CutPrefix(e.Name(), simDirPrefix)
+		if !ok || !e.IsDir() {
+			continue
+		}
+		pidStr, _, ok := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidStr)
+		if !ok || err != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.RemoveAll(filepath.Join(base, e.Name()))
+		}
+	}
 }
 
 // loginIP is the login server's host on the simulated network.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
 	"strconv"
@@ -130,4 +131,36 @@ func profileChurn(t *testing.T) func() {
 		f.Close()
 		t.Logf("churn profiles in %s", dir)
 	}
+}
+
+// TestStaleStateRemoved: the state directory of a simulation whose process is gone is
+// removed when the next one starts; a live process's, and anything else, stays.
+func TestStaleStateRemoved(t *testing.T) {
+	base := t.TempDir()
+	gone := filepath.Join(base, fmt.Sprintf("%s%d-123", simDirPrefix, deadPID(t)))
+	live := filepath.Join(base, fmt.Sprintf("%s%d-456", simDirPrefix, os.Getppid()))
+	other := filepath.Join(base, "peerline-other-1-1")
+	for _, d := range []string{gone, live, other} {
+		if err := os.MkdirAll(filepath.Join(d, "user00000"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removeStale(base)
+	if _, err := os.Stat(gone); !os.IsNotExist(err) {
+		t.Fatalf("a dead simulation's state survived: %v", err)
+	}
+	for _, d := range []string{live, other} {
+		if _, err := os.Stat(d); err != nil {
+			t.Fatalf("%s removed: %v", d, err)
+		}
+	}
+}
+
+// deadPID returns the id of a process that has exited.
+func deadPID(t *testing.T) int {
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Skip("no process to run:", err)
+	}
+	return cmd.Process.Pid
 }
