@@ -11,18 +11,40 @@ import (
 	"github.com/peerline/peerline/internal/proto"
 )
 
-// slowStore holds User while block is set, so that resumes pile up.
-type slowStore struct {
-	Store
-	block   atomic.Bool
+// hold keeps the callers of a store method waiting until release is closed.
+type hold struct {
 	waiting atomic.Int32
 	release chan struct{}
 }
 
+func newHold() hold { return hold{release: make(chan struct{})} }
+
+func (h *hold) wait() {
+	h.waiting.Add(1)
+	<-h.release
+}
+
+// reached waits until a caller is held.
+func (h *hold) reached(t *testing.T, what string) {
+	t.Helper()
+	for i := 0; h.waiting.Load() == 0; i++ {
+		if i > 500 {
+			t.Fatalf("%s never reached the store", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// slowStore holds User while block is set, so that resumes pile up.
+type slowStore struct {
+	Store
+	hold
+	block atomic.Bool
+}
+
 func (s *slowStore) User(ctx context.Context, name string) (User, error) {
 	if s.block.Load() {
-		s.waiting.Add(1)
-		<-s.release
+		s.wait()
 	}
 	return s.Store.User(ctx, name)
 }
@@ -33,7 +55,7 @@ func (s *slowStore) User(ctx context.Context, name string) (User, error) {
 func TestResumesBounded(t *testing.T) {
 	var ss *slowStore
 	ts := startServer(t, func(c *Config) {
-		ss = &slowStore{Store: c.Store, release: make(chan struct{})}
+		ss = &slowStore{Store: c.Store, hold: newHold()}
 		c.Store, c.MaxResumes, c.ResumeWait = ss, 1, 100*time.Millisecond
 	})
 	name := mustUser(t, ts)
@@ -47,12 +69,7 @@ func TestResumesBounded(t *testing.T) {
 		_, err := call(t, c1, &proto.Resume{Credential: ok1.Credential})
 		first <- err
 	}()
-	for i := 0; ss.waiting.Load() == 0; i++ {
-		if i > 500 {
-			t.Fatal("the first resume never reached the store")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	ss.reached(t, "the first resume")
 	_, err := call(t, ts.dial(t, k2), &proto.Resume{Credential: ok2.Credential})
 	pe, ok := proto.AsError(err)
 	if !ok || !errors.Is(err, proto.ErrBusy) || pe.RetryAfter() < time.Second {
@@ -119,13 +136,11 @@ func TestLayerTargetFromPopulation(t *testing.T) {
 // slowSNStore holds UpsertSupernodes until release is closed.
 type slowSNStore struct {
 	Store
-	waiting atomic.Int32
-	release chan struct{}
+	hold
 }
 
 func (s *slowSNStore) UpsertSupernodes(ctx context.Context, rs []SupernodeRecord) error {
-	s.waiting.Add(1)
-	<-s.release
+	s.wait()
 	return s.Store.UpsertSupernodes(ctx, rs)
 }
 
@@ -135,7 +150,7 @@ func (s *slowSNStore) UpsertSupernodes(ctx context.Context, rs []SupernodeRecord
 func TestRegistrationsWrittenBehind(t *testing.T) {
 	var ss *slowSNStore
 	ts := startServer(t, func(c *Config) {
-		ss = &slowSNStore{Store: c.Store, release: make(chan struct{})}
+		ss = &slowSNStore{Store: c.Store, hold: newHold()}
 		c.Store, c.SeenFlush = ss, 50*time.Millisecond
 	})
 	for i := range 3 {
@@ -144,12 +159,7 @@ func TestRegistrationsWrittenBehind(t *testing.T) {
 			t.Fatalf("registration %d with the database stuck: %v", i, err)
 		}
 	}
-	for i := 0; ss.waiting.Load() == 0; i++ {
-		if i > 500 {
-			t.Fatal("the rows never reached the store")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	ss.reached(t, "the rows")
 	close(ss.release)
 	for i := 0; ; i++ {
 		rows, err := ss.Store.Supernodes(context.Background(), time.Time{}, 10)

@@ -86,32 +86,51 @@ func NewRing(members []Member) *Ring {
 // uses any more goes, and its entry with it. In a process of one supernode it costs a
 // hash of the member list per ring built.
 func intern(r *Ring) *Ring {
-	d := r.digest()
-	r.sum = d
-	interned.mu.Lock()
-	defer interned.mu.Unlock()
-	if wp, ok := interned.m[d]; ok {
+	r.sum = r.digest()
+	return interned.put(r.sum, r)
+}
+
+var interned weakRings[[sha256.Size]byte]
+
+// weakRings maps keys to rings without keeping the rings alive: an entry goes when its
+// ring is collected.
+type weakRings[K comparable] struct {
+	mu sync.Mutex // mu protects m
+	m  map[K]weak.Pointer[Ring]
+}
+
+// get returns the ring under k, or nil if there is none or it was collected.
+func (w *weakRings[K]) get(k K) *Ring {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if wp, ok := w.m[k]; ok {
+		return wp.Value()
+	}
+	return nil
+}
+
+// put returns the ring under k if it is still in use, else stores r under k and
+// returns it.
+func (w *weakRings[K]) put(k K, r *Ring) *Ring {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if wp, ok := w.m[k]; ok {
 		if old := wp.Value(); old != nil {
 			return old
 		}
 	}
-	if interned.m == nil {
-		interned.m = make(map[[sha256.Size]byte]weak.Pointer[Ring])
+	if w.m == nil {
+		w.m = make(map[K]weak.Pointer[Ring])
 	}
-	interned.m[d] = weak.Make(r)
-	runtime.AddCleanup(r, func(d [sha256.Size]byte) {
-		interned.mu.Lock()
-		defer interned.mu.Unlock()
-		if wp, ok := interned.m[d]; ok && wp.Value() == nil {
-			delete(interned.m, d)
+	w.m[k] = weak.Make(r)
+	runtime.AddCleanup(r, func(k K) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if wp, ok := w.m[k]; ok && wp.Value() == nil {
+			delete(w.m, k)
 		}
-	}, d)
+	}, k)
 	return r
-}
-
-var interned struct {
-	mu sync.Mutex // mu protects m
-	m  map[[sha256.Size]byte]weak.Pointer[Ring]
 }
 
 // digest identifies the ring's members: ids and addresses, in id order.
@@ -234,29 +253,10 @@ func (r *Ring) Holders(name string, n int, alive func(id string) bool) []Member 
 // hash of the changes per call.
 func (r *Ring) With(add []Member, remove []string) *Ring {
 	key := withKey{base: r.sum, delta: changesDigest(add, remove)}
-	withMemo.mu.Lock()
-	if wp, ok := withMemo.m[key]; ok {
-		if out := wp.Value(); out != nil {
-			withMemo.mu.Unlock()
-			return out
-		}
+	if out := withMemo.get(key); out != nil {
+		return out
 	}
-	withMemo.mu.Unlock()
-	out := r.with(add, remove)
-	withMemo.mu.Lock()
-	defer withMemo.mu.Unlock()
-	if withMemo.m == nil {
-		withMemo.m = make(map[withKey]weak.Pointer[Ring])
-	}
-	withMemo.m[key] = weak.Make(out)
-	runtime.AddCleanup(out, func(k withKey) {
-		withMemo.mu.Lock()
-		defer withMemo.mu.Unlock()
-		if wp, ok := withMemo.m[k]; ok && wp.Value() == nil {
-			delete(withMemo.m, k)
-		}
-	}, key)
-	return out
+	return withMemo.put(key, r.with(add, remove))
 }
 
 // withKey names the result of applying changes (by digest) to a ring (by digest).
@@ -264,10 +264,7 @@ type withKey struct {
 	base, delta [sha256.Size]byte
 }
 
-var withMemo struct {
-	mu sync.Mutex // mu protects m
-	m  map[withKey]weak.Pointer[Ring]
-}
+var withMemo weakRings[withKey]
 
 // changesDigest identifies the arguments of With, in order.
 func changesDigest(add []Member, remove []string) [sha256.Size]byte {
