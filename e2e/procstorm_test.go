@@ -323,13 +323,7 @@ func (s *storm) phase(t *testing.T, name string, limit time.Duration) phaseResul
 		cpu0[i] = u.CPU
 	}
 	r.lsBefore = promCounters(t, s.metrics, "peerline_loginsrv_")
-	for _, sn := range s.sns {
-		st, err := supernodeStatus(sn.dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.snBefore = append(r.snBefore, st.Counters)
-	}
+	r.snBefore = s.snCounters(t)
 
 	gate, release, err := os.Pipe()
 	if err != nil {
@@ -405,19 +399,27 @@ func (s *storm) phase(t *testing.T, name string, limit time.Duration) phaseResul
 		r.serverHWM = append(r.serverHWM, u.HWM)
 	}
 	r.lsAfter = promCounters(t, s.metrics, "peerline_loginsrv_")
-	for _, sn := range s.sns {
-		st, err := supernodeStatus(sn.dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.snAfter = append(r.snAfter, st.Counters)
-	}
+	r.snAfter = s.snCounters(t)
 	sort.Slice(at, func(i, j int) bool { return at[i] < at[j] })
 	r.t50, r.t99, r.t100 = at[(n-1)/2], at[(n*99+99)/100-1], at[n-1]
 	r.hashes = r.lsAfter["argon2_hashes"] - r.lsBefore["argon2_hashes"]
 	r.timeline = tl.String()
 	s.report(t, name, r, servers)
 	return r
+}
+
+// snCounters returns each supernode's counters, in the order of s.sns.
+func (s *storm) snCounters(t *testing.T) []map[string]uint64 {
+	t.Helper()
+	var out []map[string]uint64
+	for _, sn := range s.sns {
+		st, err := supernodeStatus(sn.dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, st.Counters)
+	}
+	return out
 }
 
 func (s *storm) report(t *testing.T, name string, r phaseResult, servers []server) {

@@ -500,12 +500,9 @@ func (s *Server) resume(ctx context.Context, ss *session, m *proto.Resume) (prot
 }
 
 // resumeTurn waits up to ResumeWait for one of the MaxResumes turns; false = none came.
-func (s *Server) resumeTurn(ctx context.Context) bool { return s.turn(ctx, s.resumes) }
-
-// turn waits up to ResumeWait for a free slot of turns; false = none came.
-func (s *Server) turn(ctx context.Context, turns chan struct{}) bool {
+func (s *Server) resumeTurn(ctx context.Context) bool {
 	select {
-	case turns <- struct{}{}:
+	case s.resumes <- struct{}{}:
 		return true
 	default:
 	}
@@ -514,7 +511,7 @@ func (s *Server) turn(ctx context.Context, turns chan struct{}) bool {
 	t := time.NewTimer(s.cfg.ResumeWait)
 	defer t.Stop()
 	select {
-	case turns <- struct{}{}:
+	case s.resumes <- struct{}{}:
 		return true
 	case <-t.C:
 	case <-ctx.Done():
