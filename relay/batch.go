@@ -25,9 +25,10 @@ import (
 // time (the socket's read loop).
 type batchReader struct {
 	pc   net.PacketConn
-	sys  sysBatch // recvmmsg state; its ok is false where it cannot be used
-	head int      // bytes of room before each datagram in its slot
-	size int      // bytes of room for the datagram; a longer one is cut to this
+	sys  sysBatch     // recvmmsg state; its ok is false where it cannot be used
+	out  *batchWriter // where take queues its sends, flushed after each batch; may be nil
+	head int          // bytes of room before each datagram in its slot
+	size int          // bytes of room for the datagram; a longer one is cut to this
 
 	slots [][]byte // head + size bytes each (+3 to pad a ChannelData message to 4)
 	lens  []int    // datagram length in each read slot
@@ -64,21 +65,26 @@ func newBatchReader(pc net.PacketConn, batch, head, size int) *batchReader {
 }
 
 // takeFunc deals with one datagram, slot[head:head+n] from src, on the fast path and
-// returns true, or returns false to have read return it. It may write into the slot.
+// returns true, or returns false to have read return it. It may write into the slot, and
+// queue (part of) the slot on the reader's batchWriter: the reader flushes that before it
+// reads into the slots again and before read returns.
 type takeFunc func(slot []byte, n int, src netip.AddrPort) bool
 
 // read returns the next datagram that take (nil: none) does not deal with: its slot (the
 // datagram is slot[head:head+n], valid until the next read), its source, and, when the
 // socket is not read through recvmmsg, the source as its ReadFrom gave it (else nil). The
-// error is the socket's, such as a closed socket or a deadline exceeded.
+// error is the socket's, such as a closed socket or a deadline exceeded. What take queued
+// has been sent when read returns.
 func (r *batchReader) read(take takeFunc) (slot []byte, n int, src netip.AddrPort, addr net.Addr, err error) {
 	for r.next < r.n {
 		i := r.next
 		r.next++
 		if take == nil || !take(r.slots[i], r.lens[i], r.srcs[i]) {
+			r.flush()
 			return r.slots[i], r.lens[i], r.srcs[i], r.addrOf(i), nil
 		}
 	}
+	r.flush()
 	if r.sys.ok {
 		i, err := r.sys.read(r, take)
 		if err != nil {
@@ -99,6 +105,14 @@ func (r *batchReader) read(take takeFunc) (slot []byte, n int, src netip.AddrPor
 		if take == nil || !take(r.slots[0], n, src) {
 			return r.slots[0], n, src, a, nil
 		}
+		r.flush()
+	}
+}
+
+// flush sends what take queued.
+func (r *batchReader) flush() {
+	if r.out != nil {
+		r.out.flush()
 	}
 }
 
@@ -109,17 +123,19 @@ func (r *batchReader) addrOf(i int) net.Addr {
 	return r.addrs[i]
 }
 
-// handOut hands the batch slots[0:n] out, from the first, to take until it returns false;
-// it says which slot take refused, or -1.
+// handOut hands the batch slots[0:n] out, from the first, to take until it returns false,
+// and sends what take queued; it says which slot take refused, or -1.
 func (r *batchReader) handOut(n int, take takeFunc) int {
 	r.next, r.n = 0, n
 	for r.next < r.n {
 		i := r.next
 		r.next++
 		if take == nil || !take(r.slots[i], r.lens[i], r.srcs[i]) {
+			r.flush()
 			return i
 		}
 	}
+	r.flush()
 	return -1
 }
 
@@ -149,4 +165,129 @@ func (c *batchConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		addr = net.UDPAddrFromAddrPort(src)
 	}
 	return copy(b, slot[:n]), addr, nil
+}
+
+// The fast path's sends are batched too. Each read loop has a batchWriter, on which its
+// take queues the datagrams it forwards (pointing into the read slots, not copied); the
+// reader flushes the queue at the end of each batch, before it hands a datagram to its
+// caller and before it reads or waits again. A flush sends each socket's datagrams, in the
+// order queued, with one system call (sendmmsg on Linux) from message headers, I/O vectors
+// and address buffers the writer allocated once: towards a client, an allocation's read
+// loop has one socket to send from (its listener's), so a batch costs one call; from a
+// listener's batch, one call per relayed socket it forwards to.
+//
+// A call that sends fewer than it was given is made again with the rest; one that finds
+// the socket's buffer full waits for it to become writable through the runtime's poller
+// (the RawConn Write callback returns false) and goes on. A datagram the kernel refuses
+// (a failed sendmmsg reports the error of its first message) is dropped and counted in
+// write_errors, as a failed sendto was, and the next call starts after it; a socket that
+// fails as a whole (closed, a write deadline) drops what it had left. A socket that is not
+// a *net.UDPConn, or a system without sendmmsg, is written one datagram per call at once.
+//
+// The calls are hand-written, like the reader's, rather than golang.org/x/net's ipv4 and
+// ipv6 PacketConn.WriteBatch: that takes each datagram's destination as a net.Addr, so a
+// *net.UDPAddr per datagram (an allocation, or a cache of them per destination) where the
+// fast path has a netip.AddrPort, and it wants a PacketConn of the socket's family, ipv4
+// or ipv6, when a listener may be either.
+
+// sendSock is a socket the fast path sends from, set up once: every read loop that
+// forwards through it shares it.
+type sendSock struct {
+	pc  net.PacketConn
+	uc  *net.UDPConn // pc if it is one, else nil
+	sys sysSock      // sendmmsg state; its ok is false where it cannot be used
+}
+
+func newSendSock(pc net.PacketConn) *sendSock {
+	s := &sendSock{pc: pc}
+	if uc, ok := pc.(*net.UDPConn); ok {
+		s.uc = uc
+		s.sys.init(uc)
+	}
+	return s
+}
+
+// writeTo sends one datagram with its own system call.
+func (s *sendSock) writeTo(b []byte, to netip.AddrPort) error {
+	var err error
+	if s.uc != nil {
+		_, err = s.uc.WriteToUDPAddrPort(b, to)
+	} else {
+		_, err = s.pc.WriteTo(b, net.UDPAddrFromAddrPort(to))
+	}
+	return err
+}
+
+// queued is a datagram waiting in a batchWriter.
+type queued struct {
+	sock *sendSock
+	b    []byte
+	to   netip.AddrPort
+	size int // payload bytes, counted in relayed_bytes once sent
+}
+
+// sendCounts is what a flush did.
+type sendCounts struct {
+	sent, bytes uint64 // datagrams sent and their payload bytes
+	errs        uint64 // datagrams dropped: refused, or their socket failed
+	waits       uint64 // times a socket's buffer was full and the flush waited
+	calls       int    // sendmmsg calls
+}
+
+// batchWriter queues one read loop's fast-path sends and sends them in batches. Its
+// methods are for that read loop only.
+type batchWriter struct {
+	c     *counters
+	q     []queued // up to cap(q) datagrams, flushed early if it fills
+	sys   sysWriter
+	calls int // sendmmsg calls made so far (tests count them)
+}
+
+// newBatchWriter returns a writer of up to n datagrams per flush that counts what it
+// sends in c.
+func newBatchWriter(c *counters, n int) *batchWriter {
+	w := &batchWriter{c: c, q: make([]queued, 0, n)}
+	w.sys.init(n)
+	return w
+}
+
+// send queues b, whose payload is size bytes, to be sent from s to the address to at the
+// next flush; b must stay as it is until then. Where s cannot be written in batches, it is
+// sent now.
+func (w *batchWriter) send(s *sendSock, b []byte, to netip.AddrPort, size int) {
+	if !s.sys.ok || !w.sys.ok {
+		if err := s.writeTo(b, to); err != nil {
+			w.c.writeErrs.Add(1)
+		} else {
+			w.c.relayedPackets.Add(1)
+			w.c.relayedBytes.Add(uint64(size))
+		}
+		return
+	}
+	if len(w.q) == cap(w.q) {
+		w.flush()
+	}
+	w.q = append(w.q, queued{sock: s, b: b, to: to, size: size})
+}
+
+// flush sends what is queued: each socket's datagrams with one system call, unless a
+// datagram is refused or the socket's buffer fills.
+func (w *batchWriter) flush() {
+	if len(w.q) == 0 {
+		return
+	}
+	n := w.sys.flush(w.q)
+	clear(w.q) // hold on to no socket or slot
+	w.q = w.q[:0]
+	w.calls += n.calls
+	if n.sent > 0 {
+		w.c.relayedPackets.Add(n.sent)
+		w.c.relayedBytes.Add(n.bytes)
+	}
+	if n.errs > 0 {
+		w.c.writeErrs.Add(n.errs)
+	}
+	if n.waits > 0 {
+		w.c.writeWaits.Add(n.waits)
+	}
 }

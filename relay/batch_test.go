@@ -260,6 +260,7 @@ func TestFastPathAllocs(t *testing.T) {
 		if !l.take(data, len(data), ca) {
 			t.Fatal("the listener left bound channel data to pion")
 		}
+		l.out.flush() // the reader does it at the end of a batch
 	}); a != 0 {
 		t.Errorf("listener fast path: %.1f allocations per datagram", a)
 	}
@@ -269,11 +270,51 @@ func TestFastPathAllocs(t *testing.T) {
 		if !rc.take(slot, 5, pa) {
 			t.Fatal("the relayed socket left a bound peer's datagram to pion")
 		}
+		rc.out.flush()
 	}); a != 0 {
 		t.Errorf("relayed socket fast path: %.1f allocations per datagram", a)
 	}
 	if got := l.c.relayedPackets.Load(); got < 400 {
 		t.Errorf("relayed %d datagrams, want at least 400", got)
+	}
+	// Reading and forwarding a batch, each way: the client's 8 datagrams read in one batch
+	// and sent to the peer in one sendmmsg, and the peer's 2 (a relayed socket's batch) to
+	// the client; each batch ends with a datagram the fast path leaves to pion, which
+	// read returns.
+	lc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	rcc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	calls := l.out.calls
+	if a := testing.AllocsPerRun(50, func() {
+		for i := 0; i < 8; i++ {
+			client.WriteToUDPAddrPort(data, addrPortOf(lc.LocalAddr()))
+		}
+		peer.WriteToUDPAddrPort([]byte("not channel data"), addrPortOf(lc.LocalAddr()))
+		if _, n, _, _, err := l.in.read(l.takeFn); err != nil || n != 16 {
+			t.Fatalf("listener read: %d bytes, %v; want the 16 left to pion", n, err)
+		}
+	}); a != 0 && runtime.GOOS == "linux" {
+		t.Errorf("listener batch read and forward: %.1f allocations per 8 datagrams", a)
+	}
+	if got := l.out.calls - calls; l.sock.sys.ok && got != 51 {
+		t.Errorf("listener batches: %d sendmmsg calls for 51 batches, want 51", got)
+	}
+	calls = rc.out.calls
+	if a := testing.AllocsPerRun(50, func() {
+		for i := 0; i < relayBatch; i++ {
+			peer.WriteToUDPAddrPort([]byte("hello"), addrPortOf(rcc.LocalAddr()))
+		}
+		client.WriteToUDPAddrPort([]byte("from no peer"), addrPortOf(rcc.LocalAddr()))
+		if _, n, _, _, err := rc.in.read(rc.takeFn); err != nil || n != 12 {
+			t.Fatalf("relayed socket read: %d bytes, %v; want the 12 left to pion", n, err)
+		}
+	}); a != 0 && runtime.GOOS == "linux" {
+		t.Errorf("relayed socket batch read and forward: %.1f allocations per %d datagrams", a, relayBatch)
+	}
+	if got := rc.out.calls - calls; l.sock.sys.ok && got != 51 {
+		t.Errorf("relayed socket batches: %d sendmmsg calls for 51 batches, want 51", got)
+	}
+	if e := l.c.writeErrs.Load(); e != 0 {
+		t.Errorf("%d fast-path write errors", e)
 	}
 	// Reading: a batch of datagrams, all taken.
 	r := newBatchReader(lc, listenerBatch, 0, inboundMTU)
@@ -289,5 +330,190 @@ func TestFastPathAllocs(t *testing.T) {
 		}
 	}); a != 0 && runtime.GOOS == "linux" {
 		t.Errorf("batch read: %.1f allocations per 8 datagrams", a)
+	}
+}
+
+// receive reads n datagrams from pc, or fails the test.
+func receive(t *testing.T, pc net.PacketConn, n int) []string {
+	t.Helper()
+	pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	defer pc.SetReadDeadline(time.Time{})
+	var got []string
+	buf := make([]byte, 2000)
+	for len(got) < n {
+		k, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("after %d of %d datagrams %q: %v", len(got), n, got, err)
+		}
+		got = append(got, string(buf[:k]))
+	}
+	return got
+}
+
+// TestBatchWriterOneCall: a flush sends a batch of datagrams to one destination with one
+// sendmmsg, and those of two sockets with one call each, every socket's datagrams in the
+// order queued; a socket that is not a *net.UDPConn sends each at once, with the same
+// results.
+func TestBatchWriterOneCall(t *testing.T) {
+	eachTransport(t, func(t *testing.T, s batchSockets) {
+		c := new(counters)
+		w := newBatchWriter(c, 16)
+		a, b := newSendSock(s.senders[0]), newSendSock(s.senders[1])
+		to := addrPortOf(s.rd.LocalAddr())
+		batched := a.sys.ok && w.sys.ok
+		if _, ok := s.rd.(*net.UDPConn); ok && runtime.GOOS == "linux" && !batched {
+			t.Fatal("a UDP socket on Linux is not written with sendmmsg")
+		}
+		const n = 8
+		for i := 0; i < n; i++ {
+			w.send(a, []byte(fmt.Sprintf("a%d", i)), to, 2)
+		}
+		w.flush()
+		if want := map[bool]int{true: 1, false: 0}[batched]; w.calls != want {
+			t.Errorf("%d datagrams to one destination took %d sendmmsg calls, want %d", n, w.calls, want)
+		}
+		got := receive(t, s.rd, n)
+		for i, d := range got {
+			if want := fmt.Sprintf("a%d", i); d != want {
+				t.Fatalf("datagram %d is %q, want %q (all %q)", i, d, want, got)
+			}
+		}
+		// Two sockets, interleaved.
+		for i := 0; i < n; i++ {
+			w.send([]*sendSock{a, b}[i%2], []byte(fmt.Sprintf("%c%d", "ab"[i%2], i)), to, 2)
+		}
+		w.flush()
+		if want := map[bool]int{true: 3, false: 0}[batched]; w.calls != want {
+			t.Errorf("sendmmsg calls after the two sockets' batch: %d, want %d", w.calls, want)
+		}
+		got = receive(t, s.rd, n)
+		last := map[byte]int{'a': -1, 'b': -1}
+		for _, d := range got {
+			var i int
+			fmt.Sscanf(d[1:], "%d", &i)
+			if i <= last[d[0]] || i%2 != int(d[0]-'a') {
+				t.Fatalf("datagrams %q: not each socket's in the order queued", got)
+			}
+			last[d[0]] = i
+		}
+		if p, by, e := c.relayedPackets.Load(), c.relayedBytes.Load(), c.writeErrs.Load(); p != 2*n || by != 4*n || e != 0 {
+			t.Errorf("counted %d datagrams, %d bytes, %d errors; want %d, %d, 0", p, by, e, 2*n, 4*n)
+		}
+	})
+}
+
+// TestBatchWriterFull: a writer that fills sends what it holds before it queues more.
+func TestBatchWriterFull(t *testing.T) {
+	s := udpSockets(t)
+	w := newBatchWriter(new(counters), 4)
+	a, to := newSendSock(s.senders[0]), addrPortOf(s.rd.LocalAddr())
+	for i := 0; i < 10; i++ {
+		w.send(a, []byte{byte('0' + i)}, to, 1)
+	}
+	w.flush()
+	if got := receive(t, s.rd, 10); fmt.Sprint(got) != "[0 1 2 3 4 5 6 7 8 9]" {
+		t.Errorf("received %q", got)
+	}
+	if a.sys.ok && w.calls != 3 {
+		t.Errorf("10 datagrams through 4 slots took %d sendmmsg calls, want 3", w.calls)
+	}
+}
+
+// TestBatchWriterRefused: datagrams the kernel refuses (too long for UDP) or the socket
+// cannot address (IPv6 from an IPv4 socket), in the middle of a batch, are dropped and
+// counted; the others go, in order. The kernel sends the ones before a refused datagram
+// and says how many (a partial send), and the writer goes on after it.
+func TestBatchWriterRefused(t *testing.T) {
+	s := udpSockets(t)
+	c := new(counters)
+	w := newBatchWriter(c, 16)
+	a, to := newSendSock(s.senders[0]), addrPortOf(s.rd.LocalAddr())
+	huge := make([]byte, 70000) // over 65507, the most a UDP datagram over IPv4 carries
+	v6 := netip.AddrPortFrom(netip.IPv6Loopback(), to.Port())
+	for _, d := range []struct {
+		b  string
+		to netip.AddrPort
+	}{{"0", to}, {"1", to}, {string(huge), to}, {"3", to}, {"4", v6}, {"5", to}, {"6", to}} {
+		w.send(a, []byte(d.b), d.to, len(d.b))
+	}
+	w.flush()
+	if got := receive(t, s.rd, 5); fmt.Sprint(got) != "[0 1 3 5 6]" {
+		t.Errorf("received %q, want [0 1 3 5 6]", got)
+	}
+	if p, e := c.relayedPackets.Load(), c.writeErrs.Load(); p != 5 || e != 2 {
+		t.Errorf("counted %d sent and %d errors, want 5 and 2", p, e)
+	}
+	// 0-1 sent (partial: 2 of 6 headers; the IPv6 one never got one), the long one
+	// refused, 3, 5 and 6 sent.
+	if a.sys.ok && w.calls != 3 {
+		t.Errorf("%d sendmmsg calls, want 3", w.calls)
+	}
+	// A closed socket drops its datagrams and counts them.
+	s.senders[0].Close()
+	w.send(a, []byte("x"), to, 1)
+	w.send(a, []byte("y"), to, 1)
+	w.flush()
+	if e := c.writeErrs.Load(); e != 4 {
+		t.Errorf("%d errors after 2 datagrams on a closed socket, want 4", e)
+	}
+}
+
+// TestBatchWriterIPv6Socket: from an IPv6 socket (dual-stack), a batch goes to IPv6 and to
+// IPv4 destinations, the latter IPv4-mapped.
+func TestBatchWriterIPv6Socket(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "[::]:0")
+	if err != nil {
+		t.Skipf("no IPv6: %v", err)
+	}
+	defer pc.Close()
+	rd6, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	defer rd6.Close()
+	rd4, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd4.Close()
+	c := new(counters)
+	w := newBatchWriter(c, 8)
+	a := newSendSock(pc)
+	for i := 0; i < 3; i++ {
+		w.send(a, []byte(fmt.Sprint("six ", i)), addrPortOf(rd6.LocalAddr()), 5)
+		w.send(a, []byte(fmt.Sprint("four ", i)), addrPortOf(rd4.LocalAddr()), 6)
+	}
+	w.flush()
+	if got := receive(t, rd6, 3); fmt.Sprint(got) != "[six 0 six 1 six 2]" {
+		t.Errorf("the IPv6 destination received %q", got)
+	}
+	if got := receive(t, rd4, 3); fmt.Sprint(got) != "[four 0 four 1 four 2]" {
+		t.Errorf("the IPv4 destination received %q", got)
+	}
+	if a.sys.ok && w.calls != 1 {
+		t.Errorf("%d sendmmsg calls, want 1", w.calls)
+	}
+	if e := c.writeErrs.Load(); e != 0 {
+		t.Errorf("%d write errors", e)
+	}
+}
+
+// TestBatchWriterAllocs: queuing and flushing a batch allocates nothing.
+func TestBatchWriterAllocs(t *testing.T) {
+	s := udpSockets(t)
+	w := newBatchWriter(new(counters), 32)
+	a, to := newSendSock(s.senders[0]), addrPortOf(s.rd.LocalAddr())
+	s.rd.(*net.UDPConn).SetReadBuffer(4 << 20)
+	msg := make([]byte, 160)
+	if n := testing.AllocsPerRun(100, func() {
+		for i := 0; i < 32; i++ {
+			w.send(a, msg, to, len(msg))
+		}
+		w.flush()
+	}); n != 0 && a.sys.ok {
+		t.Errorf("%.1f allocations per batch of 32", n)
+	}
+	if a.sys.ok && w.calls != 101 {
+		t.Errorf("%d sendmmsg calls for 101 batches", w.calls)
 	}
 }

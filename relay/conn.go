@@ -17,8 +17,9 @@ import (
 type counters struct {
 	relayedPackets, relayedBytes atomic.Uint64 // payload to and from peers
 	droppedPackets, droppedBytes atomic.Uint64 // over a user's bandwidth quota
-	writeErrs                    atomic.Uint64 // fast-path sends that failed
-	_                            [24]byte      // pad to a cache line
+	writeErrs                    atomic.Uint64 // fast-path datagrams that could not be sent
+	writeWaits                   atomic.Uint64 // fast-path flushes that waited for a full send buffer
+	_                            [16]byte      // pad to a cache line
 }
 
 // udpListener is one of the SO_REUSEPORT sockets clients send to, as pion sees it. Its
@@ -27,8 +28,10 @@ type counters struct {
 type udpListener struct {
 	s      *Server
 	conn   *net.UDPConn
+	sock   *sendSock // conn, as the fast path sends to clients from it
 	c      *counters
 	in     *batchReader // conn's datagrams; used by the one read loop
+	out    *batchWriter // take's sends to peers, flushed by in; used by the one read loop
 	takeFn takeFunc     // take, made once
 	done   sync.Once    // the read loop has seen its terminal error
 
@@ -67,8 +70,10 @@ const (
 const inboundMTU = 1600
 
 func newUDPListener(s *Server, conn *net.UDPConn) *udpListener {
-	l := &udpListener{s: s, conn: conn, c: new(counters), flows: make(map[netip.AddrPort]*flow)}
+	l := &udpListener{s: s, conn: conn, sock: newSendSock(conn), c: new(counters), flows: make(map[netip.AddrPort]*flow)}
 	l.in = newBatchReader(conn, listenerBatch, 0, inboundMTU)
+	l.out = newBatchWriter(l.c, listenerBatch)
+	l.in.out = l.out
 	l.takeFn = l.take
 	return l
 }
@@ -109,8 +114,8 @@ func (l *udpListener) ReadFrom(b []byte) (int, net.Addr, error) {
 }
 
 // take is the listener's fast path: it drops a flow's channel data and Send indications
-// over its user's bandwidth and forwards channel data on a bound channel to the peer, and
-// leaves everything else to ReadFrom.
+// over its user's bandwidth and forwards channel data on a bound channel to the peer
+// (queued on l.out, sent at the end of the batch), and leaves everything else to ReadFrom.
 func (l *udpListener) take(pkt []byte, n int, src netip.AddrPort) bool {
 	pkt = pkt[:n]
 	data, send := isChannelData(pkt), isSendIndication(pkt)
@@ -144,12 +149,7 @@ func (l *udpListener) take(pkt []byte, n int, src netip.AddrPort) bool {
 	if 4+size > n {
 		return false
 	}
-	if _, err := rc.conn.WriteToUDPAddrPort(pkt[4:4+size], peer); err != nil {
-		l.c.writeErrs.Add(1)
-	} else {
-		l.c.relayedPackets.Add(1)
-		l.c.relayedBytes.Add(uint64(size))
-	}
+	l.out.send(rc.sock, pkt[4:4+size], peer, size)
 	return true
 }
 
@@ -165,10 +165,12 @@ func (l *udpListener) SetWriteDeadline(t time.Time) error           { return l.c
 type relayConn struct {
 	s       *Server
 	conn    *net.UDPConn
+	sock    *sendSock // conn, as the fast path sends to peers from it; nil for TURN over TCP
 	port    uint16
 	lis     *udpListener // the listener whose client owns it; nil for TURN over TCP
 	c       *counters
 	in      *batchReader // conn's datagrams, with room for a ChannelData header; used by the one reader
+	out     *batchWriter // take's sends to the client, flushed by in; used by the one reader
 	takeFn  takeFunc     // take, made once
 	started bool         // the reader has set reading; used by the one reader
 
@@ -194,6 +196,11 @@ func newRelayConn(s *Server, conn *net.UDPConn, lis *udpListener, c *counters) *
 		port:  uint16(conn.LocalAddr().(*net.UDPAddr).Port),
 		in:    newBatchReader(conn, relayBatch, 4, maxRelayed),
 		peers: make(map[netip.AddrPort]uint16),
+	}
+	if lis != nil { // TURN over TCP has no fast path
+		r.sock = newSendSock(conn)
+		r.out = newBatchWriter(c, relayBatch)
+		r.in.out = r.out
 	}
 	r.takeFn = r.take
 	return r
@@ -228,7 +235,8 @@ func (r *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
 
 // take is the relayed socket's fast path: it drops datagrams over the owner's bandwidth
 // and sends those from a channel-bound peer to the client as channel data, framed in the
-// slot's head room; it leaves the rest to ReadFrom, for pion.
+// slot's head room (queued on r.out, sent from the listener's socket at the end of the
+// batch); it leaves the rest to ReadFrom, for pion.
 func (r *relayConn) take(slot []byte, n int, src netip.AddrPort) bool {
 	r.mu.RLock()
 	u, ch, client := r.user, r.peers[src], r.client
@@ -245,12 +253,7 @@ func (r *relayConn) take(slot []byte, n int, src netip.AddrPort) bool {
 	binary.BigEndian.PutUint16(pkt, ch)
 	binary.BigEndian.PutUint16(pkt[2:], uint16(n))
 	clear(pkt[4+n:])
-	if _, err := r.lis.conn.WriteToUDPAddrPort(pkt, client); err != nil {
-		r.c.writeErrs.Add(1)
-	} else {
-		r.c.relayedPackets.Add(1)
-		r.c.relayedBytes.Add(uint64(n))
-	}
+	r.out.send(r.lis.sock, pkt, client, n)
 	return true
 }
 

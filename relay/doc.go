@@ -42,8 +42,16 @@
 // The fast path reads its sockets in batches (batchReader: recvmmsg on Linux, into slots
 // allocated once per socket) and forwards inside the runtime's read callback, so that a
 // burst costs one read and no read that only says EAGAIN; a socket that is not a
-// *net.UDPConn is read one datagram at a time. Sends are not batched: each datagram leaves
-// through its own allocation's socket, or towards a client from that socket's read loop.
+// *net.UDPConn is read one datagram at a time. Its sends are batched too (batchWriter, one
+// per read loop): the datagrams a batch forwards are queued, pointing into the read slots,
+// and sent at the end of the batch, and before the reader hands a datagram to pion or
+// waits again, with one sendmmsg per outgoing socket. A relayed socket's batch goes to its
+// client through the listener's socket in one call; a listener's batch goes to peers in
+// one call per allocation it forwards to. A datagram the kernel refuses is dropped and
+// counted (write_errors) and the rest of the batch still goes; a full send buffer is
+// waited out through the runtime's poller (write_waits). A socket that is not a
+// *net.UDPConn, or a system other than Linux, sends one datagram per call. Pion's own
+// sends (responses, Data indications, what the fast path leaves to it) are not batched.
 //
 // # Hostile traffic
 //

@@ -194,6 +194,26 @@ func TestRelayBetweenClients(t *testing.T) {
 			if m.Get(MetricAllocations) != 2 || m.Get(MetricRelayedPackets) < 80 || s.Allocations() != 2 {
 				t.Errorf("allocations=%d (now %d) relayed=%d", m.Get(MetricAllocations), s.Allocations(), m.Get(MetricRelayedPackets))
 			}
+			// The fast path's sends went out in batches, both ways: the writers' counts are
+			// the read loops' own, read once Close has ended them.
+			s.mu.Lock()
+			var rcs []*relayConn
+			for _, rc := range s.relays {
+				rcs = append(rcs, rc)
+			}
+			s.mu.Unlock()
+			s.Close()
+			toPeers, toClients := 0, 0
+			for _, l := range s.listeners {
+				toPeers += l.out.calls
+			}
+			for _, rc := range rcs {
+				toClients += rc.out.calls
+			}
+			if batched := s.listeners[0].sock.sys.ok; fast && batched && (toPeers == 0 || toClients == 0) || !fast && toPeers+toClients != 0 {
+				t.Errorf("fast path sendmmsg calls: %d to peers, %d to clients", toPeers, toClients)
+			}
+			t.Logf("fast path sendmmsg calls: %d to peers, %d to clients", toPeers, toClients)
 		})
 	}
 }

@@ -32,7 +32,8 @@ const (
 	MetricRelayedBytes       = "relayed_bytes"         // their payload bytes
 	MetricDroppedPackets     = "dropped_quota_packets" // datagrams dropped over a user's bandwidth
 	MetricDroppedBytes       = "dropped_quota_bytes"   // their bytes
-	MetricWriteErrors        = "write_errors"          // fast-path sends the kernel refused
+	MetricWriteErrors        = "write_errors"          // fast-path datagrams the kernel refused, or whose socket had closed: dropped
+	MetricWriteWaits         = "write_waits"           // fast-path sends that waited for a full send buffer
 	MetricAuth401            = "auth_unauthorized"     // requests answered 401: one of the auth_fail_* reasons
 	MetricBadPackets         = "turn_bad_packets"      // datagrams and TCP frames that are not TURN, dropped
 	MetricReadErrors         = "turn_read_errors"      // socket read errors other than closure, waited out
@@ -489,6 +490,7 @@ func (s *Server) flush() {
 		now[MetricDroppedPackets] += c.droppedPackets.Load()
 		now[MetricDroppedBytes] += c.droppedBytes.Load()
 		now[MetricWriteErrors] += c.writeErrs.Load()
+		now[MetricWriteWaits] += c.writeWaits.Load()
 	}
 	s.fmu.Lock()
 	defer s.fmu.Unlock()
