@@ -170,11 +170,23 @@ func Dial(ctx context.Context, d Dialer, addr string, cfg *tls.Config) (*tls.Con
 		return nil, err
 	}
 	tc := tls.Client(raw, cfg)
-	if err := tc.HandshakeContext(ctx); err != nil {
+	if err := handshake(ctx, tc); err != nil {
 		raw.Close()
 		return nil, err
 	}
 	return tc, nil
+}
+
+// handshake runs tc's handshake on a goroutine of its own and waits for it. A handshake
+// needs about 8 KiB of stack (key exchange, signatures, certificate parsing), and a
+// collection halves a goroutine's stack only while it uses less than a quarter of it:
+// run on the goroutine that then reads the connection for its whole life, the handshake
+// would leave that reader at 8 KiB instead of the 4 KiB a blocked read needs. A server
+// with 10,000 idle connections saves 40 MB (go test ./internal/rpc -bench IdleConn).
+func handshake(ctx context.Context, tc *tls.Conn) error {
+	done := make(chan error, 1)
+	go func() { done <- tc.HandshakeContext(ctx) }()
+	return <-done
 }
 
 // HandshakeTimeout bounds the server side of a handshake, so that a peer that connects and
@@ -188,7 +200,7 @@ func Accept(ctx context.Context, nc net.Conn, cfg *tls.Config) (*tls.Conn, ed255
 	tc := tls.Server(nc, cfg)
 	hctx, cancel := context.WithTimeout(ctx, HandshakeTimeout)
 	defer cancel()
-	if err := tc.HandshakeContext(hctx); err != nil {
+	if err := handshake(hctx, tc); err != nil {
 		return nil, nil, err
 	}
 	key, err := PeerKey(tc.ConnectionState())
