@@ -50,10 +50,7 @@ func (c *Client) attachLoop(ctx context.Context) {
 			c.setLastErr(err, true)
 			c.m.Inc("attach_failures")
 			if errors.Is(err, proto.ErrCredExpired) || errors.Is(err, proto.ErrCredInvalid) {
-				select {
-				case c.loginNow <- struct{}{}:
-				default:
-				}
+				c.kickLogin()
 			} else if !errors.Is(err, ErrAllBusy) {
 				// Every known supernode failed, or none is known: ask the login server
 				// for a fresh seed before the next round.
@@ -480,10 +477,7 @@ func (c *Client) stayAttached(ctx context.Context, a *attachment) error {
 		case <-keep.C:
 			if err := c.publish(ctx, a, false); err != nil {
 				if errors.Is(err, proto.ErrCredExpired) || errors.Is(err, proto.ErrRefused) {
-					select {
-					case c.loginNow <- struct{}{}:
-					default:
-					}
+					c.kickLogin()
 				}
 				return fmt.Errorf("keep-alive: %w", err)
 			}

@@ -101,9 +101,9 @@ type Client struct {
 	cache *hostcache.Cache
 	saver cacheSaver
 
-	loginNow chan struct{}  // asks the login loop to log in again (credential refused)
-	callWG   sync.WaitGroup // calls answered on our own
-	budget   *backoff.Budget
+	login  loginLoop      // keeps the credential fresh while Run runs
+	callWG sync.WaitGroup // calls answered on our own
+	budget *backoff.Budget
 	// loginSem serialises logins: the login loop's and the ones loginCall makes when
 	// the connection to the login server has closed, so that a restarted client costs
 	// the login server one resume, not one per path that needs the server.
@@ -238,7 +238,6 @@ func New(cfg Config) (*Client, error) {
 		presence:   make(map[string]*Presence),
 		calls:      make(map[string]*call),
 		user:       cfg.User,
-		loginNow:   make(chan struct{}, 1),
 		loginSem:   make(chan struct{}, 1),
 		callBo:     backoff.Backoff{Base: cfg.RetryBase, Max: cfg.RetryMax},
 		loggedInCh: make(chan struct{}),
@@ -314,25 +313,19 @@ func (c *Client) Run(ctx context.Context) error {
 			ctl.Serve(ctx, ln, c.handleControl, c.m)
 		}()
 	}
-	wg.Add(2)
+	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		c.promoteLoop(ctx)
 	}()
-	var fatal error // set before cancel, read after wg.Wait
-	go func() {
-		defer wg.Done()
-		if err := c.loginLoop(ctx); err != nil {
-			fatal = err
-			cancel()
-		}
-	}()
-	// The attach loop runs on Run's own goroutine: a simulated population of 100,000
-	// clients pays for every goroutine a client keeps.
+	fatal := c.login.start(ctx, c, cancel)
+	// The attach loop runs on Run's own goroutine, and the login loop only while it logs
+	// in: a simulated population of 100,000 clients pays for every goroutine a client
+	// keeps.
 	c.attachLoop(ctx)
 	cancel()
 	wg.Wait()
-	return fatal
+	return fatal()
 }
 
 // credential returns the current credential, or nil.
@@ -342,29 +335,138 @@ func (c *Client) credential() []byte {
 	return c.cred
 }
 
-// loginLoop obtains a credential and keeps it fresh: it logs in with the password only when
-// no valid credential exists, resumes otherwise (renewing past half-life), and refills the
-// host cache from the seed each time.
-func (c *Client) loginLoop(ctx context.Context) error {
-	bo := backoff.Backoff{Base: c.cfg.RetryBase, Max: c.cfg.RetryMax}
-	// A client restarted with a saved credential that needs no renewal yet does not
-	// call the login server at all: after a mass reboot the login server would
-	// otherwise see the whole population at once (Skype, August 2007). The host cache
-	// and the buddy list are on disk, and the login server is asked when the
-	// credential is half-way to expiry, when a supernode refuses it, or when a request
-	// needs it.
-	if c.credential() != nil && !c.waitRenewal(ctx) {
-		return nil
+// loginLoop obtains a credential and keeps it fresh: it logs in with the password only
+// when no valid credential exists, resumes otherwise (renewing past half-life), and
+// refills the host cache from the seed each time. Between logins it holds no goroutine:
+// a timer starts it again at the credential's half-life, and kickLogin when a supernode
+// refused the credential.
+//
+// A client restarted with a saved credential that needs no renewal yet does not call the
+// login server at all: after a mass reboot the login server would otherwise see the whole
+// population at once (Skype, August 2007). The host cache and the buddy list are on disk,
+// and the login server is asked when the credential is half-way to expiry, when a
+// supernode refuses it, or when a request needs it.
+type loginLoop struct {
+	mu      sync.Mutex // mu protects the following fields
+	c       *Client
+	ctx     context.Context
+	stop    context.CancelFunc // Run's cancel, for a fatal error
+	running bool               // a goroutine is logging in
+	again   bool               // kicked while running: log in once more
+	ended   bool               // Run is returning: start nothing more
+	timer   *time.Timer        // the next renewal
+	fatal   error
+	wg      sync.WaitGroup
+}
+
+// start begins the loop for a Run with context ctx (cancelled by stop on a fatal error).
+// It returns the function that ends the loop and reports the fatal error, if any.
+func (l *loginLoop) start(ctx context.Context, c *Client, stop context.CancelFunc) func() error {
+	l.mu.Lock()
+	l.c, l.ctx, l.stop = c, ctx, stop
+	l.running, l.again, l.ended, l.fatal = false, false, false, nil
+	l.mu.Unlock()
+	if c.credential() != nil {
+		l.schedule()
+	} else {
+		l.kick()
 	}
+	return func() error {
+		l.mu.Lock()
+		l.ended = true
+		if l.timer != nil {
+			l.timer.Stop()
+		}
+		l.mu.Unlock()
+		l.wg.Wait()
+		return l.fatal
+	}
+}
+
+// kick logs in now (or once more after the login under way).
+func (l *loginLoop) kick() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ended || l.c == nil {
+		return
+	}
+	if l.running {
+		l.again = true
+		return
+	}
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	l.running = true
+	l.wg.Add(1)
+	go l.run()
+}
+
+// schedule starts the loop again when the credential is half-way to expiry.
+func (l *loginLoop) schedule() {
+	wait := l.c.renewalIn()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.scheduleLocked(wait)
+}
+
+func (l *loginLoop) scheduleLocked(wait time.Duration) {
+	if l.ended {
+		return
+	}
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	l.timer = time.AfterFunc(wait, l.kick)
+}
+
+// renewalIn returns how long until the credential is half-way to expiry (a second at
+// least).
+func (c *Client) renewalIn() time.Duration {
+	c.mu.Lock()
+	exp, issued := c.credInfo.Expires, c.credInfo.Issued
+	c.mu.Unlock()
+	return max(issued.Add(exp.Sub(issued)/2).Sub(c.cfg.Now()), time.Second)
+}
+
+func (l *loginLoop) run() {
+	defer l.wg.Done()
+	for {
+		err := l.c.loginRetrying(l.ctx)
+		wait := l.c.renewalIn()
+		l.mu.Lock()
+		if err != nil || l.ctx.Err() != nil {
+			if err != nil {
+				l.fatal = err
+				l.stop()
+			}
+			l.running = false
+			l.mu.Unlock()
+			return
+		}
+		if !l.again {
+			l.running = false
+			l.scheduleLocked(wait)
+			l.mu.Unlock()
+			return
+		}
+		l.again = false
+		l.mu.Unlock()
+	}
+}
+
+// kickLogin asks for a login now: a supernode refused the credential.
+func (c *Client) kickLogin() { c.login.kick() }
+
+// loginRetrying logs in, retrying with back-off, until it succeeds, ctx ends (nil), or an
+// error that retrying cannot fix.
+func (c *Client) loginRetrying(ctx context.Context) error {
+	bo := backoff.Backoff{Base: c.cfg.RetryBase, Max: c.cfg.RetryMax}
 	for ctx.Err() == nil {
 		err := c.loginSerial(ctx)
 		if err == nil {
-			bo.Reset()
 			c.budget.Success()
-			if !c.waitRenewal(ctx) {
-				return nil
-			}
-			continue
+			return nil
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -395,27 +497,6 @@ func (c *Client) loginLoop(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// waitRenewal waits until the credential is half-way to expiry, or a supernode refused
-// it (loginNow); it returns false if ctx ended first.
-func (c *Client) waitRenewal(ctx context.Context) bool {
-	c.mu.Lock()
-	exp, issued := c.credInfo.Expires, c.credInfo.Issued
-	c.mu.Unlock()
-	wait := issued.Add(exp.Sub(issued) / 2).Sub(c.cfg.Now())
-	if wait < time.Second {
-		wait = time.Second
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-c.loginNow:
-	case <-t.C:
-	}
-	return true
 }
 
 // loginSerial logs in once, after any login under way on another path has ended.

@@ -26,17 +26,29 @@ import (
 // holders of its attached users' records) therefore keep theirs, and the ones a lookup
 // reached once let theirs go within seconds: a lookup goes to the holders of a random
 // name, and keeping those connections would hold one per lookup. MaxPeers caps the pool
-// on top of that, closing the least recently used, and at most maxDials handshakes run
+// on top of that (by default sized from the clients attached), closing the least
+// recently used, and at most maxDials handshakes run
 // at once, so that a burst of new peers (after a crash, every survivor re-homes records
 // at once) queues rather than holding thousands of half-open TLS sessions.
 type peerPool struct {
 	sn    *Supernode
-	max   int
+	max   int // Config.MaxPeers; 0 = sized by limit
 	idle  time.Duration
 	dials chan struct{} // semaphore of dials under way
 
 	mu    sync.Mutex // mu protects conns
 	conns map[string]*peerConn
+}
+
+// limit returns how many connections the pool keeps at most.
+func (p *peerPool) limit() int {
+	if p.max > 0 {
+		return p.max
+	}
+	p.sn.mu.Lock()
+	n := len(p.sn.clients)
+	p.sn.mu.Unlock()
+	return 128 + 2*n
 }
 
 // maxDials bounds the handshakes one supernode runs at once.
@@ -157,7 +169,10 @@ func (p *peerPool) get(ctx context.Context, m index.Member, long bool) (*rpc.Con
 	}
 	pc = &peerConn{ready: make(chan struct{}), used: time.Now(), long: long, busy: 1}
 	p.conns[m.ID] = pc
-	p.evictLocked()
+	p.mu.Unlock()
+	limit := p.limit() // takes sn.mu, which is never held inside p.mu
+	p.mu.Lock()
+	p.evictLocked(limit)
 	p.mu.Unlock()
 	// The dial serves every caller waiting for this peer, so one caller giving up must
 	// not cancel it: it runs under the supernode's own context and timeout.
@@ -179,12 +194,13 @@ func (p *peerPool) get(ctx context.Context, m index.Member, long bool) (*rpc.Con
 // mesh of supernodes holds: at 1,000 supernodes every one of them talks to a few hundred
 // others. The connection leaves the pool when it closes (see serveConn).
 func (p *peerPool) adopt(id string, c *rpc.Conn) {
+	limit := p.limit()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if _, ok := p.conns[id]; ok {
 		return
 	}
-	if len(p.conns) >= p.max {
+	if len(p.conns) >= limit {
 		// Never evict for an adoption: the evicted connection may be one the peer at its
 		// other end is using, and a burst of hellos would then close connection after
 		// connection across the layer.
@@ -213,8 +229,8 @@ func (p *peerPool) done(id string, c *rpc.Conn) {
 }
 
 // evictLocked closes the least recently used connection when the pool is full.
-func (p *peerPool) evictLocked() {
-	if len(p.conns) <= p.max {
+func (p *peerPool) evictLocked(limit int) {
+	if len(p.conns) <= limit {
 		return
 	}
 	var oldID string

@@ -85,7 +85,12 @@ type Config struct {
 	Replicas    int           // holders of each user record; 0 = 3
 	CacheTTL    time.Duration // how long lookup results are cached here; 0 = 5s, negative = off
 	SuspectTime time.Duration // how long an unreachable member is left out of holder sets; 0 = 10s
-	MaxPeers    int           // connections kept to other supernodes at most; 0 = 128
+	// MaxPeers caps the connections kept to other supernodes; 0 = 128 plus two for each
+	// attached client. The records of a supernode's clients are held by as many other
+	// supernodes as it has clients (their names hash anywhere on the ring), and as many
+	// supernodes publish to it, so that a fixed cap below that closes connections that
+	// the next keep-alive period dials again, one TLS handshake per publication.
+	MaxPeers int
 	// PeerIdle closes a connection to another supernode that carried nothing for this
 	// long; 0 = 2×KeepAlive, so the holders this supernode publishes to every period
 	// stay connected.
@@ -189,9 +194,6 @@ func New(cfg Config) (*Supernode, error) {
 	}
 	if cfg.SuspectTime <= 0 {
 		cfg.SuspectTime = 10 * time.Second
-	}
-	if cfg.MaxPeers <= 0 {
-		cfg.MaxPeers = 128
 	}
 	if cfg.PeerIdle <= 0 {
 		cfg.PeerIdle = 2 * cfg.KeepAlive
