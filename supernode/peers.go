@@ -51,6 +51,30 @@ func (p *peerPool) limit() int {
 	return 128 + 2*n
 }
 
+// open reports whether a connection to id is pooled, dialled and not closed.
+func (p *peerPool) open(id string) bool {
+	p.mu.Lock()
+	pc, ok := p.conns[id]
+	p.mu.Unlock()
+	if !ok {
+		return false
+	}
+	select {
+	case <-pc.ready:
+	default:
+		return false
+	}
+	if pc.err != nil {
+		return false
+	}
+	select {
+	case <-pc.conn.Done():
+		return false
+	default:
+		return true
+	}
+}
+
 // maxDials bounds the handshakes one supernode runs at once.
 const maxDials = 4
 

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	_ "net/http/pprof" // served only when PEERLINE_PPROF is set
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"testing"
@@ -18,8 +19,10 @@ import (
 //
 // A process too loaded to answer HTTP in time can profile itself instead:
 // PEERLINE_CPUPROFILE=FILE,START,LENGTH (e.g. cpu.pb,60s,30s) writes a CPU profile of
-// LENGTH from START after the process began, and PEERLINE_GOROUTINES=FILE,AT (e.g.
-// g.pb,200s) the goroutine profile at AT.
+// LENGTH from START after the process began, PEERLINE_GOROUTINES=FILE,AT (e.g.
+// g.pb,200s) the goroutine profile at AT, and PEERLINE_HEAPPROFILE=FILE,AT the heap
+// profile at AT (after a collection, with the runtime's memory statistics beside it in
+// FILE.txt).
 func TestMain(m *testing.M) {
 	if addr := os.Getenv("PEERLINE_PPROF"); addr != "" {
 		go http.ListenAndServe(addr, nil)
@@ -30,21 +33,18 @@ func TestMain(m *testing.M) {
 			os.Exit(2)
 		}
 	}
-	if v := os.Getenv("PEERLINE_GOROUTINES"); v != "" {
+	for _, p := range []struct{ env, profile string }{{"PEERLINE_GOROUTINES", "goroutine"}, {"PEERLINE_HEAPPROFILE", "heap"}} {
+		v := os.Getenv(p.env)
+		if v == "" {
+			continue
+		}
 		file, at, ok := strings.Cut(v, ",")
 		d, err := time.ParseDuration(at)
 		if !ok || err != nil {
-			fmt.Fprintf(os.Stderr, "PEERLINE_GOROUTINES=%q: want FILE,AT\n", v)
+			fmt.Fprintf(os.Stderr, "%s=%q: want FILE,AT\n", p.env, v)
 			os.Exit(2)
 		}
-		time.AfterFunc(d, func() {
-			f, err := os.Create(file)
-			if err == nil {
-				err = pprof.Lookup("goroutine").WriteTo(f, 0)
-				f.Close()
-			}
-			fmt.Fprintln(os.Stderr, "PEERLINE_GOROUTINES: written", file, err)
-		})
+		time.AfterFunc(d, func() { writeProfile(p.env, p.profile, file) })
 	}
 	os.Exit(m.Run())
 }
@@ -75,4 +75,24 @@ func profileLater(spec string) error {
 		fmt.Fprintln(os.Stderr, "PEERLINE_CPUPROFILE: written", parts[0])
 	}()
 	return nil
+}
+
+// writeProfile writes the named profile to file; a heap profile comes after a collection,
+// with the runtime's memory statistics in file.txt.
+func writeProfile(env, name, file string) {
+	if name == "heap" {
+		runtime.GC()
+	}
+	f, err := os.Create(file)
+	if err == nil {
+		err = pprof.Lookup(name).WriteTo(f, 0)
+		f.Close()
+	}
+	if err == nil && name == "heap" {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		err = os.WriteFile(file+".txt", fmt.Appendf(nil, "HeapAlloc %d\nHeapInuse %d\nStackInuse %d\nSys %d\nNumGC %d\nGoroutines %d\n",
+			ms.HeapAlloc, ms.HeapInuse, ms.StackInuse, ms.Sys, ms.NumGC, runtime.NumGoroutine()), 0o644)
+	}
+	fmt.Fprintln(os.Stderr, env+": written", file, err)
 }

@@ -57,7 +57,9 @@ func getenvScale() []int {
 func TestIndexUnderChurn(t *testing.T) {
 	sns, users := scale(t)
 	keep, hb := pace(sns, users)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	// 10 minutes, and 6 more for each 100,000 users: the boot, two lookups of everyone
+	// and the keep-alive period after the kill all grow with the population.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute+time.Duration(users)*3600*time.Microsecond)
 	defer cancel()
 	start := time.Now()
 	var log *slog.Logger
