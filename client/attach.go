@@ -317,6 +317,7 @@ func (c *Client) attachTo(ctx context.Context, e hostcache.Entry) (*attachment, 
 	if err != nil {
 		return nil, err
 	}
+	secure.Overlay(cfg)
 	tc, err := secure.Dial(ctx, c.cfg.Dialer, e.Addr, cfg)
 	if err != nil {
 		return nil, err

@@ -304,12 +304,12 @@ func (p *peerPool) dial(ctx context.Context, m index.Member) (*rpc.Conn, error) 
 	if cred == nil {
 		return nil, errNotAdmitted
 	}
-	cfg := secure.ClientConfigCert(sn.cert, func(k ed25519.PublicKey) error {
+	cfg := secure.Overlay(secure.ClientConfigCert(sn.cert, func(k ed25519.PublicKey) error {
 		if !k.Equal(want) {
 			return fmt.Errorf("supernode at %s is not %s", m.Addr, m.ID)
 		}
 		return nil
-	})
+	}))
 	// A supernode that is leaving still hands its records off over fresh connections.
 	// The wait for a dial slot counts against the same 5 seconds as the dial.
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

@@ -218,6 +218,7 @@ func New(cfg Config) (*Supernode, error) {
 	if err != nil {
 		return nil, err
 	}
+	secure.Overlay(tc)
 	cert, err := secure.Certificate(cfg.Key)
 	if err != nil {
 		return nil, err
