@@ -81,6 +81,10 @@ func TestBadMessageKeepsConnection(t *testing.T) {
 	if _, err := Call[*proto.Pong](context.Background(), client, &proto.Ping{Seq: 1}); err != nil {
 		t.Fatal(err)
 	}
+	// The bad request is decoded on a goroutine of its own, concurrently with the ping.
+	for deadline := time.Now().Add(5 * time.Second); m.Get("decode_errors") == 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	if m.Get("decode_errors") != 1 {
 		t.Fatalf("decode_errors = %d", m.Get("decode_errors"))
 	}
