@@ -23,7 +23,7 @@ import (
 // supernode and every supernode-to-supernode connection has both its ends in memory. Each
 // connection is TLS 1.3 with a certificate both ways and X25519, as the overlay's are
 // (secure.Overlay), and has carried one call each way, answered with a list of 8
-// supernodes. It reports heap and goroutine stack per connection after full
+// supernodes (an attachment's) or 200 (a full host-cache refresh). It reports heap and goroutine stack per connection after full
 // collections:
 //
 //	go test ./internal/rpc -run '^$' -bench IdleConn -benchtime 4000x
@@ -35,6 +35,12 @@ import (
 // record and handshake buffers per end, AES-GCM state 1.7 KB per end and the peer's
 // parsed certificate 1 KB per end.
 func BenchmarkIdleConn(b *testing.B) {
+	for _, entries := range []int{8, 200} {
+		b.Run(fmt.Sprintf("answer=%d", entries), func(b *testing.B) { benchIdleConn(b, entries) })
+	}
+}
+
+func benchIdleConn(b *testing.B, entries int) {
 	n := memnet.New(memnet.Options{})
 	srvHost := n.Host("2001:db8::1")
 	ln, err := srvHost.Listen("tcp", "[2001:db8::1]:443")
@@ -54,8 +60,8 @@ func BenchmarkIdleConn(b *testing.B) {
 	}
 	cliCfg := secure.Overlay(secure.ClientConfigCert(&cliCert, secure.PinnedKey(srvKey.Public().(ed25519.PublicKey))))
 	seed := &proto.SeedOK{}
-	for i := range 8 {
-		seed.Supernodes = append(seed.Supernodes, proto.SupernodeInfo{ID: fmt.Sprintf("sn%d", i), Addr: fmt.Sprintf("192.0.2.%d:4000", i+1), Since: time.Now()})
+	for i := range entries {
+		seed.Supernodes = append(seed.Supernodes, proto.SupernodeInfo{ID: fmt.Sprintf("sn%d", i), Addr: fmt.Sprintf("[2001:db8::%x]:4000", i+1), Since: time.Now()})
 	}
 	echo := rpc.HandlerFunc(func(context.Context, *rpc.Conn, proto.Message) (proto.Message, error) {
 		return seed, nil
