@@ -362,13 +362,19 @@ type loginLoop struct {
 // start begins the loop for a Run with context ctx (cancelled by stop on a fatal error).
 // It returns the function that ends the loop and reports the fatal error, if any.
 func (l *loginLoop) start(ctx context.Context, c *Client, stop context.CancelFunc) func() error {
+	saved := c.credential() != nil
+	var wait time.Duration
+	if saved {
+		wait = c.renewalIn() // takes c.mu, which is never held inside l.mu
+	}
 	l.mu.Lock()
 	l.c, l.ctx, l.stop = c, ctx, stop
 	l.running, l.again, l.ended, l.fatal = false, false, false, nil
+	if saved {
+		l.scheduleLocked(wait)
+	}
 	l.mu.Unlock()
-	if c.credential() != nil {
-		l.schedule()
-	} else {
+	if !saved {
 		l.kick()
 	}
 	return func() error {
@@ -402,14 +408,7 @@ func (l *loginLoop) kick() {
 	go l.run()
 }
 
-// schedule starts the loop again when the credential is half-way to expiry.
-func (l *loginLoop) schedule() {
-	wait := l.c.renewalIn()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.scheduleLocked(wait)
-}
-
+// scheduleLocked starts the loop again after wait (the credential's half-life).
 func (l *loginLoop) scheduleLocked(wait time.Duration) {
 	if l.ended {
 		return

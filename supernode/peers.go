@@ -27,9 +27,9 @@ import (
 // reached once let theirs go within seconds: a lookup goes to the holders of a random
 // name, and keeping those connections would hold one per lookup. MaxPeers caps the pool
 // on top of that (by default sized from the clients attached), closing the least
-// recently used, and at most maxDials handshakes run
-// at once, so that a burst of new peers (after a crash, every survivor re-homes records
-// at once) queues rather than holding thousands of half-open TLS sessions.
+// recently used, and at most maxDials handshakes run at once, so that a burst of new
+// peers (after a crash, every survivor re-homes records at once) queues rather than
+// holding thousands of half-open TLS sessions.
 type peerPool struct {
 	sn    *Supernode
 	max   int // Config.MaxPeers; 0 = sized by limit
@@ -61,17 +61,9 @@ func (p *peerPool) open(id string) bool {
 	}
 	select {
 	case <-pc.ready:
+		return pc.live()
 	default:
-		return false
-	}
-	if pc.err != nil {
-		return false
-	}
-	select {
-	case <-pc.conn.Done():
-		return false
-	default:
-		return true
+		return false // still dialling
 	}
 }
 
@@ -88,6 +80,19 @@ type peerConn struct {
 	used  time.Time // guarded by peerPool.mu
 	long  bool      // carried more than lookups; guarded by peerPool.mu
 	busy  int       // calls under way, which the janitor waits for; guarded by peerPool.mu
+}
+
+// live reports whether a dialled connection (ready is closed) can carry calls.
+func (pc *peerConn) live() bool {
+	if pc.err != nil {
+		return false
+	}
+	select {
+	case <-pc.conn.Done():
+		return false
+	default:
+		return true
+	}
 }
 
 func newPeerPool(sn *Supernode, max int, idle time.Duration) *peerPool {
@@ -176,17 +181,13 @@ func (p *peerPool) get(ctx context.Context, m index.Member, long bool) (*rpc.Con
 		case <-ctx.Done():
 			return nil, false, ctx.Err()
 		}
-		if pc.err == nil {
-			select {
-			case <-pc.conn.Done():
-			default:
-				p.mu.Lock()
-				pc.used = time.Now()
-				pc.long = pc.long || long
-				pc.busy++
-				p.mu.Unlock()
-				return pc.conn, false, nil
-			}
+		if pc.live() {
+			p.mu.Lock()
+			pc.used = time.Now()
+			pc.long = pc.long || long
+			pc.busy++
+			p.mu.Unlock()
+			return pc.conn, false, nil
 		}
 		p.drop(m.ID, pc.conn)
 		p.mu.Lock()

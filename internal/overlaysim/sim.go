@@ -579,6 +579,15 @@ type LookupStats struct {
 	Elapsed      time.Duration
 }
 
+// FoundAll reports whether every user was found, at the first lookup or the second.
+func (st LookupStats) FoundAll() bool { return st.Found+st.FoundOnRetry == st.Users }
+
+// String says what the lookups found and how far they went.
+func (st LookupStats) String() string {
+	return fmt.Sprintf("found %d/%d (%d more on a second lookup), hops mean %.2f p99 %d max %d, in %v",
+		st.Found, st.Users, st.FoundOnRetry, st.MeanHops, st.P99Hops, st.MaxHops, st.Elapsed.Round(time.Millisecond))
+}
+
 // LookupAll looks every user up from a random live supernode, workers at a time.
 func (s *Sim) LookupAll(ctx context.Context, workers int) LookupStats {
 	var live []*SN

@@ -200,9 +200,8 @@ func (st *storm) found() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	r := st.sim.LookupAll(ctx, 32)
-	st.logf("%s: found %d/%d users online (%d more on a second lookup), hops mean %.2f p99 %d", st.name, r.Found, r.Users,
-		r.FoundOnRetry, r.MeanHops, r.P99Hops)
-	if r.Found+r.FoundOnRetry != r.Users {
+	st.logf("%s: users online %v", st.name, r)
+	if !r.FoundAll() {
 		describeMissing(st.t, st.sim, r)
 		st.t.Errorf("%s: only %d of %d users found", st.name, r.Found+r.FoundOnRetry, r.Users)
 	}
