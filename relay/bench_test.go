@@ -41,8 +41,9 @@ import (
 //
 // Knobs: PEERLINE_RELAY_BENCH_SECONDS (default 15) is each run's send time;
 // PEERLINE_BIN runs that 'peerline' binary's relay command instead of building one;
-// PEERLINE_RELAY_BENCH_LISTENERS sets our --listeners; PEERLINE_RELAY_CPUPROFILE=FILE
-// writes our relay's CPU profile (re-executed test binary only).
+// PEERLINE_RELAY_BENCH_LISTENERS sets our --listeners; PEERLINE_RELAY_BENCH_LOADS runs
+// only the loads whose names hold it (e.g. "1000 x"); PEERLINE_RELAY_CPUPROFILE=FILE
+// runs our relay in the re-executed test binary and writes its CPU profile to FILE.
 
 // Figures of 2026-12-01 on a 2-core machine, coturn 4.6.1, GOMAXPROCS 2, 2 listeners, 20 s
 // per run, the command above (the test and peerline compiled at the commit that added
@@ -181,7 +182,8 @@ func freePort(t *testing.T) int {
 func startOurs(t *testing.T, dir string, port int, listeners int) *benchServer {
 	listen := fmt.Sprintf("127.0.0.1:%d", port)
 	bin := os.Getenv("PEERLINE_BIN")
-	if bin == "" {
+	profile := os.Getenv("PEERLINE_RELAY_CPUPROFILE") != ""
+	if bin == "" && !profile {
 		bin = filepath.Join(dir, "peerline")
 		out, err := exec.Command("go", "build", "-o", bin, "github.com/peerline/peerline/cmd/peerline").CombinedOutput()
 		if err != nil {
@@ -190,7 +192,7 @@ func startOurs(t *testing.T, dir string, port int, listeners int) *benchServer {
 		}
 	}
 	var cmd *exec.Cmd
-	if bin != "" {
+	if bin != "" && !profile {
 		cmd = exec.Command(bin, "relay", "--data", filepath.Join(dir, "ours"), "--listen", listen,
 			"--port-range", "50000-54999", "--allow-private-peers", "--realm", "bench",
 			"--listeners", strconv.Itoa(listeners), "--json", "--log-level", "warn")
@@ -437,7 +439,11 @@ func TestRelayVsCoturn(t *testing.T) {
 	fmt.Fprintf(&b, "%-9s %-13s %10s %7s | %10s %7s %6s %10s %8s %7s %6s\n",
 		"server", "load", "delivered", "loss%", "msgs/s", "loss%", "CPU%", "CPU µs/msg", "uclient%", "others%", "idle%")
 	var failures, verdicts []string
+	only := os.Getenv("PEERLINE_RELAY_BENCH_LOADS")
 	for _, l := range benchLoads {
+		if !strings.Contains(l.name, only) {
+			continue
+		}
 		var figs [2]runFigures
 		for i, srv := range []*benchServer{coturn, ours} {
 			r := runLoad(t, srv, l, seconds)
