@@ -22,8 +22,17 @@ import (
 // LENGTH from START after the process began, PEERLINE_GOROUTINES=FILE,AT (e.g.
 // g.pb,200s) the goroutine profile at AT, and PEERLINE_HEAPPROFILE=FILE,AT the heap
 // profile at AT (after a collection, with the runtime's memory statistics beside it in
-// FILE.txt).
+// FILE.txt). PEERLINE_MEMLOG=INTERVAL (e.g. 5s) prints the runtime's memory figures and
+// the goroutine count to stderr every INTERVAL.
 func TestMain(m *testing.M) {
+	if v := os.Getenv("PEERLINE_MEMLOG"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			fmt.Fprintf(os.Stderr, "PEERLINE_MEMLOG=%q: want an interval\n", v)
+			os.Exit(2)
+		}
+		go logMemory(d)
+	}
 	if addr := os.Getenv("PEERLINE_PPROF"); addr != "" {
 		go http.ListenAndServe(addr, nil)
 	}
@@ -95,4 +104,15 @@ func writeProfile(env, name, file string) {
 			ms.HeapAlloc, ms.HeapInuse, ms.StackInuse, ms.Sys, ms.NumGC, runtime.NumGoroutine()), 0o644)
 	}
 	fmt.Fprintln(os.Stderr, env+": written", file, err)
+}
+
+// logMemory prints the memory figures every d, for the life of the test binary.
+func logMemory(d time.Duration) {
+	start := time.Now()
+	for range time.Tick(d) {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		fmt.Fprintf(os.Stderr, "memlog %6.0fs heap %5d MiB inuse %5d stacks %5d sys %5d gc %4d goroutines %d\n",
+			time.Since(start).Seconds(), ms.HeapAlloc>>20, ms.HeapInuse>>20, ms.StackInuse>>20, ms.Sys>>20, ms.NumGC, runtime.NumGoroutine())
+	}
 }

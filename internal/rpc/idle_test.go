@@ -36,11 +36,15 @@ import (
 // parsed certificate 1 KB per end.
 func BenchmarkIdleConn(b *testing.B) {
 	for _, entries := range []int{8, 200} {
-		b.Run(fmt.Sprintf("answer=%d", entries), func(b *testing.B) { benchIdleConn(b, entries) })
+		b.Run(fmt.Sprintf("answer=%d", entries), func(b *testing.B) { benchIdleConn(b, entries, 1) })
 	}
+	b.Run("answer=8/burst=16", func(b *testing.B) { benchIdleConn(b, 8, 16) })
 }
 
-func benchIdleConn(b *testing.B, entries int) {
+// benchIdleConn opens b.N connections; on each, each end makes burst calls at once (so
+// that their frames and answers arrive back to back, as a supernode's pushes and
+// publications do) and the connection is then left idle.
+func benchIdleConn(b *testing.B, entries, burst int) {
 	n := memnet.New(memnet.Options{})
 	srvHost := n.Host("2001:db8::1")
 	ln, err := srvHost.Listen("tcp", "[2001:db8::1]:443")
@@ -108,11 +112,23 @@ func benchIdleConn(b *testing.B, entries int) {
 		c := rpc.New(tc, rpc.Options{Handler: echo})
 		wg.Add(1)
 		go func() { defer wg.Done(); c.Run(ctx) }()
-		if _, err := c.Call(ctx, &proto.OK{}); err != nil {
-			b.Fatal(err)
-		}
 		s := <-served
-		if _, err := s.Call(ctx, &proto.OK{}); err != nil {
+		var calls sync.WaitGroup
+		errs := make(chan error, 2*burst)
+		for range burst {
+			for _, end := range []*rpc.Conn{c, s} {
+				calls.Add(1)
+				go func() {
+					defer calls.Done()
+					if _, err := end.Call(ctx, &proto.OK{}); err != nil {
+						errs <- err
+					}
+				}()
+			}
+		}
+		calls.Wait()
+		close(errs)
+		for err := range errs {
 			b.Fatal(err)
 		}
 		conns = append(conns, c)
