@@ -139,6 +139,46 @@ func TestConnDeadlineErrors(t *testing.T) {
 	}
 }
 
+// TestConnDeadlineExtended: a Read waiting under a deadline that is moved later keeps
+// waiting under the new one, and a write deadline that passed after its Write completed
+// fails only the Writes made before it is set again, as on a socket.
+func TestConnDeadlineExtended(t *testing.T) {
+	checkGoroutines(t)
+	n := New(Options{})
+	a, b := n.Host("192.0.2.1"), n.Host("192.0.2.2")
+	checkConns(t, a, b)
+	c, s := connect(t, a, mustListen(t, b, ":7000"))
+
+	c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	got := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 8))
+		got <- err
+	}()
+	time.Sleep(5 * time.Millisecond)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	time.Sleep(60 * time.Millisecond) // past the first deadline
+	if _, err := s.Write([]byte("late")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Errorf("Read under an extended deadline = %v, want the data", err)
+	}
+
+	s.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+	if _, err := s.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if _, err := s.Write([]byte("y")); !isTimeout(err) {
+		t.Errorf("Write after its deadline passed = %v, want timeout", err)
+	}
+	s.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := s.Write([]byte("z")); err != nil {
+		t.Errorf("Write after the deadline was set again = %v", err)
+	}
+}
+
 // TestConnBackpressure checks that a writer can queue a window's worth and then blocks,
 // and that the bytes arrive intact and in order.
 func TestConnBackpressure(t *testing.T) {

@@ -399,3 +399,42 @@ func TestKillRevive(t *testing.T) {
 	s2.Close()
 	cli.Revive()
 }
+
+// TestKillAtOnce: hosts killed together are all unreachable by the time the first of
+// their connections is reset: a peer that reacts to the reset by dialling the other
+// victim fails, as it would if both machines lost power at the same instant.
+func TestKillAtOnce(t *testing.T) {
+	checkGoroutines(t)
+	n := New(Options{})
+	a, b, peer := n.Host("192.0.2.1"), n.Host("192.0.2.2"), n.Host("192.0.2.3")
+	checkConns(t, a, b, peer)
+	lnA, lnB := mustListen(t, a, ":7000"), mustListen(t, b, ":7000")
+	ca, _ := connect(t, peer, lnA)
+	cb, _ := connect(t, peer, lnB)
+	defer cb.Close()
+
+	redial := make(chan error, 1)
+	go func() {
+		ca.Read(make([]byte, 1)) // returns at the reset
+		c, err := peer.DialContext(context.Background(), "tcp", "192.0.2.2:7000")
+		if err == nil {
+			c.Close()
+		}
+		redial <- err
+	}()
+	time.Sleep(10 * time.Millisecond)
+	Kill(a, b, a) // a host named twice is killed once
+	if err := <-redial; !errors.Is(err, syscall.EHOSTUNREACH) {
+		t.Errorf("dial from a reset peer to the other victim = %v, want EHOSTUNREACH", err)
+	}
+	if _, err := cb.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("Read from the second victim = %v, want ECONNRESET", err)
+	}
+	ca.Close()
+
+	// Network.Kill takes every host down, the peer's too.
+	n.Kill()
+	if _, err := peer.DialContext(context.Background(), "tcp", "192.0.2.1:7000"); !errors.Is(err, ErrHostDown) {
+		t.Errorf("dial from a host of a killed network = %v, want ErrHostDown", err)
+	}
+}

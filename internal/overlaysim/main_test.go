@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -112,7 +113,10 @@ func logMemory(d time.Duration) {
 	for range time.Tick(d) {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
-		fmt.Fprintf(os.Stderr, "memlog %6.0fs heap %5d MiB inuse %5d stacks %5d sys %5d gc %4d goroutines %d\n",
-			time.Since(start).Seconds(), ms.HeapAlloc>>20, ms.HeapInuse>>20, ms.StackInuse>>20, ms.Sys>>20, ms.NumGC, runtime.NumGoroutine())
+		var ru syscall.Rusage
+		syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		fmt.Fprintf(os.Stderr, "memlog %6.0fs heap %5d MiB inuse %5d stacks %5d sys %5d gc %4d goroutines %d cpu %.0fs\n",
+			time.Since(start).Seconds(), ms.HeapAlloc>>20, ms.HeapInuse>>20, ms.StackInuse>>20, ms.Sys>>20, ms.NumGC, runtime.NumGoroutine(), cpu.Seconds())
 	}
 }

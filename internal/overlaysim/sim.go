@@ -51,6 +51,7 @@ type Options struct {
 	Heartbeat  time.Duration // supernodes' heartbeat to the login server; 0 = 1s
 	Replicas   int           // 0 = supernode default (3)
 	CacheTTL   time.Duration // supernodes' lookup cache; 0 = their default, negative = off
+	PeerIdle   time.Duration // supernodes' Config.PeerIdle; 0 = their default (2 x KeepAlive)
 	Dir        string        // state; "" = a temporary directory (in /dev/shm when present)
 	Logger     *slog.Logger  // nil = discard
 	// Joining bounds the clients that have started but not yet published, so that the
@@ -268,7 +269,7 @@ func (s *Sim) startSupernode(i int) error {
 		Key: key, Name: fmt.Sprintf("sn%d", i+1), Advertise: addr,
 		LoginAddr: s.LoginAddr(), LoginKey: s.Login.PublicKey(), AdmitSecret: "sim",
 		Dialer: host, KeepAlive: s.opts.KeepAlive, Replicas: s.opts.Replicas, CacheTTL: s.opts.CacheTTL,
-		MaxClients: s.opts.MaxClients, Logger: s.opts.Logger,
+		PeerIdle: s.opts.PeerIdle, MaxClients: s.opts.MaxClients, Logger: s.opts.Logger,
 	})
 	if err != nil {
 		return err
@@ -505,9 +506,15 @@ func (s *Sim) KillSupernodes(n int) []*SN {
 	}
 	rand.Shuffle(len(live), func(i, j int) { live[i], live[j] = live[j], live[i] })
 	victims := live[:min(n, len(live))]
-	for _, sn := range victims {
+	hosts := make([]*memnet.Host, len(victims))
+	for i, sn := range victims {
 		sn.killed.Store(true)
-		sn.Host.Kill() // the network dies first, so the process stops without a goodbye
+		hosts[i] = sn.Host
+	}
+	// The network dies first, all victims at the same instant, so that the processes stop
+	// without a goodbye and no survivor's reaction reaches a victim still up.
+	memnet.Kill(hosts...)
+	for _, sn := range victims {
 		sn.stop()
 	}
 	return victims
@@ -668,10 +675,17 @@ func (s *Sim) waitFor(ctx context.Context, what string, progress func() (done, a
 // Close powers everything off at once and removes the state directory. A clean
 // shutdown would cost more than the test that came before it: every client's log-off
 // publishes a signed offline record, which at 20,000 users took over four minutes and
-// grew the heap by half, and supernodes stopped one by one first hand their clients to
-// the next until the last holds them all. So the clients crash first (no log-off, and
-// their connections close), then every host loses its network, then the processes stop.
+// grew the heap by half; supernodes stopped one by one first hand their clients to the
+// next until the last holds them all; and a client that crashes while its supernode
+// lives has the supernode tell the user's holders it is gone. So every host of the
+// network goes down at the same instant (memnet.Kill), which makes what the resets set
+// off fail at once, then the clients are marked crashed (no goodbye) and every process
+// stops.
 func (s *Sim) Close() error {
+	for _, sn := range s.SNs {
+		sn.killed.Store(true)
+	}
+	s.Net.Kill()
 	for _, u := range s.Users {
 		u.mu.Lock()
 		cl := u.cl
@@ -679,10 +693,6 @@ func (s *Sim) Close() error {
 		if cl != nil {
 			cl.Crash()
 		}
-	}
-	for _, sn := range s.SNs {
-		sn.killed.Store(true)
-		sn.Host.Kill()
 	}
 	s.cancel()
 	s.wg.Wait()

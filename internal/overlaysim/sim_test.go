@@ -68,7 +68,14 @@ func TestIndexUnderChurn(t *testing.T) {
 	}
 	mem := WatchMemory(200 * time.Millisecond)
 	defer mem.Stop()
-	s, err := Start(ctx, Options{Supernodes: sns, Users: users, KeepAlive: keep, Heartbeat: hb, Logger: log, Progress: t.Logf})
+	var peerIdle time.Duration
+	if v := os.Getenv("PEERLINE_SIM_PEERIDLE"); v != "" {
+		var err error
+		if peerIdle, err = time.ParseDuration(v); err != nil {
+			t.Fatalf("PEERLINE_SIM_PEERIDLE: %v", err)
+		}
+	}
+	s, err := Start(ctx, Options{Supernodes: sns, Users: users, KeepAlive: keep, Heartbeat: hb, PeerIdle: peerIdle, Logger: log, Progress: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}
