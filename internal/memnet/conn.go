@@ -155,7 +155,7 @@ func (c *conn) Read(b []byte) (int, error) {
 		if c.closed {
 			return 0, c.opErr("read", net.ErrClosed)
 		}
-		if c.rdl.expired() {
+		if c.rdl.expired {
 			return 0, c.opErr("read", os.ErrDeadlineExceeded)
 		}
 		if len(b) == 0 {
@@ -179,9 +179,8 @@ func (c *conn) Read(b []byte) (int, error) {
 			until = h.finAt
 		}
 		ch := waitChLocked(&h.rwait)
-		dl := c.rdl.at
 		l.mu.Unlock()
-		l.n.wait(ch, until, dl)
+		l.n.wait(ch, until)
 		l.mu.Lock()
 	}
 }
@@ -209,7 +208,7 @@ func (c *conn) Write(b []byte) (int, error) {
 			return n, c.opErr("write", errno("write", syscall.EPIPE))
 		case h.gone != 0:
 			return n, c.opErr("write", errno("write", h.gone))
-		case c.wdl.expired():
+		case c.wdl.expired:
 			return n, c.opErr("write", os.ErrDeadlineExceeded)
 		}
 		if !owner && !h.writing {
@@ -228,9 +227,8 @@ func (c *conn) Write(b []byte) (int, error) {
 			}
 		}
 		ch := waitChLocked(&h.wwait)
-		dl := c.wdl.at
 		l.mu.Unlock()
-		l.n.wait(ch, 0, dl)
+		<-ch
 		l.mu.Lock()
 	}
 }
@@ -274,6 +272,8 @@ func (c *conn) shutdown(abort bool) bool {
 		return false
 	}
 	c.closed = true
+	c.rdl.stopLocked()
+	c.wdl.stopLocked()
 	out, in := &l.dir[c.side], &l.dir[1-c.side]
 	switch {
 	case out.fin: // the peer already has its EOF coming
@@ -320,8 +320,7 @@ func (c *conn) SetReadDeadline(t time.Time) error {
 		return c.opErr("set", net.ErrClosed)
 	}
 	h := &l.dir[1-c.side]
-	c.rdl.set(t)
-	wakeLocked(&h.rwait) // a Read under way checks the new deadline
+	c.rdl.setLocked(&l.mu, t, func() { wakeLocked(&h.rwait) })
 	return nil
 }
 
@@ -335,7 +334,6 @@ func (c *conn) SetWriteDeadline(t time.Time) error {
 		return c.opErr("set", net.ErrClosed)
 	}
 	h := &l.dir[c.side]
-	c.wdl.set(t)
-	wakeLocked(&h.wwait) // so does a Write waiting for room
+	c.wdl.setLocked(&l.mu, t, func() { wakeLocked(&h.wwait) })
 	return nil
 }

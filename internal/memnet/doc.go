@@ -14,7 +14,7 @@
 // queued, until 256 KiB are unread in that direction; then it blocks (backpressure), so
 // memory stays bounded. An idle connection holds no buffer and no goroutine: readers and
 // writers wake each other through channels that exist only while someone waits, and
-// a deadline costs a timer only while an operation waits under it. Options.Latency delays each chunk,
+// deadline timers exist only while a deadline is set. Options.Latency delays each chunk,
 // each FIN and each datagram by timestamping it, never by a goroutine per write.
 //
 // # Semantics chosen where real networks vary

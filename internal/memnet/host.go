@@ -66,58 +66,29 @@ func (h *Host) Conns() int {
 // syscall.ECONNRESET; dials to it fail with syscall.EHOSTUNREACH; its own Listen,
 // ListenPacket and DialContext fail with ErrHostDown until Revive. Killing a dead host
 // does nothing.
-func (h *Host) Kill() { Kill(h) }
-
-// Kill crashes the hosts at the same instant, as a power cut of many machines does: every
-// one of them is down, unreachable to dials, before the first of their connections is
-// reset, so that nothing the resets set off (a client attaching again, a peer re-homing
-// records) reaches a host that is about to die. Killing each in turn would leave the
-// later ones up while the earlier ones' peers react, for as long as the caller takes to
-// close some hundreds of connections per host with every reacting goroutine competing
-// for the same cores. Dead hosts are skipped.
-func Kill(hosts ...*Host) {
-	type dead struct {
-		conns map[*conn]struct{}
-		udp   map[uint16]*packetConn
-	}
-	var killed []dead
-	for _, h := range hosts {
-		h.mu.Lock()
-		if !h.up {
-			h.mu.Unlock()
-			continue
-		}
-		h.up = false
-		conns, lns, pcs := h.conns, h.listeners, h.udp
-		h.resetLocked()
-		for _, ln := range lns {
-			ln.closed = true
-			ln.backlog = queue[*conn]{} // these conns are in conns too
-			wakeLocked(&ln.acceptWait)
-			wakeLocked(&ln.spaceWait)
-		}
+func (h *Host) Kill() {
+	h.mu.Lock()
+	if !h.up {
 		h.mu.Unlock()
-		killed = append(killed, dead{conns, pcs})
+		return
 	}
-	for _, d := range killed {
-		for c := range d.conns {
-			c.shutdown(true)
-		}
-		for _, pc := range d.udp {
-			pc.shutdown()
-		}
+	h.up = false
+	conns, lns, pcs := h.conns, h.listeners, h.udp
+	h.resetLocked()
+	for _, ln := range lns {
+		ln.closed = true
+		ln.backlog = queue[*conn]{} // these conns are in conns too
+		wakeLocked(&ln.acceptWait)
+		wakeLocked(&ln.spaceWait)
 	}
-}
+	h.mu.Unlock()
 
-// Kill crashes every host of the network at once (see the function Kill).
-func (n *Network) Kill() {
-	n.mu.RLock()
-	hosts := make([]*Host, 0, len(n.hosts))
-	for _, h := range n.hosts {
-		hosts = append(hosts, h)
+	for c := range conns {
+		c.shutdown(true)
 	}
-	n.mu.RUnlock()
-	Kill(hosts...)
+	for _, pc := range pcs {
+		pc.shutdown()
+	}
 }
 
 // Revive brings a killed host back up with no listeners, conns or ports in use, as after

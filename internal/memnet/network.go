@@ -87,26 +87,14 @@ func (n *Network) arrival() int64 {
 	return int64(time.Since(n.start) + n.latency)
 }
 
-// wait blocks until ch is closed, the network timestamp until is reached (0: no such
-// bound) or the wall-clock deadline dl passes (Unix nanoseconds, 0: none).
-func (n *Network) wait(ch <-chan struct{}, until, dl int64) {
-	d := time.Duration(-1) // no bound
-	if until != 0 {
-		if d = time.Duration(until - n.now()); d <= 0 {
-			return
-		}
-	}
-	if dl != 0 {
-		left := time.Duration(dl - time.Now().UnixNano())
-		if left <= 0 {
-			return
-		}
-		if d < 0 || left < d {
-			d = left
-		}
-	}
-	if d < 0 {
+// wait blocks until ch is closed or, if until is not 0, the timestamp until is reached.
+func (n *Network) wait(ch <-chan struct{}, until int64) {
+	if until == 0 {
 		<-ch
+		return
+	}
+	d := time.Duration(until - n.now())
+	if d <= 0 {
 		return
 	}
 	t := time.NewTimer(d)

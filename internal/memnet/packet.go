@@ -67,7 +67,7 @@ func (pc *packetConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		if pc.closed {
 			return 0, nil, pc.opErr("read", nil, net.ErrClosed)
 		}
-		if pc.rdl.expired() {
+		if pc.rdl.expired {
 			return 0, nil, pc.opErr("read", nil, os.ErrDeadlineExceeded)
 		}
 		var until int64
@@ -79,9 +79,8 @@ func (pc *packetConn) ReadFrom(b []byte) (int, net.Addr, error) {
 			until = pc.q.front().at
 		}
 		ch := waitChLocked(&pc.rwait)
-		dl := pc.rdl.at
 		pc.mu.Unlock()
-		n.wait(ch, until, dl)
+		n.wait(ch, until)
 		pc.mu.Lock()
 	}
 }
@@ -90,7 +89,7 @@ func (pc *packetConn) ReadFrom(b []byte) (int, net.Addr, error) {
 // receive is dropped and WriteTo still reports success.
 func (pc *packetConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	pc.mu.Lock()
-	closed, expired := pc.closed, pc.wdl.expired()
+	closed, expired := pc.closed, pc.wdl.expired
 	pc.mu.Unlock()
 	switch {
 	case closed:
@@ -160,6 +159,8 @@ func (pc *packetConn) shutdown() bool {
 		return false
 	}
 	pc.closed = true
+	pc.rdl.stopLocked()
+	pc.wdl.stopLocked()
 	pc.q = queue[datagram]{}
 	wakeLocked(&pc.rwait)
 	return true
@@ -184,8 +185,7 @@ func (pc *packetConn) SetReadDeadline(t time.Time) error {
 	if pc.closed {
 		return pc.opErr("set", nil, net.ErrClosed)
 	}
-	pc.rdl.set(t)
-	wakeLocked(&pc.rwait) // a ReadFrom under way checks the new deadline
+	pc.rdl.setLocked(&pc.mu, t, func() { wakeLocked(&pc.rwait) })
 	return nil
 }
 
@@ -197,6 +197,6 @@ func (pc *packetConn) SetWriteDeadline(t time.Time) error {
 	if pc.closed {
 		return pc.opErr("set", nil, net.ErrClosed)
 	}
-	pc.wdl.set(t)
+	pc.wdl.setLocked(&pc.mu, t, func() {})
 	return nil
 }

@@ -506,15 +506,9 @@ func (s *Sim) KillSupernodes(n int) []*SN {
 	}
 	rand.Shuffle(len(live), func(i, j int) { live[i], live[j] = live[j], live[i] })
 	victims := live[:min(n, len(live))]
-	hosts := make([]*memnet.Host, len(victims))
-	for i, sn := range victims {
-		sn.killed.Store(true)
-		hosts[i] = sn.Host
-	}
-	// The network dies first, all victims at the same instant, so that the processes stop
-	// without a goodbye and no survivor's reaction reaches a victim still up.
-	memnet.Kill(hosts...)
 	for _, sn := range victims {
+		sn.killed.Store(true)
+		sn.Host.Kill() // the network dies first, so the process stops without a goodbye
 		sn.stop()
 	}
 	return victims
@@ -675,17 +669,10 @@ func (s *Sim) waitFor(ctx context.Context, what string, progress func() (done, a
 // Close powers everything off at once and removes the state directory. A clean
 // shutdown would cost more than the test that came before it: every client's log-off
 // publishes a signed offline record, which at 20,000 users took over four minutes and
-// grew the heap by half; supernodes stopped one by one first hand their clients to the
-// next until the last holds them all; and a client that crashes while its supernode
-// lives has the supernode tell the user's holders it is gone. So every host of the
-// network goes down at the same instant (memnet.Kill), which makes what the resets set
-// off fail at once, then the clients are marked crashed (no goodbye) and every process
-// stops.
+// grew the heap by half, and supernodes stopped one by one first hand their clients to
+// the next until the last holds them all. So the clients crash first (no log-off, and
+// their connections close), then every host loses its network, then the processes stop.
 func (s *Sim) Close() error {
-	for _, sn := range s.SNs {
-		sn.killed.Store(true)
-	}
-	s.Net.Kill()
 	for _, u := range s.Users {
 		u.mu.Lock()
 		cl := u.cl
@@ -693,6 +680,10 @@ func (s *Sim) Close() error {
 		if cl != nil {
 			cl.Crash()
 		}
+	}
+	for _, sn := range s.SNs {
+		sn.killed.Store(true)
+		sn.Host.Kill()
 	}
 	s.cancel()
 	s.wg.Wait()
