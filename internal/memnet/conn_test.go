@@ -112,12 +112,13 @@ func TestConnCloseWrite(t *testing.T) {
 	}
 }
 
+// TestConnDeadlineErrors: deadlines that pass, are cleared, moved to now, moved later.
 func TestConnDeadlineErrors(t *testing.T) {
 	checkGoroutines(t)
 	n := New(Options{})
 	a, b := n.Host("192.0.2.1"), n.Host("192.0.2.2")
 	checkConns(t, a, b)
-	c, _ := connect(t, a, mustListen(t, b, ":7000"))
+	c, s := connect(t, a, mustListen(t, b, ":7000"))
 
 	c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 	start := time.Now()
@@ -137,18 +138,10 @@ func TestConnDeadlineErrors(t *testing.T) {
 	if _, err := c.Read(make([]byte, 8)); !isTimeout(err) {
 		t.Errorf("Read with deadline moved to now = %v, want timeout", err)
 	}
-}
 
-// TestConnDeadlineExtended: a Read waiting under a deadline that is moved later keeps
-// waiting under the new one, and a write deadline that passed after its Write completed
-// fails only the Writes made before it is set again, as on a socket.
-func TestConnDeadlineExtended(t *testing.T) {
-	checkGoroutines(t)
-	n := New(Options{})
-	a, b := n.Host("192.0.2.1"), n.Host("192.0.2.2")
-	checkConns(t, a, b)
-	c, s := connect(t, a, mustListen(t, b, ":7000"))
-
+	// A Read waiting under a deadline that is moved later keeps waiting under the new
+	// one, and a write deadline that passed after its Write completed fails only the
+	// Writes made before it is set again, as on a socket.
 	c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
 	got := make(chan error, 1)
 	go func() {
