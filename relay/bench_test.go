@@ -177,13 +177,18 @@ func freePort(t *testing.T) int {
 	return 0
 }
 
-// startOurs starts Peerline's relay in a child process: PEERLINE_BIN's relay command if
-// set, else a freshly built peerline, else this test binary re-executed as a relay.
+// startOurs starts Peerline's relay in a child process: this test binary re-executed as a
+// relay when PEERLINE_RELAY_CPUPROFILE is set, else PEERLINE_BIN's relay command if set,
+// else a freshly built peerline, else (the build failed) the re-executed test binary.
 func startOurs(t *testing.T, dir string, port int, listeners int) *benchServer {
 	listen := fmt.Sprintf("127.0.0.1:%d", port)
-	bin := os.Getenv("PEERLINE_BIN")
-	profile := os.Getenv("PEERLINE_RELAY_CPUPROFILE") != ""
-	if bin == "" && !profile {
+	var bin string
+	switch {
+	case os.Getenv("PEERLINE_RELAY_CPUPROFILE") != "":
+		// Only the re-executed test binary profiles itself.
+	case os.Getenv("PEERLINE_BIN") != "":
+		bin = os.Getenv("PEERLINE_BIN")
+	default:
 		bin = filepath.Join(dir, "peerline")
 		out, err := exec.Command("go", "build", "-o", bin, "github.com/peerline/peerline/cmd/peerline").CombinedOutput()
 		if err != nil {
@@ -192,7 +197,7 @@ func startOurs(t *testing.T, dir string, port int, listeners int) *benchServer {
 		}
 	}
 	var cmd *exec.Cmd
-	if bin != "" && !profile {
+	if bin != "" {
 		cmd = exec.Command(bin, "relay", "--data", filepath.Join(dir, "ours"), "--listen", listen,
 			"--port-range", "50000-54999", "--allow-private-peers", "--realm", "bench",
 			"--listeners", strconv.Itoa(listeners), "--json", "--log-level", "warn")

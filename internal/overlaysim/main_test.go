@@ -23,8 +23,8 @@ import (
 // LENGTH from START after the process began, PEERLINE_GOROUTINES=FILE,AT (e.g.
 // g.pb,200s) the goroutine profile at AT, and PEERLINE_HEAPPROFILE=FILE,AT the heap
 // profile at AT (after a collection, with the runtime's memory statistics beside it in
-// FILE.txt). PEERLINE_MEMLOG=INTERVAL (e.g. 5s) prints the runtime's memory figures and
-// the goroutine count to stderr every INTERVAL.
+// FILE.txt). PEERLINE_MEMLOG=INTERVAL (e.g. 5s) prints the runtime's memory figures, the
+// goroutine count and the CPU time used so far to stderr every INTERVAL.
 func TestMain(m *testing.M) {
 	if v := os.Getenv("PEERLINE_MEMLOG"); v != "" {
 		d, err := time.ParseDuration(v)

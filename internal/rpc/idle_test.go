@@ -23,14 +23,15 @@ import (
 // supernode and every supernode-to-supernode connection has both its ends in memory. Each
 // connection is TLS 1.3 with a certificate both ways and X25519, as the overlay's are
 // (secure.Overlay), and has carried one call each way, answered with a list of 8
-// supernodes (an attachment's) or 200 (a full host-cache refresh). It reports heap and goroutine stack per connection after full
-// collections:
+// supernodes (an attachment's) or 200 (a full host-cache refresh). It reports heap and
+// goroutine stack per connection after full collections:
 //
 //	go test ./internal/rpc -run '^$' -bench IdleConn -benchtime 4000x
 //
 // On the 2-core machine of the README's figures: 16.8 KB of heap and 8.2 KB of stack per
-// connection, both ends; 18.4 KB of heap after 16 calls at once each way (burst=16). The stacks were 12.3 KB before handshakes ran on goroutines of
-// their own, and 16.4 KB while answers were decoded on the reader's goroutine; the heap
+// connection, both ends; 18.4 KB of heap after 16 calls at once each way (burst=16).
+// The stacks were 12.3 KB before handshakes ran on goroutines of their own, and 16.4 KB
+// while answers were decoded on the reader's goroutine; the heap
 // 20.2 KB with the hybrid X25519MLKEM768 key exchange. Of the heap, crypto/tls keeps
 // record and handshake buffers per end, AES-GCM state 1.7 KB per end and the peer's
 // parsed certificate 1 KB per end.
