@@ -97,14 +97,11 @@ func run(t *testing.T, args ...string) []byte {
 	return out
 }
 
+// freeAddr is an address on 127.0.0.1 whose port is free over both TCP and UDP (a
+// supernode serves STUN on its own port), taken by freePortRun.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", freePortRun(t, 1))
 }
 
 func waitListening(t *testing.T, addr string) {

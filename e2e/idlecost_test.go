@@ -50,7 +50,7 @@ func TestIdleClientCost(t *testing.T) {
 	lsAddr := freeAddr(t)
 	startProc(t, "loginsrv", nil, append([]string{"loginsrv", "--data", lsDir, "--listen", lsAddr, "--heartbeat", "1s"}, fastArgon...)...)
 	waitListening(t, lsAddr)
-	snDir, snAddr, pprofAddr := filepath.Join(root, "sn1"), freeTCPUDPAddr(t), freeAddr(t)
+	snDir, snAddr, pprofAddr := filepath.Join(root, "sn1"), freeAddr(t), freeAddr(t)
 	// A heap sample every 8 KiB on average (not 512 KiB): per-client objects show.
 	sn := startProc(t, "sn1", []string{"GODEBUG=memprofilerate=8192"}, "supernode", "--data", snDir, "--listen", snAddr, "--login", lsAddr,
 		"--login-key", keyText, "--admit-secret-file", filepath.Join(lsDir, admitSecretFile), "--name", "sn1",

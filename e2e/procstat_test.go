@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"testing"
 	"time"
 
 	"github.com/peerline/peerline/client"
@@ -118,27 +117,6 @@ func sourceIP(base, i int) net.IP {
 
 // mib formats bytes as MiB.
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
-
-// freeTCPUDPAddr returns a loopback address whose port is free over both TCP and UDP (a
-// supernode serves STUN on the UDP port of its control listener).
-func freeTCPUDPAddr(t *testing.T) string {
-	t.Helper()
-	for try := 0; try < 50; try++ {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := pc.LocalAddr().String()
-		ln, err := net.Listen("tcp", addr)
-		pc.Close()
-		if err == nil {
-			ln.Close()
-			return addr
-		}
-	}
-	t.Fatal("no port free over both TCP and UDP on 127.0.0.1")
-	return ""
-}
 
 // timelineStep is the width of one cpuTimeline window.
 const timelineStep = 10 * time.Second

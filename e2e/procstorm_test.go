@@ -141,7 +141,7 @@ func startStorm(t *testing.T, cfg stormConfig) *storm {
 	waitListening(t, s.ls.addr)
 	for i := 1; i <= cfg.supernodes; i++ {
 		name := fmt.Sprintf("sn%d", i)
-		sn := server{name: name, dir: filepath.Join(s.root, name), addr: freeTCPUDPAddr(t)}
+		sn := server{name: name, dir: filepath.Join(s.root, name), addr: freeAddr(t)}
 		sn.p = startProc(t, name, nil, "supernode", "--data", sn.dir, "--listen", sn.addr, "--login", s.ls.addr,
 			"--login-key", s.key, "--admit-secret-file", filepath.Join(lsDir, admitSecretFile), "--name", name,
 			"--turn-allow-private-peers")

@@ -40,6 +40,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -169,16 +170,28 @@ func (p portMap) apply(s string) string {
 	return reTextPort.ReplaceAllStringFunc(s, func(port string) string { return p[port] })
 }
 
-// freePortRun finds n consecutive ports below the ephemeral range that are free over
-// TCP and UDP on 127.0.0.1 and over UDP on 127.0.0.2, and not in used.
-func freePortRun(t *testing.T, n int, used map[int]bool) int {
+// handedOut holds every port freePortRun gave out in this test process, so that two
+// callers (parallel subtests included) never get the same one.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// freePortRun finds n consecutive ports below the kernel's ephemeral range (32768 and up
+// on Linux) that are free over TCP and UDP on 127.0.0.1 and over UDP on 127.0.0.2, and
+// that it never gave out before. Below that range no socket of another process is given
+// the port by the kernel between this probe and the bind of the process under test, as
+// happened to a supernode's STUN socket with a port taken from the ephemeral range.
+func freePortRun(t *testing.T, n int) int {
 	t.Helper()
+	handedOut.Lock()
+	defer handedOut.Unlock()
 	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid())))
 	for try := 0; try < 200; try++ {
 		base := 20000 + r.IntN(12000)
 		ok := true
 		for p := base; p < base+n && ok; p++ {
-			if used[p] {
+			if handedOut.ports[p] {
 				ok = false
 				break
 			}
@@ -197,7 +210,7 @@ func freePortRun(t *testing.T, n int, used map[int]bool) int {
 		}
 		if ok {
 			for p := base; p < base+n; p++ {
-				used[p] = true
+				handedOut.ports[p] = true
 			}
 			return base
 		}
@@ -879,8 +892,7 @@ func TestReadmeByHand(t *testing.T) {
 		}
 	}
 	env = append(env, "PATH="+dir+":"+os.Getenv("PATH"))
-	used := map[int]bool{}
-	sn, stun, login, relay := freePortRun(t, 2, used), freePortRun(t, 2, used), freePortRun(t, 1, used), freePortRun(t, 1, used)
+	sn, stun, login, relay := freePortRun(t, 2), freePortRun(t, 2), freePortRun(t, 1), freePortRun(t, 1)
 	w := &walker{t: t, bin: bin, dir: dir, env: env, lastMsg: map[string]string{}, buddies: map[string]*bool{},
 		ports: portMap{"7000": strconv.Itoa(login), "7101": strconv.Itoa(sn), "7102": strconv.Itoa(sn + 1),
 			"3478": strconv.Itoa(stun), "3479": strconv.Itoa(stun + 1), "3480": strconv.Itoa(relay)}}
