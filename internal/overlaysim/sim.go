@@ -64,6 +64,10 @@ type Options struct {
 	// StartWithin, if set, starts the clients at an even pace over this long, whatever
 	// the overlay takes (a cold-start storm), instead of Joining at a time.
 	StartWithin time.Duration
+	// StartTick, with StartWithin, starts the clients in groups, one every StartTick
+	// (0 = each at its own moment). On a virtual clock a start takes no time, and
+	// clients started one instant at a time would run one after another.
+	StartTick time.Duration
 	// BeforeUsers, if set, is called once the users are prepared, before the first
 	// client starts (a cold-start storm watches from there).
 	BeforeUsers func(*Sim)
@@ -315,6 +319,9 @@ func (s *Sim) startUsers(ctx context.Context) error {
 	for i, u := range s.Users {
 		if w := s.opts.StartWithin; w > 0 {
 			at := started.Add(time.Duration(int64(w) * int64(i) / int64(len(s.Users))))
+			if tick := s.opts.StartTick; tick > 0 {
+				at = started.Add(at.Sub(started).Truncate(tick))
+			}
 			if d := time.Until(at); d > 0 {
 				select {
 				case <-ctx.Done():
