@@ -43,7 +43,11 @@ const (
 	HostCacheFile  = "hostcache.json"
 	BuddiesFile    = "buddies.json" // the last buddy list, used while the login server is unreachable
 	BoxKeyFile     = "boxkey"
-	SocketFile     = "peerline.sock"
+	// SeqFile holds the sequence number of the last record signed, so that a client
+	// that restarts signs above it: at the same instant, or on a clock that went back,
+	// holders would otherwise keep its last record and refuse the new one as stale.
+	SeqFile    = "seq"
+	SocketFile = "peerline.sock"
 )
 
 // Config configures a Client. DataDir and Login are required.
@@ -109,6 +113,7 @@ type Client struct {
 	// the login server one resume, not one per path that needs the server.
 	loginSem chan struct{}
 	callBo   backoff.Backoff // of the logins loginCall makes; used under loginSem
+	seq      recordSeq       // with a lock of its own: saving it does not hold mu
 
 	mu           sync.Mutex // mu protects the following fields
 	user         string
@@ -123,7 +128,6 @@ type Client struct {
 	loginRetry   time.Time            // a login failed: no other path logs in before this
 	busyUntil    map[string]time.Time // supernodes that answered busy (or shed), by address
 	loggedInCh   chan struct{}
-	seq          uint64               // of the last record signed
 	buddies      []string             // buddies to watch (not blocked)
 	blocked      []string             // names this user blocked
 	buddiesKnown bool                 // buddies and blocked were read (from the login server or the saved list)
@@ -253,6 +257,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	c.log = c.log.With("user", c.user)
 	c.loadBuddies()
+	c.loadSeq()
 	return c, nil
 }
 

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -67,13 +69,7 @@ func (c *Client) publish(ctx context.Context, a *attachment, offline bool) error
 		return errors.New("not logged in")
 	}
 	now := c.cfg.Now()
-	seq := uint64(now.UnixNano())
-	c.mu.Lock()
-	if seq <= c.seq {
-		seq = c.seq + 1
-	}
-	c.seq = seq
-	c.mu.Unlock()
+	seq := c.nextSeq(now)
 	raw, err := index.Sign(c.key, index.Record{
 		Name: c.user, Offline: offline, Credential: cred, Supernode: a.id, SNAddr: a.addr,
 		NAT: nat, BoxKey: c.box.Public, Blocked: blocked,
@@ -89,6 +85,50 @@ func (c *Client) publish(ctx context.Context, a *attachment, offline bool) error
 	}
 	c.m.Inc("publishes")
 	return nil
+}
+
+// recordSeq orders a user's records at the holders: a newer one replaces an older one
+// and a stale one is refused. It is the signing time in nanoseconds, made to exceed
+// every number signed before (SeqFile keeps the last across restarts).
+type recordSeq struct {
+	mu   sync.Mutex // mu guards last and orders the saves
+	last uint64
+}
+
+// loadSeq reads the last sequence number signed by an earlier run, if any.
+func (c *Client) loadSeq() {
+	b, err := os.ReadFile(filepath.Join(c.cfg.DataDir, SeqFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	var n uint64
+	if err == nil {
+		n, err = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	}
+	if err != nil {
+		c.m.Inc("seq_file_unreadable")
+		c.log.Warn("saved record sequence unreadable; counting from the clock", "err", err)
+		return
+	}
+	c.seq.mu.Lock()
+	c.seq.last = n
+	c.seq.mu.Unlock()
+}
+
+// nextSeq returns the sequence number of a record signed at now and saves it before
+// the record can leave: a crash after sending still leaves it on disk.
+func (c *Client) nextSeq(now time.Time) uint64 {
+	c.seq.mu.Lock()
+	defer c.seq.mu.Unlock()
+	seq := max(uint64(now.UnixNano()), c.seq.last+1)
+	c.seq.last = seq
+	if err := atomicfile.WriteFile(filepath.Join(c.cfg.DataDir, SeqFile), strconv.AppendUint(nil, seq, 10), 0o600); err != nil {
+		// Publishing goes on: a record unsaved matters only if the process also
+		// restarts within the same nanosecond or on a clock set back.
+		c.m.Inc("seq_save_errors")
+		c.log.Warn("record sequence not saved", "err", err)
+	}
+	return seq
 }
 
 // subscribe tells the supernode whose presence to push: the buddies not blocked.

@@ -329,6 +329,17 @@ func (s *Sim) startUsers(ctx context.Context) error {
 				case <-time.After(d):
 				}
 			}
+			if s.opts.Progress != nil && time.Since(told) >= 10*time.Second {
+				told = time.Now()
+				ready := 0
+				for _, u := range s.Users[:i] {
+					if u.Ready() {
+						ready++
+					}
+				}
+				s.opts.Progress("clients started: %d of %d, %d attached, after %v (%s)", i, s.opts.Users, ready,
+					time.Since(started).Round(time.Second), s.Health())
+			}
 		}
 		for len(pending) >= joining {
 			kept := pending[:0]

@@ -89,7 +89,8 @@ func churn(t *testing.T, virtual bool) {
 			t.Fatalf("PEERLINE_SIM_PEERIDLE: %v", err)
 		}
 	}
-	opts := Options{Supernodes: sns, Users: users, KeepAlive: keep, Heartbeat: hb, PeerIdle: peerIdle, Logger: log, Progress: t.Logf}
+	progress := func(format string, args ...any) { t.Logf(format+"%s", append(args, wall())...) }
+	opts := Options{Supernodes: sns, Users: users, KeepAlive: keep, Heartbeat: hb, PeerIdle: peerIdle, Logger: log, Progress: progress}
 	if virtual {
 		// A start takes no virtual time: started as fast as they attach, the whole
 		// population would keep alive in one burst each period. Real users come up
@@ -139,11 +140,11 @@ func wallClock(virtual bool) func() string {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	cpu0 := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	w0 := wallNow()
+	w0 := wallSeconds()
 	return func() string {
 		syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 		cpu := time.Duration(ru.Utime.Nano()+ru.Stime.Nano()) - cpu0
-		return fmt.Sprintf(" [virtual; wall %v, CPU %v]", (wallNow() - w0).Round(time.Millisecond), cpu.Round(time.Millisecond))
+		return fmt.Sprintf(" [virtual; wall %v, CPU %v]", time.Duration((wallSeconds() - w0) * float64(time.Second)).Round(time.Millisecond), cpu.Round(time.Millisecond))
 	}
 }
 
@@ -215,10 +216,4 @@ func deadPID(t *testing.T) int {
 		t.Skip("no process to run:", err)
 	}
 	return cmd.Process.Pid
-}
-// wallNow is the wall clock from the kernel, which a synctest bubble does not fake.
-func wallNow() time.Duration {
-	var tv syscall.Timeval
-	syscall.Gettimeofday(&tv)
-	return time.Duration(tv.Nano())
 }

@@ -96,6 +96,8 @@ func sumCounters(m *metrics.Set, parts ...string) float64 {
 //	sn_shed          connections and attachments the supernodes shed or refused busy
 //	login_shed       requests the login server shed or refused busy
 //	cpu_s            CPU seconds this process used
+//	wall_s           the wall clock's seconds (the kernel's, which a virtual clock
+//	                 does not fake), so that CPU use is a share of real time
 //	heap_mib         heap in use
 func (s *Sim) Figures() map[string]float64 {
 	f := map[string]float64{}
@@ -128,6 +130,7 @@ func (s *Sim) Figures() map[string]float64 {
 	f["hashes"] = float64(s.Login.Hasher().Count())
 	f["login_shed"] = sumCounters(lm, "shed", "busy", "rate_limited")
 	f["cpu_s"] = cpuSeconds()
+	f["wall_s"] = wallSeconds()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	f["heap_mib"] = float64(ms.HeapInuse) / (1 << 20)
@@ -141,6 +144,16 @@ func cpuSeconds() float64 {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// wallSeconds is the wall clock from the kernel, in seconds since 1970. Inside a
+// synctest bubble time.Now is virtual; this is not.
+func wallSeconds() float64 {
+	var tv syscall.Timeval
+	if err := syscall.Gettimeofday(&tv); err != nil {
+		return 0
+	}
+	return time.Duration(tv.Nano()).Seconds()
 }
 
 // Watch samples Figures every interval into rec until the returned stop is called.
@@ -173,7 +186,8 @@ var StormPanels = []timeline.Panel{
 	{Title: "login server", Y: "per second", Series: []string{"logins/s", "login_shed/s", "hashes/s"}},
 	{Title: "supernodes shedding", Y: "per second", Series: []string{"sn_shed/s"}},
 	{Title: "supernode load", Y: "clients", Series: []string{"sn_max", "sn_mean", "sn_limit"}},
-	{Title: "machine", Y: "% of one core / supernodes", Series: []string{"cpu%", "sn_live"}},
+	{Title: "machine (CPU over wall-clock time)", Y: "% of one core / supernodes", Series: []string{"cpu%", "sn_live"}},
+	{Title: "wall clock (on a virtual clock, the CPU's share of the storm)", Y: "seconds", Series: []string{"wall"}},
 }
 
 // Derive adds the rates the panels plot to samples taken by Watch.
@@ -181,10 +195,18 @@ func Derive(samples []timeline.Sample, snLimit int) {
 	for _, k := range []string{"logins", "login_shed", "hashes", "sn_shed"} {
 		timeline.Rate(samples, k, k+"/s")
 	}
-	timeline.Rate(samples, "cpu_s", "cpu%")
 	for i := range samples {
-		samples[i].Values["cpu%"] *= 100
-		samples[i].Values["sn_limit"] = float64(snLimit)
+		v := samples[i].Values
+		v["sn_limit"] = float64(snLimit)
+		v["cpu%"], v["wall"] = 0, 0
+		if i == 0 {
+			continue
+		}
+		prev := samples[i-1].Values
+		if dw := v["wall_s"] - prev["wall_s"]; dw > 0 {
+			v["cpu%"] = 100 * (v["cpu_s"] - prev["cpu_s"]) / dw
+		}
+		v["wall"] = v["wall_s"] - samples[0].Values["wall_s"]
 	}
 }
 

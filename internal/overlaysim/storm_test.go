@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/peerline/peerline/internal/timeline"
@@ -40,12 +41,16 @@ type storm struct {
 	stop  func()
 	limit int
 	out   string // directory for figures and plot; "" = the test's temporary directory
-	start time.Time
-	base  map[string]float64 // Figures when the storm began
+	start time.Time          // on the test's clock: virtual inside a synctest bubble
+	base  map[string]float64 // Figures when the storm began (wall_s: the wall clock)
 	lines []string           // the summary
+	// virtual: the storm runs inside a synctest bubble, where time moves only when
+	// every goroutine waits; its times are then the protocol's alone, and the wall
+	// clock's are the CPU's.
+	virtual bool
 }
 
-func startStormSim(t *testing.T, name string, mod func(*Options)) *storm {
+func startStormSim(t *testing.T, name string, virtual bool, mod func(*Options)) *storm {
 	sns, users := stormScale()
 	keep, hb := pace(sns, users)
 	// A storm loads the machine for a while: records must outlive a republication
@@ -56,7 +61,7 @@ func startStormSim(t *testing.T, name string, mod func(*Options)) *storm {
 	if mod != nil {
 		mod(&opts)
 	}
-	st := newStorm(t, name, opts.MaxClients)
+	st := newStorm(t, name, opts.MaxClients, virtual)
 	interval := st.interval(users)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
@@ -86,8 +91,8 @@ func startStormSim(t *testing.T, name string, mod func(*Options)) *storm {
 	return st
 }
 
-func newStorm(t *testing.T, name string, limit int) *storm {
-	st := &storm{t: t, name: name, limit: limit, out: os.Getenv("PEERLINE_STORM_OUT")}
+func newStorm(t *testing.T, name string, limit int, virtual bool) *storm {
+	st := &storm{t: t, name: name, limit: limit, out: os.Getenv("PEERLINE_STORM_OUT"), virtual: virtual}
 	if st.out == "" {
 		st.out = t.TempDir()
 	} else if err := os.MkdirAll(st.out, 0o755); err != nil {
@@ -107,8 +112,8 @@ func (st *storm) interval(users int) time.Duration {
 }
 
 // watchStorm watches a running simulation for the next storm.
-func watchStorm(t *testing.T, s *Sim, name string) *storm {
-	st := newStorm(t, name, s.opts.MaxClients)
+func watchStorm(t *testing.T, s *Sim, name string, virtual bool) *storm {
+	st := newStorm(t, name, s.opts.MaxClients, virtual)
 	st.sim = s
 	st.stop = s.Watch(st.rec, st.interval(len(s.Users)))
 	t.Cleanup(st.stop)
@@ -164,13 +169,18 @@ func (st *storm) waitReady(limit time.Duration) {
 	t100 := time.Since(st.start)
 	now := s.Figures()
 	cpu := now["cpu_s"] - st.base["cpu_s"]
+	wall := now["wall_s"] - st.base["wall_s"]
 	attempts := (now["attempts"] - st.base["attempts"]) / float64(n)
 	if st.base["attempts"] > 0 {
 		// Reboot: the clients are new and count from zero.
 		attempts = now["attempts"] / float64(n)
 	}
-	st.logf("%s: 99%% of users attached and published in %v, 100%% in %v; CPU %.0f s over the storm (%.0f%% of one core; the machine has %d)",
-		st.name, t99.Round(time.Millisecond), t100.Round(time.Millisecond), cpu, 100*cpu/t100.Seconds(), runtime.NumCPU())
+	clock := ""
+	if st.virtual {
+		clock = fmt.Sprintf(" of virtual time, %.1f s of wall-clock time", wall)
+	}
+	st.logf("%s: 99%% of users attached and published in %v, 100%% in %v%s; CPU %.0f s over the storm (%.0f%% of one core; the machine has %d)",
+		st.name, t99.Round(time.Millisecond), t100.Round(time.Millisecond), clock, cpu, 100*cpu/max(wall, 1e-3), runtime.NumCPU())
 	st.logf("%s: password hashes %.0f, logins and resumes answered %.0f, login requests shed %.0f, supernode sheds %.0f; attach attempts per client %.2f",
 		st.name, now["hashes"]-st.base["hashes"], now["logins"]-st.base["logins"], now["login_shed"]-st.base["login_shed"],
 		now["sn_shed"]-st.base["sn_shed"], attempts)
@@ -318,10 +328,27 @@ func (st *storm) finish() {
 //     moment (December 2010); no survivor may die, demote itself or exceed its limit;
 //  4. login-down: the login server is down for a whole reboot storm; every user
 //     attaches on its saved credential and sees its buddies online.
-func TestStorms(t *testing.T) {
+func TestStorms(t *testing.T) { storms(t, false, t.Run) }
+
+// TestStormsVirtual is TestStorms on a virtual clock (testing/synctest): its times are
+// what the protocols take (back-offs, retry-afters, timeouts), with the CPU's share in
+// wall-clock time beside them. In a bubble a test has no subtests; each storm logs its
+// name instead.
+func TestStormsVirtual(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		storms(t, true, func(name string, f func(*testing.T)) bool {
+			t.Logf("=== storm %s", name)
+			f(t)
+			return !t.Failed()
+		})
+	})
+}
+
+// storms runs the four storms, each through run (t.Run, or in turn in a bubble).
+func storms(t *testing.T, virtual bool, run func(string, func(*testing.T)) bool) {
 	var s *Sim
-	t.Run("cold-start", func(t *testing.T) {
-		st := startStormSim(t, "cold-start", func(o *Options) { o.StartWithin = 10 * time.Second; o.Buddies = 2 })
+	run("cold-start", func(t *testing.T) {
+		st := startStormSim(t, "cold-start", virtual, func(o *Options) { o.StartWithin = 10 * time.Second; o.Buddies = 2 })
 		s = st.sim
 		st.waitReady(20 * time.Minute)
 		st.checkLoad()
@@ -333,7 +360,7 @@ func TestStorms(t *testing.T) {
 	}
 	t.Cleanup(func() { s.Close() })
 	reboot := func(t *testing.T, name, what string, during func(st *storm)) *storm {
-		st := watchStorm(t, s, name)
+		st := watchStorm(t, s, name, virtual)
 		st.begin(what)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
@@ -348,11 +375,11 @@ func TestStorms(t *testing.T) {
 		st.finish()
 		return st
 	}
-	t.Run("reboot", func(t *testing.T) {
+	run("reboot", func(t *testing.T) {
 		st := reboot(t, "reboot", "every client reboots", nil)
 		st.found()
 	})
-	t.Run("collapse", func(t *testing.T) {
+	run("collapse", func(t *testing.T) {
 		var killed []*SN
 		st := reboot(t, "collapse", "every client reboots, 30% of supernodes killed", func(st *storm) {
 			killed = s.KillSupernodes(len(s.SNs) * 3 / 10)
@@ -377,7 +404,7 @@ func TestStorms(t *testing.T) {
 		}
 		st.found()
 	})
-	t.Run("login-down", func(t *testing.T) {
+	run("login-down", func(t *testing.T) {
 		s.KillLogin()
 		defer s.ReviveLogin()
 		st := reboot(t, "login-down", "login server down, every client reboots", nil)
