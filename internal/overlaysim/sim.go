@@ -73,6 +73,14 @@ type Options struct {
 	BeforeUsers func(*Sim)
 	// Progress, if set, is told every 10 seconds how far a wait in Start has come.
 	Progress func(format string, args ...any)
+	// PromoteEvery, if set, lets one user in PromoteEvery promote itself to supernode
+	// while the layer is short of the login server's target (Users/Supernodes clients
+	// per supernode, so the layer started is the layer wanted), as public clients with
+	// the capacity do: the others stand for clients behind NATs. The supernodes then
+	// serve STUN, so that every client learns it has a public address. Those users
+	// check every KeepAlive/5 once up a KeepAlive, and read the layer's size with their
+	// host cache every KeepAlive.
+	PromoteEvery int
 }
 
 // Sim is a running simulated overlay.
@@ -206,11 +214,15 @@ func (s *Sim) startLogin() error {
 	}
 	s.store = store
 	host := s.Net.Host(loginIP)
-	s.Login, err = loginsrv.New(loginsrv.Config{
+	cfg := loginsrv.Config{
 		Key: key, Store: store, Hasher: loginsrv.NewHasher(loginsrv.TestArgon2Params, 0),
 		AdmitSecret: "sim", HeartbeatInterval: s.opts.Heartbeat, Dialer: host,
 		MaxConns: 100_000, Logger: s.opts.Logger,
-	})
+	}
+	if s.opts.PromoteEvery > 0 {
+		cfg.ClientsPerSupernode = (s.opts.Users + s.opts.Supernodes - 1) / s.opts.Supernodes
+	}
+	s.Login, err = loginsrv.New(cfg)
 	if err != nil {
 		return err
 	}
@@ -269,12 +281,20 @@ func (s *Sim) startSupernode(i int) error {
 	if err != nil {
 		return err
 	}
-	sn, err := supernode.New(supernode.Config{
+	cfg := supernode.Config{
 		Key: key, Name: fmt.Sprintf("sn%d", i+1), Advertise: addr,
 		LoginAddr: s.LoginAddr(), LoginKey: s.Login.PublicKey(), AdmitSecret: "sim",
-		Dialer: host, KeepAlive: s.opts.KeepAlive, Replicas: s.opts.Replicas, CacheTTL: s.opts.CacheTTL,
-		PeerIdle: s.opts.PeerIdle, MaxClients: s.opts.MaxClients, Logger: s.opts.Logger,
-	})
+		Dialer: host, MaxClients: s.opts.MaxClients, Logger: s.opts.Logger,
+	}
+	s.snConfig(&cfg)
+	if s.opts.PromoteEvery > 0 {
+		pc, err := host.ListenPacket("udp", addr)
+		if err != nil {
+			return err
+		}
+		cfg.STUN[0] = pc
+	}
+	sn, err := supernode.New(cfg)
 	if err != nil {
 		return err
 	}
@@ -284,6 +304,11 @@ func (s *Sim) startSupernode(i int) error {
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); defer close(h.done); sn.Run(ctx, ln) }()
 	return nil
+}
+
+// snConfig sets what every supernode of the simulation shares, promoted ones included.
+func (s *Sim) snConfig(c *supernode.Config) {
+	c.KeepAlive, c.Replicas, c.CacheTTL, c.PeerIdle = s.opts.KeepAlive, s.opts.Replicas, s.opts.CacheTTL, s.opts.PeerIdle
 }
 
 // startUsers creates accounts and credentials in bulk and starts one client per user,
@@ -458,13 +483,24 @@ func (s *Sim) prepareUser(ctx context.Context, i int, now time.Time) (*User, err
 	if err := hc.Save(); err != nil {
 		return nil, err
 	}
-	host := s.Net.Host(fmt.Sprintf("2001:db8:1:%x:%x::1", i%0xffff+1, i/0xffff))
+	ip := fmt.Sprintf("2001:db8:1:%x:%x::1", i%0xffff+1, i/0xffff)
+	host := s.Net.Host(ip)
 	u := &User{Name: name, cfg: client.Config{
 		DataDir: dir, Login: client.LoginServer{Addr: s.LoginAddr(), Key: s.Login.PublicKey()},
 		Dialer: host, ParallelAttach: 1, Prefer: prefer.Addr,
 		RefreshInterval: time.Hour, NoControl: true, RetryBase: 100 * time.Millisecond, RetryMax: 2 * time.Second,
 		Promote: client.PromoteConfig{Disabled: true}, Logger: s.opts.Logger,
 	}}
+	if n := s.opts.PromoteEvery; n > 0 {
+		u.cfg.ListenPacket = host.ListenPacket
+		if i%n == n-1 {
+			keep := s.opts.KeepAlive
+			u.cfg.RefreshInterval = keep
+			u.cfg.Promote = client.PromoteConfig{MinUptime: keep, CheckInterval: keep / 5,
+				Listen: host.Listen, ListenAddr: net.JoinHostPort(ip, "7100"), MaxClients: s.opts.MaxClients,
+				Configure: s.snConfig}
+		}
+	}
 	return u, nil
 }
 

@@ -180,14 +180,15 @@ func (s *Sim) Watch(rec *timeline.Recorder, interval time.Duration) (stop func()
 	}
 }
 
-// StormPanels are the plots of a storm: users, logins, sheds, supernode load, CPU.
+// StormPanels are the plots of a storm: users, logins, sheds, supernode load, CPU and
+// the wall clock.
 var StormPanels = []timeline.Panel{
 	{Title: "users attached and published", Y: "users", Series: []string{"ready", "attached"}},
 	{Title: "login server", Y: "per second", Series: []string{"logins/s", "login_shed/s", "hashes/s"}},
 	{Title: "supernodes shedding", Y: "per second", Series: []string{"sn_shed/s"}},
 	{Title: "supernode load", Y: "clients", Series: []string{"sn_max", "sn_mean", "sn_limit"}},
 	{Title: "machine (CPU over wall-clock time)", Y: "% of one core / supernodes", Series: []string{"cpu%", "sn_live"}},
-	{Title: "wall clock (on a virtual clock, the CPU's share of the storm)", Y: "seconds", Series: []string{"wall"}},
+	{Title: "wall-clock time since the start (on a virtual clock: what the CPU took)", Y: "seconds", Series: []string{"wall"}},
 }
 
 // Derive adds the rates the panels plot to samples taken by Watch.

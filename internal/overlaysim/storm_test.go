@@ -32,6 +32,9 @@ func stormScale() (sns, users int) {
 // share of the users, plus room for their connections to each other.
 func stormLimit(sns, users int) int { return 3*users/sns + min(2*sns, 256) }
 
+// promoteEvery: one user in 20 has a public address and the capacity to promote.
+const promoteEvery = 20
+
 // storm is one scenario's run: the simulation, its timeline and the figures asked for.
 type storm struct {
 	t     *testing.T
@@ -57,7 +60,7 @@ func startStormSim(t *testing.T, name string, virtual bool, mod func(*Options)) 
 	// delayed by it (they live two keep-alive periods).
 	keep = max(keep, 10*time.Second)
 	opts := Options{Supernodes: sns, Users: users, KeepAlive: keep, Heartbeat: hb,
-		MaxClients: stormLimit(sns, users), Progress: t.Logf}
+		MaxClients: stormLimit(sns, users), Progress: t.Logf, PromoteEvery: promoteEvery}
 	if mod != nil {
 		mod(&opts)
 	}
@@ -129,6 +132,10 @@ func (st *storm) logf(format string, args ...any) {
 // begin marks the storm's start.
 func (st *storm) begin(what string) {
 	st.base = st.sim.Figures()
+	lm := st.sim.Login.Metrics()
+	for _, k := range []string{"sn_promotions", "sn_promotions_paced", "sn_promotions_unneeded"} {
+		st.base[k] = float64(lm.Get(k))
+	}
 	st.start = time.Now()
 	st.rec.Mark(st.start, what)
 }
@@ -203,6 +210,37 @@ func (st *storm) checkLoad() {
 	if int(peak) > st.limit {
 		st.t.Errorf("%s: a supernode held %.0f clients, above its admission limit %d", st.name, peak, st.limit)
 	}
+}
+
+// waitLayer waits until the layer is back at the login server's target by promotion,
+// and reports the time from the storm's start and what the login server admitted.
+func (st *storm) waitLayer(limit time.Duration) {
+	s := st.sim
+	deadline := time.Now().Add(limit)
+	for {
+		l := s.Login.Layer()
+		if l.LayerWanted > 0 && l.LayerSize >= l.LayerWanted {
+			break
+		}
+		if time.Now().After(deadline) {
+			st.t.Errorf("%s: the layer is at %d of %d supernodes wanted after %v", st.name, l.LayerSize, l.LayerWanted, limit)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	took := time.Since(st.start)
+	lm := s.Login.Metrics()
+	got := func(k string) float64 { return float64(lm.Get(k)) - st.base[k] }
+	promoted := 0
+	for _, u := range s.Users {
+		if u.Client().Status().Promotion.Admitted {
+			promoted++
+		}
+	}
+	l := s.Login.Layer()
+	st.logf("%s: layer refilled to %d of %d wanted in %v; promotions admitted %.0f, paced %.0f, refused as unneeded %.0f; %d users serve as supernodes",
+		st.name, l.LayerSize, l.LayerWanted, took.Round(time.Millisecond), got("sn_promotions"), got("sn_promotions_paced"),
+		got("sn_promotions_unneeded"), promoted)
 }
 
 // found looks every user up and fails unless all are found online.
@@ -409,6 +447,7 @@ func storms(t *testing.T, virtual bool, run func(string, func(*testing.T)) bool)
 		if dead+demoted > 0 {
 			t.Errorf("cascade: %d survivors stopped, %d demoted", dead, demoted)
 		}
+		st.waitLayer(20 * time.Minute)
 		st.found()
 	})
 	run("login-down", func(t *testing.T) {
