@@ -287,6 +287,13 @@ func (c *Client) User() string { return c.user }
 // HostCache returns the client's host cache.
 func (c *Client) HostCache() *hostcache.Cache { return c.cache }
 
+// SupernodeRole returns the supernode the client runs while promoted, or nil.
+func (c *Client) SupernodeRole() *supernode.Supernode {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sn
+}
+
 // Run logs in, attaches and stays attached until ctx ends. It returns early only for
 // errors that retrying cannot fix (wrong password, no such user, no password to use).
 func (c *Client) Run(ctx context.Context) error {

@@ -60,16 +60,21 @@ func recordTTL(keep time.Duration) time.Duration { return 2 * keep }
 
 // publish signs a fresh record naming the supernode a is attached to and sends it.
 func (c *Client) publish(ctx context.Context, a *attachment, offline bool) error {
+	// The state is read and numbered under seq.mu (then mu: the lock order), so that of
+	// two publications at once the higher number carries the newer state.
+	c.seq.mu.Lock()
 	c.mu.Lock()
 	cred := c.cred
 	blocked := append([]string(nil), c.blocked...)
 	nat := c.natClassic
 	c.mu.Unlock()
 	if cred == nil {
+		c.seq.mu.Unlock()
 		return errors.New("not logged in")
 	}
 	now := c.cfg.Now()
-	seq := c.nextSeq(now)
+	seq := c.nextSeqLocked(now)
+	c.seq.mu.Unlock()
 	raw, err := index.Sign(c.key, index.Record{
 		Name: c.user, Offline: offline, Credential: cred, Supernode: a.id, SNAddr: a.addr,
 		NAT: nat, BoxKey: c.box.Public, Blocked: blocked,
@@ -91,8 +96,9 @@ func (c *Client) publish(ctx context.Context, a *attachment, offline bool) error
 // and a stale one is refused. It is the signing time in nanoseconds, made to exceed
 // every number signed before (SeqFile keeps the last across restarts).
 type recordSeq struct {
-	mu   sync.Mutex // mu guards last and orders the saves
-	last uint64
+	mu     sync.Mutex // mu guards the fields and orders the saves; taken before Client.mu
+	last   uint64
+	warned bool // a failed save was logged
 }
 
 // loadSeq reads the last sequence number signed by an earlier run, if any.
@@ -115,18 +121,20 @@ func (c *Client) loadSeq() {
 	c.seq.mu.Unlock()
 }
 
-// nextSeq returns the sequence number of a record signed at now and saves it before
-// the record can leave: a crash after sending still leaves it on disk.
-func (c *Client) nextSeq(now time.Time) uint64 {
-	c.seq.mu.Lock()
-	defer c.seq.mu.Unlock()
+// nextSeqLocked returns the sequence number of a record signed at now and saves it
+// before the record can leave: a crash after sending still leaves it on disk. The
+// caller holds c.seq.mu.
+func (c *Client) nextSeqLocked(now time.Time) uint64 {
 	seq := max(uint64(now.UnixNano()), c.seq.last+1)
 	c.seq.last = seq
 	if err := atomicfile.WriteFile(filepath.Join(c.cfg.DataDir, SeqFile), strconv.AppendUint(nil, seq, 10), 0o600); err != nil {
 		// Publishing goes on: a record unsaved matters only if the process also
-		// restarts within the same nanosecond or on a clock set back.
+		// restarts within the same nanosecond or on a clock set back. Said once.
 		c.m.Inc("seq_save_errors")
-		c.log.Warn("record sequence not saved", "err", err)
+		if !c.seq.warned {
+			c.seq.warned = true
+			c.log.Warn("record sequence not saved (said once; seq_save_errors counts)", "err", err)
+		}
 	}
 	return seq
 }

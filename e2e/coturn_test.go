@@ -22,12 +22,7 @@ func TestCallThroughCoturn(t *testing.T) {
 	if _, err := exec.LookPath("turnserver"); err != nil {
 		t.Skip("skipping: turnserver missing: apt-get install coturn")
 	}
-	ln, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	turnAddr := ln.LocalAddr().String()
-	ln.Close()
+	turnAddr := freeAddr(t)
 	_, port, _ := net.SplitHostPort(turnAddr)
 	dir := t.TempDir()
 	ts := exec.Command("turnserver", "-n", "--no-cli", "--no-tls", "--no-dtls", "-L", "127.0.0.1", "-p", port,

@@ -10,11 +10,15 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"io"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -95,6 +99,78 @@ func run(t *testing.T, args ...string) []byte {
 		t.Fatalf("peerline %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, out, stderr.Bytes())
 	}
 	return out
+}
+
+// handedOut holds every port freePortRun gave out in this test process, so that two
+// callers (parallel subtests included) never get the same one.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// freePortRun finds n consecutive ports below the kernel's ephemeral range
+// (portsBelowEphemeral) that are free over TCP and UDP on 127.0.0.1 and over UDP on
+// 127.0.0.2, and that it never gave out before. Below that range no socket of another
+// process is given the port by the kernel between this probe and the bind of the process
+// under test, as happened to a supernode's STUN socket with a port taken from the
+// ephemeral range.
+func freePortRun(t *testing.T, n int) int {
+	t.Helper()
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	lo, hi := portsBelowEphemeral()
+	r := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid())))
+	for try := 0; try < 200; try++ {
+		base := lo + r.IntN(hi-lo-n)
+		ok := true
+		for p := base; p < base+n && ok; p++ {
+			if handedOut.ports[p] {
+				ok = false
+				break
+			}
+			for _, probe := range []func() (io.Closer, error){
+				func() (io.Closer, error) { return net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)) },
+				func() (io.Closer, error) { return net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p)) },
+				func() (io.Closer, error) { return net.ListenPacket("udp", fmt.Sprintf("127.0.0.2:%d", p)) },
+			} {
+				c, err := probe()
+				if err != nil {
+					ok = false
+					break
+				}
+				c.Close()
+			}
+		}
+		if ok {
+			for p := base; p < base+n; p++ {
+				handedOut.ports[p] = true
+			}
+			return base
+		}
+	}
+	t.Fatal("no run of free ports found")
+	return 0
+}
+
+// portsBelowEphemeral is the range freePortRun picks from: 20000-32000, below the
+// kernel's ephemeral range (32768-60999 by default on Linux), or the 12,000 ports below
+// that range where it starts lower. Where it starts below 5024 there is no room: the
+// default range is kept, and the race it avoids is back, if rare.
+func portsBelowEphemeral() (lo, hi int) {
+	lo, hi = 20000, 32000
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return lo, hi
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return lo, hi
+	}
+	first, err := strconv.Atoi(f[0])
+	if err != nil || first >= hi || first < 1024+4000 {
+		return lo, hi
+	}
+	return max(1024, first-12000), first
 }
 
 // freeAddr is an address on 127.0.0.1 whose port is free over both TCP and UDP (a

@@ -40,7 +40,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -168,55 +167,6 @@ var reTextPort = regexp.MustCompile(`\b(7000|7101|7102|3478|3479|3480)\b`)
 
 func (p portMap) apply(s string) string {
 	return reTextPort.ReplaceAllStringFunc(s, func(port string) string { return p[port] })
-}
-
-// handedOut holds every port freePortRun gave out in this test process, so that two
-// callers (parallel subtests included) never get the same one.
-var handedOut = struct {
-	sync.Mutex
-	ports map[int]bool
-}{ports: map[int]bool{}}
-
-// freePortRun finds n consecutive ports below the kernel's ephemeral range (32768 and up
-// on Linux) that are free over TCP and UDP on 127.0.0.1 and over UDP on 127.0.0.2, and
-// that it never gave out before. Below that range no socket of another process is given
-// the port by the kernel between this probe and the bind of the process under test, as
-// happened to a supernode's STUN socket with a port taken from the ephemeral range.
-func freePortRun(t *testing.T, n int) int {
-	t.Helper()
-	handedOut.Lock()
-	defer handedOut.Unlock()
-	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid())))
-	for try := 0; try < 200; try++ {
-		base := 20000 + r.IntN(12000)
-		ok := true
-		for p := base; p < base+n && ok; p++ {
-			if handedOut.ports[p] {
-				ok = false
-				break
-			}
-			for _, probe := range []func() (io.Closer, error){
-				func() (io.Closer, error) { return net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)) },
-				func() (io.Closer, error) { return net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p)) },
-				func() (io.Closer, error) { return net.ListenPacket("udp", fmt.Sprintf("127.0.0.2:%d", p)) },
-			} {
-				c, err := probe()
-				if err != nil {
-					ok = false
-					break
-				}
-				c.Close()
-			}
-		}
-		if ok {
-			for p := base; p < base+n; p++ {
-				handedOut.ports[p] = true
-			}
-			return base
-		}
-	}
-	t.Fatal("no run of free ports found")
-	return 0
 }
 
 // bgProc is a role started in the background by a line.

@@ -76,10 +76,10 @@ type Options struct {
 	// PromoteEvery, if set, lets one user in PromoteEvery promote itself to supernode
 	// while the layer is short of the login server's target (Users/Supernodes clients
 	// per supernode, so the layer started is the layer wanted), as public clients with
-	// the capacity do: the others stand for clients behind NATs. The supernodes then
-	// serve STUN, so that every client learns it has a public address. Those users
-	// check every KeepAlive/5 once up a KeepAlive, and read the layer's size with their
-	// host cache every KeepAlive.
+	// the capacity do: the others stand for clients behind NATs. Every supernode then
+	// serves STUN (promoted ones too), so that every client learns it has a public
+	// address. Those users check every KeepAlive/5 once up a KeepAlive, and read the
+	// layer's size with their host cache every KeepAlive.
 	PromoteEvery int
 }
 
@@ -286,16 +286,13 @@ func (s *Sim) startSupernode(i int) error {
 		LoginAddr: s.LoginAddr(), LoginKey: s.Login.PublicKey(), AdmitSecret: "sim",
 		Dialer: host, MaxClients: s.opts.MaxClients, Logger: s.opts.Logger,
 	}
-	s.snConfig(&cfg)
-	if s.opts.PromoteEvery > 0 {
-		pc, err := host.ListenPacket("udp", addr)
-		if err != nil {
-			return err
-		}
-		cfg.STUN[0] = pc
-	}
+	s.snConfig(host)(&cfg)
 	sn, err := supernode.New(cfg)
 	if err != nil {
+		ln.Close()
+		if cfg.STUN[0] != nil {
+			cfg.STUN[0].Close()
+		}
 		return err
 	}
 	ctx, stop := context.WithCancel(s.ctx)
@@ -306,9 +303,18 @@ func (s *Sim) startSupernode(i int) error {
 	return nil
 }
 
-// snConfig sets what every supernode of the simulation shares, promoted ones included.
-func (s *Sim) snConfig(c *supernode.Config) {
-	c.KeepAlive, c.Replicas, c.CacheTTL, c.PeerIdle = s.opts.KeepAlive, s.opts.Replicas, s.opts.CacheTTL, s.opts.PeerIdle
+// snConfig returns what sets the config of a supernode on host, promoted ones included:
+// the simulation's pace and, with PromoteEvery, STUN on the supernode's own address (left
+// out if the port is taken; the supernode then serves without).
+func (s *Sim) snConfig(host *memnet.Host) func(*supernode.Config) {
+	return func(c *supernode.Config) {
+		c.KeepAlive, c.Replicas, c.CacheTTL, c.PeerIdle = s.opts.KeepAlive, s.opts.Replicas, s.opts.CacheTTL, s.opts.PeerIdle
+		if s.opts.PromoteEvery > 0 {
+			if pc, err := host.ListenPacket("udp", c.Advertise); err == nil {
+				c.STUN[0] = pc
+			}
+		}
+	}
 }
 
 // startUsers creates accounts and credentials in bulk and starts one client per user,
@@ -498,7 +504,7 @@ func (s *Sim) prepareUser(ctx context.Context, i int, now time.Time) (*User, err
 			u.cfg.RefreshInterval = keep
 			u.cfg.Promote = client.PromoteConfig{MinUptime: keep, CheckInterval: keep / 5,
 				Listen: host.Listen, ListenAddr: net.JoinHostPort(ip, "7100"), MaxClients: s.opts.MaxClients,
-				Configure: s.snConfig}
+				Configure: s.snConfig(host)}
 		}
 	}
 	return u, nil

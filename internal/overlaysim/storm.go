@@ -11,6 +11,7 @@ import (
 
 	"github.com/peerline/peerline/internal/metrics"
 	"github.com/peerline/peerline/internal/timeline"
+	"github.com/peerline/peerline/supernode"
 )
 
 // The storms of Skype's outages, replayed on a running simulation (see DESIGN.md,
@@ -89,7 +90,7 @@ func sumCounters(m *metrics.Set, parts ...string) float64 {
 //	ready            users attached and published since their client started
 //	attached         users attached
 //	attempts         attach attempts of the current clients, summed
-//	sn_live          supernodes alive and running
+//	sn_live          supernodes alive and running, promoted users' included
 //	sn_max, sn_mean  clients attached per live supernode
 //	logins           password logins and resumes answered by the login server, summed
 //	hashes           password hashes the login server computed
@@ -111,15 +112,25 @@ func (s *Sim) Figures() map[string]float64 {
 		f["attempts"] += float64(u.attempts())
 	}
 	total, most := 0, 0
-	for _, sn := range s.SNs {
-		if sn.Killed() || !sn.Running() {
-			continue
-		}
+	count := func(sn *supernode.Supernode) {
 		f["sn_live"]++
 		n := sn.ClientCount()
 		total += n
 		most = max(most, n)
 		f["sn_shed"] += sumCounters(sn.Metrics(), "shed", "busy", "not_ready")
+	}
+	for _, sn := range s.SNs {
+		if !sn.Killed() && sn.Running() {
+			count(sn.Supernode)
+		}
+	}
+	for _, u := range s.Users {
+		// Users promoted to supernode serve under the same limits.
+		if cl := u.Client(); cl != nil {
+			if sn := cl.SupernodeRole(); sn != nil && sn.Registered() {
+				count(sn)
+			}
+		}
 	}
 	f["sn_max"] = float64(most)
 	if f["sn_live"] > 0 {

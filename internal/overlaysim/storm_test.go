@@ -20,7 +20,7 @@ import (
 // (NAME.tsv), plot (NAME.png) and summary (NAME.txt) there:
 //
 //	PEERLINE_SIM=1000,100000 PEERLINE_STORM_OUT=storm go test ./internal/overlaysim \
-//	    -run 'TestStorm' -v -timeout 60m
+//	    -run 'TestStorms$' -v -timeout 60m
 func stormScale() (sns, users int) {
 	if v := getenvScale(); v != nil {
 		return v[0], v[1]
@@ -43,7 +43,7 @@ type storm struct {
 	rec   *timeline.Recorder
 	stop  func()
 	limit int
-	out   string // directory for figures and plot; "" = the test's temporary directory
+	out   string             // directory for figures and plot; "" = the test's temporary directory
 	start time.Time          // on the test's clock: virtual inside a synctest bubble
 	base  map[string]float64 // Figures when the storm began (wall_s: the wall clock)
 	lines []string           // the summary
@@ -53,7 +53,9 @@ type storm struct {
 	virtual bool
 }
 
-func startStormSim(t *testing.T, name string, virtual bool, mod func(*Options)) *storm {
+// startStormSim starts the population of the storms, watched from the cold start's
+// first client; started is told of the simulation as soon as it runs (to close it).
+func startStormSim(t *testing.T, name string, virtual bool, started func(*Sim), mod func(*Options)) *storm {
 	sns, users := stormScale()
 	keep, hb := pace(sns, users)
 	// A storm loads the machine for a while: records must outlive a republication
@@ -86,6 +88,7 @@ func startStormSim(t *testing.T, name string, virtual bool, mod func(*Options)) 
 		}
 		t.Fatal(err)
 	}
+	started(s) // before st.stop's cleanup, which must run first
 	if st.stop == nil {
 		watch(s)
 	}
@@ -338,7 +341,7 @@ func (st *storm) finish() {
 	samples := st.rec.Samples()
 	Derive(samples, st.limit)
 	keys := []string{"ready", "attached", "attempts", "sn_live", "sn_max", "sn_mean", "logins/s", "hashes/s",
-		"login_shed/s", "sn_shed/s", "cpu%", "heap_mib"}
+		"login_shed/s", "sn_shed/s", "cpu%", "wall", "heap_mib"}
 	base := filepath.Join(st.out, st.name)
 	if err := timeline.WriteTable(base+".tsv", samples, keys); err != nil {
 		st.t.Error(err)
@@ -366,27 +369,29 @@ func (st *storm) finish() {
 //     moment (December 2010); no survivor may die, demote itself or exceed its limit;
 //  4. login-down: the login server is down for a whole reboot storm; every user
 //     attaches on its saved credential and sees its buddies online.
-func TestStorms(t *testing.T) { storms(t, false, t.Run) }
+func TestStorms(t *testing.T) {
+	storms(t, false, func(name string, f func(*testing.T)) { t.Run(name, f) })
+}
 
 // TestStormsVirtual is TestStorms on a virtual clock (testing/synctest): its times are
 // what the protocols take (back-offs, retry-afters, timeouts), with the CPU's share in
-// wall-clock time beside them. In a bubble a test has no subtests; each storm logs its
-// name instead.
+// wall-clock time beside them. In a bubble a test has no subtests: each storm logs its
+// name instead, and one that fails fatally ends the storms after it too.
 func TestStormsVirtual(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		storms(t, true, func(name string, f func(*testing.T)) bool {
+		storms(t, true, func(name string, f func(*testing.T)) {
 			t.Logf("=== storm %s", name)
 			f(t)
-			return !t.Failed()
 		})
 	})
 }
 
 // storms runs the four storms, each through run (t.Run, or in turn in a bubble).
-func storms(t *testing.T, virtual bool, run func(string, func(*testing.T)) bool) {
+func storms(t *testing.T, virtual bool, run func(string, func(*testing.T))) {
 	var s *Sim
+	closeAtEnd := func(sim *Sim) { t.Cleanup(func() { sim.Close() }) }
 	run("cold-start", func(t *testing.T) {
-		st := startStormSim(t, "cold-start", virtual, func(o *Options) {
+		st := startStormSim(t, "cold-start", virtual, closeAtEnd, func(o *Options) {
 			o.StartWithin, o.Buddies = 10*time.Second, 2
 			if virtual {
 				// Starts in groups every 10 ms: one instant at a time, 100,000 users
@@ -403,7 +408,6 @@ func storms(t *testing.T, virtual bool, run func(string, func(*testing.T)) bool)
 	if s == nil {
 		t.Fatal("no population to storm")
 	}
-	t.Cleanup(func() { s.Close() })
 	reboot := func(t *testing.T, name, what string, during func(st *storm)) *storm {
 		st := watchStorm(t, s, name, virtual)
 		st.begin(what)
