@@ -15,25 +15,9 @@ import (
 // equal or lower number as stale and keep the user's last record, then mark it gone.
 func TestRecordSeqSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
-	pub, _, err := ed25519.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pub := loginKey(t)
 	at := time.Date(2026, 12, 2, 1, 0, 0, 0, time.UTC)
-	next := func(c *Client, now time.Time) uint64 {
-		c.seq.mu.Lock()
-		defer c.seq.mu.Unlock()
-		return c.nextSeqLocked(now)
-	}
-	start := func() *Client {
-		t.Helper()
-		c, err := New(Config{DataDir: dir, User: "alice", Login: LoginServer{Addr: "192.0.2.1:7000", Key: pub},
-			Now: func() time.Time { return at }})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
+	start := func() *Client { t.Helper(); return seqClient(t, dir, pub, at) }
 	first := next(start(), at)
 	if want := uint64(at.UnixNano()); first != want {
 		t.Fatalf("first record: seq %d, want the signing time %d", first, want)
@@ -81,16 +65,8 @@ func TestRecordSeqSurvivesRestart(t *testing.T) {
 // and the last one is the one saved.
 func TestRecordSeqConcurrent(t *testing.T) {
 	dir := t.TempDir()
-	pub, _, err := ed25519.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	at := time.Date(2026, 12, 2, 1, 0, 0, 0, time.UTC)
-	c, err := New(Config{DataDir: dir, User: "alice", Login: LoginServer{Addr: "192.0.2.1:7000", Key: pub},
-		Now: func() time.Time { return at }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := seqClient(t, dir, loginKey(t), at)
 	const n = 16
 	seqs := make(chan uint64, n)
 	var wg sync.WaitGroup
@@ -98,9 +74,7 @@ func TestRecordSeqConcurrent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.seq.mu.Lock()
-			defer c.seq.mu.Unlock()
-			seqs <- c.nextSeqLocked(at)
+			seqs <- next(c, at)
 		}()
 	}
 	wg.Wait()
@@ -117,4 +91,32 @@ func TestRecordSeqConcurrent(t *testing.T) {
 	if err != nil || string(b) != strconv.FormatUint(most, 10) {
 		t.Fatalf("saved %q (%v), want the highest %d", b, err, most)
 	}
+}
+
+// loginKey is a login server key for clients that never reach one.
+func loginKey(t *testing.T) ed25519.PublicKey {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
+}
+
+// seqClient is alice's client on dir, on a clock stopped at at, never run.
+func seqClient(t *testing.T, dir string, login ed25519.PublicKey, at time.Time) *Client {
+	t.Helper()
+	c, err := New(Config{DataDir: dir, User: "alice", Login: LoginServer{Addr: "192.0.2.1:7000", Key: login},
+		Now: func() time.Time { return at }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// next numbers a record signed at now, as publish does.
+func next(c *Client, now time.Time) uint64 {
+	c.seq.mu.Lock()
+	defer c.seq.mu.Unlock()
+	return c.nextSeqLocked(now)
 }
