@@ -247,6 +247,7 @@ type Client struct {
 	Dir    string
 	cancel context.CancelFunc
 	done   chan error
+	ended  chan struct{} // closed when Run has returned
 }
 
 // Stop stops the client and returns what Run returned.
@@ -285,9 +286,18 @@ func (o *Overlay) StartClient(dir, user, password string, mod func(*client.Confi
 		o.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &Client{Client: cl, Dir: dir, cancel: cancel, done: make(chan error, 1)}
-	go func() { c.done <- cl.Run(ctx) }()
-	o.t.Cleanup(func() { cancel() })
+	c := &Client{Client: cl, Dir: dir, cancel: cancel, done: make(chan error, 1), ended: make(chan struct{})}
+	go func() { c.done <- cl.Run(ctx); close(c.ended) }()
+	// Wait for Run to return: a client writes its data directory as it exits, and the
+	// directory is usually the test's, removed by a cleanup registered before this one.
+	o.t.Cleanup(func() {
+		cancel()
+		select {
+		case <-c.ended:
+		case <-time.After(10 * time.Second):
+			o.t.Errorf("client %s still running 10 s after its cleanup", user)
+		}
+	})
 	return c
 }
 
