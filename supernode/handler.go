@@ -263,6 +263,8 @@ func (sn *Supernode) handlePeer(ctx context.Context, peer string, m proto.Messag
 			sn.notifyWatchers(m.Name)
 		}
 		return &proto.OK{}, nil
+	case *proto.Via:
+		return sn.serveVia(ctx, peer, m)
 	case *proto.Watch:
 		sn.addWatch(m.Name, watcher{sn: peer, user: m.Watcher})
 		return &proto.OK{}, nil

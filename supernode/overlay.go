@@ -304,40 +304,8 @@ func (sn *Supernode) Peers() []proto.SupernodeInfo {
 	return out
 }
 
-// holdersDo walks name's ring order and calls f on live members until Replicas calls
-// succeeded; members whose transport fails are suspected and skipped. It returns the
-// successes and the number of remote members contacted.
-func (sn *Supernode) holdersDo(ctx context.Context, name string, f func(index.Member) (stop bool, err error)) (ok, hops int) {
-	ring := sn.currentRing()
-	tries := 0
-	ring.Walk(name, func(m index.Member) bool {
-		if !sn.alive(m.ID) {
-			return true
-		}
-		if tries >= sn.cfg.Replicas+8 { // bound the walk when many members are dead
-			return false
-		}
-		tries++
-		if m.ID != sn.id {
-			hops++
-		}
-		stop, err := f(m)
-		switch {
-		case errors.Is(err, errTransport):
-			sn.markDead(m.ID, err)
-			return true
-		case err != nil:
-			ok++ // the holder answered, just not with what we wanted
-		default:
-			ok++
-		}
-		return !stop && ok < sn.cfg.Replicas
-	})
-	return ok, hops
-}
-
 // candidates returns the members name's operations should try, in ring order: the live
-// ones, bounded as holdersDo bounds its walk.
+// ones, Replicas+8 at most (a bound on the walk when many members are dead).
 func (sn *Supernode) candidates(name string) []index.Member {
 	var out []index.Member
 	sn.currentRing().Walk(name, func(m index.Member) bool {
@@ -452,7 +420,8 @@ func (sn *Supernode) replicate(ctx context.Context, name string, raw []byte) int
 
 // publishRecord stores an attached user's record at its holders through the first of
 // them that answers, which passes it on to the others (IndexStore.Replicate): one
-// connection per record from here instead of one per holder. At a hundred users per
+// message per record from here instead of one per holder, over the mesh (callVia) when
+// no holder has a connection open. At a hundred users per
 // supernode and a thousand supernodes, storing at every holder directly kept a
 // connection open to some 260 of them from each supernode; the first holders are about
 // a hundred, and the rest of the copies go between ring neighbours. A first holder that
@@ -471,7 +440,7 @@ func (sn *Supernode) publishRecord(ctx context.Context, name string, raw []byte)
 			}
 			continue
 		}
-		_, err := sn.ov.peers.call(ctx, m, &proto.IndexStore{Record: raw, Replicate: true})
+		_, err := sn.callVia(ctx, m, &proto.IndexStore{Record: raw, Replicate: true})
 		switch {
 		case err == nil:
 			return 1
@@ -646,7 +615,7 @@ func (sn *Supernode) gone(ctx context.Context, name string, seq uint64) {
 			}
 			return nil
 		}
-		_, err := sn.ov.peers.call(ctx, m, &proto.IndexGone{Name: name, Seq: seq})
+		_, err := sn.callVia(ctx, m, &proto.IndexGone{Name: name, Seq: seq})
 		return err
 	})
 }
@@ -707,7 +676,7 @@ func (sn *Supernode) sendPresence(ctx context.Context, w watcher, p proto.Presen
 	if !ok {
 		return
 	}
-	if _, err := sn.ov.peers.call(ctx, m, &p); errors.Is(err, errTransport) {
+	if _, err := sn.callVia(ctx, m, &p); errors.Is(err, errTransport) {
 		sn.markDead(m.ID, err)
 	}
 	sn.m.Inc("presence_sent")
@@ -735,17 +704,31 @@ func (sn *Supernode) subscribe(ctx context.Context, user string, names []string)
 	}
 }
 
+// watchAtHolder registers user's watch of name at one of name's holders: this supernode
+// if it is one, else one it has a connection open to, else the first in ring order. Every
+// holder sees every change of the record (the one a publication reaches passes it on to
+// the others, a departure goes to all), and tells its watchers.
 func (sn *Supernode) watchAtHolder(ctx context.Context, name, user string) {
-	w := watcher{sn: sn.id, user: user}
-	// The first live holder sees every change of name's record.
-	sn.holdersDo(ctx, name, func(m index.Member) (bool, error) {
-		if m.ID == sn.id {
-			sn.addWatch(name, w)
-			return true, nil
+	cands := sn.candidates(name)
+	sn.preferOpen(cands, sn.cfg.Replicas)
+	for i, m := range cands {
+		if i > sn.cfg.Replicas || ctx.Err() != nil {
+			return
 		}
-		_, err := sn.ov.peers.call(ctx, m, &proto.Watch{Name: name, Watcher: user})
-		return err == nil, err
-	})
+		if m.ID == sn.id {
+			sn.addWatch(name, watcher{sn: sn.id, user: user})
+			return
+		}
+		_, err := sn.callVia(ctx, m, &proto.Watch{Name: name, Watcher: user})
+		switch {
+		case errors.Is(err, errTransport):
+			sn.markDead(m.ID, err)
+		case errors.Is(err, errSlow):
+			sn.m.Inc("holders_slow")
+		default:
+			return // registered, or an answer: the holder is there
+		}
+	}
 }
 
 // maintain runs the periodic work of the index: expiring records, renewing this

@@ -22,8 +22,9 @@ import (
 //
 // Which connections stay open follows from use, not from a fixed set: a connection that
 // carries nothing for PeerIdle closes, and one that only ever carried lookups closes
-// after lookupIdle. The peers a supernode stores records at every keep-alive period (the
-// holders of its attached users' records) therefore keep theirs, and the ones a lookup
+// after lookupIdle. The peers a supernode talks to at every keep-alive period (its
+// contacts and group in the mesh, see callVia, and its ring neighbours, which it passes
+// records on to) therefore keep theirs, and the ones a lookup
 // reached once let theirs go within seconds: a lookup goes to the holders of a random
 // name, and keeping those connections would hold one per lookup. MaxPeers caps the pool
 // on top of that (by default sized from the clients attached), closing the least

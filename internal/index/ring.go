@@ -42,6 +42,9 @@ type Ring struct {
 
 	oldestOnce sync.Once
 	oldest     []Member // every member, longest-lived first; see Oldest
+
+	meshOnce sync.Once
+	mesh     *mesh // the members' groups; see Via
 }
 
 // Oldest returns up to n members, longest-lived first (then by id). The order is worked

@@ -100,6 +100,9 @@ func sumCounters(m *metrics.Set, parts ...string) float64 {
 //	wall_s           the wall clock's seconds (the kernel's, which a virtual clock
 //	                 does not fake), so that CPU use is a share of real time
 //	heap_mib         heap in use
+//	peer_conns       connections between supernodes, counted at each end that pools one
+//	peer_dials       connections supernodes dialled to each other, in all (a
+//	                 restarted client's supernode role counts from zero)
 func (s *Sim) Figures() map[string]float64 {
 	f := map[string]float64{}
 	for _, u := range s.Users {
@@ -118,17 +121,22 @@ func (s *Sim) Figures() map[string]float64 {
 		total += n
 		most = max(most, n)
 		f["sn_shed"] += sumCounters(sn.Metrics(), "shed", "busy", "not_ready")
+		f["peer_conns"] += float64(sn.PeerConns())
 	}
 	for _, sn := range s.SNs {
 		if !sn.Killed() && sn.Running() {
 			count(sn.Supernode)
 		}
+		f["peer_dials"] += float64(sn.Metrics().Get("peer_dials")) // the dead's too: a count of all time
 	}
 	for _, u := range s.Users {
 		// Users promoted to supernode serve under the same limits.
 		if cl := u.Client(); cl != nil {
-			if sn := cl.SupernodeRole(); sn != nil && sn.Registered() {
-				count(sn)
+			if sn := cl.SupernodeRole(); sn != nil {
+				if sn.Registered() {
+					count(sn)
+				}
+				f["peer_dials"] += float64(sn.Metrics().Get("peer_dials"))
 			}
 		}
 	}
@@ -224,7 +232,7 @@ func Derive(samples []timeline.Sample, snLimit int) {
 
 // healthCounters are the supernodes' counters that say whether the layer is calm: a
 // layer in a repair or dial storm shows it here before it shows it in lookups.
-var healthCounters = []string{"peer_dials", "peer_idle_closes", "peers_suspected", "repairs", "records_handed",
+var healthCounters = []string{"peer_dials", "peer_idle_closes", "via_sent", "via_unreachable", "peers_suspected", "repairs", "records_handed",
 	"heartbeats_late", "login_failures", "member_resyncs"}
 
 // Health sums the login server's supernode counters and the supernodes' health

@@ -194,6 +194,8 @@ func (st *storm) waitReady(limit time.Duration) {
 	st.logf("%s: password hashes %.0f, logins and resumes answered %.0f, login requests shed %.0f, supernode sheds %.0f; attach attempts per client %.2f",
 		st.name, now["hashes"]-st.base["hashes"], now["logins"]-st.base["logins"], now["login_shed"]-st.base["login_shed"],
 		now["sn_shed"]-st.base["sn_shed"], attempts)
+	st.logf("%s: supernode-to-supernode connections %.0f (ends pooled), %.0f dialled over the storm",
+		st.name, now["peer_conns"], now["peer_dials"]-st.base["peer_dials"])
 	if got := now["hashes"] - st.base["hashes"]; got != 0 {
 		st.t.Errorf("%s: %.0f password hashes; users with saved credentials need none", st.name, got)
 	}

@@ -1,6 +1,7 @@
 package proto
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -21,6 +22,7 @@ const (
 	TPresence        Type = 56 // holder -> watcher's supernode -> watcher's client
 	TDeliver         Type = 57 // supernode -> supernode -> client: an end-to-end message
 	TIndexStoreBatch Type = 58 // supernode -> holder: several records at once
+	TVia             Type = 59 // supernode -> its contact -> supernode: a message handed on
 	TPublish         Type = 60 // client -> supernode
 	TSearch          Type = 61
 	TSearchOK        Type = 62
@@ -39,6 +41,8 @@ const (
 	// MaxBatch is the most records one IndexStoreBatch carries; the frame's size limit
 	// usually binds first.
 	MaxBatch = 256
+	// MaxViaBody bounds the message a Via carries: an IndexStore of the largest record.
+	MaxViaBody = 2*MaxRecord + 1024
 )
 
 // Errors of the overlay.
@@ -46,6 +50,8 @@ var (
 	ErrOffline  = &Error{Code: "offline", Message: "that user is offline"}
 	ErrNotFound = &Error{Code: "not_found", Message: "not found in the overlay"}
 	ErrRefused  = &Error{Code: "refused", Message: "refused"}
+	// ErrUnreachable: a supernode asked to hand a message on (Via) could not.
+	ErrUnreachable = &Error{Code: "unreachable", Message: "the supernode it was for could not be reached"}
 )
 
 // Members asks the login server for the changes to the member list since version Since,
@@ -134,6 +140,44 @@ type IndexGone struct {
 	Seq  uint64 `json:"seq"`
 }
 
+// Via carries a message from one supernode to another through a third: the sender's
+// contact in the target's group of the mesh (index.Ring.Via), when the sender has no
+// connection open to the target. The sender sets To; the contact, which knows the
+// sender from its authenticated connection, hands the message on with From set to the
+// sender instead, and the target serves it as if From had sent it. Kind is the type of
+// the message carried (Watch, Presence, IndexStore or IndexGone: see Forwardable), Body
+// its encoding. An IndexGone is taken on its sender's word (only a user's own supernode
+// may say the user left), which the contact could forge, so it carries Sig: the sender's
+// Ed25519 signature over ViaSigned(To, Kind, Body), checked against From's key. The other
+// kinds carry their own proof (signed records) or need none. The answer is the carried
+// message's answer.
+type Via struct {
+	To   string          `json:"to,omitempty"`
+	From string          `json:"from,omitempty"`
+	Kind Type            `json:"kind"`
+	Body json.RawMessage `json:"body"`
+	Sig  []byte          `json:"sig,omitempty"`
+}
+
+// Forwardable reports whether a Via may carry messages of type t.
+func Forwardable(t Type) bool {
+	switch t {
+	case TWatch, TPresence, TIndexStore, TIndexGone:
+		return true
+	}
+	return false
+}
+
+// ViaSigned returns the bytes a Via's Sig signs: the target and the message, so that a
+// signature for one target is no good at another.
+func ViaSigned(to string, kind Type, body []byte) []byte {
+	b := make([]byte, 0, 24+len(to)+len(body))
+	b = append(b, "peerline via v1\x00"...)
+	b = append(b, to...)
+	b = append(b, 0, byte(kind))
+	return append(b, body...)
+}
+
 // Watch asks a holder to push presence changes of Name to the sending supernode, for its
 // user Watcher. Watches expire unless renewed.
 type Watch struct {
@@ -215,6 +259,7 @@ func (*IndexLookup) Type() Type     { return TIndexLookup }
 func (*IndexResult) Type() Type     { return TIndexResult }
 func (*IndexGone) Type() Type       { return TIndexGone }
 func (*Watch) Type() Type           { return TWatch }
+func (*Via) Type() Type             { return TVia }
 func (*Presence) Type() Type        { return TPresence }
 func (*Deliver) Type() Type         { return TDeliver }
 func (*Publish) Type() Type         { return TPublish }
@@ -228,7 +273,7 @@ func (*BandwidthOK) Type() Type     { return TBandwidthOK }
 
 func init() {
 	register(&Members{}, &MembersOK{}, &SNLeave{}, &SNPromote{}, &SNPromoteOK{},
-		&SNHello{}, &IndexStore{}, &IndexStoreBatch{}, &IndexLookup{}, &IndexResult{}, &IndexGone{}, &Watch{},
+		&SNHello{}, &IndexStore{}, &IndexStoreBatch{}, &IndexLookup{}, &IndexResult{}, &IndexGone{}, &Watch{}, &Via{},
 		&Presence{}, &Deliver{}, &Publish{}, &Search{}, &SearchOK{}, &Subscribe{}, &Msg{},
 		&DialBack{}, &Bandwidth{}, &BandwidthOK{})
 }
@@ -276,6 +321,24 @@ func (m *IndexLookup) validate() error {
 }
 func (m *IndexResult) validate() error { return checkBytes("record", m.Record, 0, MaxRecord) }
 func (m *IndexGone) validate() error   { return checkLen("name", m.Name, 1, MaxName) }
+func (m *Via) validate() error {
+	if (m.To == "") == (m.From == "") {
+		return fmt.Errorf("exactly one of to and from must be set")
+	}
+	if err := checkLen("to", m.To, 0, MaxName); err != nil {
+		return err
+	}
+	if err := checkLen("from", m.From, 0, MaxName); err != nil {
+		return err
+	}
+	if !Forwardable(m.Kind) {
+		return fmt.Errorf("type %d is not handed on", m.Kind)
+	}
+	if err := checkBytes("body", m.Body, 1, MaxViaBody); err != nil {
+		return err
+	}
+	return checkBytes("sig", m.Sig, 0, 64)
+}
 func (m *Watch) validate() error {
 	if err := checkLen("name", m.Name, 1, MaxName); err != nil {
 		return err

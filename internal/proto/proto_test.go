@@ -68,6 +68,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(uint8(TLoginOK), []byte(`{"name":"a","credential":"AQID","seed":[{"id":"k","addr":"192.0.2.1:1","since":"2026-01-01T00:00:00Z"}]}`))
 	f.Add(uint8(TError), []byte(`{"code":"busy","retry_after_ms":100}`))
 	f.Add(uint8(TIndexStoreBatch), []byte(`{"records":["AQID","BAUG"]}`))
+	f.Add(uint8(TVia), []byte(`{"to":"k2","kind":55,"body":{"name":"bob","watcher":"alice"}}`))
 	f.Fuzz(func(t *testing.T, typ uint8, body []byte) {
 		m, err := Decode(Type(typ), body)
 		if err != nil {
@@ -123,5 +124,27 @@ func TestBusyAlternativesRoundTrip(t *testing.T) {
 	}
 	if p := ok.(*SNPeers); !p.Short() || p.Supernodes[0].MaxClients != 9 {
 		t.Fatalf("SNPeers %+v", p)
+	}
+}
+
+// TestViaRefusesWhatIsNotHandedOn: a Via names one end (To from the sender, From from
+// the contact), carries only the kinds that may be handed on, and never another Via.
+func TestViaRefusesWhatIsNotHandedOn(t *testing.T) {
+	for _, c := range []struct {
+		body string
+		ok   bool
+	}{
+		{`{"to":"k2","kind":55,"body":{"name":"bob","watcher":"alice"}}`, true},
+		{`{"from":"k1","kind":54,"body":{"name":"bob","seq":1},"sig":"AQID"}`, true},
+		{`{"to":"k2","from":"k1","kind":55,"body":{}}`, false},
+		{`{"kind":55,"body":{}}`, false},
+		{`{"to":"k2","kind":59,"body":{"to":"k3","kind":55,"body":{}}}`, false},
+		{`{"to":"k2","kind":52,"body":{"name":"bob"}}`, false},
+		{`{"to":"k2","kind":55}`, false},
+	} {
+		_, err := Decode(TVia, []byte(c.body))
+		if (err == nil) != c.ok {
+			t.Errorf("%s: err %v, want ok=%v", c.body, err, c.ok)
+		}
 	}
 }

@@ -1,0 +1,61 @@
+package supernode
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"testing"
+
+	"github.com/peerline/peerline/internal/identity"
+	"github.com/peerline/peerline/internal/index"
+	"github.com/peerline/peerline/internal/proto"
+)
+
+// TestViaDepartureMustBeSigned: a departure handed on through a contact is served only
+// with its sender's signature for this target; a contact cannot forge one, nor replay
+// one made for another supernode, nor speak for a supernode that is not a member.
+func TestViaDepartureMustBeSigned(t *testing.T) {
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	_, login, _ := ed25519.GenerateKey(rand.Reader)
+	sn, err := New(Config{Key: key, Advertise: "192.0.2.1:4000", LoginAddr: "192.0.2.2:4000", LoginKey: login.Public().(ed25519.PublicKey)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, senderKey, _ := ed25519.GenerateKey(rand.Reader)
+	sender := identity.EncodeKey(senderKey.Public().(ed25519.PublicKey))
+	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
+	other := identity.EncodeKey(otherKey.Public().(ed25519.PublicKey))
+	sn.setRing(index.NewRing([]index.Member{{ID: sn.id, Addr: "192.0.2.1:4000"}, {ID: sender, Addr: "192.0.2.3:4000"}, {ID: "contact", Addr: "192.0.2.4:4000"}}), 1)
+	body, _ := proto.Encode(&proto.IndexGone{Name: "alice", Seq: 1})
+	sig := func(k ed25519.PrivateKey, to string) []byte {
+		return ed25519.Sign(k, proto.ViaSigned(to, proto.TIndexGone, body))
+	}
+	ctx := context.Background()
+	for _, c := range []struct {
+		what string
+		v    proto.Via
+		ok   bool
+	}{
+		{"signed by its sender for this target", proto.Via{From: sender, Kind: proto.TIndexGone, Body: body, Sig: sig(senderKey, sn.id)}, true},
+		{"unsigned", proto.Via{From: sender, Kind: proto.TIndexGone, Body: body}, false},
+		{"signed by someone else", proto.Via{From: sender, Kind: proto.TIndexGone, Body: body, Sig: sig(otherKey, sn.id)}, false},
+		{"signed for another target", proto.Via{From: sender, Kind: proto.TIndexGone, Body: body, Sig: sig(senderKey, "contact")}, false},
+		{"from a non-member", proto.Via{From: other, Kind: proto.TIndexGone, Body: body, Sig: sig(otherKey, sn.id)}, false},
+	} {
+		refused := sn.m.Get("via_refused")
+		_, err := sn.serveVia(ctx, "contact", &c.v)
+		if c.ok != (err == nil) {
+			t.Errorf("%s: err %v, want ok=%v", c.what, err, c.ok)
+		}
+		if !c.ok && (!errors.Is(err, proto.ErrRefused) || sn.m.Get("via_refused") != refused+1) {
+			t.Errorf("%s: err %v, via_refused %d -> %d; want a refusal counted", c.what, err, refused, sn.m.Get("via_refused"))
+		}
+	}
+	// A watch needs no signature: the worst a contact can forge is a push of presence
+	// the target would give the sender anyway.
+	wb, _ := proto.Encode(&proto.Watch{Name: "alice", Watcher: "bob"})
+	if _, err := sn.serveVia(ctx, "contact", &proto.Via{From: sender, Kind: proto.TWatch, Body: wb}); err != nil {
+		t.Errorf("watch handed on: %v", err)
+	}
+}
