@@ -66,9 +66,17 @@ func (c *Client) attachLoop(ctx context.Context) {
 			}
 			continue
 		}
-		bo.Reset()
-		c.budget.Success()
-		err = c.stayAttached(ctx, a)
+		// The attachment counts as a success once the supernode took the first
+		// publication: one that accepts the connection but cannot publish (its view
+		// of the ring full of dead members, say) must not be retried at once, again
+		// and again, on a back-off reset by each accept (536 attaches in 10 s by one
+		// client of the login-down storm at 4,000 users).
+		settled := false
+		err = c.stayAttached(ctx, a, func() {
+			settled = true
+			bo.Reset()
+			c.budget.Success()
+		})
 		c.mu.Lock()
 		c.attached = nil
 		c.mu.Unlock()
@@ -78,6 +86,19 @@ func (c *Client) attachLoop(ctx context.Context) {
 		}
 		c.cache.MarkFailure(a.addr)
 		c.saveCache()
+		if !settled {
+			c.setLastErr(err, true)
+			c.m.Inc("attach_unsettled")
+			d, spent := c.budget.Delay(&bo, c.busyWait())
+			if spent {
+				c.m.Inc("retry_budget_spent")
+			}
+			c.log.Warn("supernode took the attachment but not the publication; retrying", "supernode", a.name, "addr", a.addr, "err", err, "in", d.Round(time.Millisecond))
+			if !backoff.Sleep(ctx.Done(), d) {
+				return
+			}
+			continue
+		}
 		c.m.Inc("supernode_lost")
 		c.log.Warn("lost supernode; reattaching", "supernode", a.name, "addr", a.addr, "err", err)
 		// A short pause only: the cache holds other supernodes to try at once.
@@ -370,7 +391,9 @@ func (c *Client) buddyReread(readAt time.Time) time.Duration {
 // stayAttached publishes the user's record, subscribes to the buddies' presence, then
 // republishes every keep-alive period (the publication is the keep-alive) and refreshes
 // the host cache from the supernode, until the connection fails.
-func (c *Client) stayAttached(ctx context.Context, a *attachment) error {
+//
+// settled is called once the first publication succeeded.
+func (c *Client) stayAttached(ctx context.Context, a *attachment, settled func()) error {
 	// The record carries the blocked names, so a client that knows no buddy list yet
 	// (neither from the login server nor saved by an earlier run) reads it before the
 	// first publication. One that knows it publishes and subscribes at once, and reads
@@ -418,6 +441,7 @@ func (c *Client) stayAttached(ctx context.Context, a *attachment) error {
 	if err := c.publish(ctx, a, false); err != nil {
 		return err
 	}
+	settled()
 	if err := c.subscribe(ctx, a); err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}

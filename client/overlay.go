@@ -32,6 +32,21 @@ type Presence struct {
 	Online   bool      `json:"online"`
 	LastSeen time.Time `json:"last_seen,omitzero"`
 	Updated  time.Time `json:"updated"`
+
+	// The push this presence came from, for ordering pushes (proto.Presence.Seq).
+	seq     uint64
+	offline bool
+}
+
+// newer reports whether p is at least as recent as the presence last applied.
+func (cur *Presence) newer(p *proto.Presence) bool {
+	switch {
+	case p.Seq == 0 || cur.seq == 0:
+		return true
+	case p.Seq != cur.seq:
+		return p.Seq > cur.seq
+	}
+	return !p.Online || cur.offline == !p.Online
 }
 
 // Event is something that happened to the client: a buddy's presence changed or a
@@ -292,8 +307,14 @@ func (c *Client) onPresence(p *proto.Presence) {
 		c.mu.Unlock()
 		return
 	}
+	if !cur.newer(p) {
+		c.mu.Unlock()
+		c.m.Inc("presence_stale")
+		return
+	}
 	changed := cur.Online != p.Online || cur.Updated.IsZero()
 	cur.Online, cur.Updated = p.Online, now
+	cur.seq, cur.offline = p.Seq, !p.Online
 	if !p.LastSeen.IsZero() {
 		cur.LastSeen = p.LastSeen
 	}

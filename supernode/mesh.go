@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/peerline/peerline/internal/identity"
@@ -12,8 +11,9 @@ import (
 	"github.com/peerline/peerline/internal/proto"
 )
 
-// Messages between supernodes that no user waits on (watches, presence pushes,
-// publications, departures) cross the mesh of index.Ring.Via: straight to the peer when
+// With Config.Mesh, the messages between supernodes that no user waits on (watches,
+// presence pushes, publications, departures) cross the mesh of index.Ring.Via: straight
+// to the peer when
 // a connection to it is open or it is in this supernode's group, else through this
 // supernode's contact in the peer's group, which hands the message on. A supernode then
 // keeps connections to its group and one contact per other group, about 2√N peers,
@@ -22,18 +22,18 @@ import (
 // 86,000 connections for 17,000 users, each a TLS handshake (40% of the CPU of a reboot
 // storm) and some 25 KB to keep at both ends. Lookups and messages between users stay
 // one hop (a user waits on them); so do the copies a holder passes on to the next
-// holders, its ring neighbours.
+// holders, its ring neighbours. Off by default: see Config.Mesh.
 
 // viaTimeout bounds a contact's hand-on, under the sender's 5 s per call.
 const viaTimeout = 4 * time.Second
 
 // callVia sends msg, of a kind proto.Forwardable allows, to m over the mesh. Errors are
-// those of peerPool.call about m; a contact that is gone is suspected and m tried
-// directly, and a contact that could not reach m in time makes the error errSlow (the
-// caller moves on to another holder without suspecting m on a third party's word).
+// those of peerPool.call about m: a contact that is gone is suspected and m tried
+// directly, and so is m when the contact could not reach it (the direct attempt's
+// failure, first-hand, is what the caller suspects m on).
 func (sn *Supernode) callVia(ctx context.Context, m index.Member, msg proto.Message) (proto.Message, error) {
 	p := sn.ov.peers
-	if m.ID == sn.id || p.open(m.ID) {
+	if !sn.cfg.Mesh || m.ID == sn.id || p.open(m.ID) {
 		return p.call(ctx, m, msg)
 	}
 	via, ok := sn.currentRing().Via(sn.id, m.ID, sn.alive)
@@ -58,8 +58,13 @@ func (sn *Supernode) callVia(ctx context.Context, m index.Member, msg proto.Mess
 		sn.m.Inc("via_contact_lost")
 		return p.call(ctx, m, msg)
 	case errors.Is(err, proto.ErrUnreachable):
+		// The contact could not reach m. Try m directly, once: a third party's word is
+		// not enough to suspect m, and without suspecting a dead m this supernode would
+		// send every message for it to the contact again, and walk past the next
+		// holders with its bounded walks (with the login server down, dead members stay
+		// on the list: half of one storm's users then saw a buddy offline).
 		sn.m.Inc("via_unreachable")
-		return nil, fmt.Errorf("%w: %s through %s: %v", errSlow, m.Addr, via.Addr, err)
+		return p.call(ctx, m, msg)
 	}
 	return nil, err // m's answer (a refusal), or errSlow about the contact
 }

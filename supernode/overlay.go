@@ -522,6 +522,7 @@ func (sn *Supernode) Lookup(ctx context.Context, name, asker string) (res proto.
 	limit := min(len(cands), 2*sn.cfg.Replicas)
 	more := func() bool { return next < limit && answered+running < limit }
 	var offline *proto.IndexResult // the first "offline" answer, kept in case nobody has it online
+	var stale *proto.IndexResult   // the first online answer naming a dead supernode
 	if more() {
 		ask(cands[next])
 		next, running = next+1, running+1
@@ -559,6 +560,19 @@ func (sn *Supernode) Lookup(ctx context.Context, name, asker string) (res proto.
 				answered++
 				break
 			}
+			if rec.Supernode != sn.id && !sn.alive(rec.Supernode) {
+				// It names a supernode known here to be dead: the user has moved on, and
+				// another holder may have the record from the new one (this holder
+				// missed it: views of who is alive differ while dead members stay on
+				// the list). Kept in case no holder has better.
+				sn.m.Inc("lookup_stale_records")
+				if stale == nil {
+					r := a.r
+					stale = &r
+				}
+				answered++
+				break
+			}
 			sn.cacheResult(name, a.r, rec, now)
 			return a.r, hops, false
 		default: // offline, last seen then; another holder may have a newer, online record
@@ -567,7 +581,7 @@ func (sn *Supernode) Lookup(ctx context.Context, name, asker string) (res proto.
 				offline = &r
 			}
 			answered++
-			if answered >= sn.cfg.Replicas {
+			if answered >= sn.cfg.Replicas && stale == nil {
 				return *offline, hops, false
 			}
 		}
@@ -576,6 +590,9 @@ func (sn *Supernode) Lookup(ctx context.Context, name, asker string) (res proto.
 			next, running = next+1, running+1
 			hedge.Reset(sn.cfg.LookupHedge)
 		}
+	}
+	if stale != nil {
+		return *stale, hops, false
 	}
 	if offline != nil {
 		return *offline, hops, false
@@ -635,7 +652,7 @@ func (sn *Supernode) addWatch(name string, w watcher) {
 	ws[w] = sn.cfg.Now().Add(3 * sn.cfg.KeepAlive)
 	ov.mu.Unlock()
 	if e, ok := sn.ov.store.Get(name, sn.cfg.Now()); ok {
-		go sn.sendPresence(sn.runCtx, w, proto.Presence{Name: name, Online: !e.Offline, LastSeen: e.LastSeen})
+		go sn.sendPresence(sn.runCtx, w, proto.Presence{Name: name, Online: !e.Offline, LastSeen: e.LastSeen, Seq: e.Rec.Seq})
 	}
 }
 
@@ -657,7 +674,7 @@ func (sn *Supernode) notifyWatchers(name string) {
 		ws = append(ws, w)
 	}
 	ov.mu.Unlock()
-	p := proto.Presence{Name: name, Online: !e.Offline, LastSeen: e.LastSeen}
+	p := proto.Presence{Name: name, Online: !e.Offline, LastSeen: e.LastSeen, Seq: e.Rec.Seq}
 	for _, w := range ws {
 		if e.Rec.HasBlocked(w.user) {
 			continue
@@ -704,14 +721,14 @@ func (sn *Supernode) subscribe(ctx context.Context, user string, names []string)
 	}
 }
 
-// watchAtHolder registers user's watch of name at one of name's holders: this supernode
-// if it is one, else one it has a connection open to, else the first in ring order. Every
-// holder sees every change of the record (the one a publication reaches passes it on to
-// the others, a departure goes to all), and tells its watchers.
+// watchAtHolder registers user's watch of name at the first live holder of name, in ring
+// order, that answers (over the mesh with Config.Mesh). Any holder tells its watchers of the changes it
+// sees, but the first is the one every view of the ring agrees on most often: a later
+// one can be a member that some supernodes count among the holders and others do not
+// (while dead members are still on the list, as with the login server down), and may
+// then see a departure but not the publication after it.
 func (sn *Supernode) watchAtHolder(ctx context.Context, name, user string) {
-	cands := sn.candidates(name)
-	sn.preferOpen(cands, sn.cfg.Replicas)
-	for i, m := range cands {
+	for i, m := range sn.candidates(name) {
 		if i > sn.cfg.Replicas || ctx.Err() != nil {
 			return
 		}
@@ -956,6 +973,9 @@ func (sn *Supernode) handOff(ctx context.Context) int {
 
 // deliver hands an end-to-end message to an attached user, or forwards it to the
 // supernode the recipient's record names.
+// errSNUnreachable: the supernode a record names for its user could not be reached.
+var errSNUnreachable = errors.New("supernode: the recipient's supernode is unreachable")
+
 func (sn *Supernode) deliver(ctx context.Context, d *proto.Deliver, rec *index.Record) error {
 	if h := sn.cfg.TestHookForward; h != nil {
 		h(d)
@@ -985,7 +1005,7 @@ func (sn *Supernode) deliver(ctx context.Context, d *proto.Deliver, rec *index.R
 	_, err := sn.ov.peers.call(ctx, m, d)
 	if errors.Is(err, errTransport) {
 		sn.markDead(m.ID, err)
-		return proto.ErrOffline.With("%s's supernode is unreachable", d.To)
+		return errSNUnreachable
 	}
 	if err == nil {
 		sn.m.Inc("messages_forwarded")

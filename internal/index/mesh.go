@@ -23,8 +23,9 @@ import (
 // for a member of another group goes to the contact, which hands it on within its
 // group. A supernode then keeps about 2√N connections for this traffic (62 at 1,000
 // members) instead of one per peer it ever has something for; the price is a second hop
-// for watches, presence and publications that find no connection open. Lookups stay one
-// hop: they take a connection for a moment, and answer the user who waits.
+// for what finds no connection open (the supernode package says which messages take
+// it). Lookups stay one hop: they take a connection for a moment, and answer the user
+// who waits.
 //
 // Nearest "within the group" compares the hash bits below the group's: a member at
 // offset o of its group picks the member nearest o in each other group, and that member

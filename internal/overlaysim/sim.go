@@ -52,6 +52,7 @@ type Options struct {
 	Replicas   int           // 0 = supernode default (3)
 	CacheTTL   time.Duration // supernodes' lookup cache; 0 = their default, negative = off
 	PeerIdle   time.Duration // supernodes' Config.PeerIdle; 0 = their default (2 x KeepAlive)
+	Mesh       bool          // supernodes' Config.Mesh
 	Dir        string        // state; "" = a temporary directory (in /dev/shm when present)
 	Logger     *slog.Logger  // nil = discard
 	// Joining bounds the clients that have started but not yet published, so that the
@@ -96,6 +97,13 @@ type Sim struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	store  *loginsrv.SQLiteStore
+
+	// retired holds the counters of supernode roles that ended with their user's
+	// client (RebootUsers), so that the storms' sums never go back.
+	retired struct {
+		mu          sync.Mutex
+		shed, dials float64
+	}
 }
 
 // SN is a simulated supernode.
@@ -309,6 +317,7 @@ func (s *Sim) startSupernode(i int) error {
 func (s *Sim) snConfig(host *memnet.Host) func(*supernode.Config) {
 	return func(c *supernode.Config) {
 		c.KeepAlive, c.Replicas, c.CacheTTL, c.PeerIdle = s.opts.KeepAlive, s.opts.Replicas, s.opts.CacheTTL, s.opts.PeerIdle
+		c.Mesh = s.opts.Mesh
 		if s.opts.PromoteEvery > 0 {
 			if pc, err := host.ListenPacket("udp", c.Advertise); err == nil {
 				c.STUN[0] = pc

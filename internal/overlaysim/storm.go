@@ -29,6 +29,17 @@ import (
 func (s *Sim) RebootUsers(ctx context.Context) error {
 	dones := make([]<-chan struct{}, len(s.Users))
 	for i, u := range s.Users {
+		// A promoted user's supernode ends with its client: keep its counts.
+		if cl := u.Client(); cl != nil {
+			if sn := cl.SupernodeRole(); sn != nil {
+				s.retired.mu.Lock()
+				if sn.Registered() {
+					s.retired.shed += sumCounters(sn.Metrics(), "shed", "busy", "not_ready")
+				}
+				s.retired.dials += float64(sn.Metrics().Get("peer_dials"))
+				s.retired.mu.Unlock()
+			}
+		}
 		dones[i] = u.crash()
 	}
 	for _, d := range dones {
@@ -101,8 +112,7 @@ func sumCounters(m *metrics.Set, parts ...string) float64 {
 //	                 does not fake), so that CPU use is a share of real time
 //	heap_mib         heap in use
 //	peer_conns       connections between supernodes, counted at each end that pools one
-//	peer_dials       connections supernodes dialled to each other, in all (a
-//	                 restarted client's supernode role counts from zero)
+//	peer_dials       connections supernodes dialled to each other, in all
 func (s *Sim) Figures() map[string]float64 {
 	f := map[string]float64{}
 	for _, u := range s.Users {
@@ -140,6 +150,10 @@ func (s *Sim) Figures() map[string]float64 {
 			}
 		}
 	}
+	s.retired.mu.Lock()
+	f["sn_shed"] += s.retired.shed
+	f["peer_dials"] += s.retired.dials
+	s.retired.mu.Unlock()
 	f["sn_max"] = float64(most)
 	if f["sn_live"] > 0 {
 		f["sn_mean"] = float64(total) / f["sn_live"]

@@ -62,7 +62,8 @@ func startStormSim(t *testing.T, name string, virtual bool, started func(*Sim), 
 	// delayed by it (they live two keep-alive periods).
 	keep = max(keep, 10*time.Second)
 	opts := Options{Supernodes: sns, Users: users, KeepAlive: keep, Heartbeat: hb,
-		MaxClients: stormLimit(sns, users), Progress: t.Logf, PromoteEvery: promoteEvery}
+		MaxClients: stormLimit(sns, users), Progress: t.Logf, PromoteEvery: promoteEvery,
+		Mesh: os.Getenv("PEERLINE_SIM_MESH") != ""}
 	if mod != nil {
 		mod(&opts)
 	}
@@ -93,7 +94,7 @@ func startStormSim(t *testing.T, name string, virtual bool, started func(*Sim), 
 		watch(s)
 	}
 	t.Cleanup(st.stop)
-	st.logf("%s: %d supernodes (admission limit %d connections each), %d users, keep-alive %v", name, sns, st.limit, users, keep)
+	st.logf("%s: %d supernodes (admission limit %d connections each), %d users, keep-alive %v, mesh %v", name, sns, st.limit, users, keep, opts.Mesh)
 	return st
 }
 
@@ -191,9 +192,13 @@ func (st *storm) waitReady(limit time.Duration) {
 	}
 	st.logf("%s: 99%% of users attached and published in %v, 100%% in %v%s; CPU %.0f s over the storm (%.0f%% of one core; the machine has %d)",
 		st.name, t99.Round(time.Millisecond), t100.Round(time.Millisecond), clock, cpu, 100*cpu/max(wall, 1e-3), runtime.NumCPU())
-	st.logf("%s: password hashes %.0f, logins and resumes answered %.0f, login requests shed %.0f, supernode sheds %.0f; attach attempts per client %.2f",
+	most := uint64(0)
+	for _, u := range s.Users {
+		most = max(most, u.attempts())
+	}
+	st.logf("%s: password hashes %.0f, logins and resumes answered %.0f, login requests shed %.0f, supernode sheds %.0f; attach attempts per client %.2f, at most %d",
 		st.name, now["hashes"]-st.base["hashes"], now["logins"]-st.base["logins"], now["login_shed"]-st.base["login_shed"],
-		now["sn_shed"]-st.base["sn_shed"], attempts)
+		now["sn_shed"]-st.base["sn_shed"], attempts, most)
 	st.logf("%s: supernode-to-supernode connections %.0f (ends pooled), %.0f dialled over the storm",
 		st.name, now["peer_conns"], now["peer_dials"]-st.base["peer_dials"])
 	if got := now["hashes"] - st.base["hashes"]; got != 0 {

@@ -191,6 +191,12 @@ type Presence struct {
 	Online   bool      `json:"online"`
 	LastSeen time.Time `json:"last_seen,omitzero"`
 	To       string    `json:"to,omitempty"` // the watching user (supernode to supernode)
+	// Seq is the sequence number of the record the presence comes from: pushes can
+	// arrive out of order (each goes on its own, and some through a contact of the
+	// mesh), and a watcher keeps the newest. Of two with one Seq, the offline one is
+	// newer: a departure or an expiry ends the record it names. 0 = unknown (older
+	// supernodes), taken as it comes.
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 // Deliver carries an end-to-end encrypted message to its recipient.
