@@ -16,12 +16,7 @@ import (
 // with its sender's signature for this target; a contact cannot forge one, nor replay
 // one made for another supernode, nor speak for a supernode that is not a member.
 func TestViaDepartureMustBeSigned(t *testing.T) {
-	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	_, login, _ := ed25519.GenerateKey(rand.Reader)
-	sn, err := New(Config{Key: key, Advertise: "192.0.2.1:4000", LoginAddr: "192.0.2.2:4000", LoginKey: login.Public().(ed25519.PublicKey)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sn := newUnstarted(t)
 	_, senderKey, _ := ed25519.GenerateKey(rand.Reader)
 	sender := identity.EncodeKey(senderKey.Public().(ed25519.PublicKey))
 	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)

@@ -11,16 +11,24 @@ import (
 	"github.com/peerline/peerline/internal/rpc"
 )
 
-// TestPreferOpen: among a record's holders, this supernode comes first, then the ones it
-// has a connection open to, each in ring order, and the candidates past the holders keep
-// their places.
-func TestPreferOpen(t *testing.T) {
+// newUnstarted returns a supernode that is configured but not running, for tests of its
+// parts.
+func newUnstarted(t *testing.T) *Supernode {
+	t.Helper()
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	_, login, _ := ed25519.GenerateKey(rand.Reader)
 	sn, err := New(Config{Key: key, Advertise: "192.0.2.1:4000", LoginAddr: "192.0.2.2:4000", LoginKey: login.Public().(ed25519.PublicKey)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return sn
+}
+
+// TestPreferOpen: among a record's holders, this supernode comes first, then the ones it
+// has a connection open to, each in ring order, and the candidates past the holders keep
+// their places.
+func TestPreferOpen(t *testing.T) {
+	sn := newUnstarted(t)
 	openConn := func(id string) {
 		a, b := net.Pipe()
 		t.Cleanup(func() { a.Close(); b.Close() })
