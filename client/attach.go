@@ -86,6 +86,7 @@ func (c *Client) attachLoop(ctx context.Context) {
 		}
 		c.cache.MarkFailure(a.addr)
 		c.saveCache()
+		c.m.Inc("supernode_lost")
 		if !settled {
 			c.setLastErr(err, true)
 			c.m.Inc("attach_unsettled")
@@ -99,7 +100,6 @@ func (c *Client) attachLoop(ctx context.Context) {
 			}
 			continue
 		}
-		c.m.Inc("supernode_lost")
 		c.log.Warn("lost supernode; reattaching", "supernode", a.name, "addr", a.addr, "err", err)
 		// A short pause only: the cache holds other supernodes to try at once.
 		if !backoff.Sleep(ctx.Done(), bo.Next()/4) {
