@@ -299,32 +299,15 @@ func (sn *Supernode) handleClient(ctx context.Context, h *handler, name string, 
 		sn.subscribe(ctx, name, m.Names)
 		return &proto.OK{}, nil
 	case *proto.Msg:
-		// A record can name a supernode that has just died (a holder missed the
-		// user's move): the failed delivery marks it dead, and a second lookup then
-		// passes over the records naming it.
-		d := &proto.Deliver{From: name, To: m.To, Envelope: m.Envelope}
-		var last string
-		for try := 0; try < 2; try++ {
-			res, _, _ := sn.Lookup(ctx, m.To, name)
-			if !res.Found || !res.Online {
-				return nil, proto.ErrOffline.With("%s is offline", m.To)
-			}
-			rec, err := index.Parse(res.Record)
-			if err != nil {
-				return nil, proto.ErrOffline
-			}
-			if rec.Supernode == last {
-				break
-			}
-			last = rec.Supernode
-			err = sn.deliver(ctx, d, &rec)
-			if !errors.Is(err, errSNUnreachable) {
-				return &proto.OK{}, err
-			}
-			sn.forget(m.To)
-			sn.m.Inc("messages_relooked")
+		res, _, _ := sn.Lookup(ctx, m.To, name)
+		if !res.Found || !res.Online {
+			return nil, proto.ErrOffline.With("%s is offline", m.To)
 		}
-		return nil, proto.ErrOffline.With("%s's supernode is unreachable", m.To)
+		rec, err := index.Parse(res.Record)
+		if err != nil {
+			return nil, proto.ErrOffline
+		}
+		return &proto.OK{}, sn.deliver(ctx, &proto.Deliver{From: name, To: m.To, Envelope: m.Envelope}, &rec)
 	case *proto.DialBack:
 		return &proto.OK{}, sn.dialBack(ctx, h.key, m.Addr)
 	case *proto.Bandwidth:

@@ -522,7 +522,6 @@ func (sn *Supernode) Lookup(ctx context.Context, name, asker string) (res proto.
 	limit := min(len(cands), 2*sn.cfg.Replicas)
 	more := func() bool { return next < limit && answered+running < limit }
 	var offline *proto.IndexResult // the first "offline" answer, kept in case nobody has it online
-	var stale *proto.IndexResult   // the first online answer naming a dead supernode
 	if more() {
 		ask(cands[next])
 		next, running = next+1, running+1
@@ -560,19 +559,6 @@ func (sn *Supernode) Lookup(ctx context.Context, name, asker string) (res proto.
 				answered++
 				break
 			}
-			if rec.Supernode != sn.id && !sn.alive(rec.Supernode) {
-				// It names a supernode known here to be dead: the user has moved on, and
-				// another holder may have the record from the new one (this holder
-				// missed it: views of who is alive differ while dead members stay on
-				// the list). Kept in case no holder has better.
-				sn.m.Inc("lookup_stale_records")
-				if stale == nil {
-					r := a.r
-					stale = &r
-				}
-				answered++
-				break
-			}
 			sn.cacheResult(name, a.r, rec, now)
 			return a.r, hops, false
 		default: // offline, last seen then; another holder may have a newer, online record
@@ -581,7 +567,7 @@ func (sn *Supernode) Lookup(ctx context.Context, name, asker string) (res proto.
 				offline = &r
 			}
 			answered++
-			if answered >= sn.cfg.Replicas && stale == nil {
+			if answered >= sn.cfg.Replicas {
 				return *offline, hops, false
 			}
 		}
@@ -590,9 +576,6 @@ func (sn *Supernode) Lookup(ctx context.Context, name, asker string) (res proto.
 			next, running = next+1, running+1
 			hedge.Reset(sn.cfg.LookupHedge)
 		}
-	}
-	if stale != nil {
-		return *stale, hops, false
 	}
 	if offline != nil {
 		return *offline, hops, false
@@ -973,9 +956,6 @@ func (sn *Supernode) handOff(ctx context.Context) int {
 
 // deliver hands an end-to-end message to an attached user, or forwards it to the
 // supernode the recipient's record names.
-// errSNUnreachable: the supernode a record names for its user could not be reached.
-var errSNUnreachable = errors.New("supernode: the recipient's supernode is unreachable")
-
 func (sn *Supernode) deliver(ctx context.Context, d *proto.Deliver, rec *index.Record) error {
 	if h := sn.cfg.TestHookForward; h != nil {
 		h(d)
@@ -1005,7 +985,7 @@ func (sn *Supernode) deliver(ctx context.Context, d *proto.Deliver, rec *index.R
 	_, err := sn.ov.peers.call(ctx, m, d)
 	if errors.Is(err, errTransport) {
 		sn.markDead(m.ID, err)
-		return errSNUnreachable
+		return proto.ErrOffline.With("%s's supernode is unreachable", d.To)
 	}
 	if err == nil {
 		sn.m.Inc("messages_forwarded")
