@@ -229,6 +229,9 @@ func (sn *Supernode) hello(ctx context.Context, h *handler, m *proto.SNHello) (p
 
 // handlePeer serves another supernode.
 func (sn *Supernode) handlePeer(ctx context.Context, peer string, m proto.Message) (proto.Message, error) {
+	if err := sn.indexReady(m); err != nil {
+		return nil, err
+	}
 	switch m := m.(type) {
 	case *proto.IndexStore:
 		if !m.Replicate {
@@ -278,6 +281,28 @@ func (sn *Supernode) handlePeer(ctx context.Context, peer string, m proto.Messag
 	}
 	sn.m.Inc("unexpected_messages")
 	return nil, proto.ErrBadRequest.With("message type %d is not served between supernodes", m.Type())
+}
+
+// indexReady refuses the index's messages while this supernode has no member list: a
+// supernode that restarted while the login server is down (a promoted user's, after a
+// mass reboot) is still on its peers' lists and takes their connections, but holds no
+// view of the ring. As the first holder of a publication it would keep the record
+// and pass it on to nobody, and as a watch's holder it could not push presence to the
+// watchers' supernodes, which it does not know: every record that reached it would
+// expire at the holders that count, and its users be seen offline. The answer is busy,
+// which the callers take as "ask the next holder", not as a death.
+func (sn *Supernode) indexReady(m proto.Message) error {
+	switch m.(type) {
+	case *proto.Ping, *proto.Deliver, *proto.Presence:
+		return nil
+	case *proto.Via:
+		return nil // a contact without a list answers unreachable; a target checks the inner message
+	}
+	if sn.currentRing().Len() > 0 {
+		return nil
+	}
+	sn.m.Inc("index_not_ready")
+	return proto.ErrBusy.With("supernode has no member list yet").WithRetry(time.Second)
 }
 
 // handleClient serves an attached client.

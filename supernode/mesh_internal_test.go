@@ -54,3 +54,32 @@ func TestViaDepartureMustBeSigned(t *testing.T) {
 		t.Errorf("watch handed on: %v", err)
 	}
 }
+
+// TestIndexRefusedWithoutMemberList: a supernode that has no member list (restarted
+// while the login server is down) answers the index's messages busy, so that its peers
+// ask the next holder instead of leaving records, watches and lookups with a supernode
+// that can pass nothing on; pings and messages for its clients are still served.
+func TestIndexRefusedWithoutMemberList(t *testing.T) {
+	sn := newUnstarted(t)
+	ctx := context.Background()
+	for _, m := range []proto.Message{
+		&proto.IndexStore{Record: []byte("x"), Replicate: true},
+		&proto.IndexStoreBatch{Records: [][]byte{[]byte("x")}},
+		&proto.IndexLookup{Name: "alice", Asker: "bob"},
+		&proto.IndexGone{Name: "alice", Seq: 1},
+		&proto.Watch{Name: "alice", Watcher: "bob"},
+	} {
+		before := sn.m.Get("index_not_ready")
+		if _, err := sn.handlePeer(ctx, "peer", m); !errors.Is(err, proto.ErrBusy) || sn.m.Get("index_not_ready") != before+1 {
+			t.Errorf("%T without a member list: err %v, index_not_ready %d -> %d; want busy, counted", m, err, before, sn.m.Get("index_not_ready"))
+		}
+	}
+	if _, err := sn.handlePeer(ctx, "peer", &proto.Ping{Seq: 1}); err != nil {
+		t.Errorf("ping without a member list: %v", err)
+	}
+	sn.setRing(index.NewRing([]index.Member{{ID: sn.id, Addr: "192.0.2.1:4000"}}), 1)
+	resp, err := sn.handlePeer(ctx, "peer", &proto.IndexLookup{Name: "alice", Asker: "bob"})
+	if r, ok := resp.(*proto.IndexResult); err != nil || !ok || r.Found {
+		t.Errorf("lookup with a member list: %v, %v; want not found", resp, err)
+	}
+}

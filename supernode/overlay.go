@@ -147,6 +147,12 @@ func (sn *Supernode) currentRing() *index.Ring {
 	return sn.ov.ring
 }
 
+// Held reports the entry this supernode holds for name, if any, as its own lookups and
+// watches see it.
+func (sn *Supernode) Held(name string) (index.Entry, bool) {
+	return sn.ov.store.Get(name, sn.cfg.Now())
+}
+
 // RingSize is the number of supernodes this supernode knows.
 func (sn *Supernode) RingSize() int { return sn.currentRing().Len() }
 
@@ -448,6 +454,8 @@ func (sn *Supernode) publishRecord(ctx context.Context, name string, raw []byte)
 			sn.markDead(m.ID, err)
 		case errors.Is(err, errSlow):
 			sn.m.Inc("holders_slow")
+		case errors.Is(err, proto.ErrBusy):
+			sn.m.Inc("holders_busy") // not ready to hold (see indexReady): the next one
 		default:
 			return 1 // an answer, even a refusal, means the holder is there
 		}
@@ -547,6 +555,8 @@ func (sn *Supernode) Lookup(ctx context.Context, name, asker string) (res proto.
 			sn.markDead(a.m.ID, a.err)
 		case errors.Is(a.err, errSlow):
 			sn.m.Inc("holders_slow")
+		case errors.Is(a.err, proto.ErrBusy):
+			sn.m.Inc("holders_busy") // holds nothing it can vouch for: ask another
 		case a.err != nil:
 			answered++ // the holder answered, just not with what we wanted
 		case !a.r.Found:
@@ -725,6 +735,8 @@ func (sn *Supernode) watchAtHolder(ctx context.Context, name, user string) {
 			sn.markDead(m.ID, err)
 		case errors.Is(err, errSlow):
 			sn.m.Inc("holders_slow")
+		case errors.Is(err, proto.ErrBusy):
+			sn.m.Inc("holders_busy")
 		default:
 			return // registered, or an answer: the holder is there
 		}
@@ -985,7 +997,7 @@ func (sn *Supernode) deliver(ctx context.Context, d *proto.Deliver, rec *index.R
 	_, err := sn.ov.peers.call(ctx, m, d)
 	if errors.Is(err, errTransport) {
 		sn.markDead(m.ID, err)
-		return proto.ErrOffline.With("%s's supernode is unreachable", d.To)
+		return proto.ErrOffline.With("%s's supernode is unreachable (%v)", d.To, err)
 	}
 	if err == nil {
 		sn.m.Inc("messages_forwarded")

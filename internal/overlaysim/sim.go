@@ -60,8 +60,15 @@ type Options struct {
 	Joining int
 	// Buddies gives every user this many buddies (the users after it, each way); 0 = none.
 	Buddies int
-	// MaxClients is each supernode's admission limit (connections at once); 0 = 20,000.
+	// MaxClients is each supernode's connection limit (clients and other supernodes at
+	// once); 0 = 20,000.
 	MaxClients int
+	// MaxAttached is each supernode's admission limit (clients attached at once); 0 =
+	// the supernode's default, nine tenths of MaxClients. The rest of MaxClients is the
+	// room the supernode keeps for its connections to other supernodes: a supernode
+	// whose listener is full closes a new peer's connection unanswered, and the peer
+	// takes that for a dead supernode.
+	MaxAttached int
 	// StartWithin, if set, starts the clients at an even pace over this long, whatever
 	// the overlay takes (a cold-start storm), instead of Joining at a time.
 	StartWithin time.Duration
@@ -318,6 +325,9 @@ func (s *Sim) snConfig(host *memnet.Host) func(*supernode.Config) {
 	return func(c *supernode.Config) {
 		c.KeepAlive, c.Replicas, c.CacheTTL, c.PeerIdle = s.opts.KeepAlive, s.opts.Replicas, s.opts.CacheTTL, s.opts.PeerIdle
 		c.Mesh = s.opts.Mesh
+		if s.opts.MaxAttached > 0 {
+			c.MaxAttached = s.opts.MaxAttached
+		}
 		if s.opts.PromoteEvery > 0 {
 			if pc, err := host.ListenPacket("udp", c.Advertise); err == nil {
 				c.STUN[0] = pc
@@ -747,6 +757,70 @@ func (s *Sim) Close() error {
 		err = s.store.Close()
 	}
 	return errors.Join(err, os.RemoveAll(s.dir))
+}
+
+// Holdings says which running supernodes (promoted users' included) hold a record of
+// name and what each holds, and what the supernode the user is attached to counted of
+// its publications, for failure messages.
+func (s *Sim) Holdings(name string) string {
+	var all []*supernode.Supernode
+	for _, sn := range s.SNs {
+		if !sn.Killed() && sn.Running() {
+			all = append(all, sn.Supernode)
+		}
+	}
+	for _, u := range s.Users {
+		if cl := u.Client(); cl != nil {
+			if sn := cl.SupernodeRole(); sn != nil && sn.Registered() {
+				all = append(all, sn)
+			}
+		}
+	}
+	names := map[string]string{}
+	for _, sn := range all {
+		names[sn.ID()] = sn.Status().Name
+	}
+	nameOf := func(id string) string {
+		if n, ok := names[id]; ok && n != "" {
+			return n
+		}
+		return fmt.Sprintf("%.8s", id)
+	}
+	var out []string
+	for _, sn := range all {
+		e, ok := sn.Held(name)
+		if !ok {
+			continue
+		}
+		state := "online"
+		switch {
+		case !time.Now().Before(e.Rec.Expires):
+			state = "expired"
+		case e.Offline:
+			state = "offline"
+		}
+		out = append(out, fmt.Sprintf("%s: seq %d %s at %s", nameOf(sn.ID()), e.Rec.Seq, state, nameOf(e.Rec.Supernode)))
+	}
+	res := name + " held by [" + strings.Join(out, "; ") + "]"
+	for _, u := range s.Users {
+		if u.Name != name || u.Client() == nil || u.Client().Status().Supernode == nil {
+			continue
+		}
+		at := u.Client().Status().Supernode.ID
+		for _, sn := range all {
+			if sn.ID() != at {
+				continue
+			}
+			var cs []string
+			m := sn.Metrics()
+			for _, k := range []string{"publishes", "publishes_answered_early", "holders_slow", "records_rejected",
+				"via_sent", "via_contact_lost", "via_unreachable", "via_refused", "peers_suspected"} {
+				cs = append(cs, fmt.Sprintf("%s %d", k, m.Get(k)))
+			}
+			res += "; its supernode " + nameOf(at) + ": " + strings.Join(cs, ", ")
+		}
+	}
+	return res
 }
 
 // Describe says what the client of user name believes, for failure messages.

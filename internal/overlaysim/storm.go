@@ -246,7 +246,7 @@ func Derive(samples []timeline.Sample, snLimit int) {
 
 // healthCounters are the supernodes' counters that say whether the layer is calm: a
 // layer in a repair or dial storm shows it here before it shows it in lookups.
-var healthCounters = []string{"peer_dials", "peer_idle_closes", "via_sent", "via_unreachable", "peers_suspected", "repairs", "records_handed",
+var healthCounters = []string{"peer_dials", "peer_idle_closes", "via_sent", "via_unreachable", "holders_busy", "peers_suspected", "repairs", "records_handed",
 	"heartbeats_late", "login_failures", "member_resyncs"}
 
 // Health sums the login server's supernode counters and the supernodes' health

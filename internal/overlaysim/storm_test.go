@@ -28,9 +28,13 @@ func stormScale() (sns, users int) {
 	return 20, 400
 }
 
-// stormLimit is the supernodes' admission limit in the storms: three times their
-// share of the users, plus room for their connections to each other.
-func stormLimit(sns, users int) int { return 3*users/sns + min(2*sns, 256) }
+// stormLimits are the supernodes' limits in the storms: they admit three times their
+// share of the users (attached), and their listeners take that plus room for their
+// connections to each other (conns).
+func stormLimits(sns, users int) (attached, conns int) {
+	attached = 3 * users / sns
+	return attached, attached + min(2*sns, 256)
+}
 
 // promoteEvery: one user in 20 has a public address and the capacity to promote.
 const promoteEvery = 20
@@ -61,13 +65,14 @@ func startStormSim(t *testing.T, name string, virtual bool, started func(*Sim), 
 	// A storm loads the machine for a while: records must outlive a republication
 	// delayed by it (they live two keep-alive periods).
 	keep = max(keep, 10*time.Second)
+	attached, conns := stormLimits(sns, users)
 	opts := Options{Supernodes: sns, Users: users, KeepAlive: keep, Heartbeat: hb,
-		MaxClients: stormLimit(sns, users), Progress: t.Logf, PromoteEvery: promoteEvery,
+		MaxAttached: attached, MaxClients: conns, Progress: t.Logf, PromoteEvery: promoteEvery,
 		Mesh: os.Getenv("PEERLINE_SIM_MESH") != ""}
 	if mod != nil {
 		mod(&opts)
 	}
-	st := newStorm(t, name, opts.MaxClients, virtual)
+	st := newStorm(t, name, opts.MaxAttached, virtual)
 	interval := st.interval(users)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
@@ -94,7 +99,7 @@ func startStormSim(t *testing.T, name string, virtual bool, started func(*Sim), 
 		watch(s)
 	}
 	t.Cleanup(st.stop)
-	st.logf("%s: %d supernodes (admission limit %d connections each), %d users, keep-alive %v, mesh %v", name, sns, st.limit, users, keep, opts.Mesh)
+	st.logf("%s: %d supernodes (admission limit %d clients each, %d connections), %d users, keep-alive %v, mesh %v", name, sns, st.limit, opts.MaxClients, users, keep, opts.Mesh)
 	return st
 }
 
@@ -120,7 +125,7 @@ func (st *storm) interval(users int) time.Duration {
 
 // watchStorm watches a running simulation for the next storm.
 func watchStorm(t *testing.T, s *Sim, name string, virtual bool) *storm {
-	st := newStorm(t, name, s.opts.MaxClients, virtual)
+	st := newStorm(t, name, s.opts.MaxAttached, virtual)
 	st.sim = s
 	st.stop = s.Watch(st.rec, st.interval(len(s.Users)))
 	t.Cleanup(st.stop)
@@ -216,7 +221,7 @@ func (st *storm) checkLoad() {
 	for _, smp := range st.rec.Samples() {
 		peak = math.Max(peak, smp.Values["sn_max"])
 	}
-	st.logf("%s: busiest supernode held %.0f clients at most (limit %d connections)", st.name, peak, st.limit)
+	st.logf("%s: busiest supernode held %.0f clients at most (admission limit %d)", st.name, peak, st.limit)
 	if int(peak) > st.limit {
 		st.t.Errorf("%s: a supernode held %.0f clients, above its admission limit %d", st.name, peak, st.limit)
 	}
@@ -280,7 +285,9 @@ func (st *storm) buddiesAndMessages(n int) {
 	for _, u := range s.Users {
 		byName[u.Name] = u
 	}
+	var offline []string // the first few buddies seen offline in the last pass
 	seen := func() (all int, notOnline []string) {
+		offline = offline[:0]
 		for _, u := range sample {
 			bs := u.Client().Status().Buddies
 			if len(bs) == 0 {
@@ -292,6 +299,9 @@ func (st *storm) buddiesAndMessages(n int) {
 				if !b.Online {
 					ok = false
 					notOnline = append(notOnline, u.Name+" sees "+b.Name+" offline")
+					if len(notOnline) <= 3 {
+						offline = append(offline, b.Name)
+					}
 				}
 			}
 			if ok {
@@ -309,7 +319,11 @@ func (st *storm) buddiesAndMessages(n int) {
 	}
 	st.logf("%s: %d of %d users sampled see all their buddies online", st.name, all, len(sample))
 	if all != len(sample) {
-		st.t.Errorf("%s: buddies not seen online, e.g. %v", st.name, bad[:min(len(bad), 5)])
+		for _, b := range offline {
+			bad = append(bad, st.sim.Describe(b)+"; "+st.sim.Holdings(b))
+		}
+		st.t.Errorf("%s: buddies not seen online, e.g. %v", st.name, bad[:min(len(bad), 3)])
+		st.t.Errorf("%s: of which %v", st.name, bad[len(bad)-len(offline):])
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -324,7 +338,7 @@ func (st *storm) buddiesAndMessages(n int) {
 	for _, u := range sample {
 		to := u.Client().Status().Buddies[0].Name
 		if err := u.Client().Message(ctx, to, "hello from "+u.Name); err != nil {
-			errs = append(errs, err.Error())
+			errs = append(errs, err.Error()+" ("+st.sim.Describe(to)+"; "+st.sim.Holdings(to)+")")
 			continue
 		}
 		sent++
