@@ -982,7 +982,7 @@ func (sn *Supernode) deliver(ctx context.Context, d *proto.Deliver, rec *index.R
 		}
 		sn.mu.Unlock()
 		if !ok {
-			return proto.ErrOffline.With("%s is offline", d.To)
+			return proto.ErrOffline.With("%s is offline (not attached to the supernode its record names)", d.To)
 		}
 		if own != nil && own.HasBlocked(d.From) {
 			return proto.ErrBlocked.With("%s does not accept your messages", d.To)

@@ -67,7 +67,10 @@ type Options struct {
 	// the supernode's default, nine tenths of MaxClients. The rest of MaxClients is the
 	// room the supernode keeps for its connections to other supernodes: a supernode
 	// whose listener is full closes a new peer's connection unanswered, and the peer
-	// takes that for a dead supernode.
+	// takes that for a dead supernode (with the mesh, messages to the full supernode's
+	// users then fail). The storms do not set it yet: with it at three times a
+	// supernode's share, the small login-down storm loses a message or two in some
+	// runs to a recipient its own supernode does not list.
 	MaxAttached int
 	// StartWithin, if set, starts the clients at an even pace over this long, whatever
 	// the overlay takes (a cold-start storm), instead of Joining at a time.
@@ -771,8 +774,8 @@ func (s *Sim) Holdings(name string) string {
 	}
 	for _, u := range s.Users {
 		if cl := u.Client(); cl != nil {
-			if sn := cl.SupernodeRole(); sn != nil && sn.Registered() {
-				all = append(all, sn)
+			if sn := cl.SupernodeRole(); sn != nil {
+				all = append(all, sn) // registered or not: it may hold records
 			}
 		}
 	}
