@@ -324,15 +324,21 @@ func (sn *Supernode) handleClient(ctx context.Context, h *handler, name string, 
 		sn.subscribe(ctx, name, m.Names)
 		return &proto.OK{}, nil
 	case *proto.Msg:
-		res, _, _ := sn.Lookup(ctx, m.To, name)
-		if !res.Found || !res.Online {
-			return nil, proto.ErrOffline.With("%s is offline", m.To)
+		res, _, cached := sn.Lookup(ctx, m.To, name)
+		err := sn.message(ctx, name, m, res)
+		if cached && errors.Is(err, proto.ErrOffline) {
+			// The cached record may name the supernode the user has just left (a
+			// reboot storm moves users between supernodes within the cache's life):
+			// ask the holders again.
+			sn.forget(m.To)
+			sn.m.Inc("message_relookups")
+			res, _, _ = sn.Lookup(ctx, m.To, name)
+			err = sn.message(ctx, name, m, res)
 		}
-		rec, err := index.Parse(res.Record)
 		if err != nil {
-			return nil, proto.ErrOffline
+			return nil, err
 		}
-		return &proto.OK{}, sn.deliver(ctx, &proto.Deliver{From: name, To: m.To, Envelope: m.Envelope}, &rec)
+		return &proto.OK{}, nil
 	case *proto.DialBack:
 		return &proto.OK{}, sn.dialBack(ctx, h.key, m.Addr)
 	case *proto.Bandwidth:
@@ -340,6 +346,18 @@ func (sn *Supernode) handleClient(ctx context.Context, h *handler, name string, 
 	}
 	sn.m.Inc("unexpected_messages")
 	return nil, proto.ErrBadRequest.With("message type %d is not served to clients", m.Type())
+}
+
+// message delivers an attached user's message to the user res names.
+func (sn *Supernode) message(ctx context.Context, from string, m *proto.Msg, res proto.IndexResult) error {
+	if !res.Found || !res.Online {
+		return proto.ErrOffline.With("%s is offline", m.To)
+	}
+	rec, err := index.Parse(res.Record)
+	if err != nil {
+		return proto.ErrOffline
+	}
+	return sn.deliver(ctx, &proto.Deliver{From: from, To: m.To, Envelope: m.Envelope}, &rec)
 }
 
 func (sn *Supernode) touch(name string, c *rpc.Conn) {
