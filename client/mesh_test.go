@@ -9,10 +9,9 @@ import (
 	"github.com/peerline/peerline/client"
 	"github.com/peerline/peerline/internal/index"
 	"github.com/peerline/peerline/internal/overlaytest"
-	"github.com/peerline/peerline/supernode"
 )
 
-// TestPresenceAcrossTheMesh: with Config.Mesh, between supernodes with no connection
+// TestPresenceAcrossTheMesh: with the mesh (the default), between supernodes with no connection
 // open, a watch, the presence pushed back, a publication and the departure of a
 // crashed client cross the mesh through a contact (index.Ring.Via). With 24
 // supernodes in 8 groups, alice's and bob's supernodes are chosen in groups that hold
@@ -22,8 +21,7 @@ import (
 // record would stay online for two keep-alive periods (10 s).
 func TestPresenceAcrossTheMesh(t *testing.T) {
 	const keep = 5 * time.Second
-	o := overlaytest.Start(t, overlaytest.Options{Supernodes: 24, KeepAlive: keep,
-		SupernodeConfig: func(c *supernode.Config) { c.Mesh = true }})
+	o := overlaytest.Start(t, overlaytest.Options{Supernodes: 24, KeepAlive: keep})
 	sns := o.Supernodes()
 	for _, sn := range sns {
 		o.Eventually("ring complete", func() bool { return sn.RingSize() == len(sns) })

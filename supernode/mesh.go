@@ -11,7 +11,7 @@ import (
 	"github.com/peerline/peerline/internal/proto"
 )
 
-// With Config.Mesh, the messages between supernodes that no user waits on (watches,
+// Unless Config.NoMesh, the messages between supernodes that no user waits on (watches,
 // presence pushes, publications, departures) cross the mesh of index.Ring.Via: straight
 // to the peer when a connection to it is open or it is in this supernode's group, else
 // through this supernode's contact in the peer's group, which hands the message on. A
@@ -22,7 +22,7 @@ import (
 // 86,000 connections for 17,000 users, each a TLS handshake (40% of the CPU of a reboot
 // storm) and some 25 KB to keep at both ends. Lookups and messages between users stay
 // one hop (a user waits on them); so do the copies a holder passes on to the next
-// holders, its ring neighbours. Off by default: see Config.Mesh.
+// holders, its ring neighbours.
 
 // viaTimeout bounds a contact's hand-on, under the sender's 5 s per call.
 const viaTimeout = 4 * time.Second
@@ -33,7 +33,7 @@ const viaTimeout = 4 * time.Second
 // failure, first-hand, is what the caller suspects m on).
 func (sn *Supernode) callVia(ctx context.Context, m index.Member, msg proto.Message) (proto.Message, error) {
 	p := sn.ov.peers
-	if !sn.cfg.Mesh || m.ID == sn.id || p.open(m.ID) {
+	if sn.cfg.NoMesh || m.ID == sn.id || p.open(m.ID) {
 		return p.call(ctx, m, msg)
 	}
 	via, ok := sn.currentRing().Via(sn.id, m.ID, sn.alive)
@@ -95,6 +95,12 @@ func (sn *Supernode) serveVia(ctx context.Context, peer string, v *proto.Via) (p
 		}
 		sn.m.Inc("via_unreachable")
 		return nil, proto.ErrUnreachable.With("%v", err)
+	}
+	if v.Kind != proto.TPresence && sn.currentRing().Len() == 0 {
+		// No member list (see indexReady): before the sender check, which would refuse
+		// every sender, and the sender take the refusal for the holder's final answer.
+		sn.m.Inc("index_not_ready")
+		return nil, proto.ErrBusy.With("supernode has no member list yet").WithRetry(time.Second)
 	}
 	from := peer
 	if v.From != "" {

@@ -83,3 +83,15 @@ func TestIndexRefusedWithoutMemberList(t *testing.T) {
 		t.Errorf("lookup with a member list: %v, %v; want not found", resp, err)
 	}
 }
+
+// TestViaWithoutMemberList: a message handed on to a supernode without a member list is
+// answered busy too, not refused for a sender it cannot know: the sender takes a
+// refusal for the holder's last word and would look no further.
+func TestViaWithoutMemberList(t *testing.T) {
+	sn := newUnstarted(t)
+	body, _ := proto.Encode(&proto.IndexStore{Record: []byte("x"), Replicate: true})
+	_, err := sn.serveVia(context.Background(), "contact", &proto.Via{From: "sender", Kind: proto.TIndexStore, Body: body})
+	if !errors.Is(err, proto.ErrBusy) {
+		t.Fatalf("publication handed on to a supernode without a member list: %v; want busy", err)
+	}
+}

@@ -715,7 +715,7 @@ func (sn *Supernode) subscribe(ctx context.Context, user string, names []string)
 }
 
 // watchAtHolder registers user's watch of name at the first live holder of name, in ring
-// order, that answers (over the mesh with Config.Mesh). Any holder tells its watchers of the changes it
+// order, that answers (over the mesh). Any holder tells its watchers of the changes it
 // sees, but the first is the one every view of the ring agrees on most often: a later
 // one can be a member that some supernodes count among the holders and others do not
 // (while dead members are still on the list, as with the login server down), and may

@@ -95,15 +95,11 @@ type Config struct {
 	// long; 0 = 2×KeepAlive, so the holders this supernode publishes to every period
 	// stay connected.
 	PeerIdle time.Duration
-	// Mesh sends watches, presence pushes, publications and departures that find no
-	// connection open through a contact (see callVia) instead of dialling each peer.
-	// Off by default: with it, the login-down storm of the simulation at 4,000 users
-	// left a quarter to half of the sampled users seeing a buddy offline in three runs
-	// of four, and with only publications and departures on it, a few messages (5 of
-	// 2,000) went to a supernode that had died; neither is explained yet. The
-	// simulation (PEERLINE_SIM_MESH=1) and tests turn it on, to measure it and keep it
-	// working.
-	Mesh bool
+	// NoMesh sends watches, presence pushes, publications and departures straight to
+	// each peer, dialling it if need be, instead of through a contact when no
+	// connection to it is open (see callVia). The mesh is on by default; the simulation
+	// turns it off (PEERLINE_SIM_NOMESH=1) to measure what it saves.
+	NoMesh bool
 	// LookupHedge is how long a lookup waits for one holder before it asks the next as
 	// well, so that one slow or dead holder does not stall it; 0 = 250ms.
 	LookupHedge time.Duration

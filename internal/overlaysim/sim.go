@@ -52,7 +52,7 @@ type Options struct {
 	Replicas   int           // 0 = supernode default (3)
 	CacheTTL   time.Duration // supernodes' lookup cache; 0 = their default, negative = off
 	PeerIdle   time.Duration // supernodes' Config.PeerIdle; 0 = their default (2 x KeepAlive)
-	Mesh       bool          // supernodes' Config.Mesh
+	NoMesh     bool          // supernodes' Config.NoMesh
 	Dir        string        // state; "" = a temporary directory (in /dev/shm when present)
 	Logger     *slog.Logger  // nil = discard
 	// Joining bounds the clients that have started but not yet published, so that the
@@ -68,9 +68,7 @@ type Options struct {
 	// room the supernode keeps for its connections to other supernodes: a supernode
 	// whose listener is full closes a new peer's connection unanswered, and the peer
 	// takes that for a dead supernode (with the mesh, messages to the full supernode's
-	// users then fail). The storms do not set it yet: with it at three times a
-	// supernode's share, the small login-down storm loses a message or two in some
-	// runs to a recipient its own supernode does not list.
+	// users then fail). The storms set it to three times a supernode's share.
 	MaxAttached int
 	// StartWithin, if set, starts the clients at an even pace over this long, whatever
 	// the overlay takes (a cold-start storm), instead of Joining at a time.
@@ -327,7 +325,7 @@ func (s *Sim) startSupernode(i int) error {
 func (s *Sim) snConfig(host *memnet.Host) func(*supernode.Config) {
 	return func(c *supernode.Config) {
 		c.KeepAlive, c.Replicas, c.CacheTTL, c.PeerIdle = s.opts.KeepAlive, s.opts.Replicas, s.opts.CacheTTL, s.opts.PeerIdle
-		c.Mesh = s.opts.Mesh
+		c.NoMesh = s.opts.NoMesh
 		if s.opts.MaxAttached > 0 {
 			c.MaxAttached = s.opts.MaxAttached
 		}

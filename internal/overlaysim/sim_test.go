@@ -95,7 +95,7 @@ func churn(t *testing.T, virtual bool) {
 	}
 	progress := func(format string, args ...any) { t.Logf(format+"%s", append(args, wall())...) }
 	opts := Options{Supernodes: sns, Users: users, KeepAlive: keep, Heartbeat: hb, PeerIdle: peerIdle, Logger: log, Progress: progress,
-		Mesh: os.Getenv("PEERLINE_SIM_MESH") != ""}
+		NoMesh: os.Getenv("PEERLINE_SIM_NOMESH") != ""}
 	if virtual {
 		// A start takes no virtual time: started as fast as they attach, the whole
 		// population would keep alive in one burst each period. Real users come up

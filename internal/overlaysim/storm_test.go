@@ -29,11 +29,13 @@ func stormScale() (sns, users int) {
 	return 20, 400
 }
 
-// stormLimit is the supernodes' connection limit in the storms: three times their share
-// of the users, plus room for their connections to each other. They admit nine tenths
-// of it as clients (the supernode's default MaxAttached), which leaves less room for
-// their peers than meant (see Options.MaxAttached).
-func stormLimit(sns, users int) int { return 3*users/sns + min(2*sns, 256) }
+// stormLimits are the supernodes' limits in the storms: they admit three times their
+// share of the users (attached), and their listeners take that plus room for their
+// connections to each other (conns).
+func stormLimits(sns, users int) (attached, conns int) {
+	attached = 3 * users / sns
+	return attached, attached + min(2*sns, 256)
+}
 
 // promoteEvery: one user in 20 has a public address and the capacity to promote.
 const promoteEvery = 20
@@ -64,9 +66,10 @@ func startStormSim(t *testing.T, name string, virtual bool, started func(*Sim), 
 	// A storm loads the machine for a while: records must outlive a republication
 	// delayed by it (they live two keep-alive periods).
 	keep = max(keep, 10*time.Second)
+	attached, conns := stormLimits(sns, users)
 	opts := Options{Supernodes: sns, Users: users, KeepAlive: keep, Heartbeat: hb,
-		MaxClients: stormLimit(sns, users), Progress: t.Logf, PromoteEvery: promoteEvery,
-		Mesh: os.Getenv("PEERLINE_SIM_MESH") != ""}
+		MaxAttached: attached, MaxClients: conns, Progress: t.Logf, PromoteEvery: promoteEvery,
+		NoMesh: os.Getenv("PEERLINE_SIM_NOMESH") != ""}
 	if v := os.Getenv("PEERLINE_SIM_LOG"); v != "" {
 		level := slog.LevelWarn
 		if v == "info" {
@@ -77,7 +80,7 @@ func startStormSim(t *testing.T, name string, virtual bool, started func(*Sim), 
 	if mod != nil {
 		mod(&opts)
 	}
-	st := newStorm(t, name, opts.MaxClients, virtual)
+	st := newStorm(t, name, opts.MaxAttached, virtual)
 	interval := st.interval(users)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
@@ -104,7 +107,7 @@ func startStormSim(t *testing.T, name string, virtual bool, started func(*Sim), 
 		watch(s)
 	}
 	t.Cleanup(st.stop)
-	st.logf("%s: %d supernodes (admission limit %d connections each), %d users, keep-alive %v, mesh %v", name, sns, st.limit, users, keep, opts.Mesh)
+	st.logf("%s: %d supernodes (admission limit %d clients each, %d connections), %d users, keep-alive %v, mesh %v", name, sns, st.limit, opts.MaxClients, users, keep, !opts.NoMesh)
 	return st
 }
 
@@ -130,7 +133,7 @@ func (st *storm) interval(users int) time.Duration {
 
 // watchStorm watches a running simulation for the next storm.
 func watchStorm(t *testing.T, s *Sim, name string, virtual bool) *storm {
-	st := newStorm(t, name, s.opts.MaxClients, virtual)
+	st := newStorm(t, name, s.opts.MaxAttached, virtual)
 	st.sim = s
 	st.stop = s.Watch(st.rec, st.interval(len(s.Users)))
 	t.Cleanup(st.stop)
@@ -226,7 +229,7 @@ func (st *storm) checkLoad() {
 	for _, smp := range st.rec.Samples() {
 		peak = math.Max(peak, smp.Values["sn_max"])
 	}
-	st.logf("%s: busiest supernode held %.0f clients at most (limit %d connections)", st.name, peak, st.limit)
+	st.logf("%s: busiest supernode held %.0f clients at most (admission limit %d)", st.name, peak, st.limit)
 	if int(peak) > st.limit {
 		st.t.Errorf("%s: a supernode held %.0f clients, above its admission limit %d", st.name, peak, st.limit)
 	}
