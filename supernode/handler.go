@@ -296,8 +296,14 @@ func (sn *Supernode) indexReady(m proto.Message) error {
 	case *proto.Ping, *proto.Deliver, *proto.Presence:
 		return nil
 	case *proto.Via:
-		return nil // a contact without a list answers unreachable; a target checks the inner message
+		return nil // serveVia: a contact without a list answers unreachable, a target busy
 	}
+	return sn.listReady()
+}
+
+// listReady is indexReady's answer for any message: busy (counted) without a member
+// list, nil with one.
+func (sn *Supernode) listReady() error {
 	if sn.currentRing().Len() > 0 {
 		return nil
 	}

@@ -96,11 +96,12 @@ func (sn *Supernode) serveVia(ctx context.Context, peer string, v *proto.Via) (p
 		sn.m.Inc("via_unreachable")
 		return nil, proto.ErrUnreachable.With("%v", err)
 	}
-	if v.Kind != proto.TPresence && sn.currentRing().Len() == 0 {
-		// No member list (see indexReady): before the sender check, which would refuse
-		// every sender, and the sender take the refusal for the holder's final answer.
-		sn.m.Inc("index_not_ready")
-		return nil, proto.ErrBusy.With("supernode has no member list yet").WithRetry(time.Second)
+	if v.Kind != proto.TPresence {
+		// No member list (see indexReady): checked before the sender, which would be
+		// refused, and the sender take the refusal for the holder's final answer.
+		if err := sn.listReady(); err != nil {
+			return nil, err
+		}
 	}
 	from := peer
 	if v.From != "" {
