@@ -5,6 +5,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"slices"
+	"sync"
 	"testing"
 
 	"github.com/peerline/peerline/internal/identity"
@@ -93,5 +95,53 @@ func TestViaWithoutMemberList(t *testing.T) {
 	_, err := sn.serveVia(context.Background(), "contact", &proto.Via{From: "sender", Kind: proto.TIndexStore, Body: body})
 	if !errors.Is(err, proto.ErrBusy) {
 		t.Fatalf("publication handed on to a supernode without a member list: %v; want busy", err)
+	}
+}
+
+// TestCopyPassesOverBusyHolder: a holder that answers a copy busy (no member list) keeps
+// nothing, so the next member in ring order gets the copy instead; a busy answer is not
+// one of the Replicas copies made, and the busy member is left out of holder sets for a
+// while (not suspected: it is alive).
+func TestCopyPassesOverBusyHolder(t *testing.T) {
+	sn := newUnstarted(t)
+	ms := []index.Member{{ID: sn.id, Addr: "192.0.2.1:4000"}}
+	for _, id := range []string{"b", "c", "d", "e", "f"} {
+		ms = append(ms, index.Member{ID: id, Addr: "192.0.2.9:4000"})
+	}
+	sn.setRing(index.NewRing(ms), 1)
+	cands := sn.candidates("alice")
+	busy := cands[0].ID
+	if busy == sn.id {
+		busy = cands[1].ID
+	}
+	var mu sync.Mutex
+	var got []string
+	n := sn.toHolders(context.Background(), "alice", func(m index.Member) error {
+		mu.Lock()
+		got = append(got, m.ID)
+		mu.Unlock()
+		if m.ID == busy {
+			return proto.ErrBusy.With("no member list yet")
+		}
+		return nil
+	})
+	if n != sn.cfg.Replicas || len(got) != sn.cfg.Replicas+1 || sn.m.Get("holders_busy") != 1 {
+		t.Fatalf("copies: %d made, members tried %v, holders_busy %d; want %d made, %d tried (%v busy)",
+			n, got, sn.m.Get("holders_busy"), sn.cfg.Replicas, sn.cfg.Replicas+1, busy)
+	}
+	if !slices.Contains(got, cands[sn.cfg.Replicas].ID) {
+		t.Errorf("members tried %v: the next in ring order, %s, got no copy", got, cands[sn.cfg.Replicas].ID)
+	}
+	// It is passed over from now on, but not suspected: it still serves its clients.
+	if !sn.alive(busy) {
+		t.Errorf("the busy member is suspected dead")
+	}
+	for _, m := range sn.candidates("alice") {
+		if m.ID == busy {
+			t.Errorf("the busy member is still a candidate holder")
+		}
+	}
+	if hs := sn.currentView().holders("alice", sn.cfg.Replicas); containsMember(hs, busy) || len(hs) != sn.cfg.Replicas {
+		t.Errorf("holders %v: want %d, without the busy %s", hs, sn.cfg.Replicas, busy)
 	}
 }

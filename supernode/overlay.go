@@ -47,6 +47,7 @@ type overlay struct {
 	repaired      *view // the view the last repair pass made the records fit; nil = none
 	repairKick    chan struct{}
 	dead          map[string]time.Time             // suspected members, until
+	notReady      map[string]time.Time             // members without a member list (see indexReady), until
 	watchers      map[string]map[watcher]time.Time // name -> watcher -> expiry
 	cache         map[string]cached
 	subs          map[string][]string // attached user -> names they watch
@@ -69,6 +70,7 @@ func (sn *Supernode) initOverlay() {
 		ring:       index.NewRing(nil),
 		repairKick: make(chan struct{}, 1),
 		dead:       make(map[string]time.Time),
+		notReady:   make(map[string]time.Time),
 		watchers:   make(map[string]map[watcher]time.Time),
 		cache:      make(map[string]cached),
 		subs:       make(map[string][]string),
@@ -111,17 +113,64 @@ func (sn *Supernode) markDead(id string, why error) {
 	}
 }
 
+// markNotReady leaves member id out of holder sets for SuspectTime: it answered that it
+// has no member list (a supernode restarted while the login server is down), so it keeps
+// no records and passes none on. It is alive, unlike a suspected member: it still serves
+// its clients, and their records stand. Records go to the next members in ring order
+// meanwhile (a repair pass moves them); with the login server down after a collapse, the
+// promoted third of the layer restarts this way, and four busy members in a row left
+// users with no holder at all.
+func (sn *Supernode) markNotReady(id string) {
+	sn.m.Inc("holders_busy")
+	if id == sn.id || sn.runCtx.Err() != nil {
+		return
+	}
+	ov := sn.ov
+	ov.mu.Lock()
+	_, already := ov.notReady[id]
+	ov.notReady[id] = sn.cfg.Now().Add(sn.cfg.SuspectTime)
+	ov.mu.Unlock()
+	if !already {
+		sn.m.Inc("peers_not_ready")
+		sn.requestRepair()
+	}
+}
+
+// holds reports whether member id can hold records: not suspected dead and not known to
+// be without a member list.
+func (sn *Supernode) holds(id string) bool {
+	if id == sn.id {
+		return true
+	}
+	if !sn.alive(id) {
+		return false
+	}
+	ov := sn.ov
+	ov.mu.Lock()
+	defer ov.mu.Unlock()
+	until, ok := ov.notReady[id]
+	if !ok {
+		return true
+	}
+	if sn.cfg.Now().After(until) {
+		delete(ov.notReady, id)
+		return true
+	}
+	return false
+}
+
 // view is what decides the holders of a record: the ring, less the members suspected
-// dead.
+// dead (dead) and those without a member list (notReady).
 type view struct {
-	self string
-	ring *index.Ring
-	dead map[string]bool
+	self     string
+	ring     *index.Ring
+	dead     map[string]bool
+	notReady map[string]bool
 }
 
 // holders returns name's first n live holders in v.
 func (v *view) holders(name string, n int) []index.Member {
-	return v.ring.Holders(name, n, func(id string) bool { return id == v.self || !v.dead[id] })
+	return v.ring.Holders(name, n, func(id string) bool { return id == v.self || !v.dead[id] && !v.notReady[id] })
 }
 
 // currentView returns the ring and the members suspected dead now.
@@ -130,13 +179,18 @@ func (sn *Supernode) currentView() *view {
 	now := sn.cfg.Now()
 	ov.mu.Lock()
 	defer ov.mu.Unlock()
-	v := &view{self: sn.id, ring: ov.ring, dead: make(map[string]bool, len(ov.dead))}
-	for id, until := range ov.dead {
-		if now.After(until) {
-			delete(ov.dead, id)
-			continue
+	v := &view{self: sn.id, ring: ov.ring, dead: make(map[string]bool, len(ov.dead)), notReady: make(map[string]bool, len(ov.notReady))}
+	for _, set := range []struct {
+		from map[string]time.Time
+		to   map[string]bool
+	}{{ov.dead, v.dead}, {ov.notReady, v.notReady}} {
+		for id, until := range set.from {
+			if now.After(until) {
+				delete(set.from, id)
+				continue
+			}
+			set.to[id] = true
 		}
-		v.dead[id] = true
 	}
 	return v
 }
@@ -151,6 +205,29 @@ func (sn *Supernode) currentRing() *index.Ring {
 // watches see it.
 func (sn *Supernode) Held(name string) (index.Entry, bool) {
 	return sn.ov.store.Get(name, sn.cfg.Now())
+}
+
+// HolderView says, for failure messages, which members this supernode takes for
+// name's holders: the first Replicas+3 in ring order, each with " suspected" when it is
+// not taken for alive, " not-ready" when it answered it has no member list, and " open"
+// when a connection to it is open.
+func (sn *Supernode) HolderView(name string) []string {
+	var out []string
+	sn.currentRing().Walk(name, func(m index.Member) bool {
+		d := m.ID
+		switch {
+		case !sn.alive(m.ID):
+			d += " suspected"
+		case !sn.holds(m.ID):
+			d += " not-ready"
+		}
+		if m.ID != sn.id && sn.ov.peers.open(m.ID) {
+			d += " open"
+		}
+		out = append(out, d)
+		return len(out) < sn.cfg.Replicas+3
+	})
+	return out
 }
 
 // RingSize is the number of supernodes this supernode knows.
@@ -243,9 +320,11 @@ func (sn *Supernode) setRing(ring *index.Ring, version uint64) {
 	ov.mu.Lock()
 	ov.ring, ov.version = ring, version
 	// The login server's list is fresher than our suspicions of the members on it.
-	for id := range ov.dead {
-		if !ring.Has(id) {
-			delete(ov.dead, id)
+	for _, set := range []map[string]time.Time{ov.dead, ov.notReady} {
+		for id := range set {
+			if !ring.Has(id) {
+				delete(set, id)
+			}
 		}
 	}
 	ov.mu.Unlock()
@@ -310,12 +389,13 @@ func (sn *Supernode) Peers() []proto.SupernodeInfo {
 	return out
 }
 
-// candidates returns the members name's operations should try, in ring order: the live
-// ones, Replicas+8 at most (a bound on the walk when many members are dead).
+// candidates returns the members name's operations should try, in ring order: the ones
+// that can hold records (live, with a member list), Replicas+8 at most (a bound on the
+// walk when many members are dead).
 func (sn *Supernode) candidates(name string) []index.Member {
 	var out []index.Member
 	sn.currentRing().Walk(name, func(m index.Member) bool {
-		if sn.alive(m.ID) {
+		if sn.holds(m.ID) {
 			out = append(out, m)
 		}
 		return len(out) < sn.cfg.Replicas+8
@@ -351,8 +431,8 @@ func (sn *Supernode) preferOpen(cands []index.Member, n int) {
 }
 
 // toHolders calls f on name's first Replicas live holders at once, and on the next
-// member in ring order for each that fails (suspected if its transport failed, not if
-// it was only slow). It returns how many answered.
+// member in ring order for each that fails or answers busy (suspected if its transport
+// failed, not if it was only slow or busy). It returns how many answered.
 func (sn *Supernode) toHolders(ctx context.Context, name string, f func(index.Member) error) int {
 	cands := sn.candidates(name)
 	type result struct {
@@ -372,6 +452,10 @@ func (sn *Supernode) toHolders(ctx context.Context, name string, f func(index.Me
 			sn.markDead(r.m.ID, r.err)
 		case errors.Is(r.err, errSlow), ctx.Err() != nil:
 			sn.m.Inc("holders_slow")
+		case errors.Is(r.err, proto.ErrBusy):
+			// Not ready to hold (no member list, see indexReady): it keeps nothing, so
+			// the next member in ring order takes its copy.
+			sn.markNotReady(r.m.ID)
 		default:
 			ok++ // an answer, even a refusal, means the holder is there
 			continue
@@ -436,17 +520,22 @@ func (sn *Supernode) replicate(ctx context.Context, name string, raw []byte) int
 func (sn *Supernode) publishRecord(ctx context.Context, name string, raw []byte) int {
 	cands := sn.candidates(name)
 	sn.preferOpen(cands, sn.cfg.Replicas)
-	for i, m := range cands {
-		if i > sn.cfg.Replicas || ctx.Err() != nil {
+	tried := 0 // holders tried that could have held it; busy ones hold nothing
+	for _, m := range cands {
+		if tried > sn.cfg.Replicas || ctx.Err() != nil {
 			break // past every holder: the ring view is far off, or the time is up
 		}
 		if m.ID == sn.id {
+			tried++
 			if sn.replicate(ctx, name, raw) > 0 {
 				return 1
 			}
 			continue
 		}
 		_, err := sn.callVia(ctx, m, &proto.IndexStore{Record: raw, Replicate: true})
+		if !errors.Is(err, proto.ErrBusy) {
+			tried++
+		}
 		switch {
 		case err == nil:
 			return 1
@@ -455,7 +544,7 @@ func (sn *Supernode) publishRecord(ctx context.Context, name string, raw []byte)
 		case errors.Is(err, errSlow):
 			sn.m.Inc("holders_slow")
 		case errors.Is(err, proto.ErrBusy):
-			sn.m.Inc("holders_busy") // not ready to hold (see indexReady): the next one
+			sn.markNotReady(m.ID) // not ready to hold (see indexReady): the next one
 		default:
 			return 1 // an answer, even a refusal, means the holder is there
 		}
@@ -556,7 +645,7 @@ func (sn *Supernode) Lookup(ctx context.Context, name, asker string) (res proto.
 		case errors.Is(a.err, errSlow):
 			sn.m.Inc("holders_slow")
 		case errors.Is(a.err, proto.ErrBusy):
-			sn.m.Inc("holders_busy") // holds nothing it can vouch for: ask another
+			sn.markNotReady(a.m.ID) // holds nothing it can vouch for: ask another
 		case a.err != nil:
 			answered++ // the holder answered, just not with what we wanted
 		case !a.r.Found:
@@ -721,8 +810,9 @@ func (sn *Supernode) subscribe(ctx context.Context, user string, names []string)
 // (while dead members are still on the list, as with the login server down), and may
 // then see a departure but not the publication after it.
 func (sn *Supernode) watchAtHolder(ctx context.Context, name, user string) {
-	for i, m := range sn.candidates(name) {
-		if i > sn.cfg.Replicas || ctx.Err() != nil {
+	tried := 0 // as in publishRecord
+	for _, m := range sn.candidates(name) {
+		if tried > sn.cfg.Replicas || ctx.Err() != nil {
 			return
 		}
 		if m.ID == sn.id {
@@ -730,13 +820,16 @@ func (sn *Supernode) watchAtHolder(ctx context.Context, name, user string) {
 			return
 		}
 		_, err := sn.callVia(ctx, m, &proto.Watch{Name: name, Watcher: user})
+		if !errors.Is(err, proto.ErrBusy) {
+			tried++
+		}
 		switch {
 		case errors.Is(err, errTransport):
 			sn.markDead(m.ID, err)
 		case errors.Is(err, errSlow):
 			sn.m.Inc("holders_slow")
 		case errors.Is(err, proto.ErrBusy):
-			sn.m.Inc("holders_busy")
+			sn.markNotReady(m.ID)
 		default:
 			return // registered, or an answer: the holder is there
 		}
@@ -904,7 +997,8 @@ const batchConcurrency = 8
 
 // sendBatches sends each holder its records in as few IndexStoreBatch messages as fit,
 // a few holders at a time, and returns how many records were accepted. A holder whose
-// transport fails is suspected, which asks for another repair pass.
+// transport fails is suspected, and one without a member list passed over, each of which
+// asks for another repair pass.
 func (sn *Supernode) sendBatches(ctx context.Context, o *outbox) int {
 	var (
 		wg   sync.WaitGroup
@@ -936,6 +1030,10 @@ func (sn *Supernode) sendBatches(ctx context.Context, o *outbox) int {
 					sn.markDead(m.ID, err)
 					return
 				}
+				if errors.Is(err, proto.ErrBusy) {
+					sn.markNotReady(m.ID) // the next pass sends its copies to the next members
+					return
+				}
 				if err == nil {
 					mu.Lock()
 					sent += n
@@ -959,7 +1057,7 @@ func (sn *Supernode) handOff(ctx context.Context) int {
 		if e.Offline || !now.Before(e.Rec.Expires) {
 			continue
 		}
-		for _, h := range ring.Holders(e.Rec.Name, sn.cfg.Replicas+1, func(id string) bool { return id != sn.id && sn.alive(id) }) {
+		for _, h := range ring.Holders(e.Rec.Name, sn.cfg.Replicas+1, func(id string) bool { return id != sn.id && sn.holds(id) }) {
 			out.add(h, e.Raw)
 		}
 	}

@@ -787,7 +787,7 @@ func (s *Sim) Holdings(name string) string {
 		}
 		return fmt.Sprintf("%.8s", id)
 	}
-	var out []string
+	var out, views []string
 	for _, sn := range all {
 		e, ok := sn.Held(name)
 		if !ok {
@@ -801,8 +801,9 @@ func (s *Sim) Holdings(name string) string {
 			state = "offline"
 		}
 		out = append(out, fmt.Sprintf("%s: seq %d %s at %s", nameOf(sn.ID()), e.Rec.Seq, state, nameOf(e.Rec.Supernode)))
+		views = append(views, viewOf(sn, name, nameOf))
 	}
-	res := name + " held by [" + strings.Join(out, "; ") + "]"
+	res := name + " held by [" + strings.Join(out, "; ") + "]; their views: " + strings.Join(views, "; ")
 	for _, u := range s.Users {
 		if u.Name != name || u.Client() == nil || u.Client().Status().Supernode == nil {
 			continue
@@ -815,13 +816,25 @@ func (s *Sim) Holdings(name string) string {
 			var cs []string
 			m := sn.Metrics()
 			for _, k := range []string{"publishes", "publishes_answered_early", "holders_slow", "records_rejected",
-				"via_sent", "via_contact_lost", "via_unreachable", "via_refused", "peers_suspected"} {
+				"via_sent", "via_contact_lost", "via_unreachable", "via_refused", "peers_suspected", "holders_busy",
+				"records_passed_on", "records_stored"} {
 				cs = append(cs, fmt.Sprintf("%s %d", k, m.Get(k)))
 			}
 			res += "; its supernode " + nameOf(at) + ": " + strings.Join(cs, ", ")
+			res += "; " + viewOf(sn, name, nameOf)
 		}
 	}
 	return res
+}
+
+// viewOf says which members sn takes for name's holders, with its ring's size.
+func viewOf(sn *supernode.Supernode, name string, nameOf func(string) string) string {
+	v := sn.HolderView(name)
+	for i, d := range v {
+		id, rest, _ := strings.Cut(d, " ")
+		v[i] = strings.TrimSpace(nameOf(id) + " " + rest)
+	}
+	return fmt.Sprintf("%s (ring %d) takes holders %v", nameOf(sn.ID()), sn.RingSize(), v)
 }
 
 // Describe says what the client of user name believes, for failure messages.
