@@ -46,7 +46,12 @@ const (
 	// SeqFile holds the sequence number of the last record signed, so that a client
 	// that restarts signs above it: at the same instant, or on a clock that went back,
 	// holders would otherwise keep its last record and refuse the new one as stale.
-	SeqFile    = "seq"
+	SeqFile = "seq"
+	// NATFile holds the RFC 3489 NAT type of the last detection. A restarted client's
+	// first record carries it; detection runs again and republishes only if the type
+	// changed, so that a mass restart on unchanged networks costs each client one
+	// publication, not two (see detectNAT).
+	NATFile    = "nat"
 	SocketFile = "peerline.sock"
 )
 
@@ -258,6 +263,7 @@ func New(cfg Config) (*Client, error) {
 	c.log = c.log.With("user", c.user)
 	c.loadBuddies()
 	c.loadSeq()
+	c.loadNAT()
 	return c, nil
 }
 

@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -172,6 +173,43 @@ func TestNATShownInStatus(t *testing.T) {
 	if n.Classic != "open" || !n.Public || n.Mapping != "endpoint-independent" || n.Filtering != "endpoint-independent" || n.Error != "" {
 		t.Fatalf("loopback NAT status %+v", n)
 	}
+}
+
+// TestNATSavedAcrossRestart: a client saves the NAT type it detected; restarted, its
+// first record carries it, and a detection that finds the same type publishes nothing
+// more (a mass restart then costs each client one publication, not two).
+func TestNATSavedAcrossRestart(t *testing.T) {
+	// Keep-alives (publications too) come after the test is over.
+	o := overlaytest.Start(t, overlaytest.Options{STUN: true, KeepAlive: time.Minute})
+	o.Register("alice", "correct horse")
+	dir := filepath.Join(t.TempDir(), "alice")
+	mod := func(cfg *client.Config) { cfg.NATTimeout = 300 * time.Millisecond }
+	c := o.StartClient(dir, "alice", "correct horse", mod)
+	// The first run's first record had no NAT type: detection republished it.
+	o.Eventually("NAT detected and republished", func() bool { return c.Metrics().Get("publishes") == 2 })
+	if b, err := os.ReadFile(filepath.Join(dir, client.NATFile)); err != nil || string(b) != "open\n" {
+		t.Fatalf("saved NAT type %q, %v; want \"open\\n\"", b, err)
+	}
+	c.Kill()
+	c = o.StartClient(dir, "alice", "", mod)
+	o.Eventually("NAT detected again", func() bool { return c.Metrics().Get("nat_unchanged") == 1 })
+	if n := c.Metrics().Get("publishes"); n != 1 {
+		t.Fatalf("restarted: %d publications, want 1 (the NAT type did not change)", n)
+	}
+	at := o.SupernodeAt(c.Status().Supernode.Addr) // a holder too: 2 supernodes, 3 replicas
+	if e, ok := at.Held("alice"); !ok || e.Rec.NAT != "open" || e.Offline {
+		t.Errorf("alice's supernode holds %+v (found %v, offline %v): want alice online with the saved NAT type", e.Rec, ok, e.Offline)
+	}
+	// An unreadable file is counted, and the record carries no type until detection.
+	if err := os.WriteFile(filepath.Join(dir, client.NATFile), []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.Kill()
+	c = o.StartClient(dir, "alice", "", mod)
+	if n := c.Metrics().Get("nat_file_unreadable"); n != 1 {
+		t.Fatalf("nat_file_unreadable = %d, want 1", n)
+	}
+	o.Eventually("republished with the type detected", func() bool { return c.Metrics().Get("publishes") == 2 })
 }
 
 // TestLoginConnectionClosesWhenIdle: a client holds its login-server connection only

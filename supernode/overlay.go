@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"time"
 
@@ -114,12 +115,13 @@ func (sn *Supernode) markDead(id string, why error) {
 }
 
 // markNotReady leaves member id out of holder sets for SuspectTime: it answered that it
-// has no member list (a supernode restarted while the login server is down), so it keeps
-// no records and passes none on. It is alive, unlike a suspected member: it still serves
-// its clients, and their records stand. Records go to the next members in ring order
-// meanwhile (a repair pass moves them); with the login server down after a collapse, the
-// promoted third of the layer restarts this way, and four busy members in a row left
-// users with no holder at all.
+// has no member list (a supernode restarted while the login server is down, or one just
+// started), so it keeps no records and passes none on. It is alive, unlike a suspected
+// member: it still serves its clients, and their records stand. Publications, copies and
+// watches go to the next members in ring order meanwhile, and a repair pass moves this
+// supernode's share of the records there; with the login server down after a collapse,
+// the promoted third of the layer restarts this way, and four busy members in a row had
+// left users with no holder at all.
 func (sn *Supernode) markNotReady(id string) {
 	sn.m.Inc("holders_busy")
 	if id == sn.id || sn.runCtx.Err() != nil {
@@ -227,6 +229,22 @@ func (sn *Supernode) HolderView(name string) []string {
 		out = append(out, d)
 		return len(out) < sn.cfg.Replicas+3
 	})
+	return out
+}
+
+// WatchersOf says, for failure messages, who watches name's presence here: the
+// watching supernode's id and its user, for each watch not expired.
+func (sn *Supernode) WatchersOf(name string) []string {
+	now := sn.cfg.Now()
+	sn.ov.mu.Lock()
+	defer sn.ov.mu.Unlock()
+	var out []string
+	for w, exp := range sn.ov.watchers[name] {
+		if !now.After(exp) {
+			out = append(out, w.sn+" "+w.user)
+		}
+	}
+	sort.Strings(out)
 	return out
 }
 

@@ -803,7 +803,19 @@ func (s *Sim) Holdings(name string) string {
 		out = append(out, fmt.Sprintf("%s: seq %d %s at %s", nameOf(sn.ID()), e.Rec.Seq, state, nameOf(e.Rec.Supernode)))
 		views = append(views, viewOf(sn, name, nameOf))
 	}
-	res := name + " held by [" + strings.Join(out, "; ") + "]; their views: " + strings.Join(views, "; ")
+	var watched []string
+	for _, sn := range all {
+		var ws []string
+		for _, w := range sn.WatchersOf(name) {
+			id, user, _ := strings.Cut(w, " ")
+			ws = append(ws, user+" of "+nameOf(id))
+		}
+		if len(ws) > 0 {
+			watched = append(watched, fmt.Sprintf("at %s by %v", nameOf(sn.ID()), ws))
+		}
+	}
+	res := name + " held by [" + strings.Join(out, "; ") + "]; their views: " + strings.Join(views, "; ") +
+		"; watched " + strings.Join(watched, ", ")
 	for _, u := range s.Users {
 		if u.Name != name || u.Client() == nil || u.Client().Status().Supernode == nil {
 			continue
