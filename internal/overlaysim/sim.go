@@ -764,19 +764,7 @@ func (s *Sim) Close() error {
 // name and what each holds, and what the supernode the user is attached to counted of
 // its publications, for failure messages.
 func (s *Sim) Holdings(name string) string {
-	var all []*supernode.Supernode
-	for _, sn := range s.SNs {
-		if !sn.Killed() && sn.Running() {
-			all = append(all, sn.Supernode)
-		}
-	}
-	for _, u := range s.Users {
-		if cl := u.Client(); cl != nil {
-			if sn := cl.SupernodeRole(); sn != nil {
-				all = append(all, sn) // registered or not: it may hold records
-			}
-		}
-	}
+	all := s.running()
 	names := map[string]string{}
 	for _, sn := range all {
 		names[sn.ID()] = sn.Status().Name
@@ -837,6 +825,52 @@ func (s *Sim) Holdings(name string) string {
 		}
 	}
 	return res
+}
+
+// ViewFrom says, for failure messages, which members the supernode user is attached to
+// takes for name's holders.
+func (s *Sim) ViewFrom(user, name string) string {
+	var at string
+	for _, u := range s.Users {
+		if u.Name == user && u.Client() != nil && u.Client().Status().Supernode != nil {
+			at = u.Client().Status().Supernode.ID
+		}
+	}
+	all := s.running()
+	names := map[string]string{}
+	for _, sn := range all {
+		names[sn.ID()] = sn.Status().Name
+	}
+	nameOf := func(id string) string {
+		if n, ok := names[id]; ok && n != "" {
+			return n
+		}
+		return fmt.Sprintf("%.8s", id)
+	}
+	for _, sn := range all {
+		if sn.ID() == at {
+			return user + "'s " + viewOf(sn, name, nameOf)
+		}
+	}
+	return user + ": not attached to a running supernode"
+}
+
+// running returns every running supernode, promoted users' included.
+func (s *Sim) running() []*supernode.Supernode {
+	var all []*supernode.Supernode
+	for _, sn := range s.SNs {
+		if !sn.Killed() && sn.Running() {
+			all = append(all, sn.Supernode)
+		}
+	}
+	for _, u := range s.Users {
+		if cl := u.Client(); cl != nil {
+			if sn := cl.SupernodeRole(); sn != nil {
+				all = append(all, sn) // registered or not: it may hold records
+			}
+		}
+	}
+	return all
 }
 
 // viewOf says which members sn takes for name's holders, with its ring's size.

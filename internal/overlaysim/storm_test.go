@@ -293,7 +293,7 @@ func (st *storm) buddiesAndMessages(n int) {
 	for _, u := range s.Users {
 		byName[u.Name] = u
 	}
-	var offline []string // the first few buddies seen offline in the last pass
+	var offline [][2]string // the first few (watcher, buddy) pairs seen offline in the last pass
 	seen := func() (all int, notOnline []string) {
 		offline = offline[:0]
 		for _, u := range sample {
@@ -308,7 +308,7 @@ func (st *storm) buddiesAndMessages(n int) {
 					ok = false
 					notOnline = append(notOnline, u.Name+" sees "+b.Name+" offline")
 					if len(notOnline) <= 3 {
-						offline = append(offline, b.Name)
+						offline = append(offline, [2]string{u.Name, b.Name})
 					}
 				}
 			}
@@ -327,8 +327,9 @@ func (st *storm) buddiesAndMessages(n int) {
 	}
 	st.logf("%s: %d of %d users sampled see all their buddies online", st.name, all, len(sample))
 	if all != len(sample) {
-		for _, b := range offline {
-			bad = append(bad, st.sim.Describe(b)+"; "+st.sim.Holdings(b))
+		for _, p := range offline {
+			// The watcher too: a watch that no holder has is the watcher's supernode's doing.
+			bad = append(bad, st.sim.Describe(p[0])+"; "+st.sim.ViewFrom(p[0], p[1])+"; "+st.sim.Describe(p[1])+"; "+st.sim.Holdings(p[1]))
 		}
 		st.t.Errorf("%s: buddies not seen online, e.g. %v", st.name, bad[:min(len(bad), 3)])
 		st.t.Errorf("%s: of which %v", st.name, bad[len(bad)-len(offline):])
