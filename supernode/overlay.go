@@ -79,19 +79,23 @@ func (sn *Supernode) initOverlay() {
 }
 
 // alive reports whether member id is not suspected dead.
-func (sn *Supernode) alive(id string) bool {
+func (sn *Supernode) alive(id string) bool { return sn.unmarked(id, sn.ov.dead) }
+
+// unmarked reports whether member id has no unexpired mark in marks (ov.dead or
+// ov.notReady), removing an expired one. This supernode is never marked.
+func (sn *Supernode) unmarked(id string, marks map[string]time.Time) bool {
 	if id == sn.id {
 		return true
 	}
 	ov := sn.ov
 	ov.mu.Lock()
 	defer ov.mu.Unlock()
-	until, ok := ov.dead[id]
+	until, ok := marks[id]
 	if !ok {
 		return true
 	}
 	if sn.cfg.Now().After(until) {
-		delete(ov.dead, id)
+		delete(marks, id)
 		return true
 	}
 	return false
@@ -141,24 +145,7 @@ func (sn *Supernode) markNotReady(id string) {
 // holds reports whether member id can hold records: not suspected dead and not known to
 // be without a member list.
 func (sn *Supernode) holds(id string) bool {
-	if id == sn.id {
-		return true
-	}
-	if !sn.alive(id) {
-		return false
-	}
-	ov := sn.ov
-	ov.mu.Lock()
-	defer ov.mu.Unlock()
-	until, ok := ov.notReady[id]
-	if !ok {
-		return true
-	}
-	if sn.cfg.Now().After(until) {
-		delete(ov.notReady, id)
-		return true
-	}
-	return false
+	return sn.alive(id) && sn.unmarked(id, sn.ov.notReady)
 }
 
 // view is what decides the holders of a record: the ring, less the members suspected

@@ -764,17 +764,7 @@ func (s *Sim) Close() error {
 // name and what each holds, and what the supernode the user is attached to counted of
 // its publications, for failure messages.
 func (s *Sim) Holdings(name string) string {
-	all := s.running()
-	names := map[string]string{}
-	for _, sn := range all {
-		names[sn.ID()] = sn.Status().Name
-	}
-	nameOf := func(id string) string {
-		if n, ok := names[id]; ok && n != "" {
-			return n
-		}
-		return fmt.Sprintf("%.8s", id)
-	}
+	all, nameOf := s.running()
 	var out, views []string
 	for _, sn := range all {
 		e, ok := sn.Held(name)
@@ -836,17 +826,7 @@ func (s *Sim) ViewFrom(user, name string) string {
 			at = u.Client().Status().Supernode.ID
 		}
 	}
-	all := s.running()
-	names := map[string]string{}
-	for _, sn := range all {
-		names[sn.ID()] = sn.Status().Name
-	}
-	nameOf := func(id string) string {
-		if n, ok := names[id]; ok && n != "" {
-			return n
-		}
-		return fmt.Sprintf("%.8s", id)
-	}
+	all, nameOf := s.running()
 	for _, sn := range all {
 		if sn.ID() == at {
 			return user + "'s " + viewOf(sn, name, nameOf)
@@ -855,8 +835,9 @@ func (s *Sim) ViewFrom(user, name string) string {
 	return user + ": not attached to a running supernode"
 }
 
-// running returns every running supernode, promoted users' included.
-func (s *Sim) running() []*supernode.Supernode {
+// running returns every running supernode, promoted users' included, and what names
+// one by its id in failure messages.
+func (s *Sim) running() ([]*supernode.Supernode, func(id string) string) {
 	var all []*supernode.Supernode
 	for _, sn := range s.SNs {
 		if !sn.Killed() && sn.Running() {
@@ -870,7 +851,16 @@ func (s *Sim) running() []*supernode.Supernode {
 			}
 		}
 	}
-	return all
+	names := map[string]string{}
+	for _, sn := range all {
+		names[sn.ID()] = sn.Status().Name
+	}
+	return all, func(id string) string {
+		if n, ok := names[id]; ok && n != "" {
+			return n
+		}
+		return fmt.Sprintf("%.8s", id)
+	}
 }
 
 // viewOf says which members sn takes for name's holders, with its ring's size.
