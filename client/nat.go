@@ -87,14 +87,14 @@ func (c *Client) detectNAT(ctx context.Context, a *attachment) {
 	c.mu.Unlock()
 	c.m.Inc("nat_detections")
 	c.log.Info("NAT detected", "classic", res.Classic, "mapping", res.Mapping, "filtering", res.Filtering, "err", err)
+	if res.Classic == published {
+		c.m.Inc("nat_unchanged") // the record and NATFile already say so
+		return
+	}
 	if knownClassic(res.Classic) {
 		if err := atomicfile.WriteFile(filepath.Join(c.cfg.DataDir, NATFile), []byte(res.Classic+"\n"), 0o600); err != nil {
 			c.log.Debug("NAT type not saved", "err", err)
 		}
-	}
-	if res.Classic == published {
-		c.m.Inc("nat_unchanged") // the record published already says so
-		return
 	}
 	if ctx.Err() == nil {
 		if err := c.publish(ctx, a, false); err != nil {

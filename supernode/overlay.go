@@ -81,24 +81,27 @@ func (sn *Supernode) initOverlay() {
 // alive reports whether member id is not suspected dead.
 func (sn *Supernode) alive(id string) bool { return sn.unmarked(id, sn.ov.dead) }
 
-// unmarked reports whether member id has no unexpired mark in marks (ov.dead or
-// ov.notReady), removing an expired one. This supernode is never marked.
-func (sn *Supernode) unmarked(id string, marks map[string]time.Time) bool {
+// unmarked reports whether member id has no unexpired mark in any of marks (ov.dead,
+// ov.notReady), removing the expired ones. This supernode is never marked.
+func (sn *Supernode) unmarked(id string, marks ...map[string]time.Time) bool {
 	if id == sn.id {
 		return true
 	}
+	now := sn.cfg.Now()
 	ov := sn.ov
 	ov.mu.Lock()
 	defer ov.mu.Unlock()
-	until, ok := marks[id]
-	if !ok {
-		return true
+	for _, m := range marks {
+		until, ok := m[id]
+		if !ok {
+			continue
+		}
+		if !now.After(until) {
+			return false
+		}
+		delete(m, id)
 	}
-	if sn.cfg.Now().After(until) {
-		delete(marks, id)
-		return true
-	}
-	return false
+	return true
 }
 
 func (sn *Supernode) markDead(id string, why error) {
@@ -144,9 +147,7 @@ func (sn *Supernode) markNotReady(id string) {
 
 // holds reports whether member id can hold records: not suspected dead and not known to
 // be without a member list.
-func (sn *Supernode) holds(id string) bool {
-	return sn.alive(id) && sn.unmarked(id, sn.ov.notReady)
-}
+func (sn *Supernode) holds(id string) bool { return sn.unmarked(id, sn.ov.dead, sn.ov.notReady) }
 
 // view is what decides the holders of a record: the ring, less the members suspected
 // dead (dead) and those without a member list (notReady).
@@ -197,13 +198,13 @@ func (sn *Supernode) Held(name string) (index.Entry, bool) {
 }
 
 // HolderView says, for failure messages, which members this supernode takes for
-// name's holders: the first Replicas+3 in ring order, each with " suspected" when it is
-// not taken for alive, " not-ready" when it answered it has no member list, and " open"
-// when a connection to it is open.
-func (sn *Supernode) HolderView(name string) []string {
+// name's holders: the first Replicas+3 in ring order, each named by nameOf(id) and
+// followed by " suspected" when it is not taken for alive, " not-ready" when it answered
+// it has no member list, and " open" when a connection to it is open.
+func (sn *Supernode) HolderView(name string, nameOf func(id string) string) []string {
 	var out []string
 	sn.currentRing().Walk(name, func(m index.Member) bool {
-		d := m.ID
+		d := nameOf(m.ID)
 		switch {
 		case !sn.alive(m.ID):
 			d += " suspected"
@@ -219,16 +220,16 @@ func (sn *Supernode) HolderView(name string) []string {
 	return out
 }
 
-// WatchersOf says, for failure messages, who watches name's presence here: the
-// watching supernode's id and its user, for each watch not expired.
-func (sn *Supernode) WatchersOf(name string) []string {
+// WatchersOf says, for failure messages, who watches name's presence here: "USER of
+// SUPERNODE" for each watch not expired, the supernode named by nameOf(id).
+func (sn *Supernode) WatchersOf(name string, nameOf func(id string) string) []string {
 	now := sn.cfg.Now()
 	sn.ov.mu.Lock()
 	defer sn.ov.mu.Unlock()
 	var out []string
 	for w, exp := range sn.ov.watchers[name] {
 		if !now.After(exp) {
-			out = append(out, w.sn+" "+w.user)
+			out = append(out, w.user+" of "+nameOf(w.sn))
 		}
 	}
 	sort.Strings(out)

@@ -783,12 +783,7 @@ func (s *Sim) Holdings(name string) string {
 	}
 	var watched []string
 	for _, sn := range all {
-		var ws []string
-		for _, w := range sn.WatchersOf(name) {
-			id, user, _ := strings.Cut(w, " ")
-			ws = append(ws, user+" of "+nameOf(id))
-		}
-		if len(ws) > 0 {
+		if ws := sn.WatchersOf(name, nameOf); len(ws) > 0 {
 			watched = append(watched, fmt.Sprintf("at %s by %v", nameOf(sn.ID()), ws))
 		}
 	}
@@ -865,12 +860,7 @@ func (s *Sim) running() ([]*supernode.Supernode, func(id string) string) {
 
 // viewOf says which members sn takes for name's holders, with its ring's size.
 func viewOf(sn *supernode.Supernode, name string, nameOf func(string) string) string {
-	v := sn.HolderView(name)
-	for i, d := range v {
-		id, rest, _ := strings.Cut(d, " ")
-		v[i] = strings.TrimSpace(nameOf(id) + " " + rest)
-	}
-	return fmt.Sprintf("%s (ring %d) takes holders %v", nameOf(sn.ID()), sn.RingSize(), v)
+	return fmt.Sprintf("%s (ring %d) takes holders %v", nameOf(sn.ID()), sn.RingSize(), sn.HolderView(name, nameOf))
 }
 
 // Describe says what the client of user name believes, for failure messages.
