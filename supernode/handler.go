@@ -271,6 +271,8 @@ func (sn *Supernode) handlePeer(ctx context.Context, peer string, m proto.Messag
 	case *proto.Watch:
 		sn.addWatch(m.Name, watcher{sn: peer, user: m.Watcher})
 		return &proto.OK{}, nil
+	case *proto.WatchBatch:
+		return sn.addWatches(peer, m.Watches), nil
 	case *proto.Presence:
 		sn.presenceToClient(*m)
 		return &proto.OK{}, nil

@@ -725,123 +725,6 @@ func (sn *Supernode) gone(ctx context.Context, name string, seq uint64) {
 	})
 }
 
-// addWatch registers w for name's presence at this holder and pushes the current state.
-func (sn *Supernode) addWatch(name string, w watcher) {
-	if e, ok := sn.ov.store.Get(name, sn.cfg.Now()); ok && e.Rec.HasBlocked(w.user) {
-		return // blocked users see nothing
-	}
-	ov := sn.ov
-	ov.mu.Lock()
-	ws := ov.watchers[name]
-	if ws == nil {
-		ws = make(map[watcher]time.Time)
-		ov.watchers[name] = ws
-	}
-	ws[w] = sn.cfg.Now().Add(3 * sn.cfg.KeepAlive)
-	ov.mu.Unlock()
-	if e, ok := sn.ov.store.Get(name, sn.cfg.Now()); ok {
-		go sn.sendPresence(sn.runCtx, w, proto.Presence{Name: name, Online: !e.Offline, LastSeen: e.LastSeen, Seq: e.Rec.Seq})
-	}
-}
-
-// notifyWatchers pushes name's current presence to everyone watching it.
-func (sn *Supernode) notifyWatchers(name string) {
-	now := sn.cfg.Now()
-	e, ok := sn.ov.store.Get(name, now)
-	if !ok {
-		return
-	}
-	ov := sn.ov
-	ov.mu.Lock()
-	var ws []watcher
-	for w, exp := range ov.watchers[name] {
-		if now.After(exp) {
-			delete(ov.watchers[name], w)
-			continue
-		}
-		ws = append(ws, w)
-	}
-	ov.mu.Unlock()
-	p := proto.Presence{Name: name, Online: !e.Offline, LastSeen: e.LastSeen, Seq: e.Rec.Seq}
-	for _, w := range ws {
-		if e.Rec.HasBlocked(w.user) {
-			continue
-		}
-		go sn.sendPresence(sn.runCtx, w, p)
-	}
-}
-
-func (sn *Supernode) sendPresence(ctx context.Context, w watcher, p proto.Presence) {
-	p.To = w.user
-	if w.sn == sn.id {
-		sn.presenceToClient(p)
-		return
-	}
-	m, ok := sn.currentRing().Member(w.sn)
-	if !ok {
-		return
-	}
-	if _, err := sn.callVia(ctx, m, &p); errors.Is(err, errTransport) {
-		sn.markDead(m.ID, err)
-	}
-	sn.m.Inc("presence_sent")
-}
-
-// presenceToClient forwards a presence change to the attached user it is for.
-func (sn *Supernode) presenceToClient(p proto.Presence) {
-	sn.mu.Lock()
-	cl, ok := sn.clients[p.To]
-	sn.mu.Unlock()
-	if !ok {
-		return
-	}
-	p.To = ""
-	cl.conn.Notify(&p)
-}
-
-// subscribe sets the names user watches and registers the watches at their holders.
-func (sn *Supernode) subscribe(ctx context.Context, user string, names []string) {
-	sn.ov.mu.Lock()
-	sn.ov.subs[user] = append([]string(nil), names...)
-	sn.ov.mu.Unlock()
-	for _, name := range names {
-		sn.watchAtHolder(ctx, name, user)
-	}
-}
-
-// watchAtHolder registers user's watch of name at the first live holder of name, in ring
-// order, that answers (over the mesh). Any holder tells its watchers of the changes it
-// sees, but the first is the one every view of the ring agrees on most often: a later
-// one can be a member that some supernodes count among the holders and others do not
-// (while dead members are still on the list, as with the login server down), and may
-// then see a departure but not the publication after it.
-func (sn *Supernode) watchAtHolder(ctx context.Context, name, user string) {
-	tried := 0 // as in publishRecord
-	for _, m := range sn.candidates(name) {
-		if tried > sn.cfg.Replicas || ctx.Err() != nil {
-			return
-		}
-		if m.ID == sn.id {
-			sn.addWatch(name, watcher{sn: sn.id, user: user})
-			return
-		}
-		_, err := sn.callVia(ctx, m, &proto.Watch{Name: name, Watcher: user})
-		if !errors.Is(err, proto.ErrBusy) {
-			tried++
-		}
-		switch {
-		case errors.Is(err, errTransport):
-			sn.markDead(m.ID, err)
-		case errors.Is(err, errSlow):
-			sn.m.Inc("holders_slow")
-		case errors.Is(err, proto.ErrBusy):
-			sn.markNotReady(m.ID)
-		default:
-			return // registered, or an answer: the holder is there
-		}
-	}
-}
-
 // maintain runs the periodic work of the index: expiring records, renewing this
 // supernode's clients' watches (their holders may have changed).
 func (sn *Supernode) maintain(ctx context.Context) {
@@ -861,17 +744,7 @@ func (sn *Supernode) maintain(ctx context.Context) {
 		for _, name := range sn.ov.store.Expire(sn.cfg.Now()) {
 			sn.notifyWatchers(name)
 		}
-		sn.ov.mu.Lock()
-		subs := make(map[string][]string, len(sn.ov.subs))
-		for u, ns := range sn.ov.subs {
-			subs[u] = ns
-		}
-		sn.ov.mu.Unlock()
-		for u, ns := range subs {
-			for _, n := range ns {
-				sn.watchAtHolder(ctx, n, u)
-			}
-		}
+		sn.renewWatches(ctx)
 	}
 }
 

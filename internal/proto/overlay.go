@@ -31,6 +31,8 @@ const (
 	TDialBack        Type = 65 // client -> supernode: dial me back at this address
 	TBandwidth       Type = 66 // client -> supernode: upload probe
 	TBandwidthOK     Type = 67
+	TWatchBatch      Type = 68 // supernode -> holder: several watches at once
+	TWatchBatchOK    Type = 69
 )
 
 // Limits of overlay messages.
@@ -41,6 +43,9 @@ const (
 	// MaxBatch is the most records one IndexStoreBatch carries; the frame's size limit
 	// usually binds first.
 	MaxBatch = 256
+	// MaxWatchBatch is the most watches one WatchBatch carries: at the longest names a
+	// batch, and its answer, still fit in a Via (MaxViaBody).
+	MaxWatchBatch = 128
 	// MaxViaBody bounds the message a Via carries: an IndexStore of the largest record.
 	MaxViaBody = 2*MaxRecord + 1024
 )
@@ -162,7 +167,7 @@ type Via struct {
 // Forwardable reports whether a Via may carry messages of type t.
 func Forwardable(t Type) bool {
 	switch t {
-	case TWatch, TPresence, TIndexStore, TIndexGone:
+	case TWatch, TWatchBatch, TPresence, TIndexStore, TIndexGone:
 		return true
 	}
 	return false
@@ -183,6 +188,20 @@ func ViaSigned(to string, kind Type, body []byte) []byte {
 type Watch struct {
 	Name    string `json:"name"`
 	Watcher string `json:"watcher"`
+}
+
+// WatchBatch registers or renews several watches at one holder. A supernode renews its
+// users' watches every keep-alive period, one batch per holder instead of one Watch per
+// watch. The answer is WatchBatchOK.
+type WatchBatch struct {
+	Watches []Watch `json:"watches"`
+}
+
+// WatchBatchOK answers WatchBatch with the holder's presence of each name watched that it
+// holds a record of, To set to the watcher: what a Watch pushes on its own after it is
+// registered. A watcher the user blocked gets none.
+type WatchBatchOK struct {
+	Presences []Presence `json:"presences,omitempty"`
 }
 
 // Presence tells of a user's presence.
@@ -265,6 +284,8 @@ func (*IndexLookup) Type() Type     { return TIndexLookup }
 func (*IndexResult) Type() Type     { return TIndexResult }
 func (*IndexGone) Type() Type       { return TIndexGone }
 func (*Watch) Type() Type           { return TWatch }
+func (*WatchBatch) Type() Type      { return TWatchBatch }
+func (*WatchBatchOK) Type() Type    { return TWatchBatchOK }
 func (*Via) Type() Type             { return TVia }
 func (*Presence) Type() Type        { return TPresence }
 func (*Deliver) Type() Type         { return TDeliver }
@@ -279,7 +300,7 @@ func (*BandwidthOK) Type() Type     { return TBandwidthOK }
 
 func init() {
 	register(&Members{}, &MembersOK{}, &SNLeave{}, &SNPromote{}, &SNPromoteOK{},
-		&SNHello{}, &IndexStore{}, &IndexStoreBatch{}, &IndexLookup{}, &IndexResult{}, &IndexGone{}, &Watch{}, &Via{},
+		&SNHello{}, &IndexStore{}, &IndexStoreBatch{}, &IndexLookup{}, &IndexResult{}, &IndexGone{}, &Watch{}, &WatchBatch{}, &WatchBatchOK{}, &Via{},
 		&Presence{}, &Deliver{}, &Publish{}, &Search{}, &SearchOK{}, &Subscribe{}, &Msg{},
 		&DialBack{}, &Bandwidth{}, &BandwidthOK{})
 }
@@ -350,6 +371,28 @@ func (m *Watch) validate() error {
 		return err
 	}
 	return checkLen("watcher", m.Watcher, 1, MaxName)
+}
+func (m *WatchBatch) validate() error {
+	if len(m.Watches) == 0 || len(m.Watches) > MaxWatchBatch {
+		return fmt.Errorf("%d watches", len(m.Watches))
+	}
+	for i := range m.Watches {
+		if err := m.Watches[i].validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+func (m *WatchBatchOK) validate() error {
+	if len(m.Presences) > MaxWatchBatch {
+		return fmt.Errorf("%d presences", len(m.Presences))
+	}
+	for i := range m.Presences {
+		if err := m.Presences[i].validate(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 func (m *Presence) validate() error {
 	if err := checkLen("name", m.Name, 1, MaxName); err != nil {

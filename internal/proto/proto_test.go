@@ -69,6 +69,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add(uint8(TError), []byte(`{"code":"busy","retry_after_ms":100}`))
 	f.Add(uint8(TIndexStoreBatch), []byte(`{"records":["AQID","BAUG"]}`))
 	f.Add(uint8(TVia), []byte(`{"to":"k2","kind":55,"body":{"name":"bob","watcher":"alice"}}`))
+	f.Add(uint8(TWatchBatch), []byte(`{"watches":[{"name":"bob","watcher":"alice"},{"name":"carol","watcher":"alice"}]}`))
+	f.Add(uint8(TWatchBatchOK), []byte(`{"presences":[{"name":"bob","online":true,"to":"alice","seq":3}]}`))
 	f.Fuzz(func(t *testing.T, typ uint8, body []byte) {
 		m, err := Decode(Type(typ), body)
 		if err != nil {

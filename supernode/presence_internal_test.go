@@ -1,0 +1,211 @@
+package supernode
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/peerline/peerline/internal/index"
+	"github.com/peerline/peerline/internal/proto"
+	"github.com/peerline/peerline/internal/rpc"
+)
+
+// pipePeers connects sn to a stand-in supernode for each of ids over net.Pipe, served by
+// handle (for the member it stands for). The connections close when the test ends.
+func pipePeers(t *testing.T, sn *Supernode, ids []string, handle func(id string, ctx context.Context, m proto.Message) (proto.Message, error)) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	run := func(c *rpc.Conn) {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.Run(ctx) }()
+	}
+	for _, id := range ids {
+		a, b := net.Pipe()
+		ready := make(chan struct{})
+		close(ready)
+		ours := rpc.New(a, rpc.Options{})
+		sn.ov.peers.conns[id] = &peerConn{ready: ready, conn: ours}
+		run(ours)
+		run(rpc.New(b, rpc.Options{Logger: slog.New(slog.DiscardHandler), Handler: rpc.HandlerFunc(func(ctx context.Context, _ *rpc.Conn, m proto.Message) (proto.Message, error) {
+			return handle(id, ctx, m)
+		})}))
+	}
+}
+
+// TestWatchRenewalNotHeldUpBySlowHolders: a supernode renews its users' watches with one
+// batch per holder, all at once, so that holders that do not answer cost the pass one
+// call timeout each round, not one per watch: the pass ends well within a watch's life,
+// and every watch is placed at the first holder of its name that answers, with the
+// presences that come back delivered to the users they are for (and no others).
+func TestWatchRenewalNotHeldUpBySlowHolders(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sn := newUnstarted(t)
+		sn.cfg.NoMesh = true
+		ms := []index.Member{{ID: sn.id, Addr: "192.0.2.1:4000"}}
+		var ids []string
+		for i := range 9 {
+			id := fmt.Sprintf("m%d", i)
+			ids = append(ids, id)
+			ms = append(ms, index.Member{ID: id, Addr: fmt.Sprintf("192.0.2.%d:4000", 10+i)})
+		}
+		sn.setRing(index.NewRing(ms), 1)
+		stalled := map[string]bool{ids[2]: true, ids[5]: true}
+		empty := ids[7] // answers, but holds no record: the watch goes on to the next holder
+
+		var (
+			mu      sync.Mutex
+			placed  = make(map[proto.Watch][]string) // watch -> members that registered it
+			batches int
+		)
+		pipePeers(t, sn, ids, func(id string, ctx context.Context, m proto.Message) (proto.Message, error) {
+			b, ok := m.(*proto.WatchBatch)
+			if !ok {
+				return nil, proto.ErrBadRequest
+			}
+			if stalled[id] {
+				<-ctx.Done() // never answers
+				return nil, ctx.Err()
+			}
+			mu.Lock()
+			batches++
+			var out proto.WatchBatchOK
+			for _, w := range b.Watches {
+				placed[w] = append(placed[w], id)
+				if id != empty {
+					out.Presences = append(out.Presences, proto.Presence{Name: w.Name, Online: true, Seq: 1, To: w.Watcher})
+				}
+			}
+			mu.Unlock()
+			// A presence for a watch not asked for is not passed on.
+			out.Presences = append(out.Presences, proto.Presence{Name: "mallory", Online: true, To: "alice"})
+			return &out, nil
+		})
+
+		// alice is attached here; her client side records the presences pushed to it.
+		a, b := net.Pipe()
+		ctx, cancel := context.WithCancel(context.Background())
+		var pushed []string
+		var wg sync.WaitGroup
+		clientEnd := rpc.New(b, rpc.Options{Handler: rpc.HandlerFunc(func(_ context.Context, _ *rpc.Conn, m proto.Message) (proto.Message, error) {
+			if p, ok := m.(*proto.Presence); ok {
+				mu.Lock()
+				pushed = append(pushed, p.Name)
+				mu.Unlock()
+			}
+			return nil, nil
+		})})
+		snEnd := rpc.New(a, rpc.Options{})
+		for _, c := range []*rpc.Conn{clientEnd, snEnd} {
+			wg.Add(1)
+			go func() { defer wg.Done(); c.Run(ctx) }()
+		}
+		defer func() { cancel(); wg.Wait() }()
+		sn.clients["alice"] = &client{name: "alice", conn: snEnd}
+
+		var ws []proto.Watch
+		for i := range 60 {
+			ws = append(ws, proto.Watch{Name: fmt.Sprintf("buddy%02d", i), Watcher: "alice"})
+		}
+		start := time.Now()
+		sn.watchAtHolders(context.Background(), ws)
+		took := time.Since(start)
+		synctest.Wait() // the pushes to alice's client
+
+		// Two holders that never answer, asked at once, then (for names whose next
+		// holder is the other one) once more: two call timeouts.
+		if limit := 2*5*time.Second + time.Second; took > limit || took >= sn.watchLife() {
+			t.Errorf("the pass took %v (watches live %v), want at most %v", took, sn.watchLife(), limit)
+		}
+		// Each watch is registered at the holders in ring order, past those that do not
+		// answer, up to the first that answers with the record: this supernode and
+		// the empty one hold none. Each holder that answers, or not, counts toward
+		// the Replicas+1 tried.
+		local, withRecord := 0, 0
+		for _, w := range ws {
+			var want []string
+			tried, found := 0, false
+			for _, m := range sn.candidates(w.Name) {
+				if tried > sn.cfg.Replicas {
+					break
+				}
+				tried++
+				if stalled[m.ID] {
+					continue
+				}
+				if m.ID == sn.id {
+					local++
+					if _, ok := sn.ov.watchers[w.Name][watcher{sn: sn.id, user: "alice"}]; !ok {
+						t.Errorf("%s: this supernode is among its holders asked, but no watch is registered here", w.Name)
+					}
+					continue
+				}
+				want = append(want, m.ID)
+				if m.ID != empty {
+					found = true
+					break
+				}
+			}
+			if found {
+				withRecord++
+			}
+			if got := placed[w]; !slices.Equal(got, want) {
+				t.Errorf("%s: registered at %v, want %v (up to the first holder with the record)", w.Name, got, want)
+			}
+		}
+		if len(pushed) != withRecord {
+			t.Errorf("%d presences pushed to alice (%v), want %d: one per watch that reached the record", len(pushed), pushed, withRecord)
+		}
+		if most := (sn.cfg.Replicas + 1) * (len(ids) - len(stalled)); batches > most {
+			t.Errorf("%d batches for %d watches, want at most one per holder that answers and round (%d)", batches, len(ws), most)
+		}
+		if sn.m.Get("holders_slow") == 0 || !sn.alive(ids[2]) {
+			t.Errorf("holders_slow %d, the slow holder alive %v: want it passed over, not suspected", sn.m.Get("holders_slow"), sn.alive(ids[2]))
+		}
+		t.Logf("%d watches: %d registered here, %d reached the record, %d batches, in %v", len(ws), local, withRecord, batches, took)
+	})
+}
+
+// TestWatchBatchFitsVia: a batch of watches is as long as MaxWatchBatch allows for plain
+// names, and shorter for names that encode long, so that it always fits in a Via.
+func TestWatchBatchFitsVia(t *testing.T) {
+	for _, c := range []struct {
+		char string
+		want int // 0: fewer than MaxWatchBatch
+	}{{"a", proto.MaxWatchBatch}, {"<", 0}, {"\x01", 0}, {"é", 0}, {"\xff", 0}} {
+		name := strings.Repeat(c.char, proto.MaxName/len(c.char))
+		var ps []*pendingWatch
+		for range 2 * proto.MaxWatchBatch {
+			ps = append(ps, &pendingWatch{w: proto.Watch{Name: name, Watcher: name}})
+		}
+		n := watchBatchLen(ps)
+		if (c.want != 0 && n != c.want) || n < 1 || n > proto.MaxWatchBatch {
+			t.Errorf("%q names: batch of %d, want %d", c.char, n, c.want)
+		}
+		b := &proto.WatchBatch{}
+		for _, p := range ps[:n] {
+			b.Watches = append(b.Watches, p.w)
+		}
+		body, err := proto.Encode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(body) > proto.MaxViaBody {
+			t.Errorf("%q names: a batch of %d encodes in %d bytes, more than a Via carries (%d)", c.char, n, len(body), proto.MaxViaBody)
+		}
+		via, err := proto.Encode(&proto.Via{To: "k", Kind: proto.TWatchBatch, Body: body})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := proto.Decode(proto.TVia, via); err != nil {
+			t.Errorf("%q names: a batch of %d: %v", c.char, n, err)
+		}
+	}
+}
