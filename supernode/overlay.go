@@ -52,6 +52,15 @@ type overlay struct {
 	watchers      map[string]map[watcher]time.Time // name -> watcher -> expiry
 	cache         map[string]cached
 	subs          map[string][]string // attached user -> names they watch
+	renewals      renewals
+}
+
+// renewals is what the passes of renewWatches did, for failure messages and status.
+type renewals struct {
+	passes    int
+	last      time.Time              // when the last pass began
+	took      time.Duration          // how long it took
+	placement map[proto.Watch]string // where the last pass left each watch
 }
 
 type watcher struct{ sn, user string }

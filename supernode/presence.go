@@ -3,8 +3,9 @@ package supernode
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
-	"sync"
+	"strings"
 	"time"
 
 	"github.com/peerline/peerline/internal/index"
@@ -150,7 +151,28 @@ func (sn *Supernode) renewWatches(ctx context.Context) {
 		}
 	}
 	sn.ov.mu.Unlock()
-	sn.watchAtHolders(ctx, ws)
+	start := sn.cfg.Now()
+	placed := sn.watchAtHolders(ctx, ws)
+	sn.ov.mu.Lock()
+	sn.ov.renewals = renewals{passes: sn.ov.renewals.passes + 1, last: start, took: sn.cfg.Now().Sub(start), placement: placed}
+	sn.ov.mu.Unlock()
+}
+
+// Watching says, for failure messages, whether user is attached here with name among the
+// names it watches, where the last renewal pass left that watch, and when that pass ran.
+func (sn *Supernode) Watching(user, name string, nameOf func(id string) string) string {
+	sn.ov.mu.Lock()
+	defer sn.ov.mu.Unlock()
+	r := sn.ov.renewals
+	where, ok := r.placement[proto.Watch{Name: name, Watcher: user}]
+	switch {
+	case !ok:
+		where = "not in the last pass"
+	case strings.HasPrefix(where, "at "):
+		where = "at " + nameOf(strings.TrimPrefix(where, "at "))
+	}
+	return fmt.Sprintf("%s watches %s here: %v; renewal passes %d, the last at %s took %v; its watch %s",
+		user, name, slices.Contains(sn.ov.subs[user], name), r.passes, r.last.Format("15:04:05.000"), r.took, where)
 }
 
 // watchAtHolders registers each of ws (Watcher's watch of Name) at name's holders in
@@ -162,65 +184,96 @@ func (sn *Supernode) renewWatches(ctx context.Context) {
 // publication after it. A holder that answers without the record keeps the watch (the
 // record may arrive there next) and the next holder is asked too (see sendWatches).
 //
-// The watches of a batch that failed go to their next holder in the next round: past a
-// member marked dead (no connection), not ready (busy) or only passed over for those
-// watches (slow to answer). As with a publication, each watch tries at most Replicas+1
+// The watches of a batch that failed go to their next holder as soon as it has failed:
+// past a member marked dead (no connection), not ready (busy) or only passed over for
+// those watches (slow to answer). As with a publication, each watch tries at most Replicas+1
 // holders that were not busy. The presences that come back go to the users they are for.
-func (sn *Supernode) watchAtHolders(ctx context.Context, ws []proto.Watch) {
+//
+// It returns where each watch was left: "at ID" (the holder with the record), or why not.
+func (sn *Supernode) watchAtHolders(ctx context.Context, ws []proto.Watch) map[proto.Watch]string {
+	placed := make(map[proto.Watch]string, len(ws))
+	leave := func(w proto.Watch, where string) { placed[w] = where } // on this goroutine only
+	var (
+		sem      = make(chan struct{}, renewParallel)
+		results  = make(chan sent)
+		inFlight = 0
+	)
+	// dispatch sends each of ps to its next holder, one batch per holder: a watch goes
+	// on as soon as its own batch is answered, not when every other batch is (a slow
+	// holder in one watch's way then costs that watch alone its time).
+	dispatch := func(ps []*pendingWatch) {
+		groups := make(map[string][]*pendingWatch)
+		var holders []index.Member // in the order first met
+		for len(ps) > 0 {
+			var more []*pendingWatch // past this supernode, without the record
+			for _, p := range ps {
+				m, ok := sn.firstHolder(p.w.Name, p.skip)
+				switch {
+				case !ok || p.sent > 2*(sn.cfg.Replicas+1):
+					sn.m.Inc("watches_unplaced")
+					leave(p.w, fmt.Sprintf("without a holder left to try (tried %d, passed over %d)", p.tried, len(p.skip)))
+				case m.ID == sn.id:
+					if pr, ok := sn.registerWatch(p.w.Name, watcher{sn: sn.id, user: p.w.Watcher}); ok {
+						sn.presenceToClient(pr)
+						leave(p.w, "at "+sn.id)
+					} else if p.next(sn, m.ID, false) {
+						more = append(more, p)
+					} else {
+						leave(p.w, "without the record at the holders tried")
+					}
+				default:
+					if groups[m.ID] == nil {
+						holders = append(holders, m)
+					}
+					p.sent++
+					groups[m.ID] = append(groups[m.ID], p)
+				}
+			}
+			ps = more
+		}
+		for _, m := range holders {
+			inFlight++
+			go func() {
+				var r sent
+				select {
+				case sem <- struct{}{}:
+					r = sn.sendWatches(ctx, m, groups[m.ID])
+					<-sem
+				case <-ctx.Done():
+					for _, p := range groups[m.ID] {
+						r.left = append(r.left, left{p.w, "unplaced: the pass ended"})
+					}
+				}
+				results <- r
+			}()
+		}
+	}
 	todo := make([]*pendingWatch, len(ws))
 	for i := range ws {
 		todo[i] = &pendingWatch{w: ws[i]}
 	}
-	for round := 0; len(todo) > 0 && ctx.Err() == nil; round++ {
-		if round > 2*(sn.cfg.Replicas+1) {
-			sn.m.Add("watches_unplaced", uint64(len(todo)))
-			return
+	dispatch(todo)
+	for inFlight > 0 {
+		r := <-results
+		inFlight--
+		for _, l := range r.left {
+			leave(l.w, l.where)
 		}
-		groups := make(map[string][]*pendingWatch)
-		var holders []index.Member // in the order first met
-		var again []*pendingWatch  // for the next round
-		for _, p := range todo {
-			m, ok := sn.firstHolder(p.w.Name, p.skip)
-			switch {
-			case !ok:
-				sn.m.Inc("watches_unplaced")
-			case m.ID == sn.id:
-				if pr, ok := sn.registerWatch(p.w.Name, watcher{sn: sn.id, user: p.w.Watcher}); ok {
-					sn.presenceToClient(pr)
-				} else if p.next(sn, m.ID, false) {
-					again = append(again, p)
-				}
-			default:
-				if groups[m.ID] == nil {
-					holders = append(holders, m)
-				}
-				groups[m.ID] = append(groups[m.ID], p)
+		if ctx.Err() != nil {
+			for _, p := range r.again {
+				leave(p.w, "unplaced: the pass ended")
 			}
+			continue
 		}
-		var (
-			mu  sync.Mutex
-			wg  sync.WaitGroup
-			sem = make(chan struct{}, renewParallel)
-		)
-		for _, m := range holders {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				ps := sn.sendWatches(ctx, m, groups[m.ID])
-				mu.Lock()
-				again = append(again, ps...)
-				mu.Unlock()
-			}()
-		}
-		wg.Wait()
-		todo = again
+		dispatch(r.again)
 	}
+	return placed
 }
 
 // pendingWatch is a watch that watchAtHolders has yet to place.
 type pendingWatch struct {
 	w     proto.Watch
+	sent  int      // batches it went in
 	tried int      // holders that answered, or failed other than busy
 	skip  []string // holders passed over: too slow, or without the record
 }
@@ -246,13 +299,25 @@ func (sn *Supernode) firstHolder(name string, skip []string) (index.Member, bool
 	return index.Member{}, false
 }
 
-// sendWatches sends ps to holder m in batches and returns those to place at their next
-// holder: the watches of a batch that failed, and those of a name m holds no record of.
-// Those stay registered at m, where the record may yet arrive, but a watch must reach a
-// holder that has it: supernodes that disagree on a name's holders (one takes a member
-// for not ready that another does not) could otherwise place the watch at a holder the
-// publications pass over, and the watcher see the user offline for good.
-func (sn *Supernode) sendWatches(ctx context.Context, m index.Member, ps []*pendingWatch) (again []*pendingWatch) {
+// sent is what became of a batch of watches: those to place at their next holder, and
+// where the others were left.
+type sent struct {
+	again []*pendingWatch
+	left  []left
+}
+
+type left struct {
+	w     proto.Watch
+	where string // "at ID" (a holder with the record), or why not
+}
+
+// sendWatches sends ps to holder m in batches. The watches of a batch that failed go on
+// to their next holder, and so do those of a name m holds no record of: they stay
+// registered at m, where the record may yet arrive, but a watch must reach a holder that
+// has it. Supernodes that disagree on a name's holders (one takes a member for not ready
+// that another does not) could otherwise place the watch at a holder the publications
+// pass over, and the watcher see the user offline for good.
+func (sn *Supernode) sendWatches(ctx context.Context, m index.Member, ps []*pendingWatch) (r sent) {
 	for len(ps) > 0 {
 		n := watchBatchLen(ps)
 		batch := ps[:n]
@@ -265,8 +330,13 @@ func (sn *Supernode) sendWatches(ctx context.Context, m index.Member, ps []*pend
 		if err == nil {
 			held := sn.deliverPresences(msg.Watches, resp)
 			for i, p := range batch {
-				if !held[i] && p.next(sn, m.ID, false) {
-					again = append(again, p)
+				switch {
+				case held[i]:
+					r.left = append(r.left, left{p.w, "at " + m.ID})
+				case p.next(sn, m.ID, false):
+					r.again = append(r.again, p)
+				default:
+					r.left = append(r.left, left{p.w, "without the record at the holders tried"})
 				}
 			}
 			continue
@@ -275,6 +345,7 @@ func (sn *Supernode) sendWatches(ctx context.Context, m index.Member, ps []*pend
 			// A holder that does not serve batches (an older supernode): one at a time.
 			for _, w := range msg.Watches {
 				sn.callVia(ctx, m, &proto.Watch{Name: w.Name, Watcher: w.Watcher})
+				r.left = append(r.left, left{w, "at " + m.ID + " (one at a time)"})
 			}
 			continue
 		}
@@ -287,19 +358,23 @@ func (sn *Supernode) sendWatches(ctx context.Context, m index.Member, ps []*pend
 		case busy:
 			sn.markNotReady(m.ID)
 		default:
+			for _, p := range batch {
+				r.left = append(r.left, left{p.w, fmt.Sprintf("at %s, refused: %v", m.ID, err)})
+			}
 			continue // an answer: the holder is there
 		}
 		// This batch and the rest go to their next holders.
 		for _, p := range append(batch, ps...) {
 			if p.next(sn, m.ID, busy) {
-				again = append(again, p)
+				r.again = append(r.again, p)
 			} else {
 				sn.m.Inc("watches_unplaced")
+				r.left = append(r.left, left{p.w, fmt.Sprintf("unplaced, the last holder tried failing: %v", err)})
 			}
 		}
-		return again
+		return r
 	}
-	return again
+	return r
 }
 
 // deliverPresences forwards the presences of a WatchBatchOK to the users they are for,

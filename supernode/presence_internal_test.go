@@ -41,10 +41,11 @@ func pipePeers(t *testing.T, sn *Supernode, ids []string, handle func(id string,
 }
 
 // TestWatchRenewalNotHeldUpBySlowHolders: a supernode renews its users' watches with one
-// batch per holder, all at once, so that holders that do not answer cost the pass one
-// call timeout each round, not one per watch: the pass ends well within a watch's life,
-// and every watch is placed at the first holder of its name that answers, with the
-// presences that come back delivered to the users they are for (and no others).
+// batch per holder, all at once, so that a holder that does not answer costs the watches
+// in its way one call timeout, not one per watch: the pass ends well within a watch's
+// life, and every watch is placed at the holders of its name in ring order up to the
+// first that answers with the record, with the presences that come back delivered to the
+// users they are for (and no others).
 func TestWatchRenewalNotHeldUpBySlowHolders(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		sn := newUnstarted(t)
@@ -119,8 +120,8 @@ func TestWatchRenewalNotHeldUpBySlowHolders(t *testing.T) {
 		took := time.Since(start)
 		synctest.Wait() // the pushes to alice's client
 
-		// Two holders that never answer, asked at once, then (for names whose next
-		// holder is the other one) once more: two call timeouts.
+		// Two holders that never answer: a watch waits for those in its own way only,
+		// at most both, two call timeouts.
 		if limit := 2*5*time.Second + time.Second; took > limit || took >= sn.watchLife() {
 			t.Errorf("the pass took %v (watches live %v), want at most %v", took, sn.watchLife(), limit)
 		}
@@ -163,8 +164,8 @@ func TestWatchRenewalNotHeldUpBySlowHolders(t *testing.T) {
 		if len(pushed) != withRecord {
 			t.Errorf("%d presences pushed to alice (%v), want %d: one per watch that reached the record", len(pushed), pushed, withRecord)
 		}
-		if most := (sn.cfg.Replicas + 1) * (len(ids) - len(stalled)); batches > most {
-			t.Errorf("%d batches for %d watches, want at most one per holder that answers and round (%d)", batches, len(ws), most)
+		if batches >= len(ws)/2 {
+			t.Errorf("%d batches for %d watches, want them batched (fewer than half as many)", batches, len(ws))
 		}
 		if sn.m.Get("holders_slow") == 0 || !sn.alive(ids[2]) {
 			t.Errorf("holders_slow %d, the slow holder alive %v: want it passed over, not suspected", sn.m.Get("holders_slow"), sn.alive(ids[2]))

@@ -813,7 +813,7 @@ func (s *Sim) Holdings(name string) string {
 }
 
 // ViewFrom says, for failure messages, which members the supernode user is attached to
-// takes for name's holders.
+// takes for name's holders, and where its last renewal of user's watch of name left it.
 func (s *Sim) ViewFrom(user, name string) string {
 	var at string
 	for _, u := range s.Users {
@@ -824,7 +824,7 @@ func (s *Sim) ViewFrom(user, name string) string {
 	all, nameOf := s.running()
 	for _, sn := range all {
 		if sn.ID() == at {
-			return user + "'s " + viewOf(sn, name, nameOf)
+			return user + "'s " + viewOf(sn, name, nameOf) + "; " + sn.Watching(user, name, nameOf)
 		}
 	}
 	return user + ": not attached to a running supernode"
