@@ -138,8 +138,28 @@ func (sn *Supernode) subscribe(ctx context.Context, user string, names []string)
 	for i, n := range names {
 		ws[i] = proto.Watch{Name: n, Watcher: user}
 	}
-	sn.watchAtHolders(ctx, ws)
+	// The answer waits for the watches for a while, not for as long as holders that do
+	// not answer can take: a client takes a Subscribe unanswered in 10 s for a failed
+	// attachment. The rest goes on without it, for at most a watch's life.
+	wctx, cancel := context.WithTimeout(sn.runCtx, sn.watchLife())
+	done := make(chan struct{})
+	go func() {
+		defer cancel()
+		defer close(done)
+		sn.watchAtHolders(wctx, ws)
+	}()
+	t := time.NewTimer(subscribeWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		sn.m.Inc("subscribes_answered_early")
+	case <-ctx.Done():
+	}
 }
+
+// subscribeWait is how long a Subscribe's answer waits for the watches to be placed.
+const subscribeWait = 4 * time.Second
 
 // renewWatches renews the watches of every attached user.
 func (sn *Supernode) renewWatches(ctx context.Context) {

@@ -210,3 +210,68 @@ func TestWatchBatchFitsVia(t *testing.T) {
 		}
 	}
 }
+
+// TestSubscribeAnswersBeforeSlowHolders: a client's Subscribe is answered within
+// subscribeWait even when the holders in its watches' way do not answer (a client takes
+// a Subscribe unanswered for 10 s for a failed attachment), and the watches are placed
+// after the answer all the same.
+func TestSubscribeAnswersBeforeSlowHolders(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sn := newUnstarted(t)
+		sn.cfg.NoMesh = true
+		ms := []index.Member{{ID: sn.id, Addr: "192.0.2.1:4000"}}
+		var ids []string
+		for i := range 4 {
+			id := fmt.Sprintf("m%d", i)
+			ids = append(ids, id)
+			ms = append(ms, index.Member{ID: id, Addr: fmt.Sprintf("192.0.2.%d:4000", 10+i)})
+		}
+		sn.setRing(index.NewRing(ms), 1)
+		var mu sync.Mutex
+		placed := map[string]bool{}
+		first := func(name string) string {
+			for _, m := range sn.candidates(name) {
+				if m.ID != sn.id {
+					return m.ID
+				}
+			}
+			return ""
+		}
+		pipePeers(t, sn, ids, func(id string, ctx context.Context, m proto.Message) (proto.Message, error) {
+			b := m.(*proto.WatchBatch)
+			var out proto.WatchBatchOK
+			for _, w := range b.Watches {
+				if id == first(w.Name) {
+					<-ctx.Done() // the first remote holder of every name never answers
+					return nil, ctx.Err()
+				}
+				mu.Lock()
+				placed[w.Name] = true
+				mu.Unlock()
+				out.Presences = append(out.Presences, proto.Presence{Name: w.Name, Online: true, To: w.Watcher})
+			}
+			return &out, nil
+		})
+		var names []string
+		for i := range 20 {
+			names = append(names, fmt.Sprintf("buddy%02d", i))
+		}
+		start := time.Now()
+		sn.subscribe(context.Background(), "alice", names)
+		if took := time.Since(start); took > subscribeWait {
+			t.Errorf("Subscribe answered after %v, want at most %v", took, subscribeWait)
+		}
+		time.Sleep(sn.watchLife())
+		synctest.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, n := range names {
+			if _, here := sn.ov.watchers[n][watcher{sn: sn.id, user: "alice"}]; !placed[n] && !here {
+				t.Errorf("%s: watch placed nowhere after the answer", n)
+			}
+		}
+		if sn.m.Get("subscribes_answered_early") != 1 {
+			t.Errorf("subscribes_answered_early %d, want 1", sn.m.Get("subscribes_answered_early"))
+		}
+	})
+}
