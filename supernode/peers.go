@@ -37,9 +37,13 @@ type peerPool struct {
 	idle  time.Duration
 	dials chan struct{} // semaphore of dials under way
 
-	mu    sync.Mutex // mu protects conns
-	conns map[string]*peerConn
+	mu     sync.Mutex // mu protects conns and closed
+	conns  map[string]*peerConn
+	closed bool // closeAll ran: the supernode stopped
 }
+
+// errPoolClosed: the supernode stopped, and with it every connection to its peers.
+var errPoolClosed = errors.New("supernode: stopped")
 
 // limit returns how many connections the pool keeps at most.
 func (p *peerPool) limit() int {
@@ -134,7 +138,7 @@ func (p *peerPool) call(ctx context.Context, m index.Member, msg proto.Message) 
 	for attempt := 0; ; attempt++ {
 		c, fresh, err := p.get(ctx, m, !isLookup(msg))
 		if err != nil {
-			if errors.Is(err, errNotAdmitted) {
+			if errors.Is(err, errNotAdmitted) || errors.Is(err, errPoolClosed) {
 				return nil, err
 			}
 			if ctx.Err() != nil {
@@ -174,6 +178,10 @@ func isLookup(m proto.Message) bool {
 // connection as carrying more than lookups.
 func (p *peerPool) get(ctx context.Context, m index.Member, long bool) (*rpc.Conn, bool, error) {
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, false, errPoolClosed
+	}
 	pc, ok := p.conns[m.ID]
 	if ok {
 		p.mu.Unlock()
@@ -202,16 +210,29 @@ func (p *peerPool) get(ctx context.Context, m index.Member, long bool) (*rpc.Con
 	p.mu.Unlock()
 	// The dial serves every caller waiting for this peer, so one caller giving up must
 	// not cancel it: it runs under the supernode's own context and timeout.
-	pc.conn, pc.err = p.dial(p.sn.runCtx, m)
-	close(pc.ready)
-	if pc.err != nil {
-		p.mu.Lock()
-		if p.conns[m.ID] == pc {
-			delete(p.conns, m.ID)
-		}
-		p.mu.Unlock()
-	}
+	c, err := p.dial(p.sn.runCtx, m)
+	p.finishDial(m.ID, pc, c, err)
 	return pc.conn, true, pc.err
+}
+
+// finishDial settles pc, the dial of peer id, with its outcome.
+func (p *peerPool) finishDial(id string, pc *peerConn, c *rpc.Conn, err error) {
+	p.mu.Lock()
+	if err == nil && p.closed {
+		// The supernode stopped during the dial. A connection that outlived it would
+		// go on serving its peer with the stopped supernode's records and watches (a
+		// peer adopts the connection for its calls to this member): after a restart
+		// the member answered as two supernodes, one of them stale, and a watch
+		// placed at the stale one was at no running supernode.
+		c.Close()
+		c, err = nil, errPoolClosed
+	}
+	pc.conn, pc.err = c, err
+	if err != nil && p.conns[id] == pc {
+		delete(p.conns, id)
+	}
+	p.mu.Unlock()
+	close(pc.ready)
 }
 
 // adopt makes a connection that the supernode id dialled, and that proved its
@@ -223,7 +244,7 @@ func (p *peerPool) adopt(id string, c *rpc.Conn) {
 	limit := p.limit()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if _, ok := p.conns[id]; ok {
+	if _, ok := p.conns[id]; ok || p.closed {
 		return
 	}
 	if len(p.conns) >= limit {
@@ -386,6 +407,7 @@ func (p *peerPool) closeAll() {
 	p.mu.Lock()
 	conns := p.conns
 	p.conns = make(map[string]*peerConn)
+	p.closed = true // dials under way close what they open (see get)
 	p.mu.Unlock()
 	for _, pc := range conns {
 		select {

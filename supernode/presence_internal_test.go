@@ -2,6 +2,7 @@ package supernode
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -274,4 +275,35 @@ func TestSubscribeAnswersBeforeSlowHolders(t *testing.T) {
 			t.Errorf("subscribes_answered_early %d, want 1", sn.m.Get("subscribes_answered_early"))
 		}
 	})
+}
+
+// TestDialAfterStopClosed: a dial that completes after the supernode stopped closes the
+// connection it opened, and one after that is not made: a connection that outlived the
+// supernode would go on serving its peer with the stopped supernode's records and
+// watches, as a second, stale supernode of the same member.
+func TestDialAfterStopClosed(t *testing.T) {
+	sn := newUnstarted(t)
+	p := sn.ov.peers
+	pc := &peerConn{ready: make(chan struct{})}
+	p.conns["m1"] = pc
+	p.closeAll() // while the dial is under way
+	a, b := net.Pipe()
+	defer b.Close()
+	c := rpc.New(a, rpc.Options{})
+	p.finishDial("m1", pc, c, nil)
+	select {
+	case <-c.Done():
+	default:
+		t.Errorf("the connection dialled after the stop is open")
+	}
+	if pc.conn != nil || !errors.Is(pc.err, errPoolClosed) {
+		t.Errorf("the dial's callers get %v, %v; want no connection and errPoolClosed", pc.conn, pc.err)
+	}
+	if _, _, err := p.get(context.Background(), index.Member{ID: "m2", Addr: "192.0.2.9:4000"}, true); !errors.Is(err, errPoolClosed) {
+		t.Errorf("a call after the stop: %v, want errPoolClosed", err)
+	}
+	p.adopt("m3", rpc.New(b, rpc.Options{}))
+	if len(p.conns) != 0 {
+		t.Errorf("%d connections pooled after the stop", len(p.conns))
+	}
 }
