@@ -41,6 +41,22 @@ func pipePeers(t *testing.T, sn *Supernode, ids []string, handle func(id string,
 	}
 }
 
+// ringOfPipes returns an unstarted supernode (mesh off) on a ring with n other members,
+// m0 to m(n-1), whose ids it returns too.
+func ringOfPipes(t *testing.T, n int) (*Supernode, []string) {
+	sn := newUnstarted(t)
+	sn.cfg.NoMesh = true
+	ms := []index.Member{{ID: sn.id, Addr: "192.0.2.1:4000"}}
+	var ids []string
+	for i := range n {
+		id := fmt.Sprintf("m%d", i)
+		ids = append(ids, id)
+		ms = append(ms, index.Member{ID: id, Addr: fmt.Sprintf("192.0.2.%d:4000", 10+i)})
+	}
+	sn.setRing(index.NewRing(ms), 1)
+	return sn, ids
+}
+
 // TestWatchRenewalNotHeldUpBySlowHolders: a supernode renews its users' watches with one
 // batch per holder, all at once, so that a holder that does not answer costs the watches
 // in its way one call timeout, not one per watch: the pass ends well within a watch's
@@ -49,16 +65,7 @@ func pipePeers(t *testing.T, sn *Supernode, ids []string, handle func(id string,
 // users they are for (and no others).
 func TestWatchRenewalNotHeldUpBySlowHolders(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		sn := newUnstarted(t)
-		sn.cfg.NoMesh = true
-		ms := []index.Member{{ID: sn.id, Addr: "192.0.2.1:4000"}}
-		var ids []string
-		for i := range 9 {
-			id := fmt.Sprintf("m%d", i)
-			ids = append(ids, id)
-			ms = append(ms, index.Member{ID: id, Addr: fmt.Sprintf("192.0.2.%d:4000", 10+i)})
-		}
-		sn.setRing(index.NewRing(ms), 1)
+		sn, ids := ringOfPipes(t, 9)
 		stalled := map[string]bool{ids[2]: true, ids[5]: true}
 		empty := ids[7] // answers, but holds no record: the watch goes on to the next holder
 
@@ -218,16 +225,7 @@ func TestWatchBatchFitsVia(t *testing.T) {
 // after the answer all the same.
 func TestSubscribeAnswersBeforeSlowHolders(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		sn := newUnstarted(t)
-		sn.cfg.NoMesh = true
-		ms := []index.Member{{ID: sn.id, Addr: "192.0.2.1:4000"}}
-		var ids []string
-		for i := range 4 {
-			id := fmt.Sprintf("m%d", i)
-			ids = append(ids, id)
-			ms = append(ms, index.Member{ID: id, Addr: fmt.Sprintf("192.0.2.%d:4000", 10+i)})
-		}
-		sn.setRing(index.NewRing(ms), 1)
+		sn, ids := ringOfPipes(t, 4)
 		var mu sync.Mutex
 		placed := map[string]bool{}
 		first := func(name string) string {
