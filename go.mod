@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/florianl/go-nfqueue v1.3.1
+	github.com/flynn/noise v1.1.0
 	github.com/libp2p/go-reuseport v0.4.0
 	github.com/pion/ice/v3 v3.0.16
 	github.com/pion/logging v0.2.4
