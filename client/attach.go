@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -16,7 +15,6 @@ import (
 	"github.com/peerline/peerline/internal/identity"
 	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/internal/rpc"
-	"github.com/peerline/peerline/internal/secure"
 )
 
 // ErrNoSupernodes means the host cache is empty and the login server gave no seed yet.
@@ -161,7 +159,7 @@ func (c *Client) busyWait() time.Duration {
 }
 
 // shedAtAccept reports whether err is what a supernode's listener does to a connection
-// it sheds beyond its connection limit: it accepts and closes at once, so the TLS
+// it sheds beyond its connection limit: it accepts and closes at once, so the
 // handshake ends with EOF or a reset. A dead supernode refuses or times out instead.
 func shedAtAccept(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
@@ -333,16 +331,11 @@ func (c *Client) attachTo(ctx context.Context, e hostcache.Entry) (*attachment, 
 		return nil, errors.New("not logged in")
 	}
 	c.m.Inc("attach_attempts")
-	var snKey ed25519.PublicKey
-	cfg, err := secure.ClientConfig(c.key, func(k ed25519.PublicKey) error { snKey = k; return nil })
+	tc, err := c.ident.DialOverlay(ctx, c.cfg.Dialer, e.Addr, nil)
 	if err != nil {
 		return nil, err
 	}
-	secure.Overlay(cfg)
-	tc, err := secure.Dial(ctx, c.cfg.Dialer, e.Addr, cfg)
-	if err != nil {
-		return nil, err
-	}
+	snKey := tc.PeerKey()
 	conn := rpc.New(tc, rpc.Options{Logger: c.log, Counter: c.m, Handler: clientHandler{c}})
 	go conn.Run(context.WithoutCancel(ctx))
 	ok, err := rpc.Call[*proto.AttachOK](ctx, conn, &proto.Attach{Credential: cred})

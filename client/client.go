@@ -106,6 +106,7 @@ type Client struct {
 	log   *slog.Logger
 	m     *metrics.Set
 	key   ed25519.PrivateKey
+	ident *secure.OverlayIdentity // key, for the overlay's connections
 	box   e2ee.BoxKey
 	cache *hostcache.Cache
 	saver cacheSaver
@@ -229,6 +230,10 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	ident, err := secure.NewOverlayIdentity(key)
+	if err != nil {
+		return nil, err
+	}
 	box, err := e2ee.LoadOrCreateBoxKey(filepath.Join(cfg.DataDir, BoxKeyFile))
 	if err != nil {
 		return nil, err
@@ -242,6 +247,7 @@ func New(cfg Config) (*Client, error) {
 		log:        cfg.Logger,
 		m:          cfg.Metrics,
 		key:        key,
+		ident:      ident,
 		box:        box,
 		cache:      cache,
 		presence:   make(map[string]*Presence),

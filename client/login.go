@@ -51,15 +51,11 @@ func Register(ctx context.Context, d secure.Dialer, ls LoginServer, name, passwo
 	return err
 }
 
-// completeHandshake answers one dial-back: a TLS handshake with the client's key, which is
+// completeHandshake answers one dial-back: an overlay handshake with the client's key, which is
 // all the dialler needs to see.
 func completeHandshake(ctx context.Context, nc net.Conn, c *Client) {
 	defer nc.Close()
-	cfg, err := secure.ServerConfig(c.key, false)
-	if err != nil {
-		return
-	}
-	if tc, _, err := secure.Accept(ctx, nc, cfg); err == nil {
+	if tc, err := c.ident.AcceptOverlay(ctx, nc); err == nil {
 		tc.Close()
 	}
 }

@@ -180,7 +180,7 @@ func (c *Client) promotionCheck(ctx context.Context, start time.Time) (Promotion
 	if err != nil {
 		return st, "", nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
-	// Serve TLS with our key on it while the supernode dials back.
+	// Answer the overlay handshake with our key while the supernode dials back.
 	adv := ln.Addr().String()
 	probeCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

@@ -208,11 +208,7 @@ func (tg *target) round(ctx context.Context) (string, error) {
 }
 
 func (tg *target) dialRPC(ctx context.Context, addr, from string, key ed25519.PrivateKey, verify func(ed25519.PublicKey) error) (*rpc.Conn, error) {
-	cfg, err := secure.ClientConfig(key, verify)
-	if err != nil {
-		return nil, err
-	}
-	tc, err := secure.Dial(ctx, localDialer(from), addr, cfg)
+	tc, err := secureDial(ctx, localDialer(from), addr, key, verify, addr != tg.lsAddr)
 	if err != nil {
 		return nil, err
 	}
@@ -371,12 +367,30 @@ func (tg *target) probes(ctx context.Context, stop <-chan struct{}) *probeLog {
 	return &pl
 }
 
+// secureDial opens a control connection to addr with key: TLS to the login server, or
+// the overlay's Noise channel to a supernode.
+func secureDial(ctx context.Context, d secure.Dialer, addr string, key ed25519.PrivateKey, verify func(ed25519.PublicKey) error, overlay bool) (net.Conn, error) {
+	if overlay {
+		id, err := secure.NewOverlayIdentity(key)
+		if err != nil {
+			return nil, err
+		}
+		return id.DialOverlay(ctx, d, addr, verify)
+	}
+	cfg, err := secure.ClientConfig(key, verify)
+	if err != nil {
+		return nil, err
+	}
+	return secure.Dial(ctx, d, addr, cfg)
+}
+
 // holdConns opens up to per connections from each address in froms to addr and holds
-// them; with tlsCfg set it completes a TLS handshake on each first (idle TLS). A
-// connection the server sheds during the handshake, or that takes over 2 s, is not held.
-// (Raw TCP ones the server sheds are held by the test all the same: the kernel accepted
-// them, and the server closed its end.)
-func holdConns(addr string, froms []string, per int, tlsCfg bool) []net.Conn {
+// them; with handshake set it completes the listener's handshake on each first (TLS for
+// the login server, Noise for a supernode, per overlay). A connection the server sheds
+// during the handshake, or that takes over 2 s, is not held. (Raw TCP ones the server
+// sheds are held by the test all the same: the kernel accepted them, and the server
+// closed its end.)
+func holdConns(addr string, froms []string, per int, handshake, overlay bool) []net.Conn {
 	var mu sync.Mutex
 	var held []net.Conn
 	var wg sync.WaitGroup
@@ -392,10 +406,9 @@ func holdConns(addr string, froms []string, per int, tlsCfg bool) []net.Conn {
 				defer cancel()
 				var c net.Conn
 				var err error
-				if tlsCfg {
+				if handshake {
 					_, key, _ := ed25519.GenerateKey(rand.Reader)
-					cfg, _ := secure.ClientConfig(key, nil)
-					c, err = secure.Dial(ctx, localDialer(from), addr, cfg)
+					c, err = secureDial(ctx, localDialer(from), addr, key, nil, overlay)
 				} else {
 					c, err = localDialer(from).DialContext(ctx, "tcp", addr)
 				}
@@ -437,18 +450,17 @@ func span(lo, hi int) []int {
 	return out
 }
 
-// rpcFlood sends request after request built by mk on conns TLS connections from from
-// (with a client key each), for d or max requests in all, and returns how many were
-// answered.
-func rpcFlood(addr, from string, conns int, d time.Duration, max int64, mk func() proto.Message) int64 {
+// rpcFlood sends request after request built by mk on conns control connections from
+// from (with a client key each; TLS, or Noise per overlay), for d or max requests in
+// all, and returns how many were answered.
+func rpcFlood(addr, from string, overlay bool, conns int, d time.Duration, max int64, mk func() proto.Message) int64 {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	var sent, answered atomic.Int64
 	var wg sync.WaitGroup
 	for i := 0; i < conns; i++ {
 		_, key, _ := ed25519.GenerateKey(rand.Reader)
-		cfg, _ := secure.ClientConfig(key, nil)
-		tc, err := secure.Dial(ctx, localDialer(from), addr, cfg)
+		tc, err := secureDial(ctx, localDialer(from), addr, key, nil, overlay)
 		if err != nil {
 			continue
 		}
@@ -606,28 +618,28 @@ func garbageAttach() proto.Message {
 }
 
 func attacks() []attack {
-	idleTLS := func(addr func(*target) string) func(*testing.T, *target) []net.Conn {
+	idleSecure := func(addr func(*target) string, overlay bool) func(*testing.T, *target) []net.Conn {
 		return func(t *testing.T, tg *target) []net.Conn {
-			return holdConns(addr(tg), []string{"127.0.1.1"}, 400, true)
+			return holdConns(addr(tg), []string{"127.0.1.1"}, 400, true, overlay)
 		}
 	}
 	idleTCP := func(addr func(*target) string) func(*testing.T, *target) []net.Conn {
 		return func(t *testing.T, tg *target) []net.Conn {
 			// One address, then its /24.
-			held := holdConns(addr(tg), []string{"127.0.1.2"}, 300, false)
-			return append(held, holdConns(addr(tg), addrs([]int{1}, 60), 8, false)...)
+			held := holdConns(addr(tg), []string{"127.0.1.2"}, 300, false, false)
+			return append(held, holdConns(addr(tg), addrs([]int{1}, 60), 8, false, false)...)
 		}
 	}
 	// Descriptor exhaustion: more connections than the server has descriptors, from
 	// more /24s than the per-prefix limit can stop.
 	exhaust := func(addr func(*target) string) func(*testing.T, *target) []net.Conn {
 		return func(t *testing.T, tg *target) []net.Conn {
-			return holdConns(addr(tg), addrs(span(10, 25), 8), 8, false)
+			return holdConns(addr(tg), addrs(span(10, 25), 8), 8, false, false)
 		}
 	}
-	flood := func(addr func(*target) string, mk func() proto.Message) func(*testing.T, *target) []net.Conn {
+	flood := func(addr func(*target) string, overlay bool, mk func() proto.Message) func(*testing.T, *target) []net.Conn {
 		return func(t *testing.T, tg *target) []net.Conn {
-			n := rpcFlood(addr(tg), "127.0.1.5", 4, 3*time.Second, 300_000, mk)
+			n := rpcFlood(addr(tg), "127.0.1.5", overlay, 4, 3*time.Second, 300_000, mk)
 			t.Logf("  %d garbage requests answered", n)
 			return nil
 		}
@@ -663,14 +675,14 @@ func attacks() []attack {
 		}
 	}
 	return []attack{
-		{name: "login/idle-tls-one-address", proc: loginProc, run: idleTLS(login), shed: []string{"conns_shed_addr"}, counters: lc, maxLog: 16 << 10},
+		{name: "login/idle-tls-one-address", proc: loginProc, run: idleSecure(login, false), shed: []string{"conns_shed_addr"}, counters: lc, maxLog: 16 << 10},
 		{name: "login/idle-tcp-one-address-and-prefix", proc: loginProc, run: idleTCP(login), shed: []string{"conns_shed_prefix"}, counters: lc, maxLog: 16 << 10},
 		{name: "login/descriptor-exhaustion", proc: loginProc, run: exhaust(login), shed: []string{"conns_shed_busy", "conns_shed"}, counters: lc, maxLog: 16 << 10},
-		{name: "login/garbage-resume-flood", proc: loginProc, run: flood(login, garbageResume), shed: []string{"log_suppressed"}, counters: lc, maxLog: 16 << 10},
-		{name: "supernode/idle-tls-one-address", proc: snProc, run: idleTLS(sn), shed: []string{"conns_shed_addr"}, counters: sc, maxLog: 16 << 10},
+		{name: "login/garbage-resume-flood", proc: loginProc, run: flood(login, false, garbageResume), shed: []string{"log_suppressed"}, counters: lc, maxLog: 16 << 10},
+		{name: "supernode/idle-noise-one-address", proc: snProc, run: idleSecure(sn, true), shed: []string{"conns_shed_addr"}, counters: sc, maxLog: 16 << 10},
 		{name: "supernode/idle-tcp-one-address-and-prefix", proc: snProc, run: idleTCP(sn), shed: []string{"conns_shed_prefix"}, counters: sc, maxLog: 16 << 10},
 		{name: "supernode/descriptor-exhaustion", proc: snProc, run: exhaust(sn), shed: []string{"conns_shed_busy", "conns_shed"}, counters: sc, maxLog: 16 << 10},
-		{name: "supernode/garbage-attach-flood", proc: snProc, run: flood(sn, garbageAttach), shed: []string{"log_suppressed"}, counters: sc, maxLog: 16 << 10},
+		{name: "supernode/garbage-attach-flood", proc: snProc, run: flood(sn, true, garbageAttach), shed: []string{"log_suppressed"}, counters: sc, maxLog: 16 << 10},
 		{name: "stun/udp-garbage", proc: snProc, run: udp(sn), shed: []string{"stun_garbage"}, counters: sc, maxLog: 16 << 10},
 		{name: "supernode-turn/udp-garbage", proc: snProc, run: udp(turnSN), shed: []string{"turn_bad_packets"}, counters: sc, maxLog: 16 << 10},
 		{name: "supernode-turn/idle-tcp", proc: snProc, run: idleTCP(turnSN), hold: relayIdleHold, check: idleClosed,

@@ -167,6 +167,7 @@ type Server struct {
 	log      *slog.Logger
 	m        *metrics.Set
 	tls      *tls.Config
+	ident    *secure.OverlayIdentity // dials promoted supernodes back, as the overlay does
 	byName   *FailLimiter
 	byAddr   *FailLimiter
 	regLimit *FailLimiter
@@ -187,11 +188,16 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	ident, err := secure.NewOverlayIdentity(cfg.Key)
+	if err != nil {
+		return nil, err
+	}
 	return &Server{
 		cfg:      cfg,
 		log:      cfg.Logger,
 		m:        cfg.Metrics,
 		tls:      tc,
+		ident:    ident,
 		byName:   NewFailLimiter(cfg.FailsPerName, cfg.FailWindow, 100_000, cfg.Now),
 		byAddr:   NewFailLimiter(cfg.FailsPerAddr, cfg.FailWindow, 100_000, cfg.Now),
 		regLimit: NewFailLimiter(20, time.Minute, 100_000, cfg.Now),
@@ -824,13 +830,9 @@ func (s *Server) admitPromoted(ctx context.Context, ss *session, m *proto.SNRegi
 	if _, err := s.cfg.Store.User(ctx, cred.Name); err != nil {
 		return proto.ErrNotAdmitted.With("no account %q", cred.Name)
 	}
-	cfg, err := secure.ClientConfig(s.cfg.Key, secure.PinnedKey(ss.peerKey))
-	if err != nil {
-		return err
-	}
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	tc, err := secure.Dial(dctx, s.cfg.Dialer, m.Addr, cfg)
+	tc, err := s.ident.DialOverlay(dctx, s.cfg.Dialer, m.Addr, secure.PinnedKey(ss.peerKey))
 	if err != nil {
 		s.m.Inc("sn_dialback_failed")
 		return proto.ErrNotAdmitted.With("could not reach you at %s: %v", m.Addr, err)

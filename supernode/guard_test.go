@@ -73,10 +73,10 @@ func guarded(t *testing.T, mod func(*supernode.Config)) (*supernode.Supernode, s
 func dialFrom(t *testing.T, addr, local string) (*rpc.Conn, error) {
 	t.Helper()
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	cfg, _ := secure.ClientConfig(key, nil)
+	id, _ := secure.NewOverlayIdentity(key)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	tc, err := secure.Dial(ctx, &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}, addr, cfg)
+	tc, err := id.DialOverlay(ctx, &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}, addr, nil)
 	if err != nil {
 		return nil, err
 	}

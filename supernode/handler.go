@@ -18,13 +18,13 @@ import (
 )
 
 func (sn *Supernode) serveConn(ctx context.Context, nc net.Conn) {
-	tc, key, err := secure.Accept(ctx, nc, sn.tls)
+	tc, err := sn.ident.AcceptOverlay(ctx, nc)
 	if err != nil {
-		sn.m.Inc("tls_errors")
+		sn.m.Inc("handshake_errors")
 		sn.log.Debug("handshake failed", "remote", nc.RemoteAddr(), "err", err)
 		return
 	}
-	h := &handler{sn: sn, key: key, remote: nc.RemoteAddr().String()}
+	h := &handler{sn: sn, key: tc.PeerKey(), remote: nc.RemoteAddr().String()}
 	c := rpc.New(tc, rpc.Options{
 		Handler: h,
 		// Clients ping every KeepAlive; one silent for two periods is gone, so its
@@ -211,7 +211,7 @@ func (sn *Supernode) attach(ctx context.Context, h *handler, a *proto.Attach) (p
 }
 
 // hello authenticates another supernode: its credential must be a supernode credential
-// for the key it proved in TLS.
+// for the key it proved in the overlay handshake.
 func (sn *Supernode) hello(ctx context.Context, h *handler, m *proto.SNHello) (proto.Message, error) {
 	cred, err := identity.VerifyHolder(m.Credential, sn.cfg.LoginKey, h.key, identity.KindSupernode, sn.cfg.Now())
 	if err != nil {
@@ -437,10 +437,9 @@ func identityKey(cred []byte) ed25519.PublicKey {
 // dialBack connects to addr and checks that the node there proves the key want, which
 // confirms to a client that its address is reachable from outside.
 func (sn *Supernode) dialBack(ctx context.Context, want ed25519.PublicKey, addr string) error {
-	cfg := secure.ClientConfigCert(sn.cert, secure.PinnedKey(want))
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	tc, err := secure.Dial(dctx, sn.cfg.Dialer, addr, cfg)
+	tc, err := sn.ident.DialOverlay(dctx, sn.cfg.Dialer, addr, secure.PinnedKey(want))
 	if err != nil {
 		sn.m.Inc("dialbacks_failed")
 		return proto.ErrRefused.With("could not reach %s: %v", addr, err)

@@ -13,7 +13,6 @@ import (
 	"github.com/peerline/peerline/internal/index"
 	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/internal/rpc"
-	"github.com/peerline/peerline/internal/secure"
 )
 
 // peerPool keeps control connections to other supernodes, dialled on demand and
@@ -30,7 +29,7 @@ import (
 // on top of that (by default sized from the clients attached), closing the least
 // recently used, and at most maxDials handshakes run at once, so that a burst of new
 // peers (after a crash, every survivor re-homes records at once) queues rather than
-// holding thousands of half-open TLS sessions.
+// holding thousands of half-open handshakes.
 type peerPool struct {
 	sn    *Supernode
 	max   int // Config.MaxPeers; 0 = sized by limit
@@ -327,12 +326,12 @@ func (p *peerPool) dial(ctx context.Context, m index.Member) (*rpc.Conn, error) 
 	if cred == nil {
 		return nil, errNotAdmitted
 	}
-	cfg := secure.Overlay(secure.ClientConfigCert(sn.cert, func(k ed25519.PublicKey) error {
+	verify := func(k ed25519.PublicKey) error {
 		if !k.Equal(want) {
 			return fmt.Errorf("supernode at %s is not %s", m.Addr, m.ID)
 		}
 		return nil
-	}))
+	}
 	// A supernode that is leaving still hands its records off over fresh connections.
 	// The wait for a dial slot counts against the same 5 seconds as the dial.
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -343,7 +342,7 @@ func (p *peerPool) dial(ctx context.Context, m index.Member) (*rpc.Conn, error) 
 		sn.m.Inc("peer_dial_queue_timeouts")
 		return nil, errNoDialSlot
 	}
-	tc, err := secure.Dial(dctx, sn.cfg.Dialer, m.Addr, cfg)
+	tc, err := sn.ident.DialOverlay(dctx, sn.cfg.Dialer, m.Addr, verify)
 	<-p.dials
 	if err != nil {
 		return nil, err

@@ -272,9 +272,9 @@ func BenchmarkAttach(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		u := users[i]
-		cfg, _ := secure.ClientConfig(u.key, nil)
+		id, _ := secure.NewOverlayIdentity(u.key)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		tc, err := secure.Dial(ctx, &net.Dialer{}, sn.Addr, cfg)
+		tc, err := id.DialOverlay(ctx, &net.Dialer{}, sn.Addr, nil)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -7,16 +7,15 @@
 // records on R holders of a consistent-hash ring, one-hop lookups with caching, presence
 // watches, and the forwarding of end-to-end encrypted messages.
 //
-// Trust runs both ways on an attachment: the client's TLS key must be the one its user
-// credential names, and the supernode's TLS key must be the one in its supernode
-// credential; both credentials are signed by the login server whose key everyone pins.
+// Trust runs both ways on an attachment: the key the client proved in the overlay
+// handshake (secure.OverlayIdentity) must be the one its user credential names, and the
+// supernode's the one in its supernode credential; both credentials are signed by the login server whose key everyone pins.
 // Between supernodes the same holds with supernode credentials on both sides.
 package supernode
 
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -89,7 +88,7 @@ type Config struct {
 	// attached client. The records of a supernode's clients are held by as many other
 	// supernodes as it has clients (their names hash anywhere on the ring), and as many
 	// supernodes publish to it, so that a fixed cap below that closes connections that
-	// the next keep-alive period dials again, one TLS handshake per publication.
+	// the next keep-alive period dials again, one handshake per publication.
 	MaxPeers int
 	// PeerIdle closes a connection to another supernode that carried nothing for this
 	// long; 0 = 2×KeepAlive, so the holders this supernode publishes to every period
@@ -124,9 +123,8 @@ type Supernode struct {
 	m     *metrics.Set
 	id    string
 	since time.Time
-	tls   *tls.Config
-	cert  *tls.Certificate // the supernode's own, for the connections it dials
-	creds *identity.Cache  // user credentials seen in records, signature checked
+	ident *secure.OverlayIdentity // for every overlay connection, accepted or dialled
+	creds *identity.Cache         // user credentials seen in records, signature checked
 	ov    *overlay
 	// runCtx is Run's context, for work that outlives a request (set before serving).
 	runCtx context.Context
@@ -219,12 +217,7 @@ func New(cfg Config) (*Supernode, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	tc, err := secure.ServerConfig(cfg.Key, true)
-	if err != nil {
-		return nil, err
-	}
-	secure.Overlay(tc)
-	cert, err := secure.Certificate(cfg.Key)
+	ident, err := secure.NewOverlayIdentity(cfg.Key)
 	if err != nil {
 		return nil, err
 	}
@@ -234,8 +227,7 @@ func New(cfg Config) (*Supernode, error) {
 		m:       cfg.Metrics,
 		id:      id,
 		since:   cfg.Now().UTC().Truncate(time.Second),
-		tls:     tc,
-		cert:    &cert,
+		ident:   ident,
 		creds:   identity.NewCache(cfg.LoginKey, 0),
 		clients: make(map[string]*client),
 		runCtx:  context.Background(),

@@ -24,10 +24,10 @@ import (
 
 func dial(t *testing.T, addr string, key ed25519.PrivateKey) *rpc.Conn {
 	t.Helper()
-	cfg, _ := secure.ClientConfig(key, nil)
+	id, _ := secure.NewOverlayIdentity(key)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	tc, err := secure.Dial(ctx, &net.Dialer{}, addr, cfg)
+	tc, err := id.DialOverlay(ctx, &net.Dialer{}, addr, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func TestBadClientsRefusedOthersServed(t *testing.T) {
 
 	m := sn.Metrics()
 	overlaytest.Eventually(t, 10*time.Second, "counters", func() bool {
-		return m.Get("cred_invalid") == 4 && m.Get("cred_expired") == 1 && m.Get("unauthenticated_requests") == 5 && m.Get("tls_errors") >= 1
+		return m.Get("cred_invalid") == 4 && m.Get("cred_expired") == 1 && m.Get("unauthenticated_requests") == 5 && m.Get("handshake_errors") >= 1
 	})
 	// alice was never disturbed: still attached, keep-alives still answered.
 	before := alice.Metrics().Get("keepalives")
