@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -392,6 +393,20 @@ func (st *storm) finish() {
 	runtime.ReadMemStats(&ms)
 	st.logf("%s: peak heap in use %.0f MiB, %.0f MiB live after the storm (%d goroutines, %.0f MiB of stacks); figures and plot in %s.{tsv,png}",
 		st.name, heap, float64(ms.HeapAlloc)/(1<<20), runtime.NumGoroutine(), float64(ms.StackInuse)/(1<<20), base)
+	if dir := os.Getenv("PEERLINE_STORM_PROFILES"); dir != "" {
+		// What holds that memory: the heap and the goroutines at the same moment.
+		for _, name := range []string{"heap", "goroutine"} {
+			file := filepath.Join(dir, st.name+"."+name+".pb")
+			f, err := os.Create(file)
+			if err == nil {
+				err = pprof.Lookup(name).WriteTo(f, 0)
+				f.Close()
+			}
+			if err != nil {
+				st.t.Errorf("PEERLINE_STORM_PROFILES: %v", err)
+			}
+		}
+	}
 	os.WriteFile(base+".txt", []byte(strings.Join(st.lines, "\n")+"\n"), 0o644)
 }
 
