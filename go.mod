@@ -3,6 +3,7 @@ module github.com/peerline/peerline
 go 1.26.8
 
 require (
+	filippo.io/edwards25519 v1.2.0
 	github.com/florianl/go-nfqueue v1.3.1
 	github.com/flynn/noise v1.1.0
 	github.com/libp2p/go-reuseport v0.4.0

@@ -71,7 +71,7 @@ const (
 	maxHandshakeMessage = 512
 )
 
-var overlaySuite = noise.NewCipherSuite(noise.DH25519, noise.CipherChaChaPoly, noise.HashSHA256)
+var overlaySuite = noise.NewCipherSuite(dh25519{}, noise.CipherChaChaPoly, noise.HashSHA256)
 
 // Errors of the overlay channel.
 var (
@@ -92,7 +92,7 @@ type OverlayIdentity struct {
 
 // NewOverlayIdentity makes the overlay identity of key, with a fresh static key.
 func NewOverlayIdentity(key ed25519.PrivateKey) (*OverlayIdentity, error) {
-	static, err := noise.DH25519.GenerateKeypair(rand.Reader)
+	static, err := dh25519{}.GenerateKeypair(rand.Reader)
 	if err != nil {
 		return nil, err
 	}
