@@ -122,20 +122,16 @@ type SN struct {
 	killed atomic.Bool // set by KillSupernodes; read by the storms' sampler meanwhile
 	stop   context.CancelFunc
 	done   chan struct{} // closed when Run returned (killed, or demoted itself)
+	// ran is set when Run returned, before done closes: Running reads it, so that the
+	// storms' wall-clock sampler, outside the synctest bubble that made done, may ask.
+	ran atomic.Bool
 }
 
 // Killed reports whether KillSupernodes crashed the supernode.
 func (sn *SN) Killed() bool { return sn.killed.Load() }
 
 // Running reports whether the supernode's Run has not returned.
-func (sn *SN) Running() bool {
-	select {
-	case <-sn.done:
-		return false
-	default:
-		return true
-	}
-}
+func (sn *SN) Running() bool { return !sn.ran.Load() }
 
 // User is a simulated user with a running client.
 type User struct {
@@ -315,7 +311,12 @@ func (s *Sim) startSupernode(i int) error {
 	h := &SN{Supernode: sn, Host: host, Addr: addr, stop: stop, done: make(chan struct{})}
 	s.SNs = append(s.SNs, h)
 	s.wg.Add(1)
-	go func() { defer s.wg.Done(); defer close(h.done); sn.Run(ctx, ln) }()
+	go func() {
+		defer s.wg.Done()
+		defer close(h.done)
+		sn.Run(ctx, ln)
+		h.ran.Store(true)
+	}()
 	return nil
 }
 

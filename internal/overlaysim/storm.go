@@ -113,6 +113,9 @@ func sumCounters(m *metrics.Set, parts ...string) float64 {
 //	heap_mib         heap in use
 //	peer_conns       connections between supernodes, counted at each end that pools one
 //	peer_dials       connections supernodes dialled to each other, in all
+//
+// It takes locks and reads atomics only, no channel, timer or ticker: a goroutine
+// outside a synctest bubble may call it while the simulation runs inside.
 func (s *Sim) Figures() map[string]float64 {
 	f := map[string]float64{}
 	for _, u := range s.Users {
