@@ -194,6 +194,16 @@ func wallSeconds() float64 {
 
 // Watch samples Figures every interval into rec until the returned stop is called.
 func (s *Sim) Watch(rec *timeline.Recorder, interval time.Duration) (stop func()) {
+	sample := func() { rec.Add(time.Now(), s.Figures()) }
+	sample()
+	stopTicks := Every(interval, sample)
+	var once sync.Once
+	return func() { once.Do(func() { stopTicks(); sample() }) }
+}
+
+// Every calls f every interval on a goroutine of its own until the returned stop is
+// called; stop returns once f has returned for the last time.
+func Every(interval time.Duration, f func()) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -202,18 +212,15 @@ func (s *Sim) Watch(rec *timeline.Recorder, interval time.Duration) (stop func()
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
-			rec.Add(time.Now(), s.Figures())
 			select {
 			case <-done:
 				return
 			case <-t.C:
+				f()
 			}
 		}
 	}()
-	var once sync.Once
-	return func() {
-		once.Do(func() { close(done); wg.Wait(); rec.Add(time.Now(), s.Figures()) })
-	}
+	return func() { close(done); wg.Wait() }
 }
 
 // StormPanels are the plots of a storm: users, logins, sheds, supernode load, CPU and

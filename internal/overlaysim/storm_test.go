@@ -83,56 +83,42 @@ var theWallWatch *wallWatch
 
 func startWallWatch(interval time.Duration) (stop func()) {
 	w := &wallWatch{}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		var cpu *os.File
-		profile := func(want string) {
-			if cpu != nil && cpu.Name() == want {
-				return
-			}
-			if cpu != nil {
-				pprof.StopCPUProfile()
-				cpu.Close()
-				cpu = nil
-			}
-			if want == "" {
-				return
-			}
-			f, err := os.Create(want)
-			if err == nil {
-				if err = pprof.StartCPUProfile(f); err != nil {
-					f.Close()
-				}
-			}
-			if err != nil {
-				fmt.Fprintln(os.Stderr, "PEERLINE_STORM_PROFILES:", err)
-				return
-			}
-			cpu = f
+	var cpu *os.File // touched by the ticks only, and by stop after the last
+	profile := func(want string) {
+		if cpu != nil && cpu.Name() == want {
+			return
 		}
-		defer profile("")
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-			w.mu.Lock()
-			if w.sim != nil {
-				w.rec.Add(time.Now(), w.sim.Figures())
-			}
-			want := w.cpuWant
-			w.mu.Unlock()
-			profile(want)
+		if cpu != nil {
+			pprof.StopCPUProfile()
+			cpu.Close()
+			cpu = nil
 		}
-	}()
+		if want == "" {
+			return
+		}
+		f, err := os.Create(want)
+		if err == nil {
+			if err = pprof.StartCPUProfile(f); err != nil {
+				f.Close()
+			}
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "PEERLINE_STORM_PROFILES:", err)
+			return
+		}
+		cpu = f
+	}
+	stopTicks := Every(interval, func() {
+		w.mu.Lock()
+		if w.sim != nil {
+			w.rec.Add(time.Now(), w.sim.Figures())
+		}
+		want := w.cpuWant
+		w.mu.Unlock()
+		profile(want)
+	})
 	theWallWatch = w
-	return func() { close(done); wg.Wait(); theWallWatch = nil }
+	return func() { stopTicks(); profile(""); theWallWatch = nil }
 }
 
 // follow points the watch at a storm's recording from now on, with a CPU profile of it
