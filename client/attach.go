@@ -361,6 +361,12 @@ func (c *Client) attachTo(ctx context.Context, e hostcache.Entry) (*attachment, 
 		since: ok.Since, at: c.cfg.Now(), keep: keep, stun: ok.STUN, turn: ok.TURN}, nil
 }
 
+// jittered returns a period drawn uniformly from [0.8 d, d]: never later than d, which
+// the supernodes' timeouts and a record's lifetime (two keep-alive periods) count on.
+func jittered(d time.Duration) time.Duration {
+	return d - rand.N(d/5+1)
+}
+
 // buddyRefreshSpread is the window over which a client that knows its buddy list reads
 // it again after attaching.
 const buddyRefreshSpread = 2 * time.Minute
@@ -459,9 +465,13 @@ func (c *Client) stayAttached(ctx context.Context, a *attachment, settled func()
 	natDone := make(chan struct{})
 	go func() { defer close(natDone); c.detectNAT(ctx, a) }()
 	defer func() { <-natDone }()
-	keep := time.NewTicker(a.keep)
+	// Both periods are jittered, each one anew: clients that attached in the same
+	// moment (after a mass reboot, or a supernode's crash) would otherwise keep
+	// republishing in step, the whole population's keep-alives arriving at one instant
+	// every period for as long as they run.
+	keep := time.NewTimer(jittered(a.keep))
 	defer keep.Stop()
-	peers := time.NewTicker(c.cfg.RefreshInterval)
+	peers := time.NewTimer(jittered(c.cfg.RefreshInterval))
 	defer peers.Stop()
 	for {
 		select {
@@ -479,6 +489,7 @@ func (c *Client) stayAttached(ctx context.Context, a *attachment, settled func()
 		case <-a.conn.Done():
 			return a.conn.Err()
 		case <-peers.C:
+			peers.Reset(jittered(c.cfg.RefreshInterval))
 			c.refreshPeers(ctx, a)
 		case <-later:
 			later = nil
@@ -493,6 +504,7 @@ func (c *Client) stayAttached(ctx context.Context, a *attachment, settled func()
 				later = laterTimer.C
 			}
 		case <-keep.C:
+			keep.Reset(jittered(a.keep))
 			if err := c.publish(ctx, a, false); err != nil {
 				if errors.Is(err, proto.ErrCredExpired) || errors.Is(err, proto.ErrRefused) {
 					c.kickLogin()
