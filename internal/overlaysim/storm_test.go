@@ -58,7 +58,7 @@ type storm struct {
 	// every goroutine waits; its times are then the protocol's alone, and the wall
 	// clock's are the CPU's.
 	virtual bool
-	// wall, on a virtual clock, is the same figures sampled every wall-clock second
+	// wall, on a virtual clock, is the same figures sampled on the wall clock
 	// from outside the bubble (wallWatch): a storm that is over in an instant of
 	// virtual time, all of it CPU, is then plotted over the minutes the CPU took.
 	wall *timeline.Recorder

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -88,12 +89,14 @@ func newChannel(b *testing.B, kind string) channel {
 	if err != nil {
 		b.Fatal(err)
 	}
-	secure.Overlay(srvCfg)
+	// X25519 alone, as the overlay's TLS connections had it: no ML-KEM share.
+	srvCfg.CurvePreferences = []tls.CurveID{tls.X25519}
 	cliCert, err := secure.Certificate(cliKey)
 	if err != nil {
 		b.Fatal(err)
 	}
-	cliCfg := secure.Overlay(secure.ClientConfigCert(&cliCert, secure.PinnedKey(srvPub)))
+	cliCfg := secure.ClientConfigCert(&cliCert, secure.PinnedKey(srvPub))
+	cliCfg.CurvePreferences = []tls.CurveID{tls.X25519}
 	return channel{
 		dial: func(ctx context.Context, h *memnet.Host) (net.Conn, error) {
 			return secure.Dial(ctx, h, "[2001:db8::1]:443", cliCfg)

@@ -1,26 +1,27 @@
-// Package secure sets up the TLS 1.3 channels that carry every Peerline control connection.
+// Package secure sets up the channels that carry Peerline's control connections: TLS 1.3
+// to the login server (this file) and the Noise XX channel of the overlay, client to
+// supernode and supernode to supernode (overlay.go, which says why the overlay left TLS).
 //
 // Peerline does not use a PKI. Each node's TLS certificate is self-signed with its Ed25519
-// identity key, and TLS 1.3's CertificateVerify proves possession of that key. What the key
-// is worth is decided one layer up: a client pins the login server's key; a supernode and a
-// client each check that the other's key is the one named in a credential the login server
+// identity key, and TLS 1.3's CertificateVerify proves possession of that key; on the
+// overlay the same key signs the node's static Noise key. What the key is worth is
+// decided one layer up: a client pins the login server's key; a supernode and a client
+// each check that the other's key is the one named in a credential the login server
 // signed (package identity). This package only extracts and checks the keys.
 //
 // # Key exchange
 //
 // Connections to the login server use Go's default key exchange, which offers the hybrid
 // post-quantum X25519MLKEM768 beside X25519: they carry password logins and
-// registrations. The overlay's own control connections (client to supernode, supernode to
-// supernode; see Overlay) use X25519 alone, as WireGuard, Nebula, Tailscale's control
-// protocol and libp2p's Noise channel do. What they carry is signed (credentials, user
-// records) or end-to-end encrypted between the two users (messages, call signalling and
-// the media key agreement, itself X25519), so the hybrid would protect only lookup
-// metadata against a future quantum adversary, and it is paid for on every connection of
-// a layer that holds hundreds of thousands: the ML-KEM share makes a ClientHello 1.2 KB
-// larger, crypto/tls keeps input buffers that size for the connection's life, and it
-// costs both ends key generation and encapsulation. Per idle connection, both ends
-// (go test ./internal/rpc -bench IdleConn): 20.2 KB of heap and 1.53 ms of set-up with
-// the hybrid, 16.0 KB and 1.13 ms without.
+// registrations. The overlay's connections use X25519 alone, as WireGuard, Nebula,
+// Tailscale's control protocol and libp2p's Noise channel do. What they carry is signed
+// (credentials, user records) or end-to-end encrypted between the two users (messages,
+// call signalling and the media key agreement, itself X25519), so the hybrid would
+// protect only lookup metadata against a future quantum adversary, and it would be paid
+// for on every connection of a layer that holds hundreds of thousands. When the overlay
+// still ran TLS, per idle connection, both ends (go test ./internal/rpc -bench
+// IdleConn): 20.2 KB of heap and 1.53 ms of set-up with the hybrid, 16.0 KB and 1.13 ms
+// without.
 package secure
 
 import (
@@ -160,14 +161,6 @@ func ClientConfigCert(cert *tls.Certificate, verify func(ed25519.PublicKey) erro
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
 	}
-	return cfg
-}
-
-// Overlay restricts cfg to the key exchange of the overlay's control connections, X25519
-// (see the package comment), and returns it. Both the dialling and the accepting side
-// set it: the dialler's ClientHello then carries no ML-KEM share.
-func Overlay(cfg *tls.Config) *tls.Config {
-	cfg.CurvePreferences = []tls.CurveID{tls.X25519}
 	return cfg
 }
 
