@@ -20,9 +20,9 @@ import (
 // instead of one to every supernode that holds a record of one of its users or of one
 // of their buddies: at 1,000 supernodes with 20 users each and four buddies per user,
 // 86,000 connections for 17,000 users, each a handshake (TLS ones were 40% of the CPU of
-// a reboot storm) and some 15-25 KB to keep at both ends. Lookups and messages between users stay
-// one hop (a user waits on them); so do the copies a holder passes on to the next
-// holders, its ring neighbours.
+// a reboot storm) and some 15-25 KB to keep at both ends. Lookups and messages between
+// users stay one hop (a user waits on them); so do the copies a holder passes on to the
+// next holders, its ring neighbours.
 
 // viaTimeout bounds a contact's hand-on, under the sender's 5 s per call.
 const viaTimeout = 4 * time.Second

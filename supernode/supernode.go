@@ -9,7 +9,8 @@
 //
 // Trust runs both ways on an attachment: the key the client proved in the overlay
 // handshake (secure.OverlayIdentity) must be the one its user credential names, and the
-// supernode's the one in its supernode credential; both credentials are signed by the login server whose key everyone pins.
+// supernode's the one in its supernode credential; both credentials are signed by the
+// login server whose key everyone pins.
 // Between supernodes the same holds with supernode credentials on both sides.
 package supernode
 
