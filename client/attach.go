@@ -172,15 +172,17 @@ func shedAtAccept(err error) bool {
 // treated as busy too, not as dead.
 func (c *Client) attach(ctx context.Context) (*attachment, error) {
 	c.m.Inc("attach_rounds")
-	var cands []hostcache.Entry
-	busy := 0
-	for _, e := range c.cache.Ranked() {
+	cands, busy := c.cache.Ranked(), 0 // a copy: filtered in place
+	n := 0
+	for _, e := range cands {
 		if c.isBusy(e.Addr) {
 			busy++
 			continue
 		}
-		cands = append(cands, e)
+		cands[n] = e
+		n++
 	}
+	cands = cands[:n]
 	if p := c.cfg.Prefer; p != "" && !c.isBusy(p) {
 		// The preferred supernode is tried alone first, so that a faster one from the
 		// cache does not win the race against it.
@@ -214,10 +216,7 @@ func (c *Client) attach(ctx context.Context) (*attachment, error) {
 	actx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	results := make(chan res, c.cfg.ParallelAttach)
-	tried := make(map[string]bool, len(cands))
-	for _, e := range cands {
-		tried[e.Addr] = true
-	}
+	var tried map[string]bool // the candidates and alternatives of this round, once a supernode names alternatives
 	next, running := 0, 0
 	start := func() {
 		e := cands[next]
@@ -247,6 +246,12 @@ func (c *Client) attach(ctx context.Context) (*attachment, error) {
 			if actx.Err() == nil || won == nil {
 				errs = append(errs, fmt.Errorf("%s: %w", r.e.Addr, r.err))
 				if alts := c.noteBusy(r.e.Addr, r.err); alts != nil {
+					if tried == nil {
+						tried = make(map[string]bool, len(cands)+len(alts))
+						for _, e := range cands {
+							tried[e.Addr] = true
+						}
+					}
 					// Try the supernodes it points at before the rest of the cache.
 					var front []hostcache.Entry
 					for _, s := range alts {
@@ -367,6 +372,11 @@ func jittered(d time.Duration) time.Duration {
 	return d - rand.N(d/5+1)
 }
 
+// stockedCache is how many supernodes a host cache must hold for a client to put off its
+// refresh from the supernode it attached to: enough to find a live one after losing many
+// (Skype's December 2010 collapse took 25-30% of its supernodes).
+const stockedCache = proto.MaxList / 4
+
 // buddyRefreshSpread is the window over which a client that knows its buddy list reads
 // it again after attaching.
 const buddyRefreshSpread = 2 * time.Minute
@@ -461,7 +471,17 @@ func (c *Client) stayAttached(ctx context.Context, a *attachment, settled func()
 			laterTimer.Reset(listBo.Next())
 		}
 	}
-	c.refreshPeers(ctx, a)
+	// The host cache is refreshed from the supernode now only when it holds few
+	// supernodes (a first start); a client restarted with a stocked cache refreshes it at
+	// a random moment of the refresh interval instead. After a mass reboot every client
+	// would otherwise fetch and merge a full list at once, the supernodes encoding a
+	// population's worth of lists while they admit it.
+	firstPeers := jittered(c.cfg.RefreshInterval)
+	if c.cache.Len() < stockedCache {
+		c.refreshPeers(ctx, a)
+	} else {
+		firstPeers = c.cfg.RefreshInterval/10 + rand.N(c.cfg.RefreshInterval*9/10+1)
+	}
 	natDone := make(chan struct{})
 	go func() { defer close(natDone); c.detectNAT(ctx, a) }()
 	defer func() { <-natDone }()
@@ -471,7 +491,7 @@ func (c *Client) stayAttached(ctx context.Context, a *attachment, settled func()
 	// every period for as long as they run.
 	keep := time.NewTimer(jittered(a.keep))
 	defer keep.Stop()
-	peers := time.NewTimer(jittered(c.cfg.RefreshInterval))
+	peers := time.NewTimer(firstPeers)
 	defer peers.Stop()
 	for {
 		select {

@@ -144,6 +144,14 @@ func (c *Client) promotionCheck(ctx context.Context, start time.Time) (Promotion
 	if a == nil {
 		return st, "", nil, errors.New("not attached")
 	}
+	if layer == (proto.Layer{}) {
+		// Not heard since the attachment (a client restarted with a stocked host cache
+		// puts off its refresh): ask before asking the login server to promote.
+		c.refreshPeers(ctx, a)
+		c.mu.Lock()
+		layer = c.layer
+		c.mu.Unlock()
+	}
 	if layer.LayerWanted > 0 && !layer.Short() {
 		// The login server wants no more supernodes: it would refuse this one.
 		return st, "", nil, fmt.Errorf("supernode layer full (%d of %d wanted)", layer.LayerSize, layer.LayerWanted)

@@ -326,39 +326,51 @@ func (c *Cache) trimLocked(now time.Time) {
 	if len(c.entries) <= MaxEntries {
 		return
 	}
-	ranked := c.rankedLocked(now)
+	order := c.orderLocked(now)
 	kept := make([]slot, 0, MaxEntries) // not the grown array: a full cache stays small
-	for _, e := range ranked[:MaxEntries] {
-		kept = append(kept, newSlot(e))
+	for _, x := range order[:MaxEntries] {
+		kept = append(kept, c.entries[x.i])
 	}
 	c.entries = kept
 	c.version++
-	c.log.Debug("hostcache: dropped worst-ranked entries", "dropped", len(ranked)-MaxEntries, "kept", MaxEntries)
+	c.log.Debug("hostcache: dropped worst-ranked entries", "dropped", len(order)-MaxEntries, "kept", MaxEntries)
 }
 
 func (c *Cache) rankedLocked(now time.Time) []Entry {
-	out := make([]Entry, len(c.entries))
-	type scored struct {
-		s    float64
-		addr string
-		i    int
+	order := c.orderLocked(now)
+	ranked := make([]Entry, len(order))
+	for i, x := range order {
+		ranked[i] = c.entries[x.i].entry()
 	}
-	list := make([]scored, len(c.entries))
+	return ranked
+}
+
+// ranked is an entry's place in the order: its score and index in c.entries.
+type ranked struct {
+	s float64
+	i int
+}
+
+// orderLocked returns the entries' indices, best first: by score, then by address. It
+// ranks the slots as they are held, without building an Entry for each (a client
+// population ranks its caches at every attach and merge).
+func (c *Cache) orderLocked(now time.Time) []ranked {
+	list := make([]ranked, len(c.entries))
 	for i, sl := range c.entries {
-		out[i] = sl.entry()
-		list[i] = scored{score(&out[i], now), out[i].Addr, i}
+		r := sl.rep.Value()
+		e := Entry{Since: r.Since}
+		if sl.obs != nil {
+			e.LastSuccess, e.Failures = sl.obs.LastSuccess, sl.obs.Failures
+		}
+		list[i] = ranked{score(&e, now), i}
 	}
-	slices.SortFunc(list, func(a, b scored) int {
+	slices.SortFunc(list, func(a, b ranked) int {
 		if r := cmp.Compare(b.s, a.s); r != 0 {
 			return r
 		}
-		return strings.Compare(a.addr, b.addr)
+		return strings.Compare(c.entries[a.i].addr.Value(), c.entries[b.i].addr.Value())
 	})
-	ranked := make([]Entry, len(list))
-	for i, x := range list {
-		ranked[i] = out[x.i]
-	}
-	return ranked
+	return list
 }
 
 // Ranking weights; the package comment explains the choice.

@@ -982,3 +982,52 @@ func BenchmarkSaveFull(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkOpenFull is the cost of loading a full cache (200 entries, as a client does at
+// every start): the file as Save writes it, and the same file compacted, which only
+// encoding/json reads.
+//
+//	$ go test -run='^$' -bench=OpenFull -benchmem ./hostcache
+func BenchmarkOpenFull(b *testing.B) {
+	clk := newClock()
+	path := filepath.Join(b.TempDir(), "hostcache.json")
+	c, err := Open(path, Options{Now: clk.Now, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < MaxEntries; i++ {
+		c.Merge(Entry{Addr: addr(i), PubKey: "MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=", Since: clk.Now().Add(-time.Duration(i) * time.Minute), Source: SourceLogin})
+		if i%3 == 0 {
+			c.MarkSuccess(addr(i))
+		}
+	}
+	if err := c.Save(); err != nil {
+		b.Fatal(err)
+	}
+	written, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, written); err != nil {
+		b.Fatal(err)
+	}
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{{"as-written", written}, {"compacted", compact.Bytes()}} {
+		b.Run(f.name, func(b *testing.B) {
+			p := filepath.Join(b.TempDir(), "hostcache.json")
+			if err := os.WriteFile(p, f.data, 0o600); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				c, err := Open(p, Options{Now: clk.Now, Logger: slog.New(slog.DiscardHandler)})
+				if err != nil || c.Len() != MaxEntries || c.Corrupted() {
+					b.Fatalf("Open: %v, %d entries", err, c.Len())
+				}
+			}
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net"
+	"slices"
 	"strconv"
 	"testing"
 )
@@ -14,6 +15,16 @@ import (
 // Seeds are in testdata/fuzz/FuzzDecode.
 func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// The parser of encode's own output gives what encoding/json gives.
+		if fast, ok := decodeWritten(data); ok {
+			var slow fileFormat
+			if err := json.Unmarshal(data, &slow); err != nil {
+				t.Fatalf("decodeWritten accepted what encoding/json refuses (%v):\n%q", err, data)
+			}
+			if slow.Version != fileVersion || !slices.Equal(fast, slow.Entries) {
+				t.Fatalf("decodeWritten and encoding/json differ on %q:\n fast %+v\n json %+v", data, fast, slow)
+			}
+		}
 		entries, err := decode(data)
 		if err != nil {
 			if entries != nil {
@@ -52,6 +63,10 @@ func FuzzDecode(f *testing.F) {
 			if !bytes.Equal(got, want) {
 				t.Fatalf("appendEntry differs from encoding/json:\n got %s\nwant %s", got, want)
 			}
+		}
+		plain := !bytes.ContainsFunc(out, func(r rune) bool { return r != '\n' && (r < 0x20 || r >= 0x7f || r == '\\') })
+		if fast, ok := decodeWritten(out); plain && !ok || ok && !slices.Equal(fast, entries) {
+			t.Fatalf("decodeWritten does not read encode's output back (%v):\n%s", ok, out)
 		}
 		again, err := decode(out)
 		if err != nil {

@@ -160,7 +160,7 @@ func (sn *Supernode) attach(ctx context.Context, h *handler, a *proto.Attach) (p
 		h.release = func() { t.Stop(); once.Do(sn.adm.release) }
 	}
 	h.mu.Unlock()
-	cred, err := identity.VerifyHolder(a.Credential, sn.cfg.LoginKey, h.key, identity.KindUser, sn.cfg.Now())
+	cred, err := sn.creds.VerifyHolder(a.Credential, h.key, identity.KindUser, sn.cfg.Now())
 	if err != nil {
 		h.settled()
 	}
@@ -213,7 +213,7 @@ func (sn *Supernode) attach(ctx context.Context, h *handler, a *proto.Attach) (p
 // hello authenticates another supernode: its credential must be a supernode credential
 // for the key it proved in the overlay handshake.
 func (sn *Supernode) hello(ctx context.Context, h *handler, m *proto.SNHello) (proto.Message, error) {
-	cred, err := identity.VerifyHolder(m.Credential, sn.cfg.LoginKey, h.key, identity.KindSupernode, sn.cfg.Now())
+	cred, err := sn.creds.VerifyHolder(m.Credential, h.key, identity.KindSupernode, sn.cfg.Now())
 	if err != nil {
 		sn.m.Inc("peer_cred_invalid")
 		return nil, proto.ErrCredInvalid.With("%v", err)

@@ -125,7 +125,7 @@ type Supernode struct {
 	id    string
 	since time.Time
 	ident *secure.OverlayIdentity // for every overlay connection, accepted or dialled
-	creds *identity.Cache         // user credentials seen in records, signature checked
+	creds *identity.Cache         // credentials seen (attachments, hellos, records), signature checked
 	ov    *overlay
 	// runCtx is Run's context, for work that outlives a request (set before serving).
 	runCtx context.Context

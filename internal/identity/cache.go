@@ -52,3 +52,15 @@ func (c *Cache) Verify(b []byte, now time.Time) (Credential, error) {
 	}
 	return cred, nil
 }
+
+// VerifyHolder is VerifyHolder(b, issuer, peerKey, kind, now) with the signature checked
+// only the first time b is seen: a supernode checks a user's credential when it attaches
+// and again in each record it publishes, and a user restarted (a mass reboot) attaches
+// again with the same one.
+func (c *Cache) VerifyHolder(b []byte, peerKey ed25519.PublicKey, kind Kind, now time.Time) (Credential, error) {
+	cred, err := c.Verify(b, now)
+	if err != nil {
+		return Credential{}, err
+	}
+	return checkHolder(cred, peerKey, kind)
+}

@@ -167,6 +167,11 @@ func VerifyHolder(b []byte, issuer, peerKey ed25519.PublicKey, kind Kind, now ti
 	if err != nil {
 		return Credential{}, err
 	}
+	return checkHolder(c, peerKey, kind)
+}
+
+// checkHolder is VerifyHolder's checks beyond Verify's.
+func checkHolder(c Credential, peerKey ed25519.PublicKey, kind Kind) (Credential, error) {
 	if c.Kind != kind {
 		return Credential{}, fmt.Errorf("%w: got %s, want %s", ErrWrongKind, c.Kind, kind)
 	}

@@ -555,7 +555,21 @@ func TestStormsVirtual(t *testing.T) {
 }
 
 // storms runs the four storms, each through run (t.Run, or in turn in a bubble).
-func storms(t *testing.T, virtual bool, run func(string, func(*testing.T))) {
+// PEERLINE_STORMS=reboot,collapse runs the cold start and those named only.
+func storms(t *testing.T, virtual bool, run0 func(string, func(*testing.T))) {
+	only := map[string]bool{}
+	if v := os.Getenv("PEERLINE_STORMS"); v != "" {
+		for _, n := range strings.Split(v, ",") {
+			only[strings.TrimSpace(n)] = true
+		}
+	}
+	run := func(name string, f func(*testing.T)) {
+		if len(only) > 0 && name != "cold-start" && !only[name] {
+			t.Logf("storm %s not run (PEERLINE_STORMS=%s)", name, os.Getenv("PEERLINE_STORMS"))
+			return
+		}
+		run0(name, f)
+	}
 	var s *Sim
 	closeAtEnd := func(sim *Sim) { t.Cleanup(func() { sim.Close() }) }
 	run("cold-start", func(t *testing.T) {
