@@ -70,6 +70,7 @@ func Open(path string, opts Options) (*Cache, error) {
 	now := c.clock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.entries = make([]slot, 0, min(len(entries), MaxEntries)) // a full cache: no growth beyond its size
 	for _, e := range entries {
 		// A time from the future (the clock stepped back, or the file was
 		// edited) would otherwise keep a success bonus or block age-out.
