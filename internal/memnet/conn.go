@@ -130,7 +130,8 @@ type conn struct {
 	side          int   // index in l.dir of the direction this end writes
 	host          *Host // where this end lives; set before the conn is shared
 	local, remote *net.TCPAddr
-	ownsPort      bool // local port was allocated for this conn (the dialling end)
+	ownsPort      bool   // local port was allocated for this conn (the dialling end)
+	release       func() // frees the NAT ports the dial took; the dialling end, guarded by host.mu
 
 	// Guarded by l.mu.
 	closed   bool

@@ -17,6 +17,20 @@
 // deadline timers exist only while a deadline is set. Options.Latency delays each chunk,
 // each FIN and each datagram by timestamping it, never by a goroutine per write.
 //
+// # NATs
+//
+// Network.NAT puts a [NAT] on the internet; NAT.Host creates hosts in the private realm
+// behind it, and NAT.NAT a NAT inside it (a double NAT). Hosts of one realm reach each
+// other directly; everything else goes out through the realm's NAT, which maps and
+// filters UDP as RFC 4787 describes (endpoint-independent, address-dependent or
+// address-and-port-dependent, each for mapping and filtering), hairpins if told to,
+// drops UDP altogether for a UDP-blocking firewall, and expires idle mappings. An
+// endpoint-independent NAT keeps the internal port when it is free, as Linux does; a
+// dependent one picks each mapping's port at random, as Linux with --random-fully.
+// TCP dials from inside get a public port each for as long as they are open; nothing
+// dials in (no port forwarding, no TCP simultaneous open), so a dial to a NAT's public
+// address is refused.
+//
 // # Semantics chosen where real networks vary
 //
 //   - Dial to an IP with no host, or to a killed host, fails with an error wrapping

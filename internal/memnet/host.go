@@ -23,7 +23,9 @@ const (
 // the overlay's Dialer interface through DialContext.
 type Host struct {
 	n  *Network
+	r  *realm // the address space the host is in
 	ip netip.Addr
+	gw *NAT // set once when the host is a NAT's public side; guarded by mu
 
 	mu        sync.Mutex // mu guards all following fields
 	up        bool
@@ -35,8 +37,8 @@ type Host struct {
 	nextUDP   uint16
 }
 
-func newHost(n *Network, ip netip.Addr) *Host {
-	h := &Host{n: n, ip: ip, up: true, nextTCP: ephemeralLo, nextUDP: ephemeralLo}
+func newHost(r *realm, ip netip.Addr) *Host {
+	h := &Host{n: r.n, r: r, ip: ip, up: true, nextTCP: ephemeralLo, nextUDP: ephemeralLo}
 	h.resetLocked()
 	return h
 }
@@ -74,6 +76,12 @@ func (h *Host) Kill() {
 	}
 	h.up = false
 	conns, lns, pcs := h.conns, h.listeners, h.udp
+	for c := range conns {
+		if c.release != nil {
+			c.release() // the NAT forgets the crashed host's connections
+			c.release = nil
+		}
+	}
 	h.resetLocked()
 	for _, ln := range lns {
 		ln.closed = true
@@ -180,7 +188,11 @@ func (h *Host) DialContext(ctx context.Context, network, address string) (net.Co
 	if err := n.delay(ctx); err != nil { // the SYN travels
 		return abort(err)
 	}
-	t := n.lookup(dst)
+	t, seen, release, ok := h.r.dialOut(netip.AddrPortFrom(h.ip, port), dst)
+	if !ok {
+		return abort(errno("connect", syscall.EADDRNOTAVAIL)) // a NAT ran out of ports
+	}
+	cl.release = release
 	if t == nil {
 		err := errno("connect", syscall.EHOSTUNREACH)
 		if derr := n.delay(ctx); derr != nil { // so does the ICMP error
@@ -188,7 +200,7 @@ func (h *Host) DialContext(ctx context.Context, network, address string) (net.Co
 		}
 		return abort(err)
 	}
-	sv.host, sv.local, sv.remote = t, raddr, cl.local
+	sv.host, sv.local, sv.remote = t, raddr, net.TCPAddrFromAddrPort(seen)
 	if err := t.enqueue(ctx, ap.Port(), sv); err != nil {
 		if derr := n.delay(ctx); derr != nil { // so does the RST or ICMP error
 			err = derr
@@ -247,6 +259,10 @@ func (h *Host) removeConn(c *conn) {
 		return
 	}
 	delete(h.conns, c)
+	if c.release != nil {
+		c.release()
+		c.release = nil
+	}
 	if c.ownsPort {
 		delete(h.tcpPorts, uint16(c.local.Port))
 	}

@@ -2,9 +2,6 @@ package memnet
 
 import (
 	"context"
-	"fmt"
-	"net/netip"
-	"sync"
 	"time"
 )
 
@@ -16,56 +13,37 @@ type Options struct {
 	Latency time.Duration
 }
 
-// Network is a set of hosts that can reach each other. Create one with New; all its
-// methods are safe for concurrent use.
+// Network is a set of hosts that can reach each other: the internet, and the realms
+// behind its NATs. Create one with New; all its methods are safe for concurrent use.
 type Network struct {
 	latency time.Duration
 	start   time.Time // origin of the monotonic timestamps on queued data
-
-	mu    sync.RWMutex // mu guards hosts
-	hosts map[netip.Addr]*Host
+	root    *realm    // the internet
 }
 
 // New returns an empty network.
 func New(opts Options) *Network {
-	return &Network{
+	n := &Network{
 		latency: max(opts.Latency, 0),
 		start:   time.Now(),
-		hosts:   make(map[netip.Addr]*Host),
 	}
+	n.root = newRealm(n, nil)
+	return n
 }
 
-// Host returns the host with the given IP (for example "198.51.100.7" or "2001:db8::7"),
-// creating it, up, if it does not exist. IPv4-mapped IPv6 addresses name the IPv4 host.
-// It panics if ip is not a valid, specified IP address without a zone: that is a bug in
-// the test that builds the topology.
-func (n *Network) Host(ip string) *Host {
-	a, err := netip.ParseAddr(ip)
-	if err != nil || a.IsUnspecified() || a.Zone() != "" {
-		panic(fmt.Sprintf("memnet: invalid host IP %q", ip))
-	}
-	a = a.Unmap()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if h := n.hosts[a]; h != nil {
-		return h
-	}
-	h := newHost(n, a)
-	n.hosts[a] = h
-	return h
-}
+// Host returns the host with the given IP (for example "198.51.100.7" or "2001:db8::7")
+// on the internet, creating it, up, if it does not exist. IPv4-mapped IPv6 addresses
+// name the IPv4 host. It panics if ip is not a valid, specified IP address without a
+// zone: that is a bug in the test that builds the topology. Hosts behind a NAT come
+// from NAT.Host.
+func (n *Network) Host(ip string) *Host { return n.root.host(ip) }
 
-// Hosts returns how many hosts the network has, dead or alive.
+// Hosts returns how many hosts the internet has, dead or alive (NATs' public sides
+// included, hosts behind them not).
 func (n *Network) Hosts() int {
-	n.mu.RLock()
-	defer n.mu.RUnlock()
-	return len(n.hosts)
-}
-
-func (n *Network) lookup(a netip.Addr) *Host {
-	n.mu.RLock()
-	defer n.mu.RUnlock()
-	return n.hosts[a]
+	n.root.mu.RLock()
+	defer n.root.mu.RUnlock()
+	return len(n.root.hosts)
 }
 
 // now is the current time in nanoseconds since the network started, or 0 when there is

@@ -109,16 +109,18 @@ func (pc *packetConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	if ip.IsUnspecified() {
 		ip = pc.h.ip
 	}
-	n := pc.h.n
-	if t := n.lookup(ip); t != nil {
-		t.deliver(dst.Port(), b, pc.self, n.arrival())
-	}
+	pc.h.r.send(pc.self, netip.AddrPortFrom(ip, dst.Port()), b, pc.h.n.arrival())
 	return len(b), nil
 }
 
 // deliver queues a copy of b for the packet conn on port, if there is one with room.
 func (h *Host) deliver(port uint16, b []byte, from netip.AddrPort, at int64) {
 	h.mu.Lock()
+	if gw := h.gw; gw != nil {
+		h.mu.Unlock()
+		gw.inbound(port, b, from, at)
+		return
+	}
 	var pc *packetConn
 	if h.up {
 		pc = h.udp[port]
