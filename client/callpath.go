@@ -215,6 +215,7 @@ func (c *Client) newLeg(ctx context.Context, callID string, controlling bool, pe
 		PrflxAcceptanceMinWait: &reflexiveWait,
 		STUNGatherTimeout:      &stunWait,
 		LoggerFactory:          lf,
+		Net:                    c.cfg.Net,
 	}
 	if l.udpBlocked {
 		cfg.CandidateTypes = []ice.CandidateType{ice.CandidateTypeHost}
@@ -237,7 +238,7 @@ func (c *Client) newLeg(ctx context.Context, callID string, controlling bool, pe
 	}
 	// The TCP punch serves only where UDP is blocked on either side: learn the mapping
 	// for it only then (it costs a connection to the relay).
-	if a != nil && a.turn != "" && (l.udpBlocked || normClassic(callsig.NAT{Classic: peerNAT}) == "udp-blocked") {
+	if a != nil && a.turn != "" && c.cfg.Net == nil && (l.udpBlocked || normClassic(callsig.NAT{Classic: peerNAT}) == "udp-blocked") {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
@@ -327,8 +328,7 @@ func (l *leg) allocate(ctx context.Context, a *attachment) error {
 	var conn net.PacketConn
 	tcp := l.udpBlocked || srv.TCP
 	if tcp {
-		var d net.Dialer
-		nc, err := d.DialContext(cctx, "tcp", srv.Addr)
+		nc, err := l.c.cfg.Dialer.DialContext(cctx, "tcp", srv.Addr)
 		if err != nil {
 			return err
 		}
@@ -349,11 +349,12 @@ func (l *leg) allocate(ctx context.Context, a *attachment) error {
 		conn.Close()
 		return err
 	}
-	if err := tc.Listen(); err != nil {
-		tc.Close()
-		conn.Close()
-		return err
-	}
+	server, _ := netip.ParseAddrPort(srv.Addr)
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		l.turnRead(tc, conn, server.Addr().Unmap(), server.Port())
+	}()
 	alloc, err := tc.Allocate()
 	if err != nil {
 		tc.Close()
@@ -720,6 +721,32 @@ func (l *leg) close() {
 		tconn.Close()
 	}
 	l.wg.Wait()
+}
+
+// turnRead is the TURN client's read loop, in place of pion's Client.Listen, which ends
+// at the first datagram it cannot handle: a STUN request from anyone, such as the ICE
+// check a peer whose private addresses are ours sends to its host candidate, which is
+// this machine; the relayed path would die with it. Here a datagram that does not come
+// from the relay is dropped and counted (turn_stray), one the client cannot handle is
+// counted (turn_bad) and the loop goes on; it ends when conn is closed.
+func (l *leg) turnRead(tc *turn.Client, conn net.PacketConn, ip netip.Addr, port uint16) {
+	buf := make([]byte, 64<<10)
+	for {
+		n, from, err := conn.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		if ua, ok := from.(*net.UDPAddr); ok && ip.IsValid() {
+			if a := ua.AddrPort(); a.Addr().Unmap() != ip || a.Port() != port {
+				l.c.m.Inc("turn_stray")
+				continue
+			}
+		}
+		if _, err := tc.HandleInbound(buf[:n], from); err != nil {
+			l.c.m.Inc("turn_bad")
+			l.log.Debug("relay datagram not handled", "from", from, "err", err)
+		}
+	}
 }
 
 // plainPath is our plain UDP socket talking to the peer's relayed address.

@@ -23,6 +23,8 @@ import (
 	"sync"
 	"time"
 
+	transport "github.com/pion/transport/v3"
+
 	"github.com/peerline/peerline/hostcache"
 	"github.com/peerline/peerline/internal/atomicfile"
 	"github.com/peerline/peerline/internal/backoff"
@@ -84,14 +86,21 @@ type Config struct {
 	RetryPerSecond float64      // tokens given back per second; 0 = 0.1
 	NoControl      bool         // do not open the control socket
 	Events         chan<- Event // presence changes and messages; nil = none; dropped when full
-	// ListenPacket opens the UDP sockets of NAT detection; nil = net.ListenPacket.
+	// ListenPacket opens the UDP sockets of NAT detection and of relayed calls; nil =
+	// net.ListenPacket.
 	ListenPacket func(network, addr string) (net.PacketConn, error)
-	NATTimeout   time.Duration    // per NAT test; 0 = 2s
-	Promote      PromoteConfig    // when to become a supernode
-	Call         CallConfig       // placing and answering calls
-	Logger       *slog.Logger     // nil = slog.Default()
-	Metrics      *metrics.Set     // nil = a fresh set
-	Now          func() time.Time // nil = time.Now
+	// Net is the network a call's ICE agent gathers candidates and runs its checks on
+	// (pion/transport/v3); nil = the machine's. With an in-process network
+	// (internal/memnet's Host.TransportV3), Dialer and ListenPacket must be the same
+	// network's; the TCP hole punch, which needs the kernel's simultaneous open, is not
+	// tried there.
+	Net        transport.Net
+	NATTimeout time.Duration    // per NAT test; 0 = 2s
+	Promote    PromoteConfig    // when to become a supernode
+	Call       CallConfig       // placing and answering calls
+	Logger     *slog.Logger     // nil = slog.Default()
+	Metrics    *metrics.Set     // nil = a fresh set
+	Now        func() time.Time // nil = time.Now
 }
 
 // Errors.

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	transport "github.com/pion/transport/v4"
+
 	"github.com/peerline/peerline/internal/metrics"
 )
 
@@ -46,8 +48,13 @@ type Config struct {
 	// MinPort and MaxPort bound the relayed ports, inclusive; 0 = 49152 and 65535.
 	MinPort, MaxPort uint16
 	// Listeners is the number of UDP sockets sharing Listen's port through SO_REUSEPORT,
-	// each read by one goroutine; 0 = runtime.NumCPU().
+	// each read by one goroutine; 0 = runtime.NumCPU(), or 1 with Net.
 	Listeners int
+	// Net, if set, is the network the relay listens and relays on instead of the
+	// machine's: an in-process one (internal/memnet's Host.TransportV4) in tests and
+	// simulations. Its sockets are read one datagram at a time and share no port, so
+	// Listeners must be 1.
+	Net transport.Net
 	// SocketBuffer is the kernel receive and send buffer size of every UDP socket, in
 	// bytes; 0 = 4 MiB, negative = the kernel default. Linux caps it at
 	// net.core.rmem_max and net.core.wmem_max.
@@ -154,8 +161,13 @@ func (c Config) validate() (Config, error) {
 	if c.TCPIdleTimeout == 0 {
 		c.TCPIdleTimeout = DefaultTCPIdle
 	}
-	if c.Listeners == 0 {
+	switch {
+	case c.Listeners == 0 && c.Net != nil:
+		c.Listeners = 1
+	case c.Listeners == 0:
 		c.Listeners = runtime.NumCPU()
+	case c.Listeners > 1 && c.Net != nil:
+		return c, fmt.Errorf("relay: %d listeners on a Config.Net, which shares no port between sockets: use 1", c.Listeners)
 	}
 	if c.SocketBuffer == 0 {
 		c.SocketBuffer = DefaultSocketBuffer

@@ -27,7 +27,7 @@ type counters struct {
 // remains goes to pion.
 type udpListener struct {
 	s      *Server
-	conn   *net.UDPConn
+	conn   net.PacketConn
 	sock   *sendSock // conn, as the fast path sends to clients from it
 	c      *counters
 	in     *batchReader // conn's datagrams; used by the one read loop
@@ -69,7 +69,7 @@ const (
 // drops one that fills its buffer.
 const inboundMTU = 1600
 
-func newUDPListener(s *Server, conn *net.UDPConn) *udpListener {
+func newUDPListener(s *Server, conn net.PacketConn) *udpListener {
 	l := &udpListener{s: s, conn: conn, sock: newSendSock(conn), c: new(counters), flows: make(map[netip.AddrPort]*flow)}
 	l.in = newBatchReader(conn, listenerBatch, 0, inboundMTU)
 	l.out = newBatchWriter(l.c, listenerBatch)
@@ -97,7 +97,7 @@ func (l *udpListener) ReadFrom(b []byte) (int, net.Addr, error) {
 		if f == nil || !isChannelData(pkt) && !isSendIndication(pkt) {
 			resp, pass := l.s.screenUDP(pkt, f != nil, net.UDPAddrFromAddrPort(src))
 			if resp != nil {
-				if _, err := l.conn.WriteToUDPAddrPort(resp, src); err != nil {
+				if err := l.sock.writeTo(resp, src); err != nil {
 					l.c.writeErrs.Add(1)
 				}
 			}
@@ -164,7 +164,7 @@ func (l *udpListener) SetWriteDeadline(t time.Time) error           { return l.c
 // owner's bandwidth and forwards datagrams from channel-bound peers on the fast path.
 type relayConn struct {
 	s       *Server
-	conn    *net.UDPConn
+	conn    net.PacketConn
 	sock    *sendSock // conn, as the fast path sends to peers from it; nil for TURN over TCP
 	port    uint16
 	lis     *udpListener // the listener whose client owns it; nil for TURN over TCP
@@ -190,7 +190,7 @@ var _ net.PacketConn = (*relayConn)(nil)
 // maxRelayed is the largest datagram relayed from a peer, as in pion.
 const maxRelayed = 1600
 
-func newRelayConn(s *Server, conn *net.UDPConn, lis *udpListener, c *counters) *relayConn {
+func newRelayConn(s *Server, conn net.PacketConn, lis *udpListener, c *counters) *relayConn {
 	r := &relayConn{
 		s: s, conn: conn, lis: lis, c: c,
 		port:  uint16(conn.LocalAddr().(*net.UDPAddr).Port),

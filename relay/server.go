@@ -213,25 +213,35 @@ func (s *Server) tryListenLocked(udp, tcp, host, port string) (err error) {
 	}()
 	addr := net.JoinHostPort(host, port)
 	for i := 0; i < s.cfg.Listeners; i++ {
-		pc, err := reuseport.ListenPacket(udp, addr)
+		var pc net.PacketConn
+		var err error
+		if s.cfg.Net != nil {
+			pc, err = s.cfg.Net.ListenPacket(udp, addr)
+		} else {
+			pc, err = reuseport.ListenPacket(udp, addr)
+		}
 		if err != nil {
 			return fmt.Errorf("relay: listen %s %s: %w", udp, addr, err)
 		}
-		uc, ok := pc.(*net.UDPConn)
-		if !ok {
-			pc.Close()
-			return fmt.Errorf("relay: listen %s %s: not a UDP socket", udp, addr)
-		}
-		s.setBuffers(uc)
-		lis = append(lis, newUDPListener(s, uc))
+		s.setBuffers(pc)
+		lis = append(lis, newUDPListener(s, pc))
 		if i == 0 {
 			// The others join the port the first one got.
-			addr = net.JoinHostPort(host, strconv.Itoa(uc.LocalAddr().(*net.UDPAddr).Port))
+			addr = net.JoinHostPort(host, strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port))
 		}
 	}
 	s.udpAddr = unmap(lis[0].conn.LocalAddr().(*net.UDPAddr).AddrPort())
 	if !s.cfg.NoTCP {
-		ln, err := net.Listen(tcp, addr)
+		var ln net.Listener
+		var err error
+		if s.cfg.Net != nil {
+			var ta *net.TCPAddr
+			if ta, err = s.cfg.Net.ResolveTCPAddr(tcp, addr); err == nil {
+				ln, err = s.cfg.Net.ListenTCP(tcp, ta)
+			}
+		} else {
+			ln, err = net.Listen(tcp, addr)
+		}
 		if err != nil {
 			return fmt.Errorf("relay: listen %s %s: %w", tcp, addr, err)
 		}
@@ -244,9 +254,10 @@ func (s *Server) tryListenLocked(udp, tcp, host, port string) (err error) {
 	return nil
 }
 
-// setBuffers sizes a UDP socket's kernel buffers.
-func (s *Server) setBuffers(c *net.UDPConn) {
-	if s.cfg.SocketBuffer < 0 {
+// setBuffers sizes a UDP socket's kernel buffers (a kernel's socket only).
+func (s *Server) setBuffers(pc net.PacketConn) {
+	c, ok := pc.(*net.UDPConn)
+	if !ok || s.cfg.SocketBuffer < 0 {
 		return
 	}
 	if err := c.SetReadBuffer(s.cfg.SocketBuffer); err != nil {
@@ -273,6 +284,7 @@ func (s *Server) relayGen(lis *udpListener) *relayGen {
 			MinPort:      s.cfg.MinPort,
 			MaxPort:      s.cfg.MaxPort,
 			MaxRetries:   64,
+			Net:          s.cfg.Net,
 		},
 		s: s, lis: lis,
 	}
@@ -283,12 +295,12 @@ func (g *relayGen) AllocatePacketConn(network string, requestedPort int) (net.Pa
 	if err != nil {
 		return nil, nil, err
 	}
-	uc, ok := pc.(*net.UDPConn)
-	if !ok {
+	if _, ok := pc.LocalAddr().(*net.UDPAddr); !ok {
 		pc.Close()
 		return nil, nil, errors.New("relay: relayed socket is not UDP")
 	}
-	g.s.setBuffers(uc)
+	g.s.setBuffers(pc)
+	uc := pc
 	c := &g.s.tcpCounters
 	if g.lis != nil {
 		c = g.lis.c

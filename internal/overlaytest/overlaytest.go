@@ -19,7 +19,9 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/internal/memnet"
 	"github.com/peerline/peerline/internal/proto"
+	"github.com/peerline/peerline/internal/secure"
 	"github.com/peerline/peerline/internal/stunsrv"
 	"github.com/peerline/peerline/loginsrv"
 	"github.com/peerline/peerline/relay"
@@ -40,6 +42,9 @@ type Overlay struct {
 	relay    bool
 	forward  func(string, *proto.Deliver)
 	snConfig func(*supernode.Config)
+
+	net       *memnet.Network // nil: loopback
+	loginHost *memnet.Host
 
 	mu  sync.Mutex
 	sns []*SN
@@ -86,7 +91,17 @@ type Options struct {
 	// Logger, if set, is what every role (login server, supernodes and their relays,
 	// clients) logs to, at whatever level its handler takes; nil = Verbose or discarded.
 	Logger *slog.Logger
+	// Net, if set, runs the overlay on an in-process network instead of loopback: the
+	// login server at 192.0.2.1 and supernode i at 203.0.113.i (STUN's alternate address
+	// at 203.0.113.100+i) on its internet. Clients go where the test puts them (Site).
+	Net *memnet.Network
 }
+
+// Addresses of an overlay on an in-process network (Options.Net): documentation ranges.
+const (
+	netLoginIP = "192.0.2.1"
+	netSNBase  = "203.0.113."
+)
 
 // Start runs a login server (test argon2 parameters) and opts.Supernodes supernodes, and
 // waits until every supernode is admitted.
@@ -129,7 +144,14 @@ func Start(t testing.TB, opts Options) *Overlay {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	o.net = opts.Net
+	var ln net.Listener
+	if o.net != nil {
+		o.loginHost = o.net.Host(netLoginIP)
+		ln, err = o.loginHost.Listen("tcp", ":7000")
+	} else {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,15 +198,27 @@ func relaySecret(on bool) []byte {
 func (o *Overlay) AddSupernode(keepAlive time.Duration) *SN {
 	o.t.Helper()
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	o.mu.Lock()
+	i := len(o.sns) + 1
+	o.mu.Unlock()
+	name := fmt.Sprintf("sn%d", i)
+	var host *memnet.Host
+	var ln net.Listener
+	var err error
+	if o.net != nil {
+		host = o.net.Host(fmt.Sprintf("%s%d", netSNBase, i))
+		ln, err = host.Listen("tcp", ":7100")
+	} else {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+	}
 	if err != nil {
 		o.t.Fatal(err)
 	}
-	o.mu.Lock()
-	name := fmt.Sprintf("sn%d", len(o.sns)+1)
-	o.mu.Unlock()
 	var stun [4]net.PacketConn
-	if o.stun {
+	switch {
+	case o.stun && host != nil:
+		stun = o.netSTUN(host, o.net.Host(fmt.Sprintf("%s%d", netSNBase, 100+i)))
+	case o.stun:
 		stun = LoopbackSTUN(o.t)
 	}
 	cfg := supernode.Config{
@@ -192,7 +226,16 @@ func (o *Overlay) AddSupernode(keepAlive time.Duration) *SN {
 		LoginAddr: o.LS.Addr, LoginKey: o.LS.Key, AdmitSecret: o.Secret,
 		KeepAlive: keepAlive, CacheTTL: o.cacheTTL, Logger: o.Log,
 	}
-	if o.relay {
+	if host != nil {
+		cfg.Dialer = host
+	}
+	switch {
+	case o.relay && host != nil:
+		// The simulated internet is in documentation ranges, which a relay refuses as
+		// peers unless told otherwise.
+		cfg.Relay = &relay.Config{Listen: host.IP().String() + ":3478", AllowPrivatePeers: true, MaxAllocsPerUser: 8,
+			Net: host.TransportV4()}
+	case o.relay:
 		cfg.Relay = &relay.Config{Listen: "127.0.0.1:0", AllowPrivatePeers: true, Listeners: 1, MaxAllocsPerUser: 8}
 	}
 	if fwd := o.forward; fwd != nil {
@@ -236,7 +279,11 @@ func (o *Overlay) Register(name, password string) {
 	o.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := client.Register(ctx, nil, o.LS, name, password); err != nil {
+	var d secure.Dialer
+	if o.loginHost != nil {
+		d = o.loginHost // any host of the internet reaches the login server
+	}
+	if err := client.Register(ctx, d, o.LS, name, password); err != nil {
 		o.t.Fatalf("register %s: %v", name, err)
 	}
 }
@@ -330,6 +377,33 @@ func Await(limit time.Duration, what string, cond func() bool) error {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return nil
+}
+
+// Site returns what puts a client on host of the overlay's in-process network (a host
+// on its internet, or behind a NAT): its dials, UDP sockets and ICE agents use host.
+// Pass it to StartClient.
+func Site(host *memnet.Host) func(*client.Config) {
+	return func(c *client.Config) {
+		c.Dialer, c.ListenPacket, c.Net = host, host.ListenPacket, host.TransportV3()
+	}
+}
+
+// netSTUN opens the four sockets of an RFC 5780 STUN service on two hosts of the
+// in-process network, which have one address each.
+func (o *Overlay) netSTUN(primary, alt *memnet.Host) [4]net.PacketConn {
+	o.t.Helper()
+	var conns [4]net.PacketConn
+	for i, a := range []struct {
+		h    *memnet.Host
+		port string
+	}{{primary, ":3479"}, {primary, ":3480"}, {alt, ":3479"}, {alt, ":3480"}} {
+		pc, err := a.h.ListenPacket("udp4", a.port)
+		if err != nil {
+			o.t.Fatal(err)
+		}
+		conns[i] = pc
+	}
+	return conns
 }
 
 // LoopbackSTUN opens the four sockets of an RFC 5780 STUN service on 127.0.0.1 and
