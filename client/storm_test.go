@@ -120,6 +120,9 @@ func TestPromotionRefillsLayer(t *testing.T) {
 	sns := o.Supernodes()
 	sns[0].Stop()
 	sns[1].Stop()
+	// The login server must see the layer short before it can be refilled: a check of
+	// the size alone could pass before the two stopped supernodes are missed.
+	o.Eventually("the layer seen short", func() bool { return o.Login.Layer().LayerSize < 4 })
 	o.Eventually("the layer refilled to four", func() bool {
 		l := o.Login.Layer()
 		return l.LayerSize == 4 && l.LayerWanted == 4 && sns[2].RingSize() == 4
