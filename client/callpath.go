@@ -47,13 +47,27 @@ const (
 // PredictPath says which path a call between NATs a and b should take, per the table of
 // which NAT pairs can punch (DESIGN.md): direct when one side is public or full cone,
 // punched when both are cone-like (or symmetric against restricted cone), relayed over
-// UDP when the pair cannot punch, relayed over TCP when either side's UDP is blocked.
-// Unknown NATs predict a punch: ICE tries, and the relay stands by.
+// UDP when the pair cannot punch. Where either side's UDP is blocked, the TCP
+// simultaneous open connects the pair unless the other side's NAT is symmetric (it maps
+// the punch to a port nobody predicted): direct to a public peer, punched otherwise, and
+// the relay over TCP against a symmetric NAT. Unknown NATs predict a punch: ICE tries,
+// and the relay stands by. This is the one table: the NAT lab's call matrix holds the
+// client to it.
 func PredictPath(a, b callsig.NAT) string {
 	ca, cb := normClassic(a), normClassic(b)
 	switch {
 	case ca == "udp-blocked" || cb == "udp-blocked":
-		return PathRelayTCP
+		other := cb
+		if cb == "udp-blocked" {
+			other = ca
+		}
+		switch other {
+		case "symmetric":
+			return PathRelayTCP
+		case "open":
+			return PathDirect
+		}
+		return PathPunched
 	case ca == "open" || cb == "open" || ca == "full cone" || cb == "full cone":
 		return PathDirect
 	case ca == "symmetric" && cb == "symmetric":

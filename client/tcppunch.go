@@ -144,8 +144,8 @@ func (l *leg) runTCP(port int, remote string, rnat callsig.NAT) {
 		l.log.Info("no tcp path", "remote", remote, "err", err)
 		return
 	}
-	// One side's UDP is blocked, so PredictPath says relay: the TCP path is direct when
-	// the other side needs no NAT crossed at all, punched otherwise.
+	// One side's UDP is blocked: the TCP path is direct when the other side needs no NAT
+	// crossed at all, punched otherwise (as PredictPath says).
 	kind := PathPunched
 	if normClassic(l.nat) == "open" || normClassic(rnat) == "open" {
 		kind = PathDirect

@@ -24,6 +24,7 @@ import (
 
 	"github.com/peerline/peerline/client"
 	"github.com/peerline/peerline/e2e/netlab"
+	"github.com/peerline/peerline/internal/callsig"
 	"github.com/peerline/peerline/internal/media"
 )
 
@@ -39,32 +40,18 @@ var callKinds = []struct{ kind, classic string }{
 	{"double-nat", "port-restricted cone"},
 }
 
-// expectedPath is the path a call between kinds a and b must take: DESIGN.md's table
-// says where a direct UDP path exists; "direct" when one side needs no punch (public or
-// full cone), "punched" when both are behind NATs, a relay where the pair cannot punch.
-// Where either side's UDP is blocked, TCP simultaneous open connects the pair unless one
-// side's NAT is symmetric (it maps the punch to a port nobody predicted): "direct" to a
-// public peer, "punched" otherwise, and the TCP relay against a symmetric NAT.
+// expectedPath is the path a call between kinds a and b must take: client.PredictPath
+// for the classic names the two clients detect.
 func expectedPath(a, b string) string {
-	if a == "udp-blocked" || b == "udp-blocked" {
-		switch {
-		case a == "symmetric" || b == "symmetric":
-			return client.PathRelayTCP
-		case a == "public" || b == "public":
-			return client.PathDirect
+	classic := func(kind string) string {
+		for _, k := range callKinds {
+			if k.kind == kind {
+				return k.classic
+			}
 		}
-		return client.PathPunched
+		panic("no call kind " + kind)
 	}
-	easy := func(k string) bool { return k == "public" || k == "full-cone" }
-	if easy(a) || easy(b) {
-		return client.PathDirect
-	}
-	pair := func(x, y string) bool { return (a == x && b == y) || (a == y && b == x) }
-	switch {
-	case pair("symmetric", "symmetric"), pair("symmetric", "port-restricted-cone"), pair("symmetric", "double-nat"):
-		return client.PathRelayUDP
-	}
-	return client.PathPunched
+	return client.PredictPath(callsig.NAT{Classic: classic(a)}, callsig.NAT{Classic: classic(b)})
 }
 
 // callLab is a lab with a login server, two supernodes (STUN with two addresses, TURN)
