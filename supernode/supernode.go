@@ -314,16 +314,23 @@ func (sn *Supernode) Run(ctx context.Context, ln net.Listener) error {
 			r.Close()
 		}
 	}()
-	go sn.maintain(ctx)
-	go sn.repairLoop(ctx)
-	go sn.ov.peers.janitor(ctx)
+	// Run returns only once every goroutine it started has: registered after the
+	// deferred closes above, this runs before them.
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	wg.Go(func() { sn.maintain(ctx) })
+	wg.Go(func() { sn.repairLoop(ctx) })
+	wg.Go(func() { sn.ov.peers.janitor(ctx) })
 	if sn.cfg.STUN[0] != nil {
 		srv, err := stunsrv.New(stunsrv.Config{Conns: sn.cfg.STUN, Software: "peerline", Logger: sn.log, Metrics: sn.m})
 		if err != nil {
 			return fmt.Errorf("supernode: STUN service: %w", err)
 		}
 		defer srv.Close()
-		go srv.Serve(ctx)
+		wg.Go(func() { srv.Serve(ctx) })
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- sn.gate.Serve(ctx, ln, sn.serveConn) }()

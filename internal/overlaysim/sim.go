@@ -40,6 +40,7 @@ import (
 	"github.com/peerline/peerline/internal/memnet"
 	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/loginsrv"
+	"github.com/peerline/peerline/relay"
 	"github.com/peerline/peerline/supernode"
 )
 
@@ -90,7 +91,23 @@ type Options struct {
 	// address. Those users check every KeepAlive/5 once up a KeepAlive, and read the
 	// layer's size with their host cache every KeepAlive.
 	PromoteEvery int
+	// CallNATs, if set, makes the first len(CallNATs) users callers: user i sits behind a
+	// NAT of its own with CallNATs[i] (nil: on a public host), answers calls, and attaches
+	// to supernode i%2. Those two supernodes are then on IPv4 (the call path is IPv4, the
+	// simulation's other hosts IPv6) and serve RFC 5780 STUN and a TURN relay.
+	CallNATs []*memnet.NATConfig
 }
+
+// Addresses of the callers' part of the network (Options.CallNATs): supernode i at
+// 203.0.113.1+i (its STUN's alternate address at 203.0.113.101+i), caller i's NAT (or
+// public host) at 198.51.100.1+i, and the caller at 10.0.0.2 behind it.
+const (
+	callSNNet   = "203.0.113."
+	callSiteNet = "198.51.100."
+)
+
+// callSNs is how many supernodes serve the callers.
+const callSNs = 2
 
 // Sim is a running simulated overlay.
 type Sim struct {
@@ -234,6 +251,9 @@ func (s *Sim) startLogin() error {
 	if s.opts.PromoteEvery > 0 {
 		cfg.ClientsPerSupernode = (s.opts.Users + s.opts.Supernodes - 1) / s.opts.Supernodes
 	}
+	if len(s.opts.CallNATs) > 0 {
+		cfg.RelaySecret = []byte("sim relay secret")
+	}
 	s.Login, err = loginsrv.New(cfg)
 	if err != nil {
 		return err
@@ -286,6 +306,10 @@ func (s *Sim) LoginAddr() string { return "[" + loginIP + "]:7000" }
 
 func (s *Sim) startSupernode(i int) error {
 	ip := fmt.Sprintf("2001:db8:0:%x::1", i+1)
+	calls := len(s.opts.CallNATs) > 0 && i < callSNs
+	if calls {
+		ip = fmt.Sprintf("%s%d", callSNNet, 1+i)
+	}
 	host := s.Net.Host(ip)
 	_, key, _ := ed25519.GenerateKey(crand.Reader)
 	addr := net.JoinHostPort(ip, "7100")
@@ -299,11 +323,25 @@ func (s *Sim) startSupernode(i int) error {
 		Dialer: host, MaxClients: s.opts.MaxClients, Logger: s.opts.Logger,
 	}
 	s.snConfig(host)(&cfg)
+	if calls {
+		if cfg.STUN[0] != nil {
+			cfg.STUN[0].Close()
+		}
+		if cfg.STUN, err = callSTUN(host, s.Net.Host(fmt.Sprintf("%s%d", callSNNet, 101+i))); err != nil {
+			ln.Close()
+			return err
+		}
+		// The simulated internet is in documentation ranges, which a relay refuses as
+		// peers unless told otherwise.
+		cfg.Relay = &relay.Config{Listen: ip + ":3478", AllowPrivatePeers: true, Net: host.TransportV4()}
+	}
 	sn, err := supernode.New(cfg)
 	if err != nil {
 		ln.Close()
-		if cfg.STUN[0] != nil {
-			cfg.STUN[0].Close()
+		for _, pc := range cfg.STUN {
+			if pc != nil {
+				pc.Close()
+			}
 		}
 		return err
 	}
@@ -318,6 +356,26 @@ func (s *Sim) startSupernode(i int) error {
 		h.ran.Store(true)
 	}()
 	return nil
+}
+
+// callSTUN opens the four sockets of an RFC 5780 STUN service on two hosts, which have
+// one address each.
+func callSTUN(primary, alt *memnet.Host) ([4]net.PacketConn, error) {
+	var conns [4]net.PacketConn
+	for i, a := range []struct {
+		h    *memnet.Host
+		port string
+	}{{primary, ":3479"}, {primary, ":3480"}, {alt, ":3479"}, {alt, ":3480"}} {
+		pc, err := a.h.ListenPacket("udp4", a.port)
+		if err != nil {
+			for _, c := range conns[:i] {
+				c.Close()
+			}
+			return conns, err
+		}
+		conns[i] = pc
+	}
+	return conns, nil
 }
 
 // snConfig returns what sets the config of a supernode on host, promoted ones included:
@@ -500,6 +558,10 @@ func (s *Sim) prepareUser(ctx context.Context, i int, now time.Time) (*User, err
 	// The host cache a first login left: a few supernodes of the seed, the preferred one
 	// first (a population's caches differ).
 	prefer := s.SNs[rand.IntN(len(s.SNs))]
+	caller := i < len(s.opts.CallNATs)
+	if caller {
+		prefer = s.SNs[i%callSNs]
+	}
 	hc, err := hostcache.Open(filepath.Join(dir, client.HostCacheFile), hostcache.Options{Logger: s.opts.Logger})
 	if err != nil {
 		return nil, err
@@ -512,13 +574,26 @@ func (s *Sim) prepareUser(ctx context.Context, i int, now time.Time) (*User, err
 	}
 	ip := fmt.Sprintf("2001:db8:1:%x:%x::1", i%0xffff+1, i/0xffff)
 	host := s.Net.Host(ip)
+	if caller {
+		site := fmt.Sprintf("%s%d", callSiteNet, 1+i)
+		if nat := s.opts.CallNATs[i]; nat != nil {
+			ip, host = "10.0.0.2", s.Net.NAT(site, *nat).Host("10.0.0.2")
+		} else {
+			ip, host = site, s.Net.Host(site)
+		}
+	}
 	u := &User{Name: name, cfg: client.Config{
 		DataDir: dir, Login: client.LoginServer{Addr: s.LoginAddr(), Key: s.Login.PublicKey()},
 		Dialer: host, ParallelAttach: 1, Prefer: prefer.Addr,
 		RefreshInterval: time.Hour, NoControl: true, RetryBase: 100 * time.Millisecond, RetryMax: 2 * time.Second,
 		Promote: client.PromoteConfig{Disabled: true}, Logger: s.opts.Logger,
 	}}
-	if n := s.opts.PromoteEvery; n > 0 {
+	if caller {
+		u.cfg.ListenPacket, u.cfg.Net = host.ListenPacket, host.TransportV3()
+		u.cfg.Call.AutoAnswer = true
+		u.cfg.NATTimeout = 300 * time.Millisecond
+	}
+	if n := s.opts.PromoteEvery; n > 0 && !caller {
 		u.cfg.ListenPacket = host.ListenPacket
 		if i%n == n-1 {
 			keep := s.opts.KeepAlive

@@ -14,6 +14,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -377,6 +379,30 @@ func Await(limit time.Duration, what string, cond func() bool) error {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return nil
+}
+
+// Leftover waits up to limit for every goroutine running code of one of pkgs (import
+// paths, such as "github.com/peerline/peerline/supernode") to end, and returns the
+// stacks of those still alive: a role's Run must leave none behind.
+func Leftover(limit time.Duration, pkgs ...string) []string {
+	deadline := time.Now().Add(limit)
+	for {
+		buf := make([]byte, 8<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		var left []string
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			for _, p := range pkgs {
+				if strings.Contains(g, p+".") {
+					left = append(left, g)
+					break
+				}
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // Site returns what puts a client on host of the overlay's in-process network (a host
