@@ -122,6 +122,7 @@ type Client struct {
 
 	login  loginLoop      // keeps the credential fresh while Run runs
 	callWG sync.WaitGroup // calls answered on our own
+	lsWG   sync.WaitGroup // the readers of connections to the login server
 	budget *backoff.Budget
 	// loginSem serialises logins: the login loop's and the ones loginCall makes when
 	// the connection to the login server has closed, so that a restarted client costs
@@ -334,6 +335,7 @@ func (c *Client) Run(ctx context.Context) error {
 			c.lsConn = nil
 		}
 		c.mu.Unlock()
+		c.lsWG.Wait()
 	}()
 	if !c.cfg.NoControl {
 		ln, err := ctl.Listen(filepath.Join(c.cfg.DataDir, SocketFile))
@@ -545,7 +547,7 @@ func (c *Client) loginSerial(ctx context.Context) error {
 // loginOnce logs in or resumes on a new connection; callers hold loginSem.
 func (c *Client) loginOnce(ctx context.Context) error {
 	c.m.Inc("login_attempts")
-	conn, err := dialLogin(ctx, c.cfg.Dialer, c.cfg.Login, c.key, c.cfg.LoginIdle)
+	conn, err := dialLogin(ctx, c.cfg.Dialer, c.cfg.Login, c.key, c.cfg.LoginIdle, &c.lsWG)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/peerline/peerline/internal/proto"
@@ -20,7 +21,9 @@ type LoginServer struct {
 
 // dialLogin opens a control connection to the login server, authenticating with key (nil
 // for an anonymous connection, as registration uses). The caller must Close the conn.
-func dialLogin(ctx context.Context, d secure.Dialer, ls LoginServer, key ed25519.PrivateKey, idle time.Duration) (*rpc.Conn, error) {
+// The connection's reader runs in wg, which the caller waits for once it has closed the
+// connection.
+func dialLogin(ctx context.Context, d secure.Dialer, ls LoginServer, key ed25519.PrivateKey, idle time.Duration, wg *sync.WaitGroup) (*rpc.Conn, error) {
 	if d == nil {
 		d = &net.Dialer{}
 	}
@@ -35,17 +38,19 @@ func dialLogin(ctx context.Context, d secure.Dialer, ls LoginServer, key ed25519
 		return nil, fmt.Errorf("login server %s: %w", ls.Addr, err)
 	}
 	c := rpc.New(tc, rpc.Options{IdleTimeout: idle})
-	go c.Run(context.WithoutCancel(ctx))
+	wg.Go(func() { c.Run(context.WithoutCancel(ctx)) })
 	return c, nil
 }
 
 // Register creates an account on the login server; d may be nil for real sockets. The password travels only inside TLS
 // to the pinned server.
 func Register(ctx context.Context, d secure.Dialer, ls LoginServer, name, password string) error {
-	c, err := dialLogin(ctx, d, ls, nil, 0)
+	var wg sync.WaitGroup
+	c, err := dialLogin(ctx, d, ls, nil, 0, &wg)
 	if err != nil {
 		return err
 	}
+	defer wg.Wait()
 	defer c.Close()
 	_, err = c.Call(ctx, &proto.Register{Name: name, Password: password})
 	return err

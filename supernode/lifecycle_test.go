@@ -24,8 +24,8 @@ func TestRunLeavesNoGoroutine(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Stop()
-	pkgs := []string{"github.com/peerline/peerline/supernode", "github.com/peerline/peerline/relay",
-		"github.com/peerline/peerline/internal/stunsrv"}
+	pkgs := []string{"github.com/peerline/peerline/supernode.", "github.com/peerline/peerline/relay.",
+		"github.com/peerline/peerline/internal/stunsrv."}
 	if running := overlaytest.Leftover(0, pkgs...); len(running) < 4 {
 		t.Fatalf("only %d goroutines of the running supernodes seen: the check would miss a leak", len(running))
 	}

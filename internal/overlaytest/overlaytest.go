@@ -381,18 +381,22 @@ func Await(limit time.Duration, what string, cond func() bool) error {
 	return nil
 }
 
-// Leftover waits up to limit for every goroutine running code of one of pkgs (import
-// paths, such as "github.com/peerline/peerline/supernode") to end, and returns the
-// stacks of those still alive: a role's Run must leave none behind.
-func Leftover(limit time.Duration, pkgs ...string) []string {
+// Leftover waits up to limit for every goroutine whose stack names one of funcs (prefixes
+// of qualified function names, such as "github.com/peerline/peerline/supernode." for a
+// package) to end, and returns the stacks of those still alive: a role's Run must leave
+// none behind.
+func Leftover(limit time.Duration, funcs ...string) []string {
 	deadline := time.Now().Add(limit)
 	for {
 		buf := make([]byte, 8<<20)
 		buf = buf[:runtime.Stack(buf, true)]
 		var left []string
 		for _, g := range strings.Split(string(buf), "\n\n") {
-			for _, p := range pkgs {
-				if strings.Contains(g, p+".") {
+			if strings.Contains(g, "\ntesting.tRunner(") || strings.Contains(g, "\nmain.main()") {
+				continue // a test's own goroutine
+			}
+			for _, f := range funcs {
+				if strings.Contains(g, f) {
 					left = append(left, g)
 					break
 				}
