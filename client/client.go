@@ -35,7 +35,6 @@ import (
 	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/internal/rpc"
 	"github.com/peerline/peerline/internal/secure"
-	"github.com/peerline/peerline/supernode"
 )
 
 // Files kept in the data directory.
@@ -153,12 +152,12 @@ type Client struct {
 	natClassic   string
 	nat          NATStatus
 	promotion    PromotionStatus
-	layer        proto.Layer          // the supernode layer against its target, as the supernode said
-	sn           *supernode.Supernode // the supernode role, while promoted
-	crashed      bool                 // Crash was called: no goodbye
-	calls        map[string]*call     // ringing and active calls, by id
-	reports      []CallReport         // of the last calls
-	runCtx_      context.Context      // Run's context, for calls answered on our own
+	layer        proto.Layer      // the supernode layer against its target, as the supernode said
+	sn           SupernodeRole    // the supernode role, while promoted
+	crashed      bool             // Crash was called: no goodbye
+	calls        map[string]*call // ringing and active calls, by id
+	reports      []CallReport     // of the last calls
+	runCtx_      context.Context  // Run's context, for calls answered on our own
 }
 
 // runCtx is the context of Run: work the client starts on its own stops with it.
@@ -310,7 +309,7 @@ func (c *Client) User() string { return c.user }
 func (c *Client) HostCache() *hostcache.Cache { return c.cache }
 
 // SupernodeRole returns the supernode the client runs while promoted, or nil.
-func (c *Client) SupernodeRole() *supernode.Supernode {
+func (c *Client) SupernodeRole() SupernodeRole {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.sn

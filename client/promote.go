@@ -3,19 +3,22 @@ package client
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/internal/rpc"
-	"github.com/peerline/peerline/supernode"
+	"github.com/peerline/peerline/internal/secure"
 )
 
 // Promotion: a client becomes a supernode on its own decision, never on anyone else's.
@@ -50,8 +53,32 @@ type PromoteConfig struct {
 	// free port.
 	ListenAddr string
 	MaxClients int // of the supernode role; 0 = supernode's default
-	// Configure, if set, adjusts the supernode role's config before it starts (tests).
-	Configure func(*supernode.Config)
+	// NewSupernode builds the supernode role once the client promotes itself. The
+	// program that composes the roles provides it (cmd gives one that builds package
+	// supernode's), so that this package knows the role only by the interface it
+	// declares. nil = never promote.
+	NewSupernode func(SupernodeParams) (SupernodeRole, error)
+}
+
+// SupernodeRole is the supernode a promoted client runs, until ctx ends or it demotes
+// itself.
+type SupernodeRole interface {
+	Run(ctx context.Context, ln net.Listener) error
+	Registered() bool // admitted by the login server
+}
+
+// SupernodeParams is what a client gives the supernode role it starts.
+type SupernodeParams struct {
+	Key            ed25519.PrivateKey // the client's: the role has the user's identity
+	Name           string
+	Advertise      string // the role's address, as others reach it
+	Login          LoginServer
+	UserCredential []byte // the client's credential: the login server admits the user
+	Dialer         secure.Dialer
+	MaxClients     int // 0 = the role's default
+	Logger         *slog.Logger
+	// Overload is the role's overload test, given the clients attached: true demotes it.
+	Overload func(attached int) bool
 }
 
 func (p *PromoteConfig) setDefaults() {
@@ -94,8 +121,12 @@ type PromotionStatus struct {
 // while they hold.
 func (c *Client) promoteLoop(ctx context.Context) {
 	p := &c.cfg.Promote
-	if p.Disabled {
+	switch {
+	case p.Disabled:
 		c.setPromotion(PromotionStatus{Reason: "disabled (--no-supernode)"})
+		return
+	case p.NewSupernode == nil:
+		c.setPromotion(PromotionStatus{Reason: "no supernode role in this program"})
 		return
 	}
 	start := c.cfg.Now()
@@ -216,27 +247,23 @@ func (c *Client) runSupernode(ctx context.Context, st PromotionStatus, addr stri
 	c.mu.Lock()
 	cred := c.cred
 	c.mu.Unlock()
-	cfg := supernode.Config{
-		Key: c.key, Name: "sn-" + c.user, Advertise: addr,
-		LoginAddr: c.cfg.Login.Addr, LoginKey: c.cfg.Login.Key, UserCredential: cred,
+	params := SupernodeParams{
+		Key: c.key, Name: "sn-" + c.user, Advertise: addr, Login: c.cfg.Login, UserCredential: cred,
 		Dialer: c.cfg.Dialer, MaxClients: p.MaxClients, Logger: c.log.With("role", "supernode"),
 	}
 	max := p.MaxClients
 	if max <= 0 {
 		max = 5000
 	}
-	var hitOverload bool
-	cfg.Overload = func(n int) bool {
+	var hitOverload atomic.Bool
+	params.Overload = func(n int) bool {
 		over := n >= max*9/10
 		if over {
-			hitOverload = true
+			hitOverload.Store(true)
 		}
 		return over
 	}
-	if p.Configure != nil {
-		p.Configure(&cfg)
-	}
-	sn, err := supernode.New(cfg)
+	sn, err := p.NewSupernode(params)
 	if err != nil {
 		ln.Close()
 		st.Reason = err.Error()
@@ -259,7 +286,7 @@ func (c *Client) runSupernode(ctx context.Context, st PromotionStatus, addr stri
 	if err != nil {
 		st.Reason = "supernode stopped: " + err.Error()
 	}
-	if hitOverload && ctx.Err() == nil {
+	if hitOverload.Load() && ctx.Err() == nil {
 		st.Reason = "demoted: overloaded"
 		overloaded = true
 	}

@@ -13,7 +13,8 @@ func quickPromotion(disabled bool) func(*client.Config) {
 	return func(c *client.Config) {
 		c.NATTimeout = 300 * time.Millisecond
 		c.Promote = client.PromoteConfig{Disabled: disabled, MinUptime: time.Millisecond, MinUploadBps: 1,
-			MinCPUs: 1, MinMemory: 1, CheckInterval: 100 * time.Millisecond, ListenAddr: "127.0.0.1:0"}
+			MinCPUs: 1, MinMemory: 1, CheckInterval: 100 * time.Millisecond, ListenAddr: "127.0.0.1:0",
+			NewSupernode: overlaytest.NewSupernode(nil)}
 	}
 }
 

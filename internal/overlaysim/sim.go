@@ -38,6 +38,7 @@ import (
 	"github.com/peerline/peerline/hostcache"
 	"github.com/peerline/peerline/internal/identity"
 	"github.com/peerline/peerline/internal/memnet"
+	"github.com/peerline/peerline/internal/overlaytest"
 	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/loginsrv"
 	"github.com/peerline/peerline/relay"
@@ -600,7 +601,7 @@ func (s *Sim) prepareUser(ctx context.Context, i int, now time.Time) (*User, err
 			u.cfg.RefreshInterval = keep
 			u.cfg.Promote = client.PromoteConfig{MinUptime: keep, CheckInterval: keep / 5,
 				Listen: host.Listen, ListenAddr: net.JoinHostPort(ip, "7100"), MaxClients: s.opts.MaxClients,
-				Configure: s.snConfig(host)}
+				NewSupernode: overlaytest.NewSupernode(s.snConfig(host))}
 		}
 	}
 	return u, nil
@@ -917,7 +918,7 @@ func (s *Sim) running() ([]*supernode.Supernode, func(id string) string) {
 	}
 	for _, u := range s.Users {
 		if cl := u.Client(); cl != nil {
-			if sn := cl.SupernodeRole(); sn != nil {
+			if sn, _ := cl.SupernodeRole().(*supernode.Supernode); sn != nil {
 				all = append(all, sn) // registered or not: it may hold records
 			}
 		}

@@ -31,7 +31,7 @@ func (s *Sim) RebootUsers(ctx context.Context) error {
 	for i, u := range s.Users {
 		// A promoted user's supernode ends with its client: keep its counts.
 		if cl := u.Client(); cl != nil {
-			if sn := cl.SupernodeRole(); sn != nil {
+			if sn, _ := cl.SupernodeRole().(*supernode.Supernode); sn != nil {
 				s.retired.mu.Lock()
 				if sn.Registered() {
 					s.retired.shed += sumCounters(sn.Metrics(), "shed", "busy", "not_ready")
@@ -145,7 +145,7 @@ func (s *Sim) Figures() map[string]float64 {
 	for _, u := range s.Users {
 		// Users promoted to supernode serve under the same limits.
 		if cl := u.Client(); cl != nil {
-			if sn := cl.SupernodeRole(); sn != nil {
+			if sn, _ := cl.SupernodeRole().(*supernode.Supernode); sn != nil {
 				if sn.Registered() {
 					count(sn)
 				}

@@ -409,6 +409,22 @@ func Leftover(limit time.Duration, funcs ...string) []string {
 	}
 }
 
+// NewSupernode is the supernode role a promoted client of the overlay runs (its
+// Config.Promote.NewSupernode): package supernode's, adjusted by configure if set.
+func NewSupernode(configure func(*supernode.Config)) func(client.SupernodeParams) (client.SupernodeRole, error) {
+	return func(p client.SupernodeParams) (client.SupernodeRole, error) {
+		cfg := supernode.Config{
+			Key: p.Key, Name: p.Name, Advertise: p.Advertise, LoginAddr: p.Login.Addr, LoginKey: p.Login.Key,
+			UserCredential: p.UserCredential, Dialer: p.Dialer, MaxClients: p.MaxClients, Logger: p.Logger,
+			Overload: p.Overload,
+		}
+		if configure != nil {
+			configure(&cfg)
+		}
+		return supernode.New(cfg)
+	}
+}
+
 // Site returns what puts a client on host of the overlay's in-process network (a host
 // on its internet, or behind a NAT): its dials, UDP sockets and ICE agents use host.
 // Pass it to StartClient.
