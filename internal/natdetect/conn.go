@@ -9,7 +9,7 @@ import (
 
 	"github.com/pion/stun/v3"
 
-	"github.com/peerline/peerline/internal/stunsrv"
+	"github.com/peerline/peerline/internal/rfc5780"
 )
 
 // connNetwork runs probes over real (or virtual) packet sockets.
@@ -57,7 +57,7 @@ func (n *connNetwork) exchange(ctx context.Context, probes []probe) ([]reply, er
 			setters = append(setters, p.change)
 		}
 		if p.kind == probeLifetime {
-			setters = append(setters, stunsrv.ResponsePort(p.responsePort))
+			setters = append(setters, rfc5780.ResponsePort(p.responsePort))
 		}
 		setters = append(setters, stun.Fingerprint)
 		m, err := stun.Build(setters...)

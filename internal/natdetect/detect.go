@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/peerline/peerline/internal/stunsrv"
+	"github.com/peerline/peerline/internal/rfc5780"
 )
 
 // probeKind says which socket sends a probe and what answer counts.
@@ -29,7 +29,7 @@ const (
 type probe struct {
 	kind         probeKind
 	dst          netip.AddrPort
-	change       stunsrv.ChangeRequest
+	change       rfc5780.ChangeRequest
 	responsePort uint16 // probeLifetime only
 }
 
@@ -124,8 +124,8 @@ func run(ctx context.Context, nw network, servers []netip.AddrPort, isLocal func
 
 	// Phase 2: filtering tests (and hairpinning) before anything is sent to A2.
 	ps = []probe{
-		{kind: probeBinding, dst: srv, change: stunsrv.ChangeRequest{ChangeIP: true, ChangePort: true}},
-		{kind: probeBinding, dst: srv, change: stunsrv.ChangeRequest{ChangePort: true}},
+		{kind: probeBinding, dst: srv, change: rfc5780.ChangeRequest{ChangeIP: true, ChangePort: true}},
+		{kind: probeBinding, dst: srv, change: rfc5780.ChangeRequest{ChangePort: true}},
 	}
 	if hairpin {
 		ps = append(ps, probe{kind: probeHairpin, dst: t1.mapped})

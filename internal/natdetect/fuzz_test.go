@@ -5,7 +5,7 @@ import (
 
 	"github.com/pion/stun/v3"
 
-	"github.com/peerline/peerline/internal/stunsrv"
+	"github.com/peerline/peerline/internal/rfc5780"
 )
 
 // FuzzParseDatagram feeds arbitrary bytes to the detector's response parser: no panics,
@@ -18,7 +18,7 @@ func FuzzParseDatagram(f *testing.F) {
 		&stun.MappedAddress{IP: []byte{203, 0, 113, 5}, Port: 4000}).Raw)
 	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingError, stun.CodeUnknownAttribute,
 		stun.UnknownAttributes{stun.AttrChangeRequest}).Raw)
-	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest, stunsrv.ChangeRequest{ChangeIP: true}, stun.Fingerprint).Raw)
+	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest, rfc5780.ChangeRequest{ChangeIP: true}, stun.Fingerprint).Raw)
 	f.Add([]byte("not a stun message at all"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		d, err := parseDatagram(b)

@@ -6,13 +6,15 @@ import (
 	"testing"
 
 	"github.com/pion/stun/v3"
+
+	"github.com/peerline/peerline/internal/rfc5780"
 )
 
 // FuzzHandle feeds arbitrary datagrams to the request path. It must never panic, must only
 // answer from a configured slot, to the request's IP, and every answer must decode as a
 // STUN message with a right FINGERPRINT and the request's transaction ID.
 func FuzzHandle(f *testing.F) {
-	for _, s := range []stun.Setter{nil, ChangeRequest{ChangeIP: true}, ResponsePort(9), stun.NewUsername("u")} {
+	for _, s := range []stun.Setter{nil, rfc5780.ChangeRequest{ChangeIP: true}, rfc5780.ResponsePort(9), stun.NewUsername("u")} {
 		setters := []stun.Setter{stun.TransactionID, stun.BindingRequest}
 		if s != nil {
 			setters = append(setters, s)

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 
 	"github.com/pion/stun/v3"
+
+	"github.com/peerline/peerline/internal/rfc5780"
 )
 
 // Attributes a request may carry that we understand or may safely ignore. Any other
@@ -54,7 +56,7 @@ func (s *Server) Handle(b []byte, src netip.AddrPort, in Slot) (resp []byte, out
 		return s.errorResponse(req, stun.CodeUnknownAttribute, unknown), in, dst, true
 	}
 	if req.Contains(stun.AttrChangeRequest) {
-		var cr ChangeRequest
+		var cr rfc5780.ChangeRequest
 		if err := cr.GetFrom(req); err != nil {
 			return s.errorResponse(req, stun.CodeBadRequest, nil), in, dst, true
 		}
@@ -66,7 +68,7 @@ func (s *Server) Handle(b []byte, src netip.AddrPort, in Slot) (resp []byte, out
 		}
 	}
 	if req.Contains(stun.AttrResponsePort) {
-		var rp ResponsePort
+		var rp rfc5780.ResponsePort
 		if err := rp.GetFrom(req); err != nil {
 			return s.errorResponse(req, stun.CodeBadRequest, nil), in, src, true
 		}

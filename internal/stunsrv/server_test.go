@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+
+	"github.com/peerline/peerline/internal/rfc5780"
 )
 
 // fakeConn is a PacketConn that only has an address; Handle tests need no I/O.
@@ -83,16 +85,16 @@ func TestHandleChangeRequest(t *testing.T) {
 	src := netip.MustParseAddrPort("203.0.113.7:40000")
 	cases := []struct {
 		in     Slot
-		change ChangeRequest
+		change rfc5780.ChangeRequest
 		out    Slot
 		other  string
 	}{
-		{SlotPrimary, ChangeRequest{}, SlotPrimary, "192.0.2.2:3479"},
-		{SlotPrimary, ChangeRequest{ChangePort: true}, SlotAltPort, "192.0.2.2:3479"},
-		{SlotPrimary, ChangeRequest{ChangeIP: true}, SlotAltIP, "192.0.2.2:3479"},
-		{SlotPrimary, ChangeRequest{ChangeIP: true, ChangePort: true}, SlotAltBoth, "192.0.2.2:3479"},
-		{SlotAltBoth, ChangeRequest{ChangeIP: true}, SlotAltPort, "192.0.2.1:3478"},
-		{SlotAltIP, ChangeRequest{}, SlotAltIP, "192.0.2.1:3479"},
+		{SlotPrimary, rfc5780.ChangeRequest{}, SlotPrimary, "192.0.2.2:3479"},
+		{SlotPrimary, rfc5780.ChangeRequest{ChangePort: true}, SlotAltPort, "192.0.2.2:3479"},
+		{SlotPrimary, rfc5780.ChangeRequest{ChangeIP: true}, SlotAltIP, "192.0.2.2:3479"},
+		{SlotPrimary, rfc5780.ChangeRequest{ChangeIP: true, ChangePort: true}, SlotAltBoth, "192.0.2.2:3479"},
+		{SlotAltBoth, rfc5780.ChangeRequest{ChangeIP: true}, SlotAltPort, "192.0.2.1:3478"},
+		{SlotAltIP, rfc5780.ChangeRequest{}, SlotAltIP, "192.0.2.1:3479"},
 	}
 	for _, c := range cases {
 		resp, out, dst, ok := s.Handle(request(t, c.change), src, c.in)
@@ -121,7 +123,7 @@ func TestHandlePlainServerRejectsChangeRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := netip.MustParseAddrPort("203.0.113.7:40000")
-	resp, out, _, ok := s.Handle(request(t, ChangeRequest{ChangeIP: true}), src, SlotPrimary)
+	resp, out, _, ok := s.Handle(request(t, rfc5780.ChangeRequest{ChangeIP: true}), src, SlotPrimary)
 	if !ok || out != SlotPrimary {
 		t.Fatalf("ok=%v out=%d", ok, out)
 	}
@@ -144,7 +146,7 @@ func TestHandlePlainServerRejectsChangeRequest(t *testing.T) {
 func TestHandleResponsePortAndErrors(t *testing.T) {
 	s := newRFC5780(t)
 	src := netip.MustParseAddrPort("203.0.113.7:40000")
-	_, _, dst, ok := s.Handle(request(t, ResponsePort(5555)), src, SlotPrimary)
+	_, _, dst, ok := s.Handle(request(t, rfc5780.ResponsePort(5555)), src, SlotPrimary)
 	if !ok || dst != netip.MustParseAddrPort("203.0.113.7:5555") {
 		t.Fatalf("RESPONSE-PORT: ok=%v dst=%s", ok, dst)
 	}
@@ -207,7 +209,7 @@ func TestServeLoopback(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := c.WriteTo(request(t, ChangeRequest{ChangeIP: true, ChangePort: true}), net.UDPAddrFromAddrPort(s.Addrs()[0])); err != nil {
+	if _, err := c.WriteTo(request(t, rfc5780.ChangeRequest{ChangeIP: true, ChangePort: true}), net.UDPAddrFromAddrPort(s.Addrs()[0])); err != nil {
 		t.Fatal(err)
 	}
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))

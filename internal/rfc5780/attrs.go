@@ -1,4 +1,7 @@
-package stunsrv
+// Package rfc5780 holds the STUN attributes of NAT behaviour discovery (RFC 5780) that
+// the server (internal/stunsrv) and the detector (internal/natdetect) both speak:
+// CHANGE-REQUEST and RESPONSE-PORT.
+package rfc5780
 
 import (
 	"encoding/binary"
@@ -27,10 +30,10 @@ type ChangeRequest struct {
 }
 
 // errBadChangeRequest means the attribute's value is not 4 bytes long.
-var errBadChangeRequest = errors.New("stunsrv: CHANGE-REQUEST value is not 4 bytes")
+var errBadChangeRequest = errors.New("rfc5780: CHANGE-REQUEST value is not 4 bytes")
 
 // errBadResponsePort means the attribute's value is not 4 bytes long or names port 0.
-var errBadResponsePort = errors.New("stunsrv: RESPONSE-PORT value is not 4 bytes or is port 0")
+var errBadResponsePort = errors.New("rfc5780: RESPONSE-PORT value is not 4 bytes or is port 0")
 
 // AddTo adds CHANGE-REQUEST to m.
 func (c ChangeRequest) AddTo(m *stun.Message) error {
