@@ -16,11 +16,11 @@ import (
 	"github.com/pion/logging"
 	"github.com/pion/stun/v2"
 	"github.com/pion/turn/v4"
-	"golang.org/x/crypto/curve25519"
 
 	"github.com/peerline/peerline/internal/callsig"
 	"github.com/peerline/peerline/internal/media"
 	"github.com/peerline/peerline/internal/proto"
+	"github.com/peerline/peerline/internal/x25519"
 )
 
 // The paths of a call, from best to worst. A call's media session sends on the best
@@ -171,7 +171,7 @@ func randomString(n int) string {
 func (c *Client) newLeg(ctx context.Context, callID string, controlling bool, peerNAT string, onLocal, urgent func(callsig.Msg)) (*leg, error) {
 	priv := make([]byte, 32)
 	rand.Read(priv)
-	pub, err := curve25519.X25519(priv, curve25519.Basepoint)
+	pub, err := x25519.X25519(priv, x25519.Basepoint)
 	if err != nil {
 		return nil, err
 	}

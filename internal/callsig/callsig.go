@@ -24,8 +24,9 @@ import (
 	"io"
 	"net/netip"
 
-	"golang.org/x/crypto/curve25519"
 	"golang.org/x/crypto/hkdf"
+
+	"github.com/peerline/peerline/internal/x25519"
 )
 
 // Types of message.
@@ -153,10 +154,10 @@ func (m *Msg) validate() error {
 	if _, err := hex.DecodeString(m.Call); err != nil {
 		return bad("call id %q", m.Call)
 	}
-	if (m.T == TInvite || m.T == TAccept) && len(m.Eph) != curve25519.PointSize {
-		return bad("%s needs a %d-byte key, got %d", m.T, curve25519.PointSize, len(m.Eph))
+	if (m.T == TInvite || m.T == TAccept) && len(m.Eph) != x25519.PointSize {
+		return bad("%s needs a %d-byte key, got %d", m.T, x25519.PointSize, len(m.Eph))
 	}
-	if len(m.Box) != 0 && (m.T != TInvite || len(m.Box) != curve25519.PointSize) {
+	if len(m.Box) != 0 && (m.T != TInvite || len(m.Box) != x25519.PointSize) {
 		return bad("box key of %d bytes in a %s", len(m.Box), m.T)
 	}
 	if m.T != TInvite && m.T != TAccept && len(m.Eph) != 0 {
@@ -224,7 +225,7 @@ func (m *Msg) validate() error {
 // ephemeral public keys, in caller-then-callee order so both sides derive the same key.
 func MediaKey(priv, peerPub []byte, callID string, callerCred, calleeCred, callerEph, calleeEph []byte) ([32]byte, error) {
 	var key [32]byte
-	secret, err := curve25519.X25519(priv, peerPub)
+	secret, err := x25519.X25519(priv, peerPub)
 	if err != nil {
 		return key, fmt.Errorf("callsig: key agreement: %w", err)
 	}

@@ -8,9 +8,8 @@ import (
 	"os"
 	"strings"
 
-	"golang.org/x/crypto/curve25519"
-
 	"github.com/peerline/peerline/internal/atomicfile"
+	"github.com/peerline/peerline/internal/x25519"
 )
 
 // BoxKey is a user's X25519 key pair for receiving messages. Public is what the user
@@ -35,7 +34,7 @@ func NewBoxKey() (BoxKey, error) {
 }
 
 func boxKeyFromPrivate(priv [32]byte) (BoxKey, error) {
-	pub, err := curve25519.X25519(priv[:], curve25519.Basepoint)
+	pub, err := x25519.X25519(priv[:], x25519.Basepoint)
 	if err != nil {
 		return BoxKey{}, err
 	}

@@ -76,10 +76,10 @@ import (
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
-	"golang.org/x/crypto/curve25519"
 	"golang.org/x/crypto/hkdf"
 
 	"github.com/peerline/peerline/internal/identity"
+	"github.com/peerline/peerline/internal/x25519"
 )
 
 // Version is the envelope version this package writes and reads.
@@ -98,7 +98,7 @@ const (
 	sigContext = "peerline e2ee v1 message\x00"
 
 	nonceLen  = chacha20poly1305.NonceSizeX
-	headerLen = 1 + curve25519.PointSize + nonceLen
+	headerLen = 1 + x25519.PointSize + nonceLen
 	tagLen    = chacha20poly1305.Overhead
 	padBlock  = 256
 
@@ -117,7 +117,7 @@ const (
 	maxEnvelopeLen = headerLen + (maxContentLen+padBlock-1)/padBlock*padBlock + tagLen
 
 	// sigPrefixLen is the length of what the signature covers before the content.
-	sigPrefixLen = len(sigContext) + curve25519.PointSize
+	sigPrefixLen = len(sigContext) + x25519.PointSize
 )
 
 // The longest envelope Seal can produce must fit the limit Open enforces.
@@ -216,11 +216,11 @@ func padded(n int) int { return (n + padBlock - 1) / padBlock * padBlock }
 
 // seal encrypts content for recipientBox under a fresh ephemeral key and nonce.
 func seal(content []byte, recipientBox *[32]byte) ([]byte, error) {
-	var eph [curve25519.ScalarSize]byte
+	var eph [x25519.ScalarSize]byte
 	if _, err := rand.Read(eph[:]); err != nil {
 		return nil, err
 	}
-	ephPub, err := curve25519.X25519(eph[:], curve25519.Basepoint)
+	ephPub, err := x25519.X25519(eph[:], x25519.Basepoint)
 	if err != nil {
 		return nil, err
 	}
@@ -231,7 +231,7 @@ func seal(content []byte, recipientBox *[32]byte) ([]byte, error) {
 	env := make([]byte, headerLen, headerLen+len(content)+tagLen)
 	env[0] = Version
 	copy(env[1:], ephPub)
-	nonce := env[1+curve25519.PointSize : headerLen]
+	nonce := env[1+x25519.PointSize : headerLen]
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, err
 	}
@@ -242,13 +242,13 @@ func seal(content []byte, recipientBox *[32]byte) ([]byte, error) {
 	return aead.Seal(env, nonce, content, env[:headerLen]), nil
 }
 
-var zeroPoint [curve25519.PointSize]byte
+var zeroPoint [x25519.PointSize]byte
 
-// sharedSecret is X25519 that refuses low-order points. curve25519.X25519 already fails
+// sharedSecret is X25519 that refuses low-order points. x25519.X25519 already fails
 // when the result is all zero; the check is repeated because the whole construction's
 // secrecy rests on it.
 func sharedSecret(scalar, point []byte) ([]byte, error) {
-	s, err := curve25519.X25519(scalar, point)
+	s, err := x25519.X25519(scalar, point)
 	if err != nil {
 		return nil, err
 	}
@@ -260,7 +260,7 @@ func sharedSecret(scalar, point []byte) ([]byte, error) {
 
 // newAEAD derives the message key.
 func newAEAD(secret, ephPub []byte, recipientBox *[32]byte) (cipher.AEAD, error) {
-	info := make([]byte, 0, len(kdfContext)+2*curve25519.PointSize)
+	info := make([]byte, 0, len(kdfContext)+2*x25519.PointSize)
 	info = append(info, kdfContext...)
 	info = append(info, ephPub...)
 	info = append(info, recipientBox[:]...)
@@ -296,8 +296,8 @@ func decrypt(env []byte, box *BoxKey) ([]byte, error) {
 	case env[0] != Version:
 		return nil, fmt.Errorf("%w: version %d, want %d; update Peerline", ErrMalformed, env[0], Version)
 	}
-	ephPub := env[1 : 1+curve25519.PointSize]
-	nonce := env[1+curve25519.PointSize : headerLen]
+	ephPub := env[1 : 1+x25519.PointSize]
+	nonce := env[1+x25519.PointSize : headerLen]
 	secret, err := sharedSecret(box.Private[:], ephPub)
 	if err != nil {
 		return nil, fmt.Errorf("%w: ephemeral key: %w", ErrMalformed, err)
