@@ -29,6 +29,7 @@ import (
 	"github.com/peerline/peerline/internal/atomicfile"
 	"github.com/peerline/peerline/internal/backoff"
 	"github.com/peerline/peerline/internal/ctl"
+	"github.com/peerline/peerline/internal/datadir"
 	"github.com/peerline/peerline/internal/e2ee"
 	"github.com/peerline/peerline/internal/identity"
 	"github.com/peerline/peerline/internal/metrics"
@@ -37,23 +38,16 @@ import (
 	"github.com/peerline/peerline/internal/secure"
 )
 
-// Files kept in the data directory.
+// Files kept in the data directory (internal/datadir names them for every role).
 const (
-	KeyFile        = "key"
-	CredentialFile = "credential"
-	HostCacheFile  = "hostcache.json"
-	BuddiesFile    = "buddies.json" // the last buddy list, used while the login server is unreachable
-	BoxKeyFile     = "boxkey"
-	// SeqFile holds the sequence number of the last record signed, so that a client
-	// that restarts signs above it: at the same instant, or on a clock that went back,
-	// holders would otherwise keep its last record and refuse the new one as stale.
-	SeqFile = "seq"
-	// NATFile holds the RFC 3489 NAT type of the last detection. A restarted client's
-	// first record carries it; detection runs again and republishes only if the type
-	// changed, so that a mass restart on unchanged networks costs each client one
-	// publication, not two (see detectNAT).
-	NATFile    = "nat"
-	SocketFile = "peerline.sock"
+	KeyFile        = datadir.KeyFile
+	CredentialFile = datadir.CredentialFile
+	HostCacheFile  = datadir.HostCacheFile
+	BuddiesFile    = datadir.BuddiesFile
+	BoxKeyFile     = datadir.BoxKeyFile
+	SeqFile        = datadir.SeqFile
+	NATFile        = datadir.NATFile
+	SocketFile     = datadir.SocketFile
 )
 
 // Config configures a Client. DataDir and Login are required.

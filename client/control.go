@@ -100,7 +100,7 @@ func (c *Client) Status() Status {
 
 // Control commands understood on the control socket.
 const (
-	CmdStatus       = "status"
+	CmdStatus       = ctl.CmdStatus
 	CmdBuddyAdd     = "buddy.add"
 	CmdBuddyRemove  = "buddy.remove"
 	CmdBuddyBlock   = "buddy.block"

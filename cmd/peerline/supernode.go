@@ -15,9 +15,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/peerline/peerline/client"
 	"github.com/peerline/peerline/internal/atomicfile"
 	"github.com/peerline/peerline/internal/ctl"
+	"github.com/peerline/peerline/internal/datadir"
 	"github.com/peerline/peerline/internal/identity"
 	"github.com/peerline/peerline/internal/metrics"
 	"github.com/peerline/peerline/internal/proto"
@@ -78,7 +78,7 @@ func runSupernode(c *cli.Context) error {
 	if err := atomicfile.WriteFile(filepath.Join(dir, supernodeMarker), []byte("supernode\n"), 0o600); err != nil {
 		return err
 	}
-	key, err := identity.LoadOrCreateKey(filepath.Join(dir, client.KeyFile))
+	key, err := identity.LoadOrCreateKey(filepath.Join(dir, datadir.KeyFile))
 	if err != nil {
 		return err
 	}
@@ -141,7 +141,7 @@ func runSupernode(c *cli.Context) error {
 		closeSockets()
 		return err
 	}
-	ctlLn, err := ctl.Listen(filepath.Join(dir, client.SocketFile))
+	ctlLn, err := ctl.Listen(filepath.Join(dir, datadir.SocketFile))
 	if err != nil {
 		closeSockets()
 		return err
@@ -157,10 +157,10 @@ func runSupernode(c *cli.Context) error {
 		log.Info("serving profiles", "addr", "http://"+bound+"/debug/pprof/")
 	}
 	go ctl.Serve(c.Context, ctlLn, func(ctx context.Context, r ctl.Request) (any, error) {
-		if r.Cmd == client.CmdStatus {
+		if r.Cmd == ctl.CmdStatus {
 			return sn.Status(), nil
 		}
-		return nil, proto.ErrBadRequest.With("a supernode answers only %q", client.CmdStatus)
+		return nil, proto.ErrBadRequest.With("a supernode answers only %q", ctl.CmdStatus)
 	}, m)
 	log.Info("supernode listening", "addr", ln.Addr().String(), "advertise", adv, "id", sn.ID())
 	return sn.Run(c.Context, ln)

@@ -29,6 +29,10 @@ import (
 // MaxLine bounds a request or response line.
 const MaxLine = 1 << 20
 
+// CmdStatus is the request every node's control socket answers, a supernode's too: the
+// node's status as a JSON object.
+const CmdStatus = "status"
+
 // Request asks the client to do Cmd.
 type Request struct {
 	Cmd  string   `json:"cmd"`
