@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/e2e/overlaytest"
 	"github.com/peerline/peerline/internal/ctl"
-	"github.com/peerline/peerline/internal/overlaytest"
 	"github.com/peerline/peerline/internal/proto"
 )
 

@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/e2e/overlaytest"
 	"github.com/peerline/peerline/internal/callsig"
 	"github.com/peerline/peerline/internal/media"
 	"github.com/peerline/peerline/internal/memnet"
-	"github.com/peerline/peerline/internal/overlaytest"
 )
 
 // matrixKinds are the NAT kinds of the NAT lab's call matrix (e2e's callKinds), as

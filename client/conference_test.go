@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/e2e/overlaytest"
 	"github.com/peerline/peerline/internal/media"
-	"github.com/peerline/peerline/internal/overlaytest"
 )
 
 // tonePower is the power of the frequency f (Hz) in pcm (8 kHz), by the Goertzel

@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/e2e/overlaytest"
 	"github.com/peerline/peerline/internal/media"
 	"github.com/peerline/peerline/internal/memnet"
-	"github.com/peerline/peerline/internal/overlaytest"
 )
 
 // TestRunLeavesNoGoroutine: clients that attached, placed and answered a relayed call

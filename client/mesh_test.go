@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/e2e/overlaytest"
 	"github.com/peerline/peerline/internal/index"
-	"github.com/peerline/peerline/internal/overlaytest"
 )
 
 // TestPresenceAcrossTheMesh: with the mesh (the default), between supernodes with no connection

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/client"
-	"github.com/peerline/peerline/internal/overlaytest"
+	"github.com/peerline/peerline/e2e/overlaytest"
 )
 
 // TestMessageAfterRecipientMoved: a supernode that cached bob's record, naming the

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/client"
-	"github.com/peerline/peerline/internal/overlaytest"
+	"github.com/peerline/peerline/e2e/overlaytest"
 )
 
 func quickPromotion(disabled bool) func(*client.Config) {

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/client"
-	"github.com/peerline/peerline/internal/overlaytest"
+	"github.com/peerline/peerline/e2e/overlaytest"
 )
 
 // TestLastErrorAgesOut: the error status shows is dropped once an attachment succeeds

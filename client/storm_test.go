@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/e2e/overlaytest"
 	"github.com/peerline/peerline/hostcache"
 	"github.com/peerline/peerline/internal/media"
-	"github.com/peerline/peerline/internal/overlaytest"
 	"github.com/peerline/peerline/loginsrv"
 	"github.com/peerline/peerline/supernode"
 )

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/client"
-	"github.com/peerline/peerline/internal/overlaytest"
+	"github.com/peerline/peerline/e2e/overlaytest"
 	"github.com/peerline/peerline/loginsrv"
 )
 

@@ -9,7 +9,7 @@ import (
 
 	"github.com/pion/turn/v4"
 
-	"github.com/peerline/peerline/internal/overlaytest"
+	"github.com/peerline/peerline/e2e/overlaytest"
 	"github.com/peerline/peerline/relay"
 )
 

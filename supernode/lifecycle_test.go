@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/peerline/peerline/internal/overlaytest"
+	"github.com/peerline/peerline/e2e/overlaytest"
 )
 
 // TestRunLeavesNoGoroutine: a supernode that served STUN, a relay, peers and an attached

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/e2e/overlaytest"
 	"github.com/peerline/peerline/internal/identity"
 	"github.com/peerline/peerline/internal/index"
-	"github.com/peerline/peerline/internal/overlaytest"
 	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/internal/rpc"
 	"github.com/peerline/peerline/internal/secure"

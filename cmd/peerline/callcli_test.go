@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/client"
-	"github.com/peerline/peerline/internal/overlaytest"
+	"github.com/peerline/peerline/e2e/overlaytest"
 )
 
 // The wording of call control and search as 'peerline' prints it, against clients

@@ -8,7 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/peerline/peerline/internal/demo"
+	"github.com/peerline/peerline/cmd/peerline/demo"
 )
 
 func demoCommand() *cli.Command {

@@ -64,7 +64,7 @@ func TestNoFatalOffTestGoroutine(t *testing.T) {
 	for _, p := range pkgs {
 		p.findFatal(pkgs)
 	}
-	if !pkgs[modulePath+"/internal/overlaytest"].fatal["Eventually"] {
+	if !pkgs[modulePath+"/e2e/overlaytest"].fatal["Eventually"] {
 		t.Fatal("the check does not see that Eventually fails the test")
 	}
 	var bad []string
@@ -118,7 +118,7 @@ func isTest(x ast.Expr) bool {
 }
 
 // helperPkgs are the non-test packages whose functions may fail a test.
-var helperPkgs = map[string]bool{modulePath + "/internal/overlaytest": true, modulePath + "/e2e/netlab": true}
+var helperPkgs = map[string]bool{modulePath + "/e2e/overlaytest": true, modulePath + "/e2e/netlab": true}
 
 // imports maps a file's package names to import paths.
 func imports(f *ast.File) map[string]string {

@@ -35,10 +35,10 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/e2e/overlaytest"
 	"github.com/peerline/peerline/hostcache"
 	"github.com/peerline/peerline/internal/identity"
 	"github.com/peerline/peerline/internal/memnet"
-	"github.com/peerline/peerline/internal/overlaytest"
 	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/loginsrv"
 	"github.com/peerline/peerline/relay"

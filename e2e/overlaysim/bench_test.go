@@ -13,7 +13,7 @@ import (
 // its lookup cache off so every iteration crosses the overlay. PEERLINE_SIM overrides the
 // default population of 1000 supernodes and 2000 users.
 //
-//	go test ./internal/overlaysim -run '^$' -bench Search1000 -benchtime 2000x
+//	go test ./e2e/overlaysim -run '^$' -bench Search1000 -benchtime 2000x
 func BenchmarkSearch1000(b *testing.B) {
 	sns, users := benchScale(b, 1000, 2000)
 	keep, hb := pace(sns, users)
@@ -38,7 +38,7 @@ func BenchmarkSearch1000(b *testing.B) {
 // period, then looks users up from random surviving supernodes, and reports the mean and
 // 99th percentile of the hops (other supernodes contacted) and the share found.
 //
-//	PEERLINE_SIM=1000,10000 go test ./internal/overlaysim -run '^$' -bench UnderChurn -benchtime 10000x -timeout 30m
+//	PEERLINE_SIM=1000,10000 go test ./e2e/overlaysim -run '^$' -bench UnderChurn -benchtime 10000x -timeout 30m
 func BenchmarkLookupUnderChurn(b *testing.B) {
 	sns, users := benchScale(b, 1000, 2000)
 	keep, hb := pace(sns, users)

@@ -22,7 +22,7 @@ import (
 // runs them at full scale, and PEERLINE_STORM_OUT=DIR keeps each one's figures
 // (NAME.tsv), plot (NAME.png) and summary (NAME.txt) there:
 //
-//	PEERLINE_SIM=1000,100000 PEERLINE_STORM_OUT=storm go test ./internal/overlaysim \
+//	PEERLINE_SIM=1000,100000 PEERLINE_STORM_OUT=storm go test ./e2e/overlaysim \
 //	    -run 'TestStorms$' -v -timeout 60m
 func stormScale() (sns, users int) {
 	if v := getenvScale(); v != nil {
