@@ -328,7 +328,7 @@ func (s *Sim) startSupernode(i int) error {
 		if cfg.STUN[0] != nil {
 			cfg.STUN[0].Close()
 		}
-		if cfg.STUN, err = callSTUN(host, s.Net.Host(fmt.Sprintf("%s%d", callSNNet, 101+i))); err != nil {
+		if cfg.STUN, err = overlaytest.NetSTUN(host, s.Net.Host(fmt.Sprintf("%s%d", callSNNet, 101+i))); err != nil {
 			ln.Close()
 			return err
 		}
@@ -357,26 +357,6 @@ func (s *Sim) startSupernode(i int) error {
 		h.ran.Store(true)
 	}()
 	return nil
-}
-
-// callSTUN opens the four sockets of an RFC 5780 STUN service on two hosts, which have
-// one address each.
-func callSTUN(primary, alt *memnet.Host) ([4]net.PacketConn, error) {
-	var conns [4]net.PacketConn
-	for i, a := range []struct {
-		h    *memnet.Host
-		port string
-	}{{primary, ":3479"}, {primary, ":3480"}, {alt, ":3479"}, {alt, ":3480"}} {
-		pc, err := a.h.ListenPacket("udp4", a.port)
-		if err != nil {
-			for _, c := range conns[:i] {
-				c.Close()
-			}
-			return conns, err
-		}
-		conns[i] = pc
-	}
-	return conns, nil
 }
 
 // snConfig returns what sets the config of a supernode on host, promoted ones included:

@@ -219,7 +219,9 @@ func (o *Overlay) AddSupernode(keepAlive time.Duration) *SN {
 	var stun [4]net.PacketConn
 	switch {
 	case o.stun && host != nil:
-		stun = o.netSTUN(host, o.net.Host(fmt.Sprintf("%s%d", netSNBase, 100+i)))
+		if stun, err = NetSTUN(host, o.net.Host(fmt.Sprintf("%s%d", netSNBase, 100+i))); err != nil {
+			o.t.Fatal(err)
+		}
 	case o.stun:
 		stun = LoopbackSTUN(o.t)
 	}
@@ -434,10 +436,9 @@ func Site(host *memnet.Host) func(*client.Config) {
 	}
 }
 
-// netSTUN opens the four sockets of an RFC 5780 STUN service on two hosts of the
-// in-process network, which have one address each.
-func (o *Overlay) netSTUN(primary, alt *memnet.Host) [4]net.PacketConn {
-	o.t.Helper()
+// NetSTUN opens the four sockets of an RFC 5780 STUN service on two hosts of an
+// in-process network, which have one address each: ports 3479 and 3480 on each.
+func NetSTUN(primary, alt *memnet.Host) ([4]net.PacketConn, error) {
 	var conns [4]net.PacketConn
 	for i, a := range []struct {
 		h    *memnet.Host
@@ -445,11 +446,14 @@ func (o *Overlay) netSTUN(primary, alt *memnet.Host) [4]net.PacketConn {
 	}{{primary, ":3479"}, {primary, ":3480"}, {alt, ":3479"}, {alt, ":3480"}} {
 		pc, err := a.h.ListenPacket("udp4", a.port)
 		if err != nil {
-			o.t.Fatal(err)
+			for _, c := range conns[:i] {
+				c.Close()
+			}
+			return conns, err
 		}
 		conns[i] = pc
 	}
-	return conns
+	return conns, nil
 }
 
 // LoopbackSTUN opens the four sockets of an RFC 5780 STUN service on 127.0.0.1 and
