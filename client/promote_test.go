@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/cmd/peerline/compose"
 	"github.com/peerline/peerline/e2e/overlaytest"
 )
 
@@ -14,7 +15,7 @@ func quickPromotion(disabled bool) func(*client.Config) {
 		c.NATTimeout = 300 * time.Millisecond
 		c.Promote = client.PromoteConfig{Disabled: disabled, MinUptime: time.Millisecond, MinUploadBps: 1,
 			MinCPUs: 1, MinMemory: 1, CheckInterval: 100 * time.Millisecond, ListenAddr: "127.0.0.1:0",
-			NewSupernode: overlaytest.NewSupernode(nil)}
+			NewSupernode: compose.Supernode(nil)}
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sort"
 	"sync"
 	"time"
@@ -36,7 +37,6 @@ import (
 	"github.com/peerline/peerline/internal/serve"
 	"github.com/peerline/peerline/internal/stunsrv"
 	"github.com/peerline/peerline/internal/version"
-	"github.com/peerline/peerline/relay"
 )
 
 // Config configures a Supernode. Key, Advertise, LoginAddr and LoginKey are required.
@@ -108,10 +108,14 @@ type Config struct {
 	// (same IP other port, other IP same port, other IP other port) or none. Zero = no
 	// STUN service. The supernode owns and closes them.
 	STUN [4]net.PacketConn
-	// Relay runs a TURN relay beside the supernode (package relay), keyed with the secret
-	// the login server hands this supernode at admission; its Secret field is ignored.
-	// nil, or a login server that hands out no secret, = no relay.
-	Relay   *relay.Config
+	// NewRelay starts a TURN relay beside the supernode, keyed with the secret the login
+	// server hands this supernode at admission. The program that composes the roles
+	// provides it (cmd/peerline/compose.Relay builds package relay's), so that this
+	// package knows the relay only by the interface it declares. nil, or a login server
+	// that hands out no secret, = no relay.
+	NewRelay func(RelayParams) (Relay, error)
+	// RelayIP is the IP clients reach the relay at; the zero value = Advertise's.
+	RelayIP netip.Addr
 	Logger  *slog.Logger     // nil = slog.Default()
 	Metrics *metrics.Set     // nil = a fresh set
 	Now     func() time.Time // nil = time.Now
@@ -139,7 +143,7 @@ type Supernode struct {
 	credExp    time.Time
 	registered bool
 	clients    map[string]*client // by user name
-	relay      *relay.Server      // the TURN relay, once started
+	relay      Relay              // the TURN relay, once started
 	turnAddr   string             // its address as clients reach it
 	overSince  time.Time          // when the current overload began; zero = not overloaded
 }
@@ -244,31 +248,33 @@ func New(cfg Config) (*Supernode, error) {
 	return sn, nil
 }
 
+// Relay is the TURN relay a supernode runs beside itself.
+type Relay interface {
+	Addr() netip.AddrPort // the address it listens on, over UDP and TCP
+	Close() error
+}
+
+// RelayParams is what a supernode gives the relay it starts.
+type RelayParams struct {
+	Secret  []byte       // the login server's, for this supernode: the relay's credentials
+	Logger  *slog.Logger // the supernode's, for the relay
+	Metrics *metrics.Set // the supernode's: the relay counts into it
+}
+
 // startRelay starts the TURN relay with the secret from the login server, once.
 func (sn *Supernode) startRelay(secret []byte) error {
 	sn.mu.Lock()
 	defer sn.mu.Unlock()
-	if sn.relay != nil || sn.cfg.Relay == nil || sn.runCtx.Err() != nil {
+	if sn.relay != nil || sn.cfg.NewRelay == nil || sn.runCtx.Err() != nil {
 		return nil
 	}
-	cfg := *sn.cfg.Relay
-	cfg.Secret = secret
-	if cfg.Logger == nil {
-		cfg.Logger = sn.log.With("role", "relay")
-	}
-	if cfg.Metrics == nil {
-		cfg.Metrics = sn.m
-	}
-	srv, err := relay.New(cfg)
+	srv, err := sn.cfg.NewRelay(RelayParams{Secret: secret, Logger: sn.log.With("role", "relay"), Metrics: sn.m})
 	if err != nil {
 		return err
 	}
-	if err := srv.Start(); err != nil {
-		return err
-	}
 	host, _, _ := net.SplitHostPort(sn.cfg.Advertise)
-	if cfg.PublicIP.IsValid() {
-		host = cfg.PublicIP.String()
+	if sn.cfg.RelayIP.IsValid() {
+		host = sn.cfg.RelayIP.String()
 	}
 	sn.relay, sn.turnAddr = srv, net.JoinHostPort(host, fmt.Sprint(srv.Addr().Port()))
 	sn.log.Info("TURN relay up", "addr", sn.turnAddr)
@@ -283,7 +289,7 @@ func (sn *Supernode) TURNAddr() string {
 }
 
 // Relay is the supernode's TURN relay, nil when there is none.
-func (sn *Supernode) Relay() *relay.Server {
+func (sn *Supernode) Relay() Relay {
 	sn.mu.Lock()
 	defer sn.mu.Unlock()
 	return sn.relay

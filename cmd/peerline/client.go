@@ -14,19 +14,9 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/cmd/peerline/compose"
 	"github.com/peerline/peerline/internal/secure"
-	"github.com/peerline/peerline/supernode"
 )
-
-// supernodeRole is the supernode role a promoted client runs: the binary composes the
-// two roles, which know each other only through the client's interface.
-func supernodeRole(p client.SupernodeParams) (client.SupernodeRole, error) {
-	return supernode.New(supernode.Config{
-		Key: p.Key, Name: p.Name, Advertise: p.Advertise, LoginAddr: p.Login.Addr, LoginKey: p.Login.Key,
-		UserCredential: p.UserCredential, Dialer: p.Dialer, MaxClients: p.MaxClients, Logger: p.Logger,
-		Overload: p.Overload,
-	})
-}
 
 func clientCommand() *cli.Command {
 	return &cli.Command{
@@ -161,7 +151,7 @@ func runClient(c *cli.Context) error {
 			Disabled: c.Bool("no-supernode"), MinUptime: c.Duration("promote-uptime"),
 			MinUploadBps: c.Float64("promote-min-upload"), MinCPUs: c.Int("promote-min-cpus"),
 			MinMemory: c.Uint64("promote-min-memory"), CheckInterval: c.Duration("promote-check"),
-			ListenAddr: c.String("sn-listen"), NewSupernode: supernodeRole,
+			ListenAddr: c.String("sn-listen"), NewSupernode: compose.Supernode(nil),
 		},
 		KeepAlive: c.Duration("keepalive"),
 		Call: client.CallConfig{

@@ -15,6 +15,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/peerline/peerline/cmd/peerline/compose"
 	"github.com/peerline/peerline/internal/atomicfile"
 	"github.com/peerline/peerline/internal/ctl"
 	"github.com/peerline/peerline/internal/datadir"
@@ -120,16 +121,18 @@ func runSupernode(c *cli.Context) error {
 		}
 	}
 	m := &metrics.Set{}
-	var rc *relay.Config
+	var newRelay func(supernode.RelayParams) (supernode.Relay, error)
+	var relayIP netip.Addr
 	if !c.Bool("no-turn") {
-		rc, err = relayConfig(c, adv)
+		rc, err := relayConfig(c, adv)
 		if err != nil {
 			closeSockets()
 			return err
 		}
+		newRelay, relayIP = compose.Relay(*rc), rc.PublicIP
 	}
 	sn, err := supernode.New(supernode.Config{
-		STUN: stun, Relay: rc,
+		STUN: stun, NewRelay: newRelay, RelayIP: relayIP,
 		Key: key, Name: c.String("name"), Advertise: adv,
 		LoginAddr: ls.Addr, LoginKey: ls.Key, AdmitSecret: secret,
 		KeepAlive: c.Duration("keepalive"), Logger: log, Metrics: m,

@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/cmd/peerline/compose"
 	"github.com/peerline/peerline/e2e/overlaytest"
 	"github.com/peerline/peerline/hostcache"
 	"github.com/peerline/peerline/internal/identity"
@@ -334,7 +335,7 @@ func (s *Sim) startSupernode(i int) error {
 		}
 		// The simulated internet is in documentation ranges, which a relay refuses as
 		// peers unless told otherwise.
-		cfg.Relay = &relay.Config{Listen: ip + ":3478", AllowPrivatePeers: true, Net: host.TransportV4()}
+		cfg.NewRelay = compose.Relay(relay.Config{Listen: ip + ":3478", AllowPrivatePeers: true, Net: host.TransportV4()})
 	}
 	sn, err := supernode.New(cfg)
 	if err != nil {
@@ -581,7 +582,7 @@ func (s *Sim) prepareUser(ctx context.Context, i int, now time.Time) (*User, err
 			u.cfg.RefreshInterval = keep
 			u.cfg.Promote = client.PromoteConfig{MinUptime: keep, CheckInterval: keep / 5,
 				Listen: host.Listen, ListenAddr: net.JoinHostPort(ip, "7100"), MaxClients: s.opts.MaxClients,
-				NewSupernode: overlaytest.NewSupernode(s.snConfig(host))}
+				NewSupernode: compose.Supernode(s.snConfig(host))}
 		}
 	}
 	return u, nil

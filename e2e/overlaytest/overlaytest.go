@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/cmd/peerline/compose"
 	"github.com/peerline/peerline/internal/memnet"
 	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/internal/secure"
@@ -237,10 +238,10 @@ func (o *Overlay) AddSupernode(keepAlive time.Duration) *SN {
 	case o.relay && host != nil:
 		// The simulated internet is in documentation ranges, which a relay refuses as
 		// peers unless told otherwise.
-		cfg.Relay = &relay.Config{Listen: host.IP().String() + ":3478", AllowPrivatePeers: true, MaxAllocsPerUser: 8,
-			Net: host.TransportV4()}
+		cfg.NewRelay = compose.Relay(relay.Config{Listen: host.IP().String() + ":3478", AllowPrivatePeers: true, MaxAllocsPerUser: 8,
+			Net: host.TransportV4()})
 	case o.relay:
-		cfg.Relay = &relay.Config{Listen: "127.0.0.1:0", AllowPrivatePeers: true, Listeners: 1, MaxAllocsPerUser: 8}
+		cfg.NewRelay = compose.Relay(relay.Config{Listen: "127.0.0.1:0", AllowPrivatePeers: true, Listeners: 1, MaxAllocsPerUser: 8})
 	}
 	if fwd := o.forward; fwd != nil {
 		cfg.TestHookForward = func(d *proto.Deliver) { fwd(name, d) }
@@ -408,22 +409,6 @@ func Leftover(limit time.Duration, funcs ...string) []string {
 			return left
 		}
 		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// NewSupernode is the supernode role a promoted client of the overlay runs (its
-// Config.Promote.NewSupernode): package supernode's, adjusted by configure if set.
-func NewSupernode(configure func(*supernode.Config)) func(client.SupernodeParams) (client.SupernodeRole, error) {
-	return func(p client.SupernodeParams) (client.SupernodeRole, error) {
-		cfg := supernode.Config{
-			Key: p.Key, Name: p.Name, Advertise: p.Advertise, LoginAddr: p.Login.Addr, LoginKey: p.Login.Key,
-			UserCredential: p.UserCredential, Dialer: p.Dialer, MaxClients: p.MaxClients, Logger: p.Logger,
-			Overload: p.Overload,
-		}
-		if configure != nil {
-			configure(&cfg)
-		}
-		return supernode.New(cfg)
 	}
 }
 

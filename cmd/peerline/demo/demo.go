@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/cmd/peerline/compose"
 	"github.com/peerline/peerline/internal/ctl"
 	"github.com/peerline/peerline/internal/identity"
 	"github.com/peerline/peerline/internal/media"
@@ -176,7 +177,7 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 			LoginAddr: res.LoginAddr, LoginKey: ls.PublicKey(), AdmitSecret: secret,
 			KeepAlive: 2 * time.Second, Logger: r.log.With("role", "supernode"),
 			// A TURN relay on loopback: it must be allowed to relay to loopback peers.
-			Relay: &relay.Config{Listen: "127.0.0.1:0", AllowPrivatePeers: true, Listeners: 1, MaxAllocsPerUser: 8},
+			NewRelay: compose.Relay(relay.Config{Listen: "127.0.0.1:0", AllowPrivatePeers: true, Listeners: 1, MaxAllocsPerUser: 8}),
 		})
 		if err != nil {
 			ln.Close()
