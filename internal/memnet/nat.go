@@ -153,12 +153,6 @@ func (t *NAT) Host(ip string) *Host { return t.inside.host(ip) }
 // of this NAT's realm.
 func (t *NAT) NAT(public string, cfg NATConfig) *NAT { return t.inside.newNAT(public, cfg) }
 
-// PublicIP returns the NAT's address in the realm outside it.
-func (t *NAT) PublicIP() netip.Addr { return t.face.ip }
-
-// Config returns the NAT's behaviour.
-func (t *NAT) Config() NATConfig { return t.cfg }
-
 // Mappings returns how many UDP mappings are alive.
 func (t *NAT) Mappings() int {
 	now := time.Now()
