@@ -14,9 +14,10 @@ import (
 // TestPresenceAcrossTheMesh: with the mesh (the default), between supernodes with no connection
 // open, a watch, the presence pushed back, a publication and the departure of a
 // crashed client cross the mesh through a contact (index.Ring.Via). With 24
-// supernodes in 8 groups, alice's and bob's supernodes are chosen in groups that hold
-// none of alice's holders, and bob's name so that his holders are none of hers: every
-// message about alice between them and her holders takes two hops. bob sees alice
+// supernodes in 8 groups, alice's name and her and bob's supernodes are chosen so that
+// theirs are in groups that hold none of alice's holders, and hers has none of them for
+// a contact, and bob's name so that his holders are none of hers: alice's publications
+// take two hops. bob sees alice
 // online, and offline within a second of her crash, where without the departure her
 // record would stay online for two keep-alive periods (10 s).
 func TestPresenceAcrossTheMesh(t *testing.T) {
@@ -43,25 +44,50 @@ func TestPresenceAcrossTheMesh(t *testing.T) {
 		}
 		return out
 	}
-	aliceHolders := holders("alice")
-	apart := func(id string) bool { // in no group of alice's holders
-		for h := range aliceHolders {
-			if ring.SameGroup(id, h) {
-				return false
+	// alice's supernode must also have none of her holders for a contact: it keeps a
+	// connection open to each contact, and a publication takes an open connection to a
+	// holder when there is one, so it would reach that holder in one hop. Names are
+	// tried until one has such a supernode and another outside her holders' groups.
+	var (
+		alice          string
+		aliceHolders   map[string]bool
+		aliceSN, bobSN *overlaytest.SN
+	)
+	for i := 0; i < 100 && bobSN == nil; i++ {
+		alice, aliceSN = fmt.Sprintf("alice%d", i), nil
+		aliceHolders = holders(alice)
+		apart := func(id string) bool { // in no group of alice's holders
+			for h := range aliceHolders {
+				if ring.SameGroup(id, h) {
+					return false
+				}
+			}
+			return true
+		}
+		noContact := func(id string) bool {
+			for h := range aliceHolders {
+				if v, ok := ring.Via(id, h, nil); ok && v.ID == h {
+					return false
+				}
+			}
+			return true
+		}
+		for _, sn := range sns {
+			if apart(sn.ID()) && noContact(sn.ID()) {
+				aliceSN = sn
+				break
 			}
 		}
-		return true
-	}
-	var free []*overlaytest.SN
-	for _, sn := range sns {
-		if apart(sn.ID()) {
-			free = append(free, sn)
+		for _, sn := range sns {
+			if aliceSN != nil && apart(sn.ID()) && sn != aliceSN {
+				bobSN = sn
+				break
+			}
 		}
 	}
-	if len(free) < 2 {
-		t.Fatalf("only %d supernodes outside the groups of alice's holders", len(free))
+	if bobSN == nil {
+		t.Fatal("no name found with two supernodes outside the groups of its holders, one with none of them for a contact")
 	}
-	aliceSN, bobSN := free[0], free[1]
 	bob := ""
 	for i := 0; i < 1000 && bob == ""; i++ {
 		name := fmt.Sprintf("bob%d", i)
@@ -74,34 +100,34 @@ func TestPresenceAcrossTheMesh(t *testing.T) {
 		}
 	}
 	if bob == "" {
-		t.Fatal("no name found whose holders are none of alice's")
+		t.Fatalf("no name found whose holders are none of %s's", alice)
 	}
-	o.Register("alice", "correct horse")
+	o.Register(alice, "correct horse")
 	o.Register(bob, "battery staple")
 	prefer := func(sn *overlaytest.SN) func(*client.Config) {
 		return func(c *client.Config) { c.Prefer = sn.Addr; c.ParallelAttach = 1 }
 	}
-	a := o.StartClient(filepath.Join(t.TempDir(), "alice"), "alice", "correct horse", prefer(aliceSN))
-	o.Eventually("alice attached", attached(a))
+	a := o.StartClient(filepath.Join(t.TempDir(), alice), alice, "correct horse", prefer(aliceSN))
+	o.Eventually(alice+" attached", attached(a))
 	b := o.StartClient(filepath.Join(t.TempDir(), "bob"), bob, "battery staple", prefer(bobSN))
 	o.Eventually("bob attached", attached(b))
 	if a.Status().Supernode.Addr != aliceSN.Addr || b.Status().Supernode.Addr != bobSN.Addr {
 		t.Fatalf("attached to %s and %s, not the supernodes preferred", a.Status().Supernode.Addr, b.Status().Supernode.Addr)
 	}
-	if err := ask(t, b, client.CmdBuddyAdd, []string{"alice"}, nil); err != nil {
+	if err := ask(t, b, client.CmdBuddyAdd, []string{alice}, nil); err != nil {
 		t.Fatal(err)
 	}
 	online := func(want bool) func() bool {
 		return func() bool {
 			for _, p := range b.Buddies() {
-				if p.Name == "alice" && p.Online == want && !p.Updated.IsZero() {
+				if p.Name == alice && p.Online == want && !p.Updated.IsZero() {
 					return true
 				}
 			}
 			return false
 		}
 	}
-	o.Eventually(bob+" sees alice online", online(true))
+	o.Eventually(bob+" sees "+alice+" online", online(true))
 	sum := func(k string) (n uint64) {
 		for _, sn := range sns {
 			n += sn.Metrics().Get(k)
@@ -116,7 +142,7 @@ func TestPresenceAcrossTheMesh(t *testing.T) {
 	before := sum("via_received")
 	crashed := time.Now()
 	a.Kill()
-	overlaytest.Eventually(t, keep/5, bob+" sees alice offline after her crash", online(false))
+	overlaytest.Eventually(t, keep/5, bob+" sees "+alice+" offline after her crash", online(false))
 	t.Logf("crash seen in %v; via_sent %d, via_handed_on %d, via_received %d (+%d after the crash), via_refused %d",
 		time.Since(crashed).Round(time.Millisecond), sum("via_sent"), sum("via_handed_on"), sum("via_received"),
 		sum("via_received")-before, sum("via_refused"))
