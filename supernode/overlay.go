@@ -785,7 +785,10 @@ func (sn *Supernode) repair(ctx context.Context) {
 	out := newOutbox()
 	var drop []string
 	// fresh returns the holders of name in cur that last did not have, leaving out this
-	// supernode; with known false, all of them (nobody can be assumed to hold a copy).
+	// supernode; with known false, all of them (nobody can be assumed to hold a copy). A
+	// holder that restarted (same ID, a later Since: it came back with no records) is
+	// new: the login server keeps the Since a supernode registered with, so its own
+	// restart changes no member's.
 	fresh := func(name string, holders []index.Member, known bool) []index.Member {
 		var before []index.Member
 		if known && last != nil {
@@ -793,7 +796,7 @@ func (sn *Supernode) repair(ctx context.Context) {
 		}
 		var out []index.Member
 		for _, h := range holders {
-			if h.ID != sn.id && !containsMember(before, h.ID) {
+			if h.ID != sn.id && !containsIncarnation(before, h) {
 				out = append(out, h)
 			}
 		}
@@ -850,6 +853,17 @@ func (sn *Supernode) repair(ctx context.Context) {
 		sn.ov.mu.Unlock()
 	}
 	sn.m.Inc("repairs")
+}
+
+// containsIncarnation reports whether ms holds m as it is: the same ID, up since the same
+// moment.
+func containsIncarnation(ms []index.Member, m index.Member) bool {
+	for _, x := range ms {
+		if x.ID == m.ID && x.Since.Equal(m.Since) {
+			return true
+		}
+	}
+	return false
 }
 
 func containsMember(ms []index.Member, id string) bool {

@@ -231,7 +231,7 @@ func New(cfg Config) (*Supernode, error) {
 		log:     cfg.Logger.With("sn", cfg.Name),
 		m:       cfg.Metrics,
 		id:      id,
-		since:   cfg.Now().UTC().Truncate(time.Second),
+		since:   cfg.Now().UTC().Truncate(time.Millisecond), // its incarnation too: see repair
 		ident:   ident,
 		creds:   identity.NewCache(cfg.LoginKey, 0),
 		clients: make(map[string]*client),

@@ -49,6 +49,9 @@ type Overlay struct {
 	net       *memnet.Network // nil: loopback
 	loginHost *memnet.Host
 
+	lcfg      loginsrv.Config // as started, for RestartLogin
+	stopLogin func()          // stops the login server and waits for it
+
 	mu  sync.Mutex
 	sns []*SN
 }
@@ -60,6 +63,9 @@ type SN struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	err    error // what Run returned; set before done closes
+
+	cfg  supernode.Config // as started, for Restart
+	host *memnet.Host     // nil: loopback
 }
 
 // Done is closed when the supernode has stopped.
@@ -159,9 +165,8 @@ func Start(t testing.TB, opts Options) *Overlay {
 		t.Fatal(err)
 	}
 	o.LS = client.LoginServer{Addr: ln.Addr().String(), Key: o.Login.PublicKey()}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { o.Login.Serve(ctx, ln); close(done) }()
+	o.lcfg = lcfg
+	o.serveLogin(ln)
 	t.Cleanup(func() {
 		o.mu.Lock()
 		sns := o.sns
@@ -169,8 +174,7 @@ func Start(t testing.TB, opts Options) *Overlay {
 		for _, s := range sns {
 			s.Stop()
 		}
-		cancel()
-		<-done
+		o.stopLogin()
 		store.Close()
 	})
 	o.cacheTTL, o.stun, o.forward, o.relay = opts.CacheTTL, opts.STUN, opts.Forward, opts.Relay
@@ -188,6 +192,37 @@ func Start(t testing.TB, opts Options) *Overlay {
 		return true
 	})
 	return o
+}
+
+// serveLogin runs o.Login on ln until stopLogin.
+func (o *Overlay) serveLogin(ln net.Listener) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	srv := o.Login
+	go func() { srv.Serve(ctx, ln); close(done) }()
+	o.stopLogin = func() { cancel(); <-done }
+}
+
+// RestartLogin stops the login server and starts another on the same address, key and
+// database, as a login-server process restarted would be: what it keeps in memory (the
+// supernode list, sessions) starts empty.
+func (o *Overlay) RestartLogin() {
+	o.t.Helper()
+	o.stopLogin()
+	var ln net.Listener
+	var err error
+	if o.loginHost != nil {
+		ln, err = o.loginHost.Listen("tcp", ":7000")
+	} else {
+		ln, err = net.Listen("tcp", o.LS.Addr)
+	}
+	if err != nil {
+		o.t.Fatalf("restart the login server: %v", err)
+	}
+	if o.Login, err = loginsrv.New(o.lcfg); err != nil {
+		o.t.Fatal(err)
+	}
+	o.serveLogin(ln)
 }
 
 func relaySecret(on bool) []byte {
@@ -249,17 +284,54 @@ func (o *Overlay) AddSupernode(keepAlive time.Duration) *SN {
 	if o.snConfig != nil {
 		o.snConfig(&cfg)
 	}
+	s := o.run(cfg, host, ln)
+	o.mu.Lock()
+	o.sns = append(o.sns, s)
+	o.mu.Unlock()
+	return s
+}
+
+// run starts a supernode of cfg on ln.
+func (o *Overlay) run(cfg supernode.Config, host *memnet.Host, ln net.Listener) *SN {
+	o.t.Helper()
 	sn, err := supernode.New(cfg)
 	if err != nil {
 		o.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &SN{Supernode: sn, Addr: ln.Addr().String(), cancel: cancel, done: make(chan struct{})}
+	s := &SN{Supernode: sn, Addr: ln.Addr().String(), cancel: cancel, done: make(chan struct{}), cfg: cfg, host: host}
 	go func() { s.err = sn.Run(ctx, ln); close(s.done) }()
-	o.mu.Lock()
-	o.sns = append(o.sns, s)
-	o.mu.Unlock()
 	return s
+}
+
+// Restart stops s and starts it again with the same key, name and address, as a
+// supernode process restarted with its data directory would be, and returns the new
+// one, which takes s's place in Supernodes. Its STUN service, if any, does not come
+// back.
+func (o *Overlay) Restart(s *SN) *SN {
+	o.t.Helper()
+	s.Stop()
+	var ln net.Listener
+	var err error
+	if s.host != nil {
+		ln, err = s.host.Listen("tcp", ":7100")
+	} else {
+		ln, err = net.Listen("tcp", s.Addr)
+	}
+	if err != nil {
+		o.t.Fatalf("restart %s: %v", s.cfg.Name, err)
+	}
+	cfg := s.cfg
+	cfg.STUN = [4]net.PacketConn{} // closed with the first run
+	n := o.run(cfg, s.host, ln)
+	o.mu.Lock()
+	for i, x := range o.sns {
+		if x == s {
+			o.sns[i] = n
+		}
+	}
+	o.mu.Unlock()
+	return n
 }
 
 // Supernodes returns the supernodes started so far.
