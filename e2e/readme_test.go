@@ -768,19 +768,6 @@ func (w *walker) endCall(l cmdLine, hungUp bool) {
 func (w *walker) callLine(l cmdLine, line, args string) {
 	w.t.Helper()
 	w.endCall(l, false)
-	// The help examples restart the login server and a supernode just before: the
-	// restarted supernode holds no records until its holders' users publish again (its
-	// ID is the same, so nobody re-homes records to it), and a lookup through it can
-	// miss an online callee for up to a keep-alive period. A person would see the callee
-	// online in 'peerline search' first.
-	if data := flagValue(reDataFlag, args); data != "" {
-		for _, name := range positionals(args) {
-			w.until(l, time.Minute, name+" found online by "+data, nil, func() bool {
-				r, err := w.ctlJSON("search", "--data", data, name, "--json")
-				return err == nil && jsonPath(r, ".user.online") == true
-			})
-		}
-	}
 	names := len(positionals(args))
 	o := w.shell(line, nil, 2*time.Minute)
 	w.expect(l, o, 0, "completed")

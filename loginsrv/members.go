@@ -27,6 +27,9 @@ type members struct {
 	// snaps keeps the sorted list of the last few versions, so a supernode fetching the
 	// list page by page gets every page from the same version.
 	snaps map[uint64][]proto.SupernodeInfo
+	// left, if set, hears of each member that leaves the list, with when it was last
+	// heard from; it is called with mu held.
+	left func(info proto.SupernodeInfo, heard time.Time)
 }
 
 // maxSnaps is how many versions of the list are kept for paged fetches.
@@ -157,9 +160,36 @@ func (ms *members) remove(id string, owner *session) bool {
 	if !ok || (owner != nil && m.owner != owner) {
 		return false
 	}
+	ms.dropLocked(id, m)
+	return true
+}
+
+// dropLocked takes m, member id, off the list.
+func (ms *members) dropLocked(id string, m *member) {
 	delete(ms.m, id)
 	ms.changedLocked(proto.MemberChange{SupernodeInfo: m.info, Left: true})
-	return true
+	if ms.left != nil {
+		ms.left(m.info, m.heard())
+	}
+}
+
+// restore lists again, as heard from at now, the supernodes of rs that are not on the
+// list: those a previous run of the server had on its list when it stopped. Each stays
+// until it goes unheard for the member timeout, as if it had registered at now.
+func (ms *members) restore(rs []SupernodeRecord, now time.Time) int {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	n := 0
+	for _, r := range rs {
+		if _, ok := ms.m[r.ID]; ok || r.ID == "" || r.Addr == "" {
+			continue
+		}
+		info := proto.SupernodeInfo{ID: r.ID, Addr: r.Addr, Since: r.Since}
+		ms.m[r.ID] = &member{info: info, lastHB: now}
+		ms.changedLocked(proto.MemberChange{SupernodeInfo: info})
+		n++
+	}
+	return n
 }
 
 // sweep drops members that nothing was heard from since deadline, unless the previous
@@ -176,8 +206,7 @@ func (ms *members) sweep(now, deadline time.Time, every time.Duration) int {
 	n := 0
 	for id, m := range ms.m {
 		if m.heard().Before(deadline) {
-			delete(ms.m, id)
-			ms.changedLocked(proto.MemberChange{SupernodeInfo: m.info, Left: true})
+			ms.dropLocked(id, m)
 			n++
 		}
 	}

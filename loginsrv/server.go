@@ -192,7 +192,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{
+	s := &Server{
 		cfg:      cfg,
 		log:      cfg.Logger,
 		m:        cfg.Metrics,
@@ -208,8 +208,18 @@ func New(cfg Config) (*Server, error) {
 			Max: cfg.MaxConns, PerAddr: cfg.PerAddr, PerPrefix: cfg.PerPrefix, Reserve: cfg.Reserve,
 			AuthTimeout: cfg.AuthTimeout, Counter: cfg.Metrics, Now: cfg.Now,
 		}),
-	}, nil
+	}
+	s.members.left = func(info proto.SupernodeInfo, heard time.Time) {
+		s.writes.noteSupernode(SupernodeRecord{ID: info.ID, Addr: info.Addr, Since: info.Since,
+			LastHeartbeat: heard, Left: s.cfg.Now()})
+	}
+	return s, nil
 }
+
+// restoreWindow bounds the rows a starting server lists again: the supernodes heard from
+// this recently that had not left when the previous run stopped. A server down longer
+// starts with an empty list, which the layer fills as it registers again.
+const restoreWindow = 15 * time.Minute
 
 // PublicKey is the key clients pin.
 func (s *Server) PublicKey() ed25519.PublicKey { return s.cfg.Key.Public().(ed25519.PublicKey) }
@@ -227,7 +237,15 @@ func (s *Server) Hasher() *Hasher { return s.cfg.Hasher }
 // every connection to finish.
 // Last-seen times and supernode rows noted meanwhile are written every SeenFlush and
 // once more at the end.
+//
+// It first lists again the supernodes that were on the list when a previous run stopped
+// (or crashed, up to a SeenFlush before) and were heard from within restoreWindow: each
+// stays until it goes unheard for the member timeout, as if it had just registered. A
+// server that started with an empty list handed the first supernodes to register
+// again a layer of one or two, which they took for the whole layer: every record
+// re-homed onto them and lookups through them missed the users of the others.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.restoreMembers(ctx)
 	sctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); s.runWriteBehind(sctx) }()
@@ -235,6 +253,22 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	stop()
 	<-done
 	return err
+}
+
+// restoreMembers lists again the supernodes the database says were listed lately.
+func (s *Server) restoreMembers(ctx context.Context) {
+	now := s.cfg.Now()
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	rs, err := s.cfg.Store.Supernodes(rctx, now.Add(-restoreWindow), 100_000)
+	cancel()
+	if err != nil {
+		s.log.Warn("supernode list not restored", "err", err)
+		return
+	}
+	if n := s.members.restore(rs, now); n > 0 {
+		s.m.Add("sn_restored", uint64(n))
+		s.log.Info("supernode list restored from the database", "supernodes", n)
+	}
 }
 
 func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
@@ -253,11 +287,12 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	})
 	c.Run(ctx)
 	// A supernode whose control connection closed is gone (a crashed process's kernel
-	// closes it at once); it registers again when it reconnects.
+	// closes it at once); it registers again when it reconnects. When this server is
+	// what stops, the supernode stays listed in the database for the next run.
 	sess.mu.Lock()
 	id := sess.supernode
 	sess.mu.Unlock()
-	if id != "" && s.members.remove(id, sess) {
+	if id != "" && ctx.Err() == nil && s.members.remove(id, sess) {
 		s.m.Inc("sn_disconnects")
 	}
 }
@@ -788,9 +823,11 @@ func (s *Server) snHeartbeat(ctx context.Context, ss *session, m *proto.SNHeartb
 	if id == "" {
 		return nil, proto.ErrUnauthenticated.With("register the supernode first")
 	}
-	// Heartbeats touch only memory: a thousand supernodes beat every few seconds, and
-	// the database row written at registration is all that must survive a restart.
-	s.members.upsert(proto.SupernodeInfo{ID: id, Addr: m.Addr, Since: m.Since}, ss, s.cfg.Now())
+	// Heartbeats reach the database only behind (one row per supernode per SeenFlush,
+	// in one transaction): what a restarted server lists again (Serve).
+	now := s.cfg.Now()
+	s.members.upsert(proto.SupernodeInfo{ID: id, Addr: m.Addr, Since: m.Since}, ss, now)
+	s.writes.noteSupernode(SupernodeRecord{ID: id, Addr: m.Addr, Since: m.Since, FirstSeen: now, LastHeartbeat: now})
 	s.members.setLoad(id, m.Clients, m.MaxClients)
 	s.m.Inc("sn_heartbeats")
 	version, _ := s.liveMembers()

@@ -39,6 +39,10 @@ type SupernodeRecord struct {
 	Since         time.Time // when it came up (reported by the supernode)
 	FirstSeen     time.Time // first registration at this server
 	LastHeartbeat time.Time // last registration or heartbeat; liveness is judged on it
+	// Left is when it left the login server's list (it said so, its connection closed
+	// or it went unheard); zero while it is on the list. A restarted login server
+	// lists again the rows that had not left (Server.Serve).
+	Left time.Time
 }
 
 // Store is what the login server needs from persistent storage. The default is SQLite; a
@@ -76,14 +80,15 @@ type Store interface {
 	Buddies(ctx context.Context, owner string) ([]Buddy, error)
 	// IsBlocked reports whether owner has blocked other. Unknown users are not blocked.
 	IsBlocked(ctx context.Context, owner, other string) (bool, error)
-	// UpsertSupernode inserts r, or updates Addr, Since and LastHeartbeat of the existing
+	// UpsertSupernode inserts r, or updates Addr, Since, LastHeartbeat and Left of the existing
 	// row with r.ID and keeps its FirstSeen. A new row takes r.FirstSeen, or
 	// r.LastHeartbeat when r.FirstSeen is zero.
 	UpsertSupernode(ctx context.Context, r SupernodeRecord) error
 	// UpsertSupernodes is UpsertSupernode for each of rs, in one transaction.
 	UpsertSupernodes(ctx context.Context, rs []SupernodeRecord) error
-	// Supernodes returns the rows with LastHeartbeat >= liveSince, longest-lived first
-	// (Since ascending, then ID), at most limit of them; limit <= 0 returns none.
+	// Supernodes returns the rows with LastHeartbeat >= liveSince and a zero Left,
+	// longest-lived first (Since ascending, then ID), at most limit of them; limit <= 0
+	// returns none.
 	Supernodes(ctx context.Context, liveSince time.Time, limit int) ([]SupernodeRecord, error)
 	// Close releases the store. It is idempotent; other methods fail after it.
 	Close() error

@@ -76,6 +76,11 @@ var sqliteMigrations = [][]string{
 		) STRICT, WITHOUT ROWID`,
 		`CREATE INDEX supernodes_by_heartbeat ON supernodes (last_heartbeat)`,
 	},
+	// 2: when a supernode left the list (NULL: on it), so that a restarted server lists
+	// again only those that had not.
+	{
+		`ALTER TABLE supernodes ADD COLUMN left_at INTEGER`,
+	},
 }
 
 // OpenSQLite opens the SQLite database at path, creating the file (mode 0600) and the schema
@@ -489,10 +494,11 @@ func (s *SQLiteStore) UpsertSupernode(ctx context.Context, r SupernodeRecord) er
 // UpsertSupernodes implements Store.
 func (s *SQLiteStore) UpsertSupernodes(ctx context.Context, rs []SupernodeRecord) error {
 	return s.sqliteWriteTx(ctx, "upsert supernodes", func(tx *sql.Tx) error {
-		st, err := tx.PrepareContext(ctx, `INSERT INTO supernodes (id, addr, since, first_seen, last_heartbeat)
-			VALUES (?, ?, ?, ?, ?)
+		st, err := tx.PrepareContext(ctx, `INSERT INTO supernodes (id, addr, since, first_seen, last_heartbeat, left_at)
+			VALUES (?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET
-				addr = excluded.addr, since = excluded.since, last_heartbeat = excluded.last_heartbeat`)
+				addr = excluded.addr, since = excluded.since, last_heartbeat = excluded.last_heartbeat,
+				left_at = excluded.left_at`)
 		if err != nil {
 			return err
 		}
@@ -502,15 +508,15 @@ func (s *SQLiteStore) UpsertSupernodes(ctx context.Context, rs []SupernodeRecord
 			if first.IsZero() {
 				first = r.LastHeartbeat
 			}
-			var ts [3]sql.NullInt64
-			for i, t := range []time.Time{r.Since, first, r.LastHeartbeat} {
+			var ts [4]sql.NullInt64
+			for i, t := range []time.Time{r.Since, first, r.LastHeartbeat, r.Left} {
 				v, err := sqliteTime(t)
 				if err != nil {
 					return err
 				}
 				ts[i] = v
 			}
-			if _, err := st.ExecContext(ctx, r.ID, r.Addr, ts[0], ts[1], ts[2]); err != nil {
+			if _, err := st.ExecContext(ctx, r.ID, r.Addr, ts[0], ts[1], ts[2], ts[3]); err != nil {
 				return fmt.Errorf("supernode %q: %w", r.ID, err)
 			}
 		}
@@ -532,7 +538,7 @@ func (s *SQLiteStore) Supernodes(ctx context.Context, liveSince time.Time, limit
 		since = sql.NullInt64{Int64: math.MinInt64, Valid: true}
 	}
 	rows, err := s.r.QueryContext(ctx, `SELECT id, addr, since, first_seen, last_heartbeat FROM supernodes
-		WHERE last_heartbeat >= ? ORDER BY since IS NULL, since, id LIMIT ?`, since, limit)
+		WHERE last_heartbeat >= ? AND left_at IS NULL ORDER BY since IS NULL, since, id LIMIT ?`, since, limit)
 	if err != nil {
 		return nil, fmt.Errorf("loginsrv: sqlite: supernodes: %w", err)
 	}

@@ -345,6 +345,50 @@ func TestSQLiteSupernodes(t *testing.T) {
 	if len(rs) != 1 || !rs[0].FirstSeen.Equal(at(7)) {
 		t.Fatalf("new record without FirstSeen: %+v, want FirstSeen %v", rs, at(7))
 	}
+	// A supernode that left is not live, however recent its heartbeat; registering
+	// again (Left zero) brings it back.
+	if err := s.UpsertSupernode(ctx, SupernodeRecord{ID: "f", Addr: "x:1", Since: at(6), LastHeartbeat: at(7), Left: at(8)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(at(7), 10); got != nil {
+		t.Fatalf("after f left: live %q, want none", got)
+	}
+	if err := s.UpsertSupernode(ctx, SupernodeRecord{ID: "f", Addr: "x:1", Since: at(9), LastHeartbeat: at(9)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(at(7), 10); !slices.Equal(got, []string{"f"}) {
+		t.Fatalf("after f registered again: live %q, want [f]", got)
+	}
+}
+
+// TestSQLiteMigratesVersion1: a database of schema version 1 (before supernode rows had
+// a departure time) opens at the current version with its rows intact and live.
+func TestSQLiteMigratesVersion1(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "login.db")
+	saved := sqliteMigrations
+	sqliteMigrations = saved[:1]
+	s, err := OpenSQLite(path)
+	sqliteMigrations = saved
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.w.Exec(`INSERT INTO supernodes (id, addr, since, first_seen, last_heartbeat) VALUES ('sn', 'a:1', 1, 1, 2)`); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s2, err := OpenSQLite(path)
+	if err != nil {
+		t.Fatalf("open a version 1 database: %v", err)
+	}
+	defer s2.Close()
+	var v int
+	if err := s2.r.QueryRow(`SELECT version FROM schema_version`).Scan(&v); err != nil || v != len(sqliteMigrations) {
+		t.Fatalf("schema_version = %d, %v; want %d", v, err, len(sqliteMigrations))
+	}
+	if rs, err := s2.Supernodes(ctx, time.Time{}, 10); err != nil || len(rs) != 1 || rs[0].Addr != "a:1" {
+		t.Fatalf("rows of version 1 after the migration: %+v, %v", rs, err)
+	}
 }
 
 func TestSQLiteReopen(t *testing.T) {

@@ -8,7 +8,8 @@ import (
 )
 
 // writeBehind batches the database writes that need not be on a request's path: the
-// last-seen time of each login and resume, and the row of each supernode registration.
+// last-seen time of each login and resume, and the row of each supernode (registrations,
+// heartbeats and departures).
 // Writing each at once put a write on every login's and registration's path, and in a
 // storm thousands queued on SQLite's one writer: resumes failed on their deadline, a
 // layer of supernodes registering at once (the login server restarted) waited behind
@@ -16,7 +17,7 @@ import (
 // together, in one transaction each, every SeenFlush and when Serve ends. Readers see
 // the pending last-seen time over the stored one, so the directory is never behind; a
 // crash of the process loses at most one interval of them, and supernode rows only
-// seed a restarted server's view of who ran before.
+// seed a restarted server's list of supernodes (Server.Serve).
 type writeBehind struct {
 	mu   sync.Mutex // mu protects the following fields
 	seen map[string]time.Time
@@ -48,8 +49,9 @@ func (w *writeBehind) lastSeen(name string) (time.Time, bool) {
 	return t, ok
 }
 
-// noteSupernode records a registration; a later one of the same supernode replaces it,
-// keeping the first FirstSeen.
+// noteSupernode records a registration, heartbeat or departure; a later one of the same
+// supernode (by LastHeartbeat, or Left for a departure) replaces it, keeping the first
+// FirstSeen.
 func (w *writeBehind) noteSupernode(r SupernodeRecord) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -58,7 +60,7 @@ func (w *writeBehind) noteSupernode(r SupernodeRecord) {
 
 func (w *writeBehind) noteSupernodeLocked(r SupernodeRecord) {
 	if cur, ok := w.sns[r.ID]; ok {
-		if cur.LastHeartbeat.After(r.LastHeartbeat) {
+		if cur.noted().After(r.noted()) {
 			return
 		}
 		if !cur.FirstSeen.IsZero() {
@@ -66,6 +68,14 @@ func (w *writeBehind) noteSupernodeLocked(r SupernodeRecord) {
 		}
 	}
 	w.sns[r.ID] = r
+}
+
+// noted is when what r says happened: its departure, or else its last heartbeat.
+func (r SupernodeRecord) noted() time.Time {
+	if !r.Left.IsZero() {
+		return r.Left
+	}
+	return r.LastHeartbeat
 }
 
 // flush writes what is pending, each kind in one batch. What could not be written stays
