@@ -103,7 +103,7 @@ func (sn *Supernode) alternatives(clients int) []proto.SupernodeInfo {
 		if s.ID == sn.id || s.Clients >= clients || (s.MaxClients > 0 && s.Clients >= s.MaxClients) {
 			continue
 		}
-		if sn.alive(s.ID) {
+		if sn.ix.Alive(s.ID) {
 			out = append(out, s)
 		}
 	}

@@ -63,7 +63,7 @@ func (sn *Supernode) detach(ctx context.Context, name string, c *rpc.Conn) {
 	sn.ov.mu.Unlock()
 	sn.log.Info("client detached", "user", name)
 	if cl.rec != nil && !cl.offline && ctx.Err() == nil {
-		sn.gone(ctx, name, cl.rec.Seq)
+		sn.ix.Gone(ctx, name, cl.rec.Seq)
 	}
 }
 
@@ -235,11 +235,11 @@ func (sn *Supernode) handlePeer(ctx context.Context, peer string, m proto.Messag
 	switch m := m.(type) {
 	case *proto.IndexStore:
 		if !m.Replicate {
-			return &proto.OK{}, sn.storeRecord(m.Record)
+			return &proto.OK{}, sn.ix.Put(m.Record)
 		}
 		// The first holder reached: keep the record and pass it on to the others
 		// (checked once here, so a record that does not verify goes nowhere).
-		if err := sn.storeRecord(m.Record); err != nil {
+		if err := sn.ix.Put(m.Record); err != nil {
 			return nil, err
 		}
 		rec, err := index.Parse(m.Record)
@@ -248,23 +248,21 @@ func (sn *Supernode) handlePeer(ctx context.Context, peer string, m proto.Messag
 		}
 		rctx, cancel := context.WithTimeout(ctx, sn.cfg.KeepAlive/2)
 		defer cancel()
-		sn.replicate(rctx, rec.Name, m.Record)
+		sn.ix.Replicate(rctx, rec.Name, m.Record)
 		sn.m.Inc("records_passed_on")
 		return &proto.OK{}, nil
 	case *proto.IndexStoreBatch:
 		// Each record stands alone; storeRecord counts the ones refused.
 		for _, raw := range m.Records {
-			sn.storeRecord(raw)
+			sn.ix.Put(raw)
 		}
 		return &proto.OK{}, nil
 	case *proto.IndexLookup:
 		sn.m.Inc("index_lookups_served")
-		r := sn.lookupLocal(m.Name, m.Asker)
+		r := sn.ix.Local(m.Name, m.Asker)
 		return &r, nil
 	case *proto.IndexGone:
-		if sn.ov.store.Gone(m.Name, peer, m.Seq, sn.cfg.Now()) {
-			sn.notifyWatchers(m.Name)
-		}
+		sn.ix.GoneFrom(m.Name, peer, m.Seq)
 		return &proto.OK{}, nil
 	case *proto.Via:
 		return sn.serveVia(ctx, peer, m)
@@ -338,7 +336,7 @@ func (sn *Supernode) handleClient(ctx context.Context, h *handler, name string, 
 			// The cached record may name the supernode the user has just left (a
 			// reboot storm moves users between supernodes within the cache's life):
 			// ask the holders again.
-			sn.forget(m.To)
+			sn.ix.Forget(m.To)
 			sn.m.Inc("message_relookups")
 			res, _, _ = sn.Lookup(ctx, m.To, name)
 			err = sn.message(ctx, name, m, res)
@@ -398,7 +396,7 @@ func (sn *Supernode) publish(ctx context.Context, h *handler, name string, raw [
 		cl.rec, cl.raw, cl.offline = &rec, raw, rec.Offline
 	}
 	sn.mu.Unlock()
-	sn.forget(name)
+	sn.ix.Forget(name)
 	defer h.settled() // the first publication answered: the attachment is complete
 	// The client waits a keep-alive period for the answer and then gives up on this
 	// supernode: answer within half of it. Stores still under way then go on in the
@@ -408,7 +406,7 @@ func (sn *Supernode) publish(ctx context.Context, h *handler, name string, raw [
 	done := make(chan int, 1)
 	go func() {
 		defer cancel()
-		done <- sn.publishRecord(rctx, name, raw)
+		done <- sn.ix.Publish(rctx, name, raw)
 	}()
 	wait := time.NewTimer(sn.cfg.KeepAlive / 2)
 	defer wait.Stop()

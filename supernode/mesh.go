@@ -36,7 +36,7 @@ func (sn *Supernode) callVia(ctx context.Context, m index.Member, msg proto.Mess
 	if sn.cfg.NoMesh || m.ID == sn.id || p.open(m.ID) {
 		return p.call(ctx, m, msg)
 	}
-	via, ok := sn.currentRing().Via(sn.id, m.ID, sn.alive)
+	via, ok := sn.currentRing().Via(sn.id, m.ID, sn.ix.Alive)
 	if !ok || via.ID == m.ID || via.ID == sn.id {
 		return p.call(ctx, m, msg)
 	}
@@ -54,7 +54,7 @@ func (sn *Supernode) callVia(ctx context.Context, m index.Member, msg proto.Mess
 		sn.m.Inc("via_sent")
 		return resp, nil
 	case errors.Is(err, errTransport):
-		sn.markDead(via.ID, err)
+		sn.ix.MarkDead(via.ID, err)
 		sn.m.Inc("via_contact_lost")
 		return p.call(ctx, m, msg)
 	case errors.Is(err, proto.ErrUnreachable):
@@ -76,7 +76,7 @@ func (sn *Supernode) callVia(ctx context.Context, m index.Member, msg proto.Mess
 func (sn *Supernode) serveVia(ctx context.Context, peer string, v *proto.Via) (proto.Message, error) {
 	if v.To != "" && v.To != sn.id {
 		m, ok := sn.currentRing().Member(v.To)
-		if !ok || !sn.alive(m.ID) {
+		if !ok || !sn.ix.Alive(m.ID) {
 			sn.m.Inc("via_unreachable")
 			return nil, proto.ErrUnreachable.With("%s is not a live member here", v.To)
 		}
@@ -91,7 +91,7 @@ func (sn *Supernode) serveVia(ctx context.Context, peer string, v *proto.Via) (p
 			return nil, err // the target's answer
 		}
 		if errors.Is(err, errTransport) {
-			sn.markDead(m.ID, err)
+			sn.ix.MarkDead(m.ID, err)
 		}
 		sn.m.Inc("via_unreachable")
 		return nil, proto.ErrUnreachable.With("%v", err)

@@ -5,8 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
-	"slices"
-	"sync"
 	"testing"
 
 	"github.com/peerline/peerline/internal/identity"
@@ -23,7 +21,7 @@ func TestViaDepartureMustBeSigned(t *testing.T) {
 	sender := identity.EncodeKey(senderKey.Public().(ed25519.PublicKey))
 	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
 	other := identity.EncodeKey(otherKey.Public().(ed25519.PublicKey))
-	sn.setRing(index.NewRing([]index.Member{{ID: sn.id, Addr: "192.0.2.1:4000"}, {ID: sender, Addr: "192.0.2.3:4000"}, {ID: "contact", Addr: "192.0.2.4:4000"}}), 1)
+	sn.ix.SetRing(index.NewRing([]index.Member{{ID: sn.id, Addr: "192.0.2.1:4000"}, {ID: sender, Addr: "192.0.2.3:4000"}, {ID: "contact", Addr: "192.0.2.4:4000"}}), 1)
 	body, _ := proto.Encode(&proto.IndexGone{Name: "alice", Seq: 1})
 	sig := func(k ed25519.PrivateKey, to string) []byte {
 		return ed25519.Sign(k, proto.ViaSigned(to, proto.TIndexGone, body))
@@ -79,7 +77,7 @@ func TestIndexRefusedWithoutMemberList(t *testing.T) {
 	if _, err := sn.handlePeer(ctx, "peer", &proto.Ping{Seq: 1}); err != nil {
 		t.Errorf("ping without a member list: %v", err)
 	}
-	sn.setRing(index.NewRing([]index.Member{{ID: sn.id, Addr: "192.0.2.1:4000"}}), 1)
+	sn.ix.SetRing(index.NewRing([]index.Member{{ID: sn.id, Addr: "192.0.2.1:4000"}}), 1)
 	resp, err := sn.handlePeer(ctx, "peer", &proto.IndexLookup{Name: "alice", Asker: "bob"})
 	if r, ok := resp.(*proto.IndexResult); err != nil || !ok || r.Found {
 		t.Errorf("lookup with a member list: %v, %v; want not found", resp, err)
@@ -95,53 +93,5 @@ func TestViaWithoutMemberList(t *testing.T) {
 	_, err := sn.serveVia(context.Background(), "contact", &proto.Via{From: "sender", Kind: proto.TIndexStore, Body: body})
 	if !errors.Is(err, proto.ErrBusy) {
 		t.Fatalf("publication handed on to a supernode without a member list: %v; want busy", err)
-	}
-}
-
-// TestCopyPassesOverBusyHolder: a holder that answers a copy busy (no member list) keeps
-// nothing, so the next member in ring order gets the copy instead; a busy answer is not
-// one of the Replicas copies made, and the busy member is left out of holder sets for a
-// while (not suspected: it is alive).
-func TestCopyPassesOverBusyHolder(t *testing.T) {
-	sn := newUnstarted(t)
-	ms := []index.Member{{ID: sn.id, Addr: "192.0.2.1:4000"}}
-	for _, id := range []string{"b", "c", "d", "e", "f"} {
-		ms = append(ms, index.Member{ID: id, Addr: "192.0.2.9:4000"})
-	}
-	sn.setRing(index.NewRing(ms), 1)
-	cands := sn.candidates("alice")
-	busy := cands[0].ID
-	if busy == sn.id {
-		busy = cands[1].ID
-	}
-	var mu sync.Mutex
-	var got []string
-	n := sn.toHolders(context.Background(), "alice", func(m index.Member) error {
-		mu.Lock()
-		got = append(got, m.ID)
-		mu.Unlock()
-		if m.ID == busy {
-			return proto.ErrBusy.With("no member list yet")
-		}
-		return nil
-	})
-	if n != sn.cfg.Replicas || len(got) != sn.cfg.Replicas+1 || sn.m.Get("holders_busy") != 1 {
-		t.Fatalf("copies: %d made, members tried %v, holders_busy %d; want %d made, %d tried (%v busy)",
-			n, got, sn.m.Get("holders_busy"), sn.cfg.Replicas, sn.cfg.Replicas+1, busy)
-	}
-	if !slices.Contains(got, cands[sn.cfg.Replicas].ID) {
-		t.Errorf("members tried %v: the next in ring order, %s, got no copy", got, cands[sn.cfg.Replicas].ID)
-	}
-	// It is passed over from now on, but not suspected: it still serves its clients.
-	if !sn.alive(busy) {
-		t.Errorf("the busy member is suspected dead")
-	}
-	for _, m := range sn.candidates("alice") {
-		if m.ID == busy {
-			t.Errorf("the busy member is still a candidate holder")
-		}
-	}
-	if hs := sn.currentView().holders("alice", sn.cfg.Replicas); containsMember(hs, busy) || len(hs) != sn.cfg.Replicas {
-		t.Errorf("holders %v: want %d, without the busy %s", hs, sn.cfg.Replicas, busy)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/peerline/peerline/internal/dht"
 	"github.com/peerline/peerline/internal/identity"
 	"github.com/peerline/peerline/internal/index"
 	"github.com/peerline/peerline/internal/proto"
@@ -106,7 +107,7 @@ func newPeerPool(sn *Supernode, max int, idle time.Duration) *peerPool {
 // errTransport marks failures of the connection itself (as opposed to an answer): the
 // peer refused, reset or closed it, or its host is unreachable. They make the caller
 // suspect the peer is dead.
-var errTransport = errors.New("supernode: peer unreachable")
+var errTransport = dht.ErrUnreachable
 
 // errSlow marks a peer that did not answer or complete a handshake in time, or a dial
 // that waited too long for a slot here. Callers move on to another holder but do not
@@ -114,7 +115,7 @@ var errTransport = errors.New("supernode: peer unreachable")
 // send it the repair traffic of every record it holds, on top of its load. A peer that
 // is really gone without a word (a black hole) leaves the member list after three
 // missed heartbeats.
-var errSlow = errors.New("supernode: peer too slow")
+var errSlow = dht.ErrSlow
 
 // errNoDialSlot: every dial slot stayed busy for the whole dial timeout.
 var errNoDialSlot = errors.New("supernode: no dial slot")

@@ -36,7 +36,7 @@ func (sn *Supernode) watchLife() time.Duration { return 3 * sn.cfg.KeepAlive }
 // registered (blocked users see nothing).
 func (sn *Supernode) registerWatch(name string, w watcher) (p proto.Presence, ok bool) {
 	now := sn.cfg.Now()
-	e, found := sn.ov.store.Get(name, now)
+	e, found := sn.ix.Store().Get(name, now)
 	if found && e.Rec.HasBlocked(w.user) {
 		return proto.Presence{}, false
 	}
@@ -77,7 +77,7 @@ func (sn *Supernode) addWatches(peer string, ws []proto.Watch) *proto.WatchBatch
 // notifyWatchers pushes name's current presence to everyone watching it.
 func (sn *Supernode) notifyWatchers(name string) {
 	now := sn.cfg.Now()
-	e, ok := sn.ov.store.Get(name, now)
+	e, ok := sn.ix.Store().Get(name, now)
 	if !ok {
 		return
 	}
@@ -112,7 +112,7 @@ func (sn *Supernode) sendPresence(ctx context.Context, w watcher, p proto.Presen
 		return
 	}
 	if _, err := sn.callVia(ctx, m, &p); errors.Is(err, errTransport) {
-		sn.markDead(m.ID, err)
+		sn.ix.MarkDead(m.ID, err)
 	}
 	sn.m.Inc("presence_sent")
 }
@@ -311,7 +311,7 @@ func (p *pendingWatch) next(sn *Supernode, id string, busy bool) bool {
 // firstHolder returns the first of name's holders in ring order that this supernode
 // takes for live and ready, other than those in skip.
 func (sn *Supernode) firstHolder(name string, skip []string) (index.Member, bool) {
-	for _, m := range sn.candidates(name) {
+	for _, m := range sn.ix.Candidates(name) {
 		if !slices.Contains(skip, m.ID) {
 			return m, true
 		}
@@ -372,11 +372,11 @@ func (sn *Supernode) sendWatches(ctx context.Context, m index.Member, ps []*pend
 		busy := errors.Is(err, proto.ErrBusy)
 		switch {
 		case errors.Is(err, errTransport):
-			sn.markDead(m.ID, err)
+			sn.ix.MarkDead(m.ID, err)
 		case errors.Is(err, errSlow):
 			sn.m.Inc("holders_slow")
 		case busy:
-			sn.markNotReady(m.ID)
+			sn.ix.MarkNotReady(m.ID)
 		default:
 			for _, p := range batch {
 				r.left = append(r.left, left{p.w, fmt.Sprintf("at %s, refused: %v", m.ID, err)})

@@ -53,7 +53,7 @@ func ringOfPipes(t *testing.T, n int) (*Supernode, []string) {
 		ids = append(ids, id)
 		ms = append(ms, index.Member{ID: id, Addr: fmt.Sprintf("192.0.2.%d:4000", 10+i)})
 	}
-	sn.setRing(index.NewRing(ms), 1)
+	sn.ix.SetRing(index.NewRing(ms), 1)
 	return sn, ids
 }
 
@@ -141,7 +141,7 @@ func TestWatchRenewalNotHeldUpBySlowHolders(t *testing.T) {
 		for _, w := range ws {
 			var want []string
 			tried, found := 0, false
-			for _, m := range sn.candidates(w.Name) {
+			for _, m := range sn.ix.Candidates(w.Name) {
 				if tried > sn.cfg.Replicas {
 					break
 				}
@@ -175,8 +175,8 @@ func TestWatchRenewalNotHeldUpBySlowHolders(t *testing.T) {
 		if batches >= len(ws)/2 {
 			t.Errorf("%d batches for %d watches, want them batched (fewer than half as many)", batches, len(ws))
 		}
-		if sn.m.Get("holders_slow") == 0 || !sn.alive(ids[2]) {
-			t.Errorf("holders_slow %d, the slow holder alive %v: want it passed over, not suspected", sn.m.Get("holders_slow"), sn.alive(ids[2]))
+		if sn.m.Get("holders_slow") == 0 || !sn.ix.Alive(ids[2]) {
+			t.Errorf("holders_slow %d, the slow holder alive %v: want it passed over, not suspected", sn.m.Get("holders_slow"), sn.ix.Alive(ids[2]))
 		}
 		t.Logf("%d watches: %d registered here, %d reached the record, %d batches, in %v", len(ws), local, withRecord, batches, took)
 	})
@@ -229,7 +229,7 @@ func TestSubscribeAnswersBeforeSlowHolders(t *testing.T) {
 		var mu sync.Mutex
 		placed := map[string]bool{}
 		first := func(name string) string {
-			for _, m := range sn.candidates(name) {
+			for _, m := range sn.ix.Candidates(name) {
 				if m.ID != sn.id {
 					return m.ID
 				}

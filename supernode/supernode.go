@@ -26,7 +26,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/peerline/peerline/internal/backoff"
+	"github.com/peerline/peerline/internal/dht"
 	"github.com/peerline/peerline/internal/identity"
 	"github.com/peerline/peerline/internal/index"
 	"github.com/peerline/peerline/internal/metrics"
@@ -118,8 +121,19 @@ type Config struct {
 	RelayIP netip.Addr
 	Logger  *slog.Logger     // nil = slog.Default()
 	Metrics *metrics.Set     // nil = a fresh set
-	Now     func() time.Time // nil = time.Now
+	Now     func() time.Time // nil = Clock's
+	// Clock runs the index's timers and tells its time (internal/dht); nil = the real
+	// clock, telling Now's time if Now is set.
+	Clock clockwork.Clock
 }
+
+// nowClock is a clock that tells the time of now.
+type nowClock struct {
+	clockwork.Clock
+	now func() time.Time
+}
+
+func (c nowClock) Now() time.Time { return c.now() }
 
 // Supernode is one running supernode.
 type Supernode struct {
@@ -131,6 +145,8 @@ type Supernode struct {
 	ident *secure.OverlayIdentity // for every overlay connection, accepted or dialled
 	creds *identity.Cache         // credentials seen (attachments, hellos, records), signature checked
 	ov    *overlay
+	ix    *dht.Node       // the user index (overlay.go)
+	clk   clockwork.Clock // cfg.Clock, or the real clock
 	// runCtx is Run's context, for work that outlives a request (set before serving).
 	runCtx context.Context
 	demote context.CancelFunc // ends Run: overload demotion
@@ -219,8 +235,14 @@ func New(cfg Config) (*Supernode, error) {
 	// bounded, and logged once per interval for one source (counted as log_suppressed).
 	// The relay and STUN service log through the same limits.
 	cfg.Logger = ratelog.Wrap(cfg.Logger, cfg.Metrics)
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+		if cfg.Now != nil {
+			cfg.Clock = nowClock{cfg.Clock, cfg.Now}
+		}
+	}
 	if cfg.Now == nil {
-		cfg.Now = time.Now
+		cfg.Now = cfg.Clock.Now
 	}
 	ident, err := secure.NewOverlayIdentity(cfg.Key)
 	if err != nil {
@@ -233,6 +255,7 @@ func New(cfg Config) (*Supernode, error) {
 		id:      id,
 		since:   cfg.Now().UTC().Truncate(time.Millisecond), // its incarnation too: see repair
 		ident:   ident,
+		clk:     cfg.Clock,
 		creds:   identity.NewCache(cfg.LoginKey, 0),
 		clients: make(map[string]*client),
 		runCtx:  context.Background(),
@@ -328,7 +351,7 @@ func (sn *Supernode) Run(ctx context.Context, ln net.Listener) error {
 		wg.Wait()
 	}()
 	wg.Go(func() { sn.maintain(ctx) })
-	wg.Go(func() { sn.repairLoop(ctx) })
+	wg.Go(func() { sn.ix.Run(ctx) })
 	wg.Go(func() { sn.ov.peers.janitor(ctx) })
 	if sn.cfg.STUN[0] != nil {
 		srv, err := stunsrv.New(stunsrv.Config{Conns: sn.cfg.STUN, Software: "peerline", Logger: sn.log, Metrics: sn.m})
@@ -452,7 +475,7 @@ func (sn *Supernode) registerOnce(ctx context.Context) error {
 func (sn *Supernode) leave(c *rpc.Conn) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	n := sn.handOff(ctx)
+	n := sn.ix.HandOff(ctx)
 	if _, err := c.Call(ctx, &proto.SNLeave{}); err != nil {
 		sn.log.Warn("leave: login server not told", "err", err)
 	}
@@ -600,7 +623,7 @@ func (sn *Supernode) Status() Status {
 	st.Counters = sn.m.Snapshot()
 	st.RingSize = sn.RingSize()
 	st.Peers = sn.Peers()
-	st.Records = sn.ov.store.Len()
+	st.Records = sn.ix.Store().Len()
 	st.PeerConns = sn.PeerConns()
 	return st
 }

@@ -1,0 +1,20 @@
+package supernode
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"testing"
+)
+
+// newUnstarted returns a supernode that is configured but not running, for tests of its
+// parts.
+func newUnstarted(t *testing.T) *Supernode {
+	t.Helper()
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	_, login, _ := ed25519.GenerateKey(rand.Reader)
+	sn, err := New(Config{Key: key, Advertise: "192.0.2.1:4000", LoginAddr: "192.0.2.2:4000", LoginKey: login.Public().(ed25519.PublicKey)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sn
+}
