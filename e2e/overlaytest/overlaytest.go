@@ -14,14 +14,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/peerline/peerline/client"
 	"github.com/peerline/peerline/cmd/peerline/compose"
+	"github.com/peerline/peerline/internal/eventually"
 	"github.com/peerline/peerline/internal/memnet"
 	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/internal/secure"
@@ -432,56 +431,20 @@ func (o *Overlay) Eventually(what string, cond func() bool) {
 	Eventually(o.t, 20*time.Second, what, cond)
 }
 
-// Eventually waits up to limit for cond, polling every 10 ms, and fails the test (with
-// t.Fatalf) if it never holds. Like t.Fatalf it must be called from the goroutine running
-// the test; a goroutine the test starts uses Await and reports with t.Error.
+// Eventually is eventually.That.
 func Eventually(t testing.TB, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
-	if err := Await(limit, what, cond); err != nil {
-		t.Fatal(err)
-	}
+	eventually.That(t, limit, what, cond)
 }
 
-// Await waits up to limit for cond, polling every 10 ms, and returns an error naming what
-// it waited for if cond never held. It does not touch the test, so any goroutine may call
-// it.
+// Await is eventually.Await: any goroutine may call it.
 func Await(limit time.Duration, what string, cond func() bool) error {
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("timed out after %v waiting for: %s", limit, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return nil
+	return eventually.Await(limit, what, cond)
 }
 
-// Leftover waits up to limit for every goroutine whose stack names one of funcs (prefixes
-// of qualified function names, such as "github.com/peerline/peerline/supernode." for a
-// package) to end, and returns the stacks of those still alive: a role's Run must leave
-// none behind.
+// Leftover is eventually.Leftover.
 func Leftover(limit time.Duration, funcs ...string) []string {
-	deadline := time.Now().Add(limit)
-	for {
-		buf := make([]byte, 8<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var left []string
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "\ntesting.tRunner(") || strings.Contains(g, "\nmain.main()") {
-				continue // a test's own goroutine
-			}
-			for _, f := range funcs {
-				if strings.Contains(g, f) {
-					left = append(left, g)
-					break
-				}
-			}
-		}
-		if len(left) == 0 || time.Now().After(deadline) {
-			return left
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return eventually.Leftover(limit, funcs...)
 }
 
 // Site returns what puts a client on host of the overlay's in-process network (a host
