@@ -25,7 +25,7 @@ func (sn *Supernode) shouldDemote() bool {
 	if sn.cfg.Overload == nil {
 		return false
 	}
-	now := sn.cfg.Now()
+	now := sn.clk.Now()
 	ring := sn.RingSize()
 	sn.mu.Lock()
 	n := len(sn.clients)

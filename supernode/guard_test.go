@@ -14,11 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/peerline/peerline/internal/syncbuf"
-
+	"github.com/peerline/peerline/internal/eventually"
 	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/internal/rpc"
 	"github.com/peerline/peerline/internal/secure"
+	"github.com/peerline/peerline/internal/syncbuf"
 	"github.com/peerline/peerline/loginsrv"
 	"github.com/peerline/peerline/supernode"
 )
@@ -60,13 +60,7 @@ func guarded(t *testing.T, mod func(*supernode.Config)) (*supernode.Supernode, s
 	snDone := make(chan struct{})
 	go func() { sn.Run(ctx, ln); close(snDone) }()
 	t.Cleanup(func() { cancel(); <-snDone; <-lsDone; store.Close() })
-	deadline := time.Now().Add(10 * time.Second)
-	for !sn.Registered() {
-		if time.Now().After(deadline) {
-			t.Fatal("supernode not admitted in 10 s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually.That(t, 10*time.Second, "supernode admitted", sn.Registered)
 	return sn, ln.Addr().String()
 }
 

@@ -156,11 +156,11 @@ func (sn *Supernode) attach(ctx context.Context, h *handler, a *proto.Attach) (p
 		}
 		var once sync.Once
 		// A client that never publishes gives its slot back after a keep-alive period.
-		t := time.AfterFunc(sn.cfg.KeepAlive, h.settled)
+		t := sn.clk.AfterFunc(sn.cfg.KeepAlive, h.settled)
 		h.release = func() { t.Stop(); once.Do(sn.adm.release) }
 	}
 	h.mu.Unlock()
-	cred, err := sn.creds.VerifyHolder(a.Credential, h.key, identity.KindUser, sn.cfg.Now())
+	cred, err := sn.creds.VerifyHolder(a.Credential, h.key, identity.KindUser, sn.clk.Now())
 	if err != nil {
 		h.settled()
 	}
@@ -173,7 +173,7 @@ func (sn *Supernode) attach(ctx context.Context, h *handler, a *proto.Attach) (p
 		sn.log.Info("attach refused", "remote", h.remote, "err", err)
 		return nil, proto.ErrCredInvalid.With("%v", err)
 	}
-	now := sn.cfg.Now()
+	now := sn.clk.Now()
 	sn.mu.Lock()
 	old := sn.clients[cred.Name]
 	if old == nil && len(sn.clients) >= sn.cfg.MaxAttached {
@@ -213,7 +213,7 @@ func (sn *Supernode) attach(ctx context.Context, h *handler, a *proto.Attach) (p
 // hello authenticates another supernode: its credential must be a supernode credential
 // for the key it proved in the overlay handshake.
 func (sn *Supernode) hello(ctx context.Context, h *handler, m *proto.SNHello) (proto.Message, error) {
-	cred, err := sn.creds.VerifyHolder(m.Credential, h.key, identity.KindSupernode, sn.cfg.Now())
+	cred, err := sn.creds.VerifyHolder(m.Credential, h.key, identity.KindSupernode, sn.clk.Now())
 	if err != nil {
 		sn.m.Inc("peer_cred_invalid")
 		return nil, proto.ErrCredInvalid.With("%v", err)
@@ -369,7 +369,7 @@ func (sn *Supernode) message(ctx context.Context, from string, m *proto.Msg, res
 func (sn *Supernode) touch(name string, c *rpc.Conn) {
 	sn.mu.Lock()
 	if cl, ok := sn.clients[name]; ok && cl.conn == c {
-		cl.lastSeen = sn.cfg.Now()
+		cl.lastSeen = sn.clk.Now()
 	}
 	sn.mu.Unlock()
 }
@@ -377,7 +377,7 @@ func (sn *Supernode) touch(name string, c *rpc.Conn) {
 // publish accepts an attached user's own record, naming this supernode, and stores it at
 // the record's holders. It doubles as the user's keep-alive.
 func (sn *Supernode) publish(ctx context.Context, h *handler, name string, raw []byte) (proto.Message, error) {
-	rec, err := index.VerifyCached(raw, sn.creds, sn.cfg.Now())
+	rec, err := index.VerifyCached(raw, sn.creds, sn.clk.Now())
 	if err != nil {
 		sn.m.Inc("records_rejected")
 		return nil, proto.ErrRefused.With("record refused: %v", err)
@@ -408,14 +408,14 @@ func (sn *Supernode) publish(ctx context.Context, h *handler, name string, raw [
 		defer cancel()
 		done <- sn.ix.Publish(rctx, name, raw)
 	}()
-	wait := time.NewTimer(sn.cfg.KeepAlive / 2)
+	wait := sn.clk.NewTimer(sn.cfg.KeepAlive / 2)
 	defer wait.Stop()
 	select {
 	case n := <-done:
 		if n == 0 {
 			return nil, proto.ErrBusy.With("no holder reachable for your record").WithRetry(time.Second)
 		}
-	case <-wait.C:
+	case <-wait.Chan():
 		sn.m.Inc("publishes_answered_early")
 	case <-ctx.Done():
 		return nil, ctx.Err()

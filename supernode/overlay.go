@@ -147,7 +147,7 @@ func (sn *Supernode) HolderView(name string, nameOf func(id string) string) []st
 // WatchersOf says, for failure messages, who watches name's presence here: "USER of
 // SUPERNODE" for each watch not expired, the supernode named by nameOf(id).
 func (sn *Supernode) WatchersOf(name string, nameOf func(id string) string) []string {
-	now := sn.cfg.Now()
+	now := sn.clk.Now()
 	sn.ov.mu.Lock()
 	defer sn.ov.mu.Unlock()
 	var out []string
@@ -255,13 +255,13 @@ func (sn *Supernode) Peers() []proto.SupernodeInfo {
 // maintain runs the periodic work of the index: expiring records, renewing this
 // supernode's clients' watches (their holders may have changed).
 func (sn *Supernode) maintain(ctx context.Context) {
-	t := time.NewTicker(sn.cfg.KeepAlive)
+	t := sn.clk.NewTicker(sn.cfg.KeepAlive)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.Chan():
 		}
 		if sn.shouldDemote() {
 			sn.m.Inc("demotions")

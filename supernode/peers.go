@@ -192,7 +192,7 @@ func (p *peerPool) get(ctx context.Context, m index.Member, long bool) (*rpc.Con
 		}
 		if pc.live() {
 			p.mu.Lock()
-			pc.used = time.Now()
+			pc.used = p.sn.clk.Now()
 			pc.long = pc.long || long
 			pc.busy++
 			p.mu.Unlock()
@@ -201,7 +201,7 @@ func (p *peerPool) get(ctx context.Context, m index.Member, long bool) (*rpc.Con
 		p.drop(m.ID, pc.conn)
 		p.mu.Lock()
 	}
-	pc = &peerConn{ready: make(chan struct{}), used: time.Now(), long: long, busy: 1}
+	pc = &peerConn{ready: make(chan struct{}), used: p.sn.clk.Now(), long: long, busy: 1}
 	p.conns[m.ID] = pc
 	p.mu.Unlock()
 	limit := p.limit() // takes sn.mu, which is never held inside p.mu
@@ -255,7 +255,7 @@ func (p *peerPool) adopt(id string, c *rpc.Conn) {
 	}
 	ready := make(chan struct{})
 	close(ready)
-	p.conns[id] = &peerConn{ready: ready, conn: c, used: time.Now(), long: true}
+	p.conns[id] = &peerConn{ready: ready, conn: c, used: p.sn.clk.Now(), long: true}
 	p.sn.m.Inc("peer_adopted")
 }
 
@@ -267,7 +267,7 @@ func (p *peerPool) done(id string, c *rpc.Conn) {
 		case <-pc.ready: // pc.conn is set before ready closes
 			if pc.conn == c {
 				pc.busy--
-				pc.used = time.Now()
+				pc.used = p.sn.clk.Now()
 			}
 		default: // a newer dial is under way: not the connection c came from
 		}
@@ -366,16 +366,16 @@ func (p *peerPool) dial(ctx context.Context, m index.Member) (*rpc.Conn, error) 
 
 // janitor closes idle connections until ctx ends.
 func (p *peerPool) janitor(ctx context.Context) {
-	t := time.NewTicker(lookupIdle / 2)
+	t := p.sn.clk.NewTicker(lookupIdle / 2)
 	defer t.Stop()
 	var idle []*rpc.Conn
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.Chan():
 		}
-		now := time.Now()
+		now := p.sn.clk.Now()
 		p.mu.Lock()
 		for id, pc := range p.conns {
 			select {

@@ -35,7 +35,7 @@ func (sn *Supernode) watchLife() time.Duration { return 3 * sn.cfg.KeepAlive }
 // record of name, or if the record blocks w's user; a blocked user's watch is not
 // registered (blocked users see nothing).
 func (sn *Supernode) registerWatch(name string, w watcher) (p proto.Presence, ok bool) {
-	now := sn.cfg.Now()
+	now := sn.clk.Now()
 	e, found := sn.ix.Store().Get(name, now)
 	if found && e.Rec.HasBlocked(w.user) {
 		return proto.Presence{}, false
@@ -76,7 +76,7 @@ func (sn *Supernode) addWatches(peer string, ws []proto.Watch) *proto.WatchBatch
 
 // notifyWatchers pushes name's current presence to everyone watching it.
 func (sn *Supernode) notifyWatchers(name string) {
-	now := sn.cfg.Now()
+	now := sn.clk.Now()
 	e, ok := sn.ix.Store().Get(name, now)
 	if !ok {
 		return
@@ -148,11 +148,11 @@ func (sn *Supernode) subscribe(ctx context.Context, user string, names []string)
 		defer close(done)
 		sn.watchAtHolders(wctx, ws)
 	}()
-	t := time.NewTimer(subscribeWait)
+	t := sn.clk.NewTimer(subscribeWait)
 	defer t.Stop()
 	select {
 	case <-done:
-	case <-t.C:
+	case <-t.Chan():
 		sn.m.Inc("subscribes_answered_early")
 	case <-ctx.Done():
 	}
@@ -171,10 +171,10 @@ func (sn *Supernode) renewWatches(ctx context.Context) {
 		}
 	}
 	sn.ov.mu.Unlock()
-	start := sn.cfg.Now()
+	start := sn.clk.Now()
 	placed := sn.watchAtHolders(ctx, ws)
 	sn.ov.mu.Lock()
-	sn.ov.renewals = renewals{passes: sn.ov.renewals.passes + 1, last: start, took: sn.cfg.Now().Sub(start), placement: placed}
+	sn.ov.renewals = renewals{passes: sn.ov.renewals.passes + 1, last: start, took: sn.clk.Now().Sub(start), placement: placed}
 	sn.ov.mu.Unlock()
 }
 

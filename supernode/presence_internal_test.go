@@ -260,7 +260,7 @@ func TestSubscribeAnswersBeforeSlowHolders(t *testing.T) {
 		if took := time.Since(start); took > subscribeWait {
 			t.Errorf("Subscribe answered after %v, want at most %v", took, subscribeWait)
 		}
-		time.Sleep(sn.watchLife())
+		time.Sleep(sn.watchLife()) // virtual time in the bubble: the watches' life passes
 		synctest.Wait()
 		mu.Lock()
 		defer mu.Unlock()

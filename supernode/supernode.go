@@ -434,7 +434,7 @@ func (sn *Supernode) registerOnce(ctx context.Context) error {
 	syncDone := make(chan struct{})
 	go func() { defer close(syncDone); sn.syncLoop(syncCtx, c, want) }()
 	defer func() { stopSync(); <-syncDone }()
-	t := time.NewTicker(interval)
+	t := sn.clk.NewTicker(interval)
 	defer t.Stop()
 	late := 0 // heartbeats unanswered in a row on an open connection
 	for {
@@ -452,7 +452,7 @@ func (sn *Supernode) registerOnce(ctx context.Context) error {
 			late = 0
 		}
 		sn.mu.Lock()
-		renew := sn.credExp.Sub(sn.cfg.Now()) < sn.credExp.Sub(sn.credIssued)/2
+		renew := sn.credExp.Sub(sn.clk.Now()) < sn.credExp.Sub(sn.credIssued)/2
 		sn.mu.Unlock()
 		if renew {
 			if _, err := sn.register(ctx, c); err != nil {
@@ -465,7 +465,7 @@ func (sn *Supernode) registerOnce(ctx context.Context) error {
 			return nil
 		case <-c.Done():
 			return c.Err()
-		case <-t.C:
+		case <-t.Chan():
 		}
 	}
 }
@@ -496,7 +496,7 @@ func (sn *Supernode) register(ctx context.Context, c *rpc.Conn) (time.Duration, 
 	if err != nil {
 		return 0, fmt.Errorf("register: %w", err)
 	}
-	cred, err := identity.VerifyHolder(ok.Credential, sn.cfg.LoginKey, sn.cfg.Key.Public().(ed25519.PublicKey), identity.KindSupernode, sn.cfg.Now())
+	cred, err := identity.VerifyHolder(ok.Credential, sn.cfg.LoginKey, sn.cfg.Key.Public().(ed25519.PublicKey), identity.KindSupernode, sn.clk.Now())
 	if err != nil {
 		return 0, fmt.Errorf("login server gave an unusable credential: %w", err)
 	}
@@ -528,7 +528,7 @@ func (sn *Supernode) heartbeat(ctx context.Context, c *rpc.Conn, want chan uint6
 	if err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
-	sn.adm.setLoads(peers.Supernodes, peers.Layer, sn.cfg.Now())
+	sn.adm.setLoads(peers.Supernodes, peers.Layer, sn.clk.Now())
 	select { // only the latest version matters
 	case <-want:
 	default:
