@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,10 +18,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/peerline/peerline/internal/syncbuf"
-
+	"github.com/jonboulle/clockwork"
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
+
+	"github.com/peerline/peerline/internal/eventually"
+	"github.com/peerline/peerline/internal/syncbuf"
 )
 
 // fakeListener returns the errors in errs from Accept, one per call, then the
@@ -97,7 +100,7 @@ func TestUDPReadErrorWaitedOut(t *testing.T) {
 	l := s.listeners[0]
 	// A read deadline in the past makes the socket return an error that is not closure.
 	l.conn.SetReadDeadline(time.Now().Add(-time.Second))
-	eventually(t, 5*time.Second, "a read error counted", func() bool { return s.m.Get(MetricReadErrors) > 0 })
+	eventually.That(t, 5*time.Second, "a read error counted", func() bool { return s.m.Get(MetricReadErrors) > 0 })
 	l.conn.SetReadDeadline(time.Time{})
 	// The loop goes on: an allocation over UDP succeeds.
 	allocate(t, newClient(t, s, "alice", false))
@@ -127,7 +130,7 @@ func TestTCPPerSourceLimits(t *testing.T) {
 			held = append(held, c)
 		}
 	}
-	eventually(t, 5*time.Second, "40 connections seen", func() bool {
+	eventually.That(t, 5*time.Second, "40 connections seen", func() bool {
 		return s.m.Get(MetricTCPConns)+s.m.Get(MetricTCPShedAddr)+s.m.Get(MetricTCPShedPrefix) == 40
 	})
 	// 127.0.1.1 gets 5 (its address limit), 127.0.1.2 the 3 left of the /24's 8.
@@ -144,8 +147,15 @@ func TestTCPPerSourceLimits(t *testing.T) {
 	allocate(t, newClient(t, s, "alice", true))
 }
 
+// The idle deadline runs on the relay's clock, a fake one here: the test moves it past
+// the deadline, and the connection without an allocation is closed while the one with an
+// allocation stays, until its allocation ends.
 func TestTCPIdleConnectionsClosed(t *testing.T) {
-	s := newServer(t, Config{AllowPeer: allowLoopback, TCPIdleTimeout: 300 * time.Millisecond})
+	const idleAfter = 300 * time.Millisecond
+	clk := clockwork.NewFakeClock()
+	s := newServer(t, Config{AllowPeer: allowLoopback, TCPIdleTimeout: idleAfter, Clock: clk})
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
 	idle, err := dialFrom("127.0.1.1", s.TCPAddr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -157,7 +167,7 @@ func TestTCPIdleConnectionsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	username, pw, _ := Credentials(testSecret, "alice", time.Hour, time.Now())
+	username, pw, _ := Credentials(testSecret, "alice", time.Hour, clk.Now())
 	client, err := turn.NewClient(&turn.ClientConfig{
 		STUNServerAddr: s.TCPAddr().String(), TURNServerAddr: s.TCPAddr().String(), Conn: turn.NewSTUNConn(c),
 		Username: username, Password: pw, RTO: 200 * time.Millisecond,
@@ -173,21 +183,48 @@ func TestTCPIdleConnectionsClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The connections were accepted in the order dialled, so once the allocated one's
+	// deadline is disarmed the idle one's is armed: the clock waits on it and on the
+	// counters' flush.
+	src := unmap(c.LocalAddr().(*net.TCPAddr).AddrPort())
+	eventually.That(t, 5*time.Second, "the allocation recorded on its connection", func() bool {
+		s.tcp.mu.Lock()
+		tc := s.tcp.bySrc[src]
+		s.tcp.mu.Unlock()
+		if tc == nil {
+			return false
+		}
+		tc.mu.Lock()
+		defer tc.mu.Unlock()
+		return tc.allocated
+	})
+	if err := clk.BlockUntilContext(ctx, 2); err != nil {
+		t.Fatalf("the idle connection's deadline is not armed: %v", err)
+	}
+	clk.Advance(idleAfter)
 	idle.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := idle.Read(make([]byte, 1)); err == nil {
 		t.Fatal("idle connection got data")
 	} else if errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatal("idle connection not closed")
 	}
-	eventually(t, 5*time.Second, "idle close counted", func() bool { return s.m.Get(MetricTCPIdleClosed) == 1 && s.tcp.open() == 1 })
-	// The allocated connection outlives several idle deadlines.
-	time.Sleep(1 * time.Second)
+	eventually.That(t, 5*time.Second, "idle close counted", func() bool { return s.m.Get(MetricTCPIdleClosed) == 1 && s.tcp.open() == 1 })
+	// The allocated connection outlives many idle deadlines, and still carries requests.
+	clk.Advance(10 * idleAfter)
+	if _, err := client.SendBindingRequest(); err != nil {
+		t.Fatalf("the allocated connection after 10 idle deadlines: %v", err)
+	}
 	if got, closed := s.tcp.open(), s.m.Get(MetricTCPIdleClosed); got != 1 || closed != 1 {
 		t.Fatalf("%d TCP connections open, %d closed idle: want the allocated one kept", got, closed)
 	}
-	// Once its allocation is gone, the other one is closed too.
+	// Once its allocation is gone, its deadline is armed again (beside the flush), and it
+	// is closed when that passes.
 	pc.Close()
-	eventually(t, 10*time.Second, "connection closed after its allocation ended", func() bool {
+	if err := clk.BlockUntilContext(ctx, 2); err != nil {
+		t.Fatalf("no idle deadline armed after the allocation ended: %v", err)
+	}
+	clk.Advance(idleAfter)
+	eventually.That(t, 5*time.Second, "connection closed after its allocation ended", func() bool {
 		return s.m.Get(MetricTCPIdleClosed) == 2 && s.tcp.open() == 0
 	})
 }
@@ -301,7 +338,7 @@ func TestGarbageCounted(t *testing.T) {
 			u.Write(b)
 		}
 	}
-	eventually(t, 5*time.Second, "UDP garbage counted", func() bool { return s.m.Get(MetricBadPackets) == rounds*uint64(len(bad)) })
+	eventually.That(t, 5*time.Second, "UDP garbage counted", func() bool { return s.m.Get(MetricBadPackets) == rounds*uint64(len(bad)) })
 	tc, err := dialFrom("127.0.1.1", s.TCPAddr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -312,7 +349,7 @@ func TestGarbageCounted(t *testing.T) {
 	if _, err := io.ReadAll(tc); errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatal("TCP connection sending garbage not closed")
 	}
-	eventually(t, 5*time.Second, "TCP garbage counted", func() bool { return s.m.Get(MetricTCPBadFrames) == 1 })
+	eventually.That(t, 5*time.Second, "TCP garbage counted", func() bool { return s.m.Get(MetricTCPBadFrames) == 1 })
 	allocate(t, newClient(t, s, "alice", false))
 	allocate(t, newClient(t, s, "bob", true))
 }
@@ -353,7 +390,7 @@ func TestCloseAfterAttack(t *testing.T) {
 	for i := 0; i < 1000; i++ {
 		u.Write([]byte(fmt.Sprint("garbage ", i, " ........................")))
 	}
-	eventually(t, 5*time.Second, "attack seen", func() bool {
+	eventually.That(t, 5*time.Second, "attack seen", func() bool {
 		return s.m.Get(MetricTCPBadFrames) == 20 && s.m.Get(MetricTCPConns) == 100 && s.m.Get(MetricBadPackets) > 0
 	})
 	done := make(chan error, 1)
@@ -372,14 +409,7 @@ func TestCloseAfterAttack(t *testing.T) {
 	if left != 0 {
 		t.Errorf("%d sockets or read loops still counted live after Close", left)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	noGoroutinesLeft(t, before)
 }
 
 // exhaustEnv marks the child process of TestTCPSurvivesDescriptorExhaustion.
@@ -425,7 +455,14 @@ func TestTCPSurvivesDescriptorExhaustion(t *testing.T) {
 		attack = append(attack, c)
 	}
 	t.Logf("attacker holds %d connections", len(attack))
-	time.Sleep(500 * time.Millisecond) // let the child hit EMFILE a few times
+	var exhausted struct{ Exhausted bool }
+	if err := dec.Decode(&exhausted); err != nil {
+		t.Fatalf("child: %v\n%s", err, stderr.String())
+	}
+	if !exhausted.Exhausted {
+		t.Fatalf("the child never ran out of descriptors (%s stayed below %d): the test would prove nothing\n%s",
+			MetricTCPAcceptErrors, exhaustedAfter, stderr.String())
+	}
 	for _, c := range attack {
 		c.Close()
 	}
@@ -471,8 +508,13 @@ func TestTCPSurvivesDescriptorExhaustion(t *testing.T) {
 	}
 }
 
-// exhaustChild runs the relay under a low descriptor limit, prints its addresses, and on
-// SIGTERM closes it and prints its counters.
+// exhaustedAfter is how many accept errors the child waits for before it tells the parent
+// that it ran out of descriptors: a few, so that the relay has backed off more than once.
+const exhaustedAfter = 3
+
+// exhaustChild runs the relay under a low descriptor limit, prints its addresses, then
+// whether accept failed exhaustedAfter times within 30 s, and on SIGTERM closes it and
+// prints its counters.
 func exhaustChild() {
 	fail := func(err error) {
 		fmt.Fprintln(os.Stderr, "child:", err)
@@ -495,6 +537,10 @@ func exhaustChild() {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM)
 	json.NewEncoder(os.Stdout).Encode(map[string]string{"udp": s.Addr().String(), "tcp": s.TCPAddr().String()})
+	go func() {
+		err := eventually.Await(30*time.Second, "accept errors", func() bool { return s.m.Get(MetricTCPAcceptErrors) >= exhaustedAfter })
+		json.NewEncoder(os.Stdout).Encode(map[string]bool{"exhausted": err == nil})
+	}()
 	<-sig
 	if err := s.Close(); err != nil {
 		fail(err)

@@ -21,6 +21,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pion/stun/v3"
+
+	"github.com/peerline/peerline/internal/eventually"
 )
 
 // The comparison with coturn runs only when asked:
@@ -238,23 +242,33 @@ func startCoturn(t *testing.T, dir string, port int) *benchServer {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// Wait until it answers on TCP (it opens UDP and TCP together).
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			cmd.Wait()
-			t.Fatal("turnserver did not start")
-		}
-		time.Sleep(50 * time.Millisecond)
+	// It opens its UDP listeners, one per thread, after TCP: it is ready once it answers a
+	// Binding request over UDP.
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	if err := eventually.Await(10*time.Second, "turnserver to answer over UDP", func() bool { return stunAnswers(addr) }); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("turnserver did not start: %v", err)
 	}
-	time.Sleep(time.Second) // coturn opens its UDP listeners per thread after TCP
 	return &benchServer{name: "coturn", port: port, cmd: cmd}
+}
+
+// stunAnswers reports whether a STUN Binding request to addr over UDP is answered within
+// 100 ms.
+func stunAnswers(addr string) bool {
+	c, err := net.Dial("udp4", addr)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+	if _, err := c.Write(req.Raw); err != nil {
+		return false
+	}
+	c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	buf := make([]byte, 1500)
+	n, err := c.Read(buf)
+	return err == nil && stun.IsMessage(buf[:n])
 }
 
 // cpuTime is a process's user+system CPU time, all threads.
@@ -462,7 +476,10 @@ func TestRelayVsCoturn(t *testing.T) {
 			if f.loss >= 1 {
 				verdicts = append(verdicts, fmt.Sprintf("%s %s lost %.1f%%: %s", srv.name, l.name, f.loss, f.bottleneck()))
 			}
-			time.Sleep(2 * time.Second) // let the last allocations go before the next run
+			// A real-time pause between two measured runs, not a wait for an event: the
+			// server that just ran lets its last allocations go and the machine settles,
+			// so that neither weighs on the next run's figures.
+			time.Sleep(2 * time.Second)
 		}
 		for _, s := range l.want.shortfalls(figs[1], figs[0]) {
 			failures = append(failures, l.name+": "+s)

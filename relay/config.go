@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	transport "github.com/pion/transport/v4"
 
 	"github.com/peerline/peerline/internal/metrics"
@@ -96,9 +97,26 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics receives the server's counters (see the metric names); nil = a fresh set.
 	Metrics *metrics.Set
-	// Now is the clock for credential expiry and bandwidth quotas; nil = time.Now.
+	// Now tells the time of credential expiry and bandwidth quotas; nil = Clock's.
 	Now func() time.Time
+	// Clock runs the server's own timers (the idle deadline of TURN-over-TCP connections,
+	// the pacing of a TCP stream over its user's bandwidth, the back-off after socket
+	// errors, the flush of the hot-path counters) and tells its time; nil = the real
+	// clock, telling Now's time if Now is set. Pion's timers (allocation, permission and
+	// channel lifetimes) are its own and run on the real clock.
+	Clock clockwork.Clock
 }
+
+// nowClock is a clock that tells the time of now: Config.Now, for callers that set only
+// that.
+type nowClock struct {
+	clockwork.Clock
+	now func() time.Time
+}
+
+func (c nowClock) Now() time.Time                  { return c.now() }
+func (c nowClock) Since(t time.Time) time.Duration { return c.now().Sub(t) }
+func (c nowClock) Until(t time.Time) time.Duration { return t.Sub(c.now()) }
 
 // validate checks c and returns a copy with every default filled in.
 func (c Config) validate() (Config, error) {
@@ -178,8 +196,14 @@ func (c Config) validate() (Config, error) {
 	if c.Realm == "" {
 		c.Realm = DefaultRealm
 	}
+	if c.Clock == nil {
+		c.Clock = clockwork.NewRealClock()
+		if c.Now != nil {
+			c.Clock = nowClock{c.Clock, c.Now}
+		}
+	}
 	if c.Now == nil {
-		c.Now = time.Now
+		c.Now = c.Clock.Now
 	}
 	if c.Metrics == nil {
 		c.Metrics = &metrics.Set{}

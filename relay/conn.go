@@ -79,7 +79,7 @@ func newUDPListener(s *Server, conn net.PacketConn) *udpListener {
 }
 
 func (l *udpListener) ReadFrom(b []byte) (int, net.Addr, error) {
-	var bo serve.AcceptBackoff
+	bo := serve.AcceptBackoff{Clock: l.s.clk}
 	for {
 		slot, n, src, _, err := l.in.read(l.takeFn)
 		if err != nil {
@@ -213,7 +213,7 @@ func (r *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		r.reading = true
 		r.mu.Unlock()
 	}
-	var bo serve.AcceptBackoff
+	bo := serve.AcceptBackoff{Clock: r.s.clk}
 	for {
 		slot, n, src, _, err := r.in.read(r.takeFn)
 		if err != nil {

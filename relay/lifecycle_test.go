@@ -9,7 +9,7 @@ import (
 
 	"github.com/pion/turn/v4"
 
-	"github.com/peerline/peerline/e2e/overlaytest"
+	"github.com/peerline/peerline/internal/eventually"
 	"github.com/peerline/peerline/relay"
 )
 
@@ -25,7 +25,7 @@ func TestRunLeavesNoGoroutine(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() { ran <- s.Run(ctx) }()
-	overlaytest.Eventually(t, 5*time.Second, "relay listening", func() bool { return s.Addr().IsValid() })
+	eventually.That(t, 5*time.Second, "relay listening", func() bool { return s.Addr().IsValid() })
 	addr := s.Addr().String()
 	for _, tcp := range []bool{false, true} {
 		var conn net.PacketConn
@@ -58,7 +58,7 @@ func TestRunLeavesNoGoroutine(t *testing.T) {
 	}
 	pkgs := []string{"github.com/peerline/peerline/relay.", "github.com/pion/turn/v4.(*Server)",
 		"github.com/pion/turn/v4/internal/server.", "github.com/pion/turn/v4/internal/allocation."}
-	if running := overlaytest.Leftover(0, pkgs...); len(running) < 3 {
+	if running := eventually.Leftover(0, pkgs...); len(running) < 3 {
 		t.Fatalf("only %d goroutines of the running relay seen: the check would miss a leak", len(running))
 	}
 	cancel()
@@ -67,7 +67,7 @@ func TestRunLeavesNoGoroutine(t *testing.T) {
 	}
 	// pion's Server.Close does not wait for the goroutine it runs per TCP connection,
 	// which may still be closing its connection when Run returns: a second for those.
-	if left := overlaytest.Leftover(time.Second, pkgs...); len(left) > 0 {
+	if left := eventually.Leftover(time.Second, pkgs...); len(left) > 0 {
 		t.Fatalf("%d goroutines left after Run returned:\n%s", len(left), strings.Join(left, "\n\n"))
 	}
 }

@@ -13,23 +13,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
+
+	"github.com/peerline/peerline/internal/eventually"
 )
 
 var testSecret = []byte("test-secret")
-
-// eventually polls cond until it holds or within has passed.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not after %v: %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func testLogger(t *testing.T) *slog.Logger {
 	if os.Getenv("RELAY_TEST_LOG") == "" {
@@ -185,7 +176,7 @@ func TestRelayBetweenClients(t *testing.T) {
 				}
 				exchange(t, bob, alice.LocalAddr(), aliceIn, fmt.Sprintf("b->a %d", i))
 			}
-			eventually(t, 5*time.Second, "channels bound", func() bool { return s.boundChannels() >= 2 })
+			eventually.That(t, 5*time.Second, "channels bound", func() bool { return s.boundChannels() >= 2 })
 			for i := 0; i < 20; i++ {
 				exchange(t, alice, bob.LocalAddr(), bobIn, fmt.Sprintf("chan a->b %d", i))
 				exchange(t, bob, alice.LocalAddr(), aliceIn, fmt.Sprintf("chan b->a %d", i))
@@ -285,7 +276,7 @@ func TestAllocationQuota(t *testing.T) {
 
 	// Once alice gives her allocation back she may take another.
 	alice1.Close()
-	eventually(t, 5*time.Second, "alice's allocation released", func() bool { return s.Allocations() == 1 })
+	eventually.That(t, 5*time.Second, "alice's allocation released", func() bool { return s.Allocations() == 1 })
 	allocate(t, alice2c)
 }
 
@@ -312,7 +303,7 @@ func TestBandwidthQuota(t *testing.T) {
 		}
 	}
 	got := 0 // bytes of alice's the peer received
-	eventually(t, 5*time.Second, "each of alice's datagrams relayed or dropped", func() bool {
+	eventually.That(t, 5*time.Second, "each of alice's datagrams relayed or dropped", func() bool {
 		for len(peerIn) > 0 {
 			got += len((<-peerIn).data)
 		}
@@ -337,7 +328,7 @@ func TestBandwidthQuota(t *testing.T) {
 	for i := 0; i < 50; i++ {
 		peer.WriteTo(payload, carol.LocalAddr())
 	}
-	eventually(t, 5*time.Second, "carol's excess dropped", func() bool {
+	eventually.That(t, 5*time.Second, "carol's excess dropped", func() bool {
 		return s.Metrics().Get(MetricDroppedPackets) >= before+30
 	})
 }
@@ -453,7 +444,7 @@ func TestCloseStopsEverything(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	eventually(t, 5*time.Second, "3 allocations", func() bool { return s.Allocations() == 3 })
+	eventually.That(t, 5*time.Second, "3 allocations", func() bool { return s.Allocations() == 3 })
 	if err := s.Close(); err != nil {
 		t.Errorf("close: %v", err)
 	}
@@ -467,13 +458,16 @@ func TestCloseStopsEverything(t *testing.T) {
 		closers[i]()
 	}
 	closers = nil
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(5 * time.Millisecond)
+	noGoroutinesLeft(t, before)
+}
+
+// noGoroutinesLeft waits for the process to be back to the before goroutines it had, and
+// fails the test with every stack if it is not within 5 s.
+func noGoroutinesLeft(t *testing.T, before int) {
+	t.Helper()
+	if err := eventually.Await(5*time.Second, "the goroutines to end", func() bool { return runtime.NumGoroutine() <= before }); err != nil {
+		buf := make([]byte, 1<<20)
+		t.Fatalf("%v: %d goroutines, %d before:\n%s", err, runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
 	}
 }
 
@@ -501,6 +495,18 @@ func TestConfig(t *testing.T) {
 	if c.Listen != ":3478" || c.RelayIP != netip.IPv4Unspecified() || c.MinPort != 49152 || c.MaxPort != 65535 ||
 		c.Listeners != runtime.NumCPU() || c.SocketBuffer != 4<<20 || c.UserBurst != 5000 || c.Realm != "peerline" {
 		t.Errorf("defaults: %+v", c)
+	}
+	// A Config with Now only runs on the real clock telling Now's time; one with Clock
+	// only tells the time by it.
+	frozen := time.Unix(1700000000, 0)
+	c, _ = Config{Secret: testSecret, PublicIP: netip.MustParseAddr("192.0.2.1"), Now: func() time.Time { return frozen }}.validate()
+	if !c.Clock.Now().Equal(frozen) || !c.Now().Equal(frozen) || c.Clock.Since(frozen) != 0 {
+		t.Errorf("with Now: Clock tells %v, Now %v; want %v", c.Clock.Now(), c.Now(), frozen)
+	}
+	fake := clockwork.NewFakeClockAt(frozen)
+	c, _ = Config{Secret: testSecret, PublicIP: netip.MustParseAddr("192.0.2.1"), Clock: fake}.validate()
+	if fake.Advance(time.Minute); !c.Now().Equal(frozen.Add(time.Minute)) {
+		t.Errorf("with Clock: Now tells %v, want %v", c.Now(), frozen.Add(time.Minute))
 	}
 }
 

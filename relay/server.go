@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/libp2p/go-reuseport"
 	"github.com/pion/turn/v4"
 
@@ -54,6 +55,7 @@ const flushEvery = time.Second
 // Server is a TURN relay. Create it with New, serve with Start (or Run), stop with Close.
 type Server struct {
 	cfg    Config
+	clk    clockwork.Clock // cfg.Clock: the real clock unless a test gave its own
 	log    *slog.Logger
 	m      *metrics.Set
 	peerOK func(net.IP) bool
@@ -99,6 +101,7 @@ func New(cfg Config) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
 		cfg:     cfg,
+		clk:     cfg.Clock,
 		log:     log,
 		m:       cfg.Metrics,
 		peerOK:  peerFilter(cfg),
@@ -516,11 +519,11 @@ func (s *Server) flush() {
 
 func (s *Server) flushLoop() {
 	defer s.wg.Done()
-	t := time.NewTicker(flushEvery)
+	t := s.clk.NewTicker(flushEvery)
 	defer t.Stop()
 	for {
 		select {
-		case <-t.C:
+		case <-t.Chan():
 			s.flush()
 		case <-s.ctx.Done():
 			return
@@ -529,7 +532,9 @@ func (s *Server) flushLoop() {
 }
 
 // closeWait bounds how long Close waits for pion's read loops to see their sockets
-// closed; they do at once unless the process is starved.
+// closed; they do at once unless the process is starved. It is measured on the real
+// clock whatever Config.Clock is: it bounds a wait for goroutines to be scheduled, which
+// no test's clock would advance.
 const closeWait = 10 * time.Second
 
 // Close stops the server: it closes every socket and TCP connection and returns once

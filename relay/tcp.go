@@ -7,8 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/pion/stun/v3"
 
 	"github.com/peerline/peerline/internal/serve"
@@ -38,6 +38,7 @@ func newTCPListener(s *Server, ln net.Listener) *tcpListener {
 		gate: serve.NewGate(serve.Config{
 			Max: s.cfg.TCPMaxConns, PerAddr: s.cfg.TCPConnsPerAddr, PerPrefix: s.cfg.TCPConnsPerPrefix,
 			AuthTimeout: -1, // the idle deadline of tcpConn plays its part
+			Clock:       s.clk,
 		}),
 		conns: make(map[*tcpConn]struct{}),
 		bySrc: make(map[netip.AddrPort]*tcpConn),
@@ -46,7 +47,7 @@ func newTCPListener(s *Server, ln net.Listener) *tcpListener {
 }
 
 func (l *tcpListener) Accept() (net.Conn, error) {
-	var bo serve.AcceptBackoff
+	bo := serve.AcceptBackoff{Clock: l.s.clk}
 	for {
 		nc, err := l.Listener.Accept()
 		if err != nil {
@@ -165,7 +166,7 @@ type tcpConn struct {
 	closed    bool
 	out       bool // counted out of Server.live
 	allocated bool
-	idle      *time.Timer
+	idle      clockwork.Timer
 }
 
 // errBadFrame ends a TURN-over-TCP connection whose bytes are neither STUN nor ChannelData.
@@ -231,9 +232,9 @@ func (c *tcpConn) next(b []byte) (int, error) {
 		c.pend = append(c.pend, b[:n]...)
 		if u := c.l.owner(c.src); u != nil {
 			if wait := u.bucket.reserve(n, c.l.s.cfg.Now()); wait > 0 {
-				t := time.NewTimer(wait)
+				t := c.l.s.clk.NewTimer(wait)
 				select {
-				case <-t.C:
+				case <-t.Chan():
 				case <-c.done:
 				case <-c.l.s.ctx.Done():
 				}
@@ -255,7 +256,7 @@ func (c *tcpConn) setAllocated(yes bool) {
 		c.idle = nil
 	}
 	if !yes && !c.closed && d > 0 {
-		c.idle = time.AfterFunc(d, c.expire)
+		c.idle = c.l.s.clk.AfterFunc(d, c.expire)
 	}
 }
 

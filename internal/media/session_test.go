@@ -5,13 +5,13 @@ import (
 	"errors"
 	"log/slog"
 	"os"
-	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/peerline/peerline/internal/eventually"
 	"github.com/peerline/peerline/internal/metrics"
 )
 
@@ -31,24 +31,7 @@ func TestMain(m *testing.M) {
 // leakedGoroutines waits up to d for every goroutine started by a Session or a test
 // pipe to end, and returns the stacks of those that do not.
 func leakedGoroutines(d time.Duration) string {
-	deadline := time.Now().Add(d)
-	for {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var leaks []string
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "internal/media.(*Session)") || strings.Contains(g, "internal/media.(*pipe)") {
-				leaks = append(leaks, g)
-			}
-		}
-		if len(leaks) == 0 {
-			return ""
-		}
-		if time.Now().After(deadline) {
-			return strings.Join(leaks, "\n\n")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return strings.Join(eventually.Leftover(d, "internal/media.(*Session)", "internal/media.(*pipe)"), "\n\n")
 }
 
 // testLogger narrates into the test's output.
@@ -226,16 +209,6 @@ func fastPaths(caller bool, c *Config) {
 	c.DeadAfter = 200 * time.Millisecond
 }
 
-// waitFor polls cond every 5 ms until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(d); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-	}
-}
-
 func lastChange(s *Session) PathChange {
 	st := s.Stats()
 	if len(st.PathChanges) == 0 {
@@ -265,7 +238,7 @@ func TestFailover(t *testing.T) {
 			})
 			direct, _ := twoPaths(t, a, b)
 			runCall(t, a, b, 5*time.Second, func() {
-				waitFor(t, 2*time.Second, "the caller to send on the direct path", func() bool {
+				eventually.That(t, 2*time.Second, "the caller to send on the direct path", func() bool {
 					return a.Stats().ActiveKind == KindDirect && b.Stats().FramesReceived > 10
 				})
 				t.Logf("killing the direct path (%s)", how)
@@ -326,12 +299,12 @@ func TestUpgrade(t *testing.T) {
 	direct, _ := twoPaths(t, a, b)
 	direct.blackhole.Store(true)
 	runCall(t, a, b, 5*time.Second, func() {
-		waitFor(t, 2*time.Second, "the call to run on the relay", func() bool {
+		eventually.That(t, 2*time.Second, "the call to run on the relay", func() bool {
 			return a.Stats().ActiveKind == KindRelayUDP && b.Stats().FramesReceived > 5
 		})
 		t.Log("direct path starts working")
 		direct.blackhole.Store(false)
-		waitFor(t, 2*time.Second, "the upgrade", func() bool {
+		eventually.That(t, 2*time.Second, "the upgrade", func() bool {
 			return a.Stats().ActiveKind == KindDirect && b.Stats().ActiveKind == KindDirect
 		})
 	})
@@ -357,7 +330,7 @@ func TestRunStopsOnCancel(t *testing.T) {
 	errs := make(chan error, 2)
 	go func() { errs <- a.Run(ctx) }()
 	go func() { errs <- b.Run(context.Background()) }() // ends on a's bye
-	waitFor(t, 2*time.Second, "audio both ways", func() bool {
+	eventually.That(t, 2*time.Second, "audio both ways", func() bool {
 		return a.Stats().FramesReceived > 5 && b.Stats().FramesReceived > 5
 	})
 	cancel()

@@ -8,6 +8,7 @@ import (
 	"net"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"golang.org/x/net/nettest"
@@ -112,64 +113,67 @@ func TestConnCloseWrite(t *testing.T) {
 	}
 }
 
-// TestConnDeadlineErrors: deadlines that pass, are cleared, moved to now, moved later.
+// TestConnDeadlineErrors: deadlines that pass, are cleared, moved to now, moved later. It
+// runs in a synctest bubble: the deadlines pass in virtual time, exactly.
 func TestConnDeadlineErrors(t *testing.T) {
 	checkGoroutines(t)
-	n := New(Options{})
-	a, b := n.Host("192.0.2.1"), n.Host("192.0.2.2")
-	checkConns(t, a, b)
-	c, s := connect(t, a, mustListen(t, b, ":7000"))
+	synctest.Test(t, func(t *testing.T) {
+		n := New(Options{})
+		a, b := n.Host("192.0.2.1"), n.Host("192.0.2.2")
+		checkConns(t, a, b)
+		c, s := connect(t, a, mustListen(t, b, ":7000"))
 
-	c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
-	start := time.Now()
-	_, err := c.Read(make([]byte, 8))
-	if !isTimeout(err) {
-		t.Errorf("Read past deadline = %v, want a net.Error with Timeout() and os.ErrDeadlineExceeded", err)
-	}
-	if d := time.Since(start); d < 15*time.Millisecond {
-		t.Errorf("Read timed out after %v, before its 20ms deadline", d)
-	}
-	// Clearing the deadline makes Read block again: it gets the data written later.
-	c.SetReadDeadline(time.Time{})
-	go func() {
-		time.Sleep(10 * time.Millisecond)
-		c.SetReadDeadline(time.Now())
-	}()
-	if _, err := c.Read(make([]byte, 8)); !isTimeout(err) {
-		t.Errorf("Read with deadline moved to now = %v, want timeout", err)
-	}
-
-	// A Read waiting under a deadline that is moved later keeps waiting under the new
-	// one, and a write deadline that passed after its Write completed fails only the
-	// Writes made before it is set again, as on a socket.
-	c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
-	got := make(chan error, 1)
-	go func() {
+		c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		start := time.Now()
 		_, err := c.Read(make([]byte, 8))
-		got <- err
-	}()
-	time.Sleep(5 * time.Millisecond)
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	time.Sleep(60 * time.Millisecond) // past the first deadline
-	if _, err := s.Write([]byte("late")); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-got; err != nil {
-		t.Errorf("Read under an extended deadline = %v, want the data", err)
-	}
+		if !isTimeout(err) {
+			t.Errorf("Read past deadline = %v, want a net.Error with Timeout() and os.ErrDeadlineExceeded", err)
+		}
+		if d := time.Since(start); d < 15*time.Millisecond {
+			t.Errorf("Read timed out after %v, before its 20ms deadline", d)
+		}
+		// Clearing the deadline makes Read block again: it gets the data written later.
+		c.SetReadDeadline(time.Time{})
+		go func() {
+			synctest.Wait() // the Read below blocks
+			c.SetReadDeadline(time.Now())
+		}()
+		if _, err := c.Read(make([]byte, 8)); !isTimeout(err) {
+			t.Errorf("Read with deadline moved to now = %v, want timeout", err)
+		}
 
-	s.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
-	if _, err := s.Write([]byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(20 * time.Millisecond)
-	if _, err := s.Write([]byte("y")); !isTimeout(err) {
-		t.Errorf("Write after its deadline passed = %v, want timeout", err)
-	}
-	s.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if _, err := s.Write([]byte("z")); err != nil {
-		t.Errorf("Write after the deadline was set again = %v", err)
-	}
+		// A Read waiting under a deadline that is moved later keeps waiting under the new
+		// one, and a write deadline that passed after its Write completed fails only the
+		// Writes made before it is set again, as on a socket.
+		c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+		got := make(chan error, 1)
+		go func() {
+			_, err := c.Read(make([]byte, 8))
+			got <- err
+		}()
+		synctest.Wait() // the Read blocks
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		time.Sleep(60 * time.Millisecond) // virtual time: past the first deadline
+		if _, err := s.Write([]byte("late")); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-got; err != nil {
+			t.Errorf("Read under an extended deadline = %v, want the data", err)
+		}
+
+		s.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+		if _, err := s.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond) // virtual time: past the write deadline
+		if _, err := s.Write([]byte("y")); !isTimeout(err) {
+			t.Errorf("Write after its deadline passed = %v, want timeout", err)
+		}
+		s.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := s.Write([]byte("z")); err != nil {
+			t.Errorf("Write after the deadline was set again = %v", err)
+		}
+	})
 }
 
 // TestConnBackpressure checks that a writer can queue a window's worth and then blocks,

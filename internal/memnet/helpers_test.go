@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/peerline/peerline/internal/eventually"
 )
 
 // Dialer is the overlay's dialling interface; *Host must satisfy it.
@@ -17,26 +19,14 @@ type Dialer interface {
 
 var _ Dialer = (*Host)(nil)
 
-// eventually polls cond until it holds or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, cond func() bool) bool {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return true
-}
-
 // checkGoroutines fails the test if, once its cleanups have run, more goroutines are
-// alive than when it started. Call it first so that its cleanup runs last.
+// alive than when it started. Call it first so that its cleanup runs last, and outside a
+// synctest bubble, so that it counts once the bubble's goroutines have ended.
 func checkGoroutines(t *testing.T) {
 	t.Helper()
 	before := runtime.NumGoroutine()
 	t.Cleanup(func() {
-		if !eventually(t, 5*time.Second, func() bool { return runtime.NumGoroutine() <= before }) {
+		if eventually.Await(5*time.Second, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before }) != nil {
 			buf := make([]byte, 1<<20)
 			buf = buf[:runtime.Stack(buf, true)]
 			t.Errorf("goroutine leak: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf)
@@ -49,7 +39,7 @@ func checkConns(t *testing.T, hosts ...*Host) {
 	t.Helper()
 	t.Cleanup(func() {
 		for _, h := range hosts {
-			if !eventually(t, 5*time.Second, func() bool { return h.Conns() == 0 }) {
+			if eventually.Await(5*time.Second, "conns to close", func() bool { return h.Conns() == 0 }) != nil {
 				t.Errorf("host %v: %d conns still open", h.IP(), h.Conns())
 			}
 		}

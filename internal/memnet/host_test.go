@@ -7,6 +7,7 @@ import (
 	"net"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -37,65 +38,67 @@ func TestHostRegistry(t *testing.T) {
 
 func TestListenerAcceptClose(t *testing.T) {
 	checkGoroutines(t)
-	n := New(Options{})
-	a, b := n.Host("192.0.2.1"), n.Host("192.0.2.2")
-	checkConns(t, a, b)
-	ln, err := b.Listen("tcp", ":7000")
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	// A dial completes before Accept (the backlog holds it); when the listener closes
-	// with the conn still unaccepted, the dialler sees a reset.
-	c, err := a.DialContext(context.Background(), "tcp", "192.0.2.2:7000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if b.Conns() != 1 {
-		t.Errorf("server Conns with one unaccepted conn = %d, want 1", b.Conns())
-	}
-
-	accepted := make(chan error, 1)
-	go func() {
-		// First Accept gets the pending conn, the second blocks until Close.
-		s, err := ln.Accept()
+	synctest.Test(t, func(t *testing.T) {
+		n := New(Options{})
+		a, b := n.Host("192.0.2.1"), n.Host("192.0.2.2")
+		checkConns(t, a, b)
+		ln, err := b.Listen("tcp", ":7000")
 		if err != nil {
-			accepted <- err
-			return
+			t.Fatal(err)
 		}
-		s.Close()
-		_, err = ln.Accept()
-		accepted <- err
-	}()
-	time.Sleep(20 * time.Millisecond)
-	if err := ln.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-accepted; !errors.Is(err, net.ErrClosed) {
-		t.Errorf("Accept after Close = %v, want net.ErrClosed", err)
-	}
-	if err := ln.Close(); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("second Close = %v, want net.ErrClosed", err)
-	}
-	if _, err := a.DialContext(context.Background(), "tcp", "192.0.2.2:7000"); !errors.Is(err, syscall.ECONNREFUSED) {
-		t.Errorf("dial after listener Close = %v, want ECONNREFUSED", err)
-	}
 
-	// Unaccepted conns are reset when the listener closes.
-	ln2 := mustListen(t, b, ":7000") // the port is free again
-	c2, err := a.DialContext(context.Background(), "tcp", "192.0.2.2:7000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c2.Close()
-	ln2.Close()
-	if _, err := c2.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
-		t.Errorf("Read on a conn dropped from the backlog = %v, want ECONNRESET", err)
-	}
-	if b.Conns() != 0 {
-		t.Errorf("server Conns after listener Close = %d, want 0", b.Conns())
-	}
+		// A dial completes before Accept (the backlog holds it); when the listener closes
+		// with the conn still unaccepted, the dialler sees a reset.
+		c, err := a.DialContext(context.Background(), "tcp", "192.0.2.2:7000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if b.Conns() != 1 {
+			t.Errorf("server Conns with one unaccepted conn = %d, want 1", b.Conns())
+		}
+
+		accepted := make(chan error, 1)
+		go func() {
+			// First Accept gets the pending conn, the second blocks until Close.
+			s, err := ln.Accept()
+			if err != nil {
+				accepted <- err
+				return
+			}
+			s.Close()
+			_, err = ln.Accept()
+			accepted <- err
+		}()
+		synctest.Wait() // the second Accept blocks
+		if err := ln.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-accepted; !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Accept after Close = %v, want net.ErrClosed", err)
+		}
+		if err := ln.Close(); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("second Close = %v, want net.ErrClosed", err)
+		}
+		if _, err := a.DialContext(context.Background(), "tcp", "192.0.2.2:7000"); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("dial after listener Close = %v, want ECONNREFUSED", err)
+		}
+
+		// Unaccepted conns are reset when the listener closes.
+		ln2 := mustListen(t, b, ":7000") // the port is free again
+		c2, err := a.DialContext(context.Background(), "tcp", "192.0.2.2:7000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c2.Close()
+		ln2.Close()
+		if _, err := c2.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("Read on a conn dropped from the backlog = %v, want ECONNRESET", err)
+		}
+		if b.Conns() != 0 {
+			t.Errorf("server Conns after listener Close = %d, want 0", b.Conns())
+		}
+	})
 }
 
 func TestDialErrors(t *testing.T) {
@@ -307,95 +310,97 @@ func TestSelfDial(t *testing.T) {
 
 func TestKillRevive(t *testing.T) {
 	checkGoroutines(t)
-	n := New(Options{})
-	srv, cli := n.Host("192.0.2.10"), n.Host("192.0.2.20")
-	checkConns(t, srv, cli)
-	ctx := context.Background()
+	synctest.Test(t, func(t *testing.T) {
+		n := New(Options{})
+		srv, cli := n.Host("192.0.2.10"), n.Host("192.0.2.20")
+		checkConns(t, srv, cli)
+		ctx := context.Background()
 
-	ln, err := srv.Listen("tcp", ":443")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := srv.ListenPacket("udp", ":3478")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, s := connect(t, cli, ln)
-	if _, err := s.Write([]byte("bye")); err != nil { // sent before the crash
-		t.Fatal(err)
-	}
+		ln, err := srv.Listen("tcp", ":443")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc, err := srv.ListenPacket("udp", ":3478")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, s := connect(t, cli, ln)
+		if _, err := s.Write([]byte("bye")); err != nil { // sent before the crash
+			t.Fatal(err)
+		}
 
-	blockedAccept := make(chan error, 1)
-	go func() { _, err := ln.Accept(); blockedAccept <- err }()
-	blockedRead := make(chan error, 1)
-	go func() { _, _, err := pc.ReadFrom(make([]byte, 10)); blockedRead <- err }()
-	time.Sleep(10 * time.Millisecond)
+		blockedAccept := make(chan error, 1)
+		go func() { _, err := ln.Accept(); blockedAccept <- err }()
+		blockedRead := make(chan error, 1)
+		go func() { _, _, err := pc.ReadFrom(make([]byte, 10)); blockedRead <- err }()
+		synctest.Wait() // both block
 
-	srv.Kill()
-	srv.Kill() // idempotent
+		srv.Kill()
+		srv.Kill() // idempotent
 
-	if err := <-blockedAccept; !errors.Is(err, net.ErrClosed) {
-		t.Errorf("Accept on a killed host = %v, want net.ErrClosed", err)
-	}
-	if err := <-blockedRead; !errors.Is(err, net.ErrClosed) {
-		t.Errorf("ReadFrom on a killed host = %v, want net.ErrClosed", err)
-	}
-	if _, err := s.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("Read on the killed host's end = %v, want net.ErrClosed", err)
-	}
-	if srv.Conns() != 0 {
-		t.Errorf("killed host Conns = %d, want 0", srv.Conns())
-	}
-	// The peer drains what was sent before the crash, then sees a reset.
-	buf := make([]byte, 10)
-	if k, err := c.Read(buf); err != nil || string(buf[:k]) != "bye" {
-		t.Errorf("peer Read after Kill = %q, %v; want the queued data first", buf[:k], err)
-	}
-	if _, err := c.Read(buf); !errors.Is(err, syscall.ECONNRESET) {
-		t.Errorf("peer Read after draining = %v, want ECONNRESET", err)
-	}
-	if _, err := c.Write(buf); !errors.Is(err, syscall.ECONNRESET) {
-		t.Errorf("peer Write after Kill = %v, want ECONNRESET", err)
-	}
-	if cli.Conns() != 1 {
-		t.Errorf("peer Conns = %d, want 1 until the peer closes its end", cli.Conns())
-	}
-	c.Close()
+		if err := <-blockedAccept; !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Accept on a killed host = %v, want net.ErrClosed", err)
+		}
+		if err := <-blockedRead; !errors.Is(err, net.ErrClosed) {
+			t.Errorf("ReadFrom on a killed host = %v, want net.ErrClosed", err)
+		}
+		if _, err := s.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Read on the killed host's end = %v, want net.ErrClosed", err)
+		}
+		if srv.Conns() != 0 {
+			t.Errorf("killed host Conns = %d, want 0", srv.Conns())
+		}
+		// The peer drains what was sent before the crash, then sees a reset.
+		buf := make([]byte, 10)
+		if k, err := c.Read(buf); err != nil || string(buf[:k]) != "bye" {
+			t.Errorf("peer Read after Kill = %q, %v; want the queued data first", buf[:k], err)
+		}
+		if _, err := c.Read(buf); !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("peer Read after draining = %v, want ECONNRESET", err)
+		}
+		if _, err := c.Write(buf); !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("peer Write after Kill = %v, want ECONNRESET", err)
+		}
+		if cli.Conns() != 1 {
+			t.Errorf("peer Conns = %d, want 1 until the peer closes its end", cli.Conns())
+		}
+		c.Close()
 
-	if _, err := cli.DialContext(ctx, "tcp", "192.0.2.10:443"); !errors.Is(err, syscall.EHOSTUNREACH) {
-		t.Errorf("dial to a killed host = %v, want EHOSTUNREACH", err)
-	}
-	if _, err := srv.Listen("tcp", ":443"); !errors.Is(err, ErrHostDown) {
-		t.Errorf("Listen on a killed host = %v, want ErrHostDown", err)
-	}
-	if _, err := srv.ListenPacket("udp", ":0"); !errors.Is(err, ErrHostDown) {
-		t.Errorf("ListenPacket on a killed host = %v, want ErrHostDown", err)
-	}
-	if _, err := srv.DialContext(ctx, "tcp", "192.0.2.20:1"); !errors.Is(err, ErrHostDown) {
-		t.Errorf("dial from a killed host = %v, want ErrHostDown", err)
-	}
-	// Closing what the crash already closed is harmless.
-	if err := ln.Close(); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("listener Close after Kill = %v, want net.ErrClosed", err)
-	}
+		if _, err := cli.DialContext(ctx, "tcp", "192.0.2.10:443"); !errors.Is(err, syscall.EHOSTUNREACH) {
+			t.Errorf("dial to a killed host = %v, want EHOSTUNREACH", err)
+		}
+		if _, err := srv.Listen("tcp", ":443"); !errors.Is(err, ErrHostDown) {
+			t.Errorf("Listen on a killed host = %v, want ErrHostDown", err)
+		}
+		if _, err := srv.ListenPacket("udp", ":0"); !errors.Is(err, ErrHostDown) {
+			t.Errorf("ListenPacket on a killed host = %v, want ErrHostDown", err)
+		}
+		if _, err := srv.DialContext(ctx, "tcp", "192.0.2.20:1"); !errors.Is(err, ErrHostDown) {
+			t.Errorf("dial from a killed host = %v, want ErrHostDown", err)
+		}
+		// Closing what the crash already closed is harmless.
+		if err := ln.Close(); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("listener Close after Kill = %v, want net.ErrClosed", err)
+		}
 
-	srv.Revive()
-	ln2 := mustListen(t, srv, ":443") // the port is free after the reboot
-	if err := ln.Close(); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("old listener Close after Revive = %v", err)
-	}
-	c2, s2 := connect(t, cli, ln2) // the old listener's Close did not take the new one down
-	c2.Write([]byte("back"))
-	if k, err := s2.Read(buf); err != nil || string(buf[:k]) != "back" {
-		t.Errorf("after Revive read %q, %v", buf[:k], err)
-	}
-	pc.Close()
+		srv.Revive()
+		ln2 := mustListen(t, srv, ":443") // the port is free after the reboot
+		if err := ln.Close(); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("old listener Close after Revive = %v", err)
+		}
+		c2, s2 := connect(t, cli, ln2) // the old listener's Close did not take the new one down
+		c2.Write([]byte("back"))
+		if k, err := s2.Read(buf); err != nil || string(buf[:k]) != "back" {
+			t.Errorf("after Revive read %q, %v", buf[:k], err)
+		}
+		pc.Close()
 
-	// Killing the dialling side resets the server's end.
-	cli.Kill()
-	if _, err := s2.Read(buf); !errors.Is(err, syscall.ECONNRESET) {
-		t.Errorf("server Read after the client host died = %v, want ECONNRESET", err)
-	}
-	s2.Close()
-	cli.Revive()
+		// Killing the dialling side resets the server's end.
+		cli.Kill()
+		if _, err := s2.Read(buf); !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("server Read after the client host died = %v, want ECONNRESET", err)
+		}
+		s2.Close()
+		cli.Revive()
+	})
 }

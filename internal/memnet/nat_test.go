@@ -258,7 +258,7 @@ func TestNATMappingTimeout(t *testing.T) {
 		if got, _ := recv(t, a); got != "keep" {
 			t.Fatalf("answer within the timeout: %q", got)
 		}
-		time.Sleep(31 * time.Second)
+		time.Sleep(31 * time.Second) // virtual time: past the timeout
 		send(t, s, m1, "late")
 		if got, _ := recv(t, a); got != "" {
 			t.Fatalf("answer to an expired mapping delivered: %q", got)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -100,44 +101,46 @@ func TestPacketDrops(t *testing.T) {
 
 func TestPacketDeadlinesAndClose(t *testing.T) {
 	checkGoroutines(t)
-	n := New(Options{})
-	a := n.Host("192.0.2.1")
-	pc := mustListenPacket(t, a, ":0")
+	synctest.Test(t, func(t *testing.T) {
+		n := New(Options{})
+		a := n.Host("192.0.2.1")
+		pc := mustListenPacket(t, a, ":0")
 
-	pc.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
-	start := time.Now()
-	if _, _, err := pc.ReadFrom(make([]byte, 1)); !isTimeout(err) {
-		t.Errorf("ReadFrom past deadline = %v, want timeout", err)
-	}
-	if d := time.Since(start); d < 25*time.Millisecond {
-		t.Errorf("timed out after %v, before the 30ms deadline", d)
-	}
-	pc.SetWriteDeadline(time.Now().Add(-time.Second))
-	if _, err := pc.WriteTo([]byte("x"), pc.LocalAddr()); !isTimeout(err) {
-		t.Errorf("WriteTo past deadline = %v, want timeout", err)
-	}
-	pc.SetDeadline(time.Time{})
-	if _, err := pc.WriteTo([]byte("self"), pc.LocalAddr()); err != nil {
-		t.Fatal(err)
-	}
-	if k, _, err := pc.ReadFrom(make([]byte, 8)); err != nil || k != 4 {
-		t.Errorf("ReadFrom own datagram = %d, %v", k, err)
-	}
+		pc.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+		start := time.Now()
+		if _, _, err := pc.ReadFrom(make([]byte, 1)); !isTimeout(err) {
+			t.Errorf("ReadFrom past deadline = %v, want timeout", err)
+		}
+		if d := time.Since(start); d < 25*time.Millisecond {
+			t.Errorf("timed out after %v, before the 30ms deadline", d)
+		}
+		pc.SetWriteDeadline(time.Now().Add(-time.Second))
+		if _, err := pc.WriteTo([]byte("x"), pc.LocalAddr()); !isTimeout(err) {
+			t.Errorf("WriteTo past deadline = %v, want timeout", err)
+		}
+		pc.SetDeadline(time.Time{})
+		if _, err := pc.WriteTo([]byte("self"), pc.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+		if k, _, err := pc.ReadFrom(make([]byte, 8)); err != nil || k != 4 {
+			t.Errorf("ReadFrom own datagram = %d, %v", k, err)
+		}
 
-	blocked := make(chan error, 1)
-	go func() { _, _, err := pc.ReadFrom(make([]byte, 1)); blocked <- err }()
-	time.Sleep(10 * time.Millisecond)
-	pc.Close()
-	if err := <-blocked; !errors.Is(err, net.ErrClosed) {
-		t.Errorf("blocked ReadFrom after Close = %v, want net.ErrClosed", err)
-	}
-	if _, err := pc.WriteTo([]byte("x"), pc.LocalAddr()); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("WriteTo after Close = %v, want net.ErrClosed", err)
-	}
-	if err := pc.Close(); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("second Close = %v, want net.ErrClosed", err)
-	}
-	mustListenPacket(t, a, pc.LocalAddr().String()) // port freed
+		blocked := make(chan error, 1)
+		go func() { _, _, err := pc.ReadFrom(make([]byte, 1)); blocked <- err }()
+		synctest.Wait() // the ReadFrom blocks
+		pc.Close()
+		if err := <-blocked; !errors.Is(err, net.ErrClosed) {
+			t.Errorf("blocked ReadFrom after Close = %v, want net.ErrClosed", err)
+		}
+		if _, err := pc.WriteTo([]byte("x"), pc.LocalAddr()); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("WriteTo after Close = %v, want net.ErrClosed", err)
+		}
+		if err := pc.Close(); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("second Close = %v, want net.ErrClosed", err)
+		}
+		mustListenPacket(t, a, pc.LocalAddr().String()) // port freed
+	})
 }
 
 type fakeAddr struct{}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/peerline/peerline/internal/eventually"
 	"github.com/peerline/peerline/internal/metrics"
 	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/internal/wire"
@@ -82,9 +83,7 @@ func TestBadMessageKeepsConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The bad request is decoded on a goroutine of its own, concurrently with the ping.
-	for deadline := time.Now().Add(5 * time.Second); m.Get("decode_errors") == 0 && time.Now().Before(deadline); {
-		time.Sleep(time.Millisecond)
-	}
+	eventually.That(t, 5*time.Second, "the bad request counted", func() bool { return m.Get("decode_errors") > 0 })
 	if m.Get("decode_errors") != 1 {
 		t.Fatalf("decode_errors = %d", m.Get("decode_errors"))
 	}
@@ -114,15 +113,20 @@ func TestGarbageClosesWithError(t *testing.T) {
 }
 
 func TestCloseFailsPendingAndIdle(t *testing.T) {
-	block := make(chan struct{})
+	block, served := make(chan struct{}), make(chan struct{}, 1)
 	server, client, _ := pair(t, Options{Handler: HandlerFunc(func(ctx context.Context, c *Conn, m proto.Message) (proto.Message, error) {
+		served <- struct{}{}
 		<-block
 		return nil, nil
 	})})
 	defer close(block)
 	errc := make(chan error, 1)
 	go func() { _, err := client.Call(context.Background(), &proto.Ping{}); errc <- err }()
-	time.Sleep(20 * time.Millisecond)
+	select {
+	case <-served: // the call is pending: its request is being served
+	case <-time.After(5 * time.Second):
+		t.Fatal("the call never reached the handler")
+	}
 	server.Close()
 	select {
 	case err := <-errc:

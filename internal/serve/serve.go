@@ -29,6 +29,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/peerline/peerline/internal/metrics"
 )
 
@@ -46,8 +48,22 @@ type Config struct {
 	// no TIME_WAIT entry left here for each one refused during a storm. The dialler may
 	// then see its connect fail with ECONNRESET. false = a plain close.
 	ResetShed bool
-	Now       func() time.Time // the clock; nil = time.Now
+	Now       func() time.Time // when sources authenticated, for GoodFor; nil = Clock's
+	// Clock runs the AuthTimeout of each connection and the back-off after accept errors,
+	// and tells the time; nil = the real clock, telling Now's time if Now is set.
+	Clock clockwork.Clock
 }
+
+// nowClock is a clock that tells the time of now: Config.Now, for callers that set only
+// that.
+type nowClock struct {
+	clockwork.Clock
+	now func() time.Time
+}
+
+func (c nowClock) Now() time.Time                  { return c.now() }
+func (c nowClock) Since(t time.Time) time.Duration { return c.now().Sub(t) }
+func (c nowClock) Until(t time.Time) time.Duration { return t.Sub(c.now()) }
 
 func (c *Config) setDefaults() {
 	if c.Max <= 0 {
@@ -74,8 +90,14 @@ func (c *Config) setDefaults() {
 	if c.Counter == nil {
 		c.Counter = metrics.Discard
 	}
+	if c.Clock == nil {
+		c.Clock = clockwork.NewRealClock()
+		if c.Now != nil {
+			c.Clock = nowClock{c.Clock, c.Now}
+		}
+	}
 	if c.Now == nil {
-		c.Now = time.Now
+		c.Now = c.Clock.Now
 	}
 }
 
@@ -223,7 +245,7 @@ type conn struct {
 	ip    netip.Addr
 	nc    net.Conn
 	m     metrics.Counter
-	timer *time.Timer
+	timer clockwork.Timer
 
 	mu       sync.Mutex // mu protects the following fields
 	authed   bool
@@ -314,7 +336,7 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener, handle func(context.C
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	m := g.cfg.Counter
-	var bo AcceptBackoff
+	bo := AcceptBackoff{Clock: g.cfg.Clock}
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -340,7 +362,7 @@ func (g *Gate) Serve(ctx context.Context, ln net.Listener, handle func(context.C
 		m.Inc("conns")
 		c := &conn{g: g, ip: ip, nc: nc, m: m}
 		if g.cfg.AuthTimeout > 0 {
-			c.timer = time.AfterFunc(g.cfg.AuthTimeout, c.expire)
+			c.timer = g.cfg.Clock.AfterFunc(g.cfg.AuthTimeout, c.expire)
 		}
 		wg.Add(1)
 		go func() {
@@ -383,16 +405,23 @@ func Temporary(err error) bool {
 }
 
 // AcceptBackoff is the pause after a transient accept error: 5 ms doubling up to 1 s, as
-// net/http's Serve does. The zero value is ready.
-type AcceptBackoff struct{ delay time.Duration }
+// net/http's Serve does. The zero value is ready, on the real clock.
+type AcceptBackoff struct {
+	Clock clockwork.Clock // the clock the pauses are measured on; nil = the real clock
+	delay time.Duration
+}
 
-// Wait sleeps for the next delay; it returns false if ctx ended first.
+// Wait waits for the next delay; it returns false if ctx ended first.
 func (b *AcceptBackoff) Wait(ctx context.Context) bool {
 	b.delay = min(max(2*b.delay, 5*time.Millisecond), time.Second)
-	t := time.NewTimer(b.delay)
+	clk := b.Clock
+	if clk == nil {
+		clk = clockwork.NewRealClock()
+	}
+	t := clk.NewTimer(b.delay)
 	defer t.Stop()
 	select {
-	case <-t.C:
+	case <-t.Chan():
 		return true
 	case <-ctx.Done():
 		return false

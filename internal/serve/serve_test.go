@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
+	"github.com/peerline/peerline/internal/eventually"
 	"github.com/peerline/peerline/internal/metrics"
 )
 
@@ -114,13 +117,16 @@ func closedSoon(c net.Conn, limit time.Duration) bool {
 	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
 }
 
+// The AuthTimeout runs on the gate's clock, a fake one here: the test moves it past the
+// timeout once the connections are in, and the unauthenticated ones are closed.
 func TestServeShedsAndTimesOutUnauthenticated(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := new(metrics.Set)
-	g := NewGate(Config{Max: 100, PerAddr: 2, PerPrefix: 50, AuthTimeout: 300 * time.Millisecond, Counter: m})
+	clk := clockwork.NewFakeClock()
+	g := NewGate(Config{Max: 100, PerAddr: 2, PerPrefix: 50, AuthTimeout: 300 * time.Millisecond, Counter: m, Clock: clk})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -144,17 +150,28 @@ func TestServeShedsAndTimesOutUnauthenticated(t *testing.T) {
 		t.Fatal("a third connection from one address was not shed")
 	}
 	u := dialFrom(t, "127.0.0.1", ln)
-	u.Write([]byte("A"))
-	var b [1]byte
-	u.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := u.Read(b[:]); err != nil {
+	echoed := func(c net.Conn, b byte) error {
+		c.Write([]byte{b})
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := c.Read(make([]byte, 1))
+		return err
+	}
+	if err := echoed(u, 'A'); err != nil {
 		t.Fatalf("the user from another address: %v", err)
 	}
-	if !closedSoon(a1, 3*time.Second) || !closedSoon(a2, 3*time.Second) {
+	// Accepted in the order dialled, a1 and a2 before u, whose timer has stopped: the
+	// clock waits on their two.
+	bctx, bcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer bcancel()
+	if err := clk.BlockUntilContext(bctx, 2); err != nil {
+		t.Fatalf("the unauthenticated connections' timers: %v", err)
+	}
+	clk.Advance(300 * time.Millisecond)
+	if !closedSoon(a1, 5*time.Second) || !closedSoon(a2, 5*time.Second) {
 		t.Fatal("idle unauthenticated connections were not closed after AuthTimeout")
 	}
-	if closedSoon(u, 600*time.Millisecond) {
-		t.Fatal("the authenticated connection was closed")
+	if err := echoed(u, 'x'); err != nil {
+		t.Fatalf("the authenticated connection after AuthTimeout: %v", err)
 	}
 	cancel()
 	if err := <-done; err != nil {
@@ -227,10 +244,12 @@ func TestAuthTimeoutWaitsForRequestInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := new(metrics.Set)
+	clk := clockwork.NewFakeClock()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	release := make(chan struct{})
-	go NewGate(Config{AuthTimeout: 100 * time.Millisecond, Counter: m}).Serve(ctx, ln, func(ctx context.Context, nc net.Conn) {
+	working := make(chan *conn, 1)
+	go NewGate(Config{AuthTimeout: 100 * time.Millisecond, Counter: m, Clock: clk}).Serve(ctx, ln, func(ctx context.Context, nc net.Conn) {
 		defer context.AfterFunc(ctx, func() { nc.Close() })()
 		var b [1]byte
 		for {
@@ -238,6 +257,10 @@ func TestAuthTimeoutWaitsForRequestInFlight(t *testing.T) {
 				return
 			}
 			done := Working(ctx)
+			select {
+			case working <- fromContext(ctx):
+			default:
+			}
 			<-release // a slow request: a login queued at the hasher
 			nc.Write(b[:])
 			done()
@@ -245,7 +268,19 @@ func TestAuthTimeoutWaitsForRequestInFlight(t *testing.T) {
 	})
 	c := dialFrom(t, "127.0.0.1", ln)
 	c.Write([]byte("x"))
-	time.Sleep(300 * time.Millisecond) // well past AuthTimeout, request still in flight
+	var sc *conn
+	select {
+	case sc = <-working:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request never reached the handler")
+	}
+	// Well past AuthTimeout, the request still in flight.
+	clk.Advance(300 * time.Millisecond)
+	eventually.That(t, 5*time.Second, "the AuthTimeout deferred for the request in flight", func() bool {
+		sc.mu.Lock()
+		defer sc.mu.Unlock()
+		return sc.expired
+	})
 	close(release)
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	var b [1]byte
@@ -273,7 +308,7 @@ func TestResetShed(t *testing.T) {
 	go NewGate(Config{Max: 1, Reserve: -1, ResetShed: true, Counter: m}).Serve(ctx, ln, func(ctx context.Context, nc net.Conn) { <-ctx.Done() })
 	held := dialFrom(t, "127.0.0.1", ln)
 	defer held.Close()
-	eventually(t, func() bool { return m.Get("conns") == 1 })
+	eventually.That(t, 5*time.Second, "the held connection admitted", func() bool { return m.Get("conns") == 1 })
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err == nil {
 		defer c.Close()
@@ -286,16 +321,4 @@ func TestResetShed(t *testing.T) {
 	if m.Get("conns_shed") != 1 {
 		t.Fatalf("counters %v", m.Snapshot())
 	}
-}
-
-// eventually polls cond for up to 5 s.
-func eventually(t *testing.T, cond func() bool) {
-	t.Helper()
-	for range 500 {
-		if cond() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("condition never held")
 }

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/peerline/peerline/internal/syncbuf"
-
+	"github.com/peerline/peerline/internal/eventually"
 	"github.com/peerline/peerline/internal/metrics"
+	"github.com/peerline/peerline/internal/syncbuf"
 )
 
 // flakyConn wraps a socket: its first reads fail with readErr, its writes fail when
@@ -122,10 +122,8 @@ func TestGarbageCounted(t *testing.T) {
 		c.Write(bytes.Repeat([]byte{byte(i)}, 1+i))
 		c.Write(truncated)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for m.Get(MetricGarbage) < 2*n && time.Now().Before(deadline) { // 200 datagrams fit in the socket buffer
-		time.Sleep(5 * time.Millisecond)
-	}
+	// 200 datagrams fit in the socket buffer: none is lost.
+	eventually.That(t, 5*time.Second, "the garbage counted", func() bool { return m.Get(MetricGarbage) >= 2*n })
 	if got := m.Get(MetricGarbage); got != 2*n {
 		t.Errorf("%s = %d, want %d", MetricGarbage, got, 2*n)
 	}
@@ -156,12 +154,11 @@ func TestLogFloodBounded(t *testing.T) {
 		defer c.Close()
 		srcs = append(srcs, c)
 	}
-	deadline := time.Now().Add(10 * time.Second)
 	for i := 0; i < n; i++ {
 		srcs[i%len(srcs)].WriteTo(request(t), conn.LocalAddr())
 		// In batches that the socket buffer holds: a datagram lost is not a failure.
-		for (i%50 == 49 || i == n-1) && m.Get(MetricWriteErrs) < uint64(i+1) && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
+		if i%50 == 49 || i == n-1 {
+			eventually.That(t, 10*time.Second, "the batch's write failures", func() bool { return m.Get(MetricWriteErrs) >= uint64(i+1) })
 		}
 	}
 	if got := m.Get(MetricWriteErrs); got != n {
