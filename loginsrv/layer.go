@@ -54,7 +54,7 @@ type layerView struct {
 // not sort the table each time.
 func (s *Server) layer() ([]proto.SupernodeInfo, proto.Layer) {
 	lv := &s.layerView
-	now := s.cfg.Now()
+	now := s.clk.Now()
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
 	if !lv.at.IsZero() && now.Sub(lv.at) < s.cfg.HeartbeatInterval/10 && !now.Before(lv.at) {
@@ -84,7 +84,7 @@ func (s *Server) Layer() proto.Layer {
 // pacePromotion takes a token for one promotion, or says how long to wait for one.
 func (s *Server) pacePromotion() (ok bool, retry time.Duration) {
 	lv := &s.layerView
-	now := s.cfg.Now()
+	now := s.clk.Now()
 	rate, burst := s.cfg.PromotionsPerSecond, float64(s.cfg.PromotionBurst)
 	lv.mu.Lock()
 	defer lv.mu.Unlock()

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/peerline/peerline/internal/eventually"
 )
 
 func TestHashVerify(t *testing.T) {
@@ -129,6 +131,25 @@ func TestHasherCount(t *testing.T) {
 	step("DummyVerify cancelled", 4, func() { h.DummyVerify(cancelled, "pw") })
 }
 
+// waitedOn is a context that tells, by closing waited, that something first asked for its
+// Done channel: the hasher asks for it only in the select that waits for a slot. A test
+// whose slots are all taken cancels it then, to end a wait that has begun rather than one
+// not yet started.
+type waitedOn struct {
+	context.Context
+	once   sync.Once
+	waited chan struct{}
+}
+
+func newWaitedOn(ctx context.Context) *waitedOn {
+	return &waitedOn{Context: ctx, waited: make(chan struct{})}
+}
+
+func (c *waitedOn) Done() <-chan struct{} {
+	c.once.Do(func() { close(c.waited) })
+	return c.Context.Done()
+}
+
 // TestHasherBusy: with one slot taken by a running hash, a caller whose context ends while
 // waiting gets ErrBusy (and the context's error), and no hash is counted for it.
 func TestHasherBusy(t *testing.T) {
@@ -157,8 +178,9 @@ func TestHasherBusy(t *testing.T) {
 	}
 	enc := []byte(pwRefHashes[0])
 	cctx, ccancel := context.WithCancel(context.Background())
-	go func() { time.Sleep(5 * time.Millisecond); ccancel() }()
-	if ok, err := h.Verify(cctx, "password", enc); ok || !errors.Is(err, ErrBusy) || !errors.Is(err, context.Canceled) {
+	wctx := newWaitedOn(cctx)
+	go func() { <-wctx.waited; ccancel() }() // cancelled while Verify waits for the slot
+	if ok, err := h.Verify(wctx, "password", enc); ok || !errors.Is(err, ErrBusy) || !errors.Is(err, context.Canceled) {
 		t.Fatalf("Verify while busy: %v, %v; want ErrBusy wrapping Canceled", ok, err)
 	}
 	if h.Count() != 0 {
@@ -201,12 +223,11 @@ func TestHasherBusyRealHash(t *testing.T) {
 	}()
 	<-started
 	// Wait until the first hash holds the slot (it counts on acquiring it).
-	for h.Count() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	eventually.That(t, 10*time.Second, "the first hash to take the slot", func() bool { return h.Count() > 0 })
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() { time.Sleep(2 * time.Millisecond); cancel() }()
-	if _, err := h.Hash(ctx, "second"); !errors.Is(err, ErrBusy) {
+	wctx := newWaitedOn(ctx)
+	go func() { <-wctx.waited; cancel() }() // cancelled while the second Hash waits for the slot
+	if _, err := h.Hash(wctx, "second"); !errors.Is(err, ErrBusy) {
 		t.Fatalf("second Hash: %v, want ErrBusy", err)
 	}
 	if err := <-done; err != nil {

@@ -18,6 +18,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
+	"github.com/peerline/peerline/internal/clocks"
 	"github.com/peerline/peerline/internal/identity"
 	"github.com/peerline/peerline/internal/metrics"
 	"github.com/peerline/peerline/internal/proto"
@@ -82,9 +85,17 @@ type Config struct {
 	// SeenFlush is how often the last-seen times of logins and resumes, and the rows of
 	// supernode registrations, are written, each kind in one batch; 0 = 5s.
 	SeenFlush time.Duration
-	Logger    *slog.Logger     // nil = slog.Default()
-	Metrics   *metrics.Set     // nil = a fresh set
-	Now       func() time.Time // nil = time.Now
+	Logger    *slog.Logger // nil = slog.Default()
+	Metrics   *metrics.Set // nil = a fresh set
+	// Clock runs the server's timers (the write-behind flushes, the wait for a resume's
+	// turn, each connection's AuthTimeout) and tells its time: when credentials expire,
+	// failures leave the rate limiters' windows, supernodes go unheard. nil = the real
+	// clock, telling Now's time if Now is set. IdleTimeout is not on it: it is a deadline
+	// on the socket, which only real time passes.
+	Clock clockwork.Clock
+	// Now tells the time for callers that give no Clock (its timers then run in real
+	// time); with a Clock it is not read. nil = Clock's.
+	Now func() time.Time
 }
 
 func (c *Config) setDefaults() error {
@@ -155,8 +166,9 @@ func (c *Config) setDefaults() error {
 	// A flood of bad requests must not become a flood of log lines: each message is
 	// bounded, and logged once per interval for one source (counted as log_suppressed).
 	c.Logger = ratelog.Wrap(c.Logger, c.Metrics)
+	c.Clock = clocks.Pick(c.Clock, c.Now)
 	if c.Now == nil {
-		c.Now = time.Now
+		c.Now = c.Clock.Now
 	}
 	return nil
 }
@@ -164,6 +176,7 @@ func (c *Config) setDefaults() error {
 // Server is a login server. Create it with New and run it with Serve.
 type Server struct {
 	cfg      Config
+	clk      clockwork.Clock // cfg.Clock: every timer and every reading of the time
 	log      *slog.Logger
 	m        *metrics.Set
 	tls      *tls.Config
@@ -194,24 +207,25 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg:      cfg,
+		clk:      cfg.Clock,
 		log:      cfg.Logger,
 		m:        cfg.Metrics,
 		tls:      tc,
 		ident:    ident,
-		byName:   NewFailLimiter(cfg.FailsPerName, cfg.FailWindow, 100_000, cfg.Now),
-		byAddr:   NewFailLimiter(cfg.FailsPerAddr, cfg.FailWindow, 100_000, cfg.Now),
-		regLimit: NewFailLimiter(20, time.Minute, 100_000, cfg.Now),
+		byName:   NewFailLimiter(cfg.FailsPerName, cfg.FailWindow, 100_000, cfg.Clock.Now),
+		byAddr:   NewFailLimiter(cfg.FailsPerAddr, cfg.FailWindow, 100_000, cfg.Clock.Now),
+		regLimit: NewFailLimiter(20, time.Minute, 100_000, cfg.Clock.Now),
 		members:  newMembers(),
 		resumes:  make(chan struct{}, cfg.MaxResumes),
 		writes:   newWriteBehind(),
 		gate: serve.NewGate(serve.Config{
 			Max: cfg.MaxConns, PerAddr: cfg.PerAddr, PerPrefix: cfg.PerPrefix, Reserve: cfg.Reserve,
-			AuthTimeout: cfg.AuthTimeout, Counter: cfg.Metrics, Now: cfg.Now,
+			AuthTimeout: cfg.AuthTimeout, Counter: cfg.Metrics, Clock: cfg.Clock,
 		}),
 	}
 	s.members.left = func(info proto.SupernodeInfo, heard time.Time) {
 		s.writes.noteSupernode(SupernodeRecord{ID: info.ID, Addr: info.Addr, Since: info.Since,
-			LastHeartbeat: heard, Left: s.cfg.Now()})
+			LastHeartbeat: heard, Left: s.clk.Now()})
 	}
 	return s, nil
 }
@@ -257,7 +271,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 // restoreMembers lists again the supernodes the database says were listed lately.
 func (s *Server) restoreMembers(ctx context.Context) {
-	now := s.cfg.Now()
+	now := s.clk.Now()
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	rs, err := s.cfg.Store.Supernodes(rctx, now.Add(-restoreWindow), 100_000)
 	cancel()
@@ -346,7 +360,7 @@ func (ss *session) authedUser() (string, error) {
 // Handle implements rpc.Handler.
 func (ss *session) Handle(ctx context.Context, c *rpc.Conn, m proto.Message) (proto.Message, error) {
 	s := ss.s
-	ss.heard.Store(s.cfg.Now().UnixNano())
+	ss.heard.Store(s.clk.Now().UnixNano())
 	switch m := m.(type) {
 	case *proto.Ping:
 		return &proto.Pong{Seq: m.Seq}, nil
@@ -423,7 +437,7 @@ func (s *Server) register(ctx context.Context, ss *session, m *proto.Register) (
 	if err != nil {
 		return nil, err
 	}
-	err = s.cfg.Store.CreateUser(ctx, User{Name: m.Name, PassHash: hash, Created: s.cfg.Now()})
+	err = s.cfg.Store.CreateUser(ctx, User{Name: m.Name, PassHash: hash, Created: s.clk.Now()})
 	if errors.Is(err, ErrUserExists) {
 		s.m.Inc("register_exists")
 		return nil, proto.ErrUserExists.With("the name %q is taken", m.Name)
@@ -509,7 +523,7 @@ func (s *Server) resume(ctx context.Context, ss *session, m *proto.Resume) (prot
 	if ss.peerKey == nil {
 		return nil, proto.ErrBadRequest.With("resume needs the client key the credential names")
 	}
-	cred, err := identity.VerifyHolder(m.Credential, s.PublicKey(), ss.peerKey, identity.KindUser, s.cfg.Now())
+	cred, err := identity.VerifyHolder(m.Credential, s.PublicKey(), ss.peerKey, identity.KindUser, s.clk.Now())
 	switch {
 	case errors.Is(err, identity.ErrExpired):
 		s.m.Inc("cred_expired")
@@ -534,7 +548,7 @@ func (s *Server) resume(ctx context.Context, ss *session, m *proto.Resume) (prot
 	}
 	s.m.Inc("resumes")
 	keep := m.Credential
-	if cred.Expires.Sub(s.cfg.Now()) < s.cfg.CredentialTTL/2 {
+	if cred.Expires.Sub(s.clk.Now()) < s.cfg.CredentialTTL/2 {
 		keep = nil // past half-life: renew
 	}
 	return s.issue(ctx, ss, cred.Name, keep)
@@ -549,12 +563,12 @@ func (s *Server) resumeTurn(ctx context.Context) bool {
 	}
 	done := serve.Working(ctx) // waiting is serving: the auth deadline must not cut it
 	defer done()
-	t := time.NewTimer(s.cfg.ResumeWait)
+	t := s.clk.NewTimer(s.cfg.ResumeWait)
 	defer t.Stop()
 	select {
 	case s.resumes <- struct{}{}:
 		return true
-	case <-t.C:
+	case <-t.Chan():
 	case <-ctx.Done():
 	}
 	return false
@@ -563,7 +577,7 @@ func (s *Server) resumeTurn(ctx context.Context) bool {
 // issue marks the session logged in as name and answers with a credential (a new one
 // unless keep is given) and the host-cache seed.
 func (s *Server) issue(ctx context.Context, ss *session, name string, keep []byte) (proto.Message, error) {
-	now := s.cfg.Now()
+	now := s.clk.Now()
 	credBytes := keep
 	if credBytes == nil {
 		var err error
@@ -615,7 +629,7 @@ const MembersPage = proto.MaxList
 // heartbeat interval, so a crowd of heartbeats does not rescan the table each time) and
 // returns the list.
 func (s *Server) liveMembers() (uint64, []proto.SupernodeInfo) {
-	now := s.cfg.Now()
+	now := s.clk.Now()
 	if n := s.members.sweep(now, now.Add(-s.memberTimeout()), s.cfg.HeartbeatInterval/10); n > 0 {
 		s.m.Add("sn_timeouts", uint64(n))
 	}
@@ -649,7 +663,7 @@ func (s *Server) membersPage(offset int, at uint64) *proto.MembersOK {
 }
 
 func (s *Server) userOp(ctx context.Context, user string, m proto.Message) (proto.Message, error) {
-	st, now := s.cfg.Store, s.cfg.Now()
+	st, now := s.cfg.Store, s.clk.Now()
 	mapErr := func(err error, name string) error {
 		if errors.Is(err, ErrNoSuchUser) {
 			return proto.ErrNoSuchUser.With("no such user %q", name)
@@ -766,7 +780,7 @@ func (s *Server) snRegister(ctx context.Context, ss *session, m *proto.SNRegiste
 		s.log.Warn("supernode refused", "remote", ss.remote, "addr", m.Addr)
 		return nil, proto.ErrNotAdmitted
 	}
-	now := s.cfg.Now()
+	now := s.clk.Now()
 	cred, err := identity.Sign(s.cfg.Key, identity.Credential{
 		Kind: identity.KindSupernode, Name: m.Name, PubKey: ss.peerKey,
 		Issued: now, Expires: now.Add(s.cfg.CredentialTTL),
@@ -798,7 +812,7 @@ func (s *Server) turnCreds(user string, m *proto.TurnCreds) (proto.Message, erro
 	if len(s.cfg.RelaySecret) == 0 {
 		return nil, proto.ErrRefused.With("this login server issues no relay credentials")
 	}
-	now := s.cfg.Now()
+	now := s.clk.Now()
 	var ok proto.TurnCredsOK
 	if m.Relay != "" {
 		if !s.members.has(m.Relay) {
@@ -825,7 +839,7 @@ func (s *Server) snHeartbeat(ctx context.Context, ss *session, m *proto.SNHeartb
 	}
 	// Heartbeats reach the database only behind (one row per supernode per SeenFlush,
 	// in one transaction): what a restarted server lists again (Serve).
-	now := s.cfg.Now()
+	now := s.clk.Now()
 	s.members.upsert(proto.SupernodeInfo{ID: id, Addr: m.Addr, Since: m.Since}, ss, now)
 	s.writes.noteSupernode(SupernodeRecord{ID: id, Addr: m.Addr, Since: m.Since, FirstSeen: now, LastHeartbeat: now})
 	s.members.setLoad(id, m.Clients, m.MaxClients)
@@ -850,7 +864,7 @@ func (s *Server) admitPromoted(ctx context.Context, ss *session, m *proto.SNRegi
 	if s.cfg.NoPromotion {
 		return proto.ErrNotAdmitted.With("this login server does not promote clients")
 	}
-	cred, err := identity.VerifyHolder(m.UserCredential, s.PublicKey(), ss.peerKey, identity.KindUser, s.cfg.Now())
+	cred, err := identity.VerifyHolder(m.UserCredential, s.PublicKey(), ss.peerKey, identity.KindUser, s.clk.Now())
 	if err != nil {
 		return proto.ErrNotAdmitted.With("promotion needs your own valid credential: %v", err)
 	}

@@ -12,10 +12,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
+	"github.com/peerline/peerline/internal/eventually"
 	"github.com/peerline/peerline/internal/identity"
 	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/internal/rpc"
@@ -23,21 +25,45 @@ import (
 	"github.com/peerline/peerline/internal/turncred"
 )
 
-// clock is a settable test clock.
-type clock struct{ ns atomic.Int64 }
-
-func newClock() *clock {
-	c := &clock{}
-	c.ns.Store(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC).UnixNano())
-	return c
+// newClock returns the clock a test server runs on: its time passes, and its timers
+// fire, only when the test advances it.
+func newClock() *clockwork.FakeClock {
+	return clockwork.NewFakeClockAt(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC))
 }
-func (c *clock) Now() time.Time      { return time.Unix(0, c.ns.Load()).UTC() }
-func (c *clock) Add(d time.Duration) { c.ns.Add(int64(d)) }
 
 type testServer struct {
 	*Server
 	addr  string
-	clock *clock
+	clock *clockwork.FakeClock
+}
+
+// serveOn runs srv on a fresh loopback listener until stop is called (or the test ends),
+// and returns once its write-behind ticker waits on clk: the one timer a server with no
+// connection runs, so that from then on advancing clk by SeenFlush makes a flush.
+func serveOn(t *testing.T, srv *Server, clk *clockwork.FakeClock) (addr string, stop func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx, ln); close(done) }()
+	stopped := false
+	stop = func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			<-done
+		}
+	}
+	t.Cleanup(stop)
+	bctx, bcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer bcancel()
+	if err := clk.BlockUntilContext(bctx, 1); err != nil {
+		t.Fatalf("the server's write-behind ticker never started: %v", err)
+	}
+	return ln.Addr().String(), stop
 }
 
 func startServer(t *testing.T, mod func(*Config)) *testServer {
@@ -47,8 +73,9 @@ func startServer(t *testing.T, mod func(*Config)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { store.Close() }) // after the server stops: cleanups run last first
 	clk := newClock()
-	cfg := Config{Key: key, Store: store, Hasher: NewHasher(TestArgon2Params, 0), AdmitSecret: "s3cret", Now: clk.Now,
+	cfg := Config{Key: key, Store: store, Hasher: NewHasher(TestArgon2Params, 0), AdmitSecret: "s3cret", Clock: clk,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if mod != nil {
 		mod(&cfg)
@@ -57,15 +84,8 @@ func startServer(t *testing.T, mod func(*Config)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx, ln); close(done) }()
-	t.Cleanup(func() { cancel(); <-done; store.Close() })
-	return &testServer{Server: srv, addr: ln.Addr().String(), clock: clk}
+	addr, _ := serveOn(t, srv, clk)
+	return &testServer{Server: srv, addr: addr, clock: clk}
 }
 
 // dial opens a control connection as the holder of key (nil = anonymous).
@@ -190,7 +210,7 @@ func TestRegisterLoginResume(t *testing.T) {
 		t.Errorf("resumed session not authenticated: %v", err)
 	}
 	// Past half-life the credential is renewed.
-	ts.clock.Add(13 * time.Hour)
+	ts.clock.Advance(13 * time.Hour)
 	m, err = call(t, ts.dial(t, key), &proto.Resume{Credential: ok.Credential})
 	if err != nil || string(m.(*proto.LoginOK).Credential) == string(ok.Credential) {
 		t.Fatalf("renewal: %v", err)
@@ -207,7 +227,7 @@ func TestRegisterLoginResume(t *testing.T) {
 		t.Errorf("forged credential: %v", err)
 	}
 	// An expired one too.
-	ts.clock.Add(12 * time.Hour)
+	ts.clock.Advance(12 * time.Hour)
 	if _, err := call(t, ts.dial(t, key), &proto.Resume{Credential: ok.Credential}); !errors.Is(err, proto.ErrCredExpired) {
 		t.Errorf("expired credential: %v", err)
 	}
@@ -246,7 +266,7 @@ func TestFailedLoginsRateLimited(t *testing.T) {
 		t.Fatalf("address limit: %v", err)
 	}
 	// The window passes and alice can log in again.
-	ts.clock.Add(2 * time.Minute)
+	ts.clock.Advance(2 * time.Minute)
 	if _, err := call(t, c, &proto.Login{Name: "alice", Password: "correct horse"}); err != nil {
 		t.Fatalf("after window: %v", err)
 	}
@@ -356,7 +376,7 @@ func TestSupernodeAdmissionAndSeed(t *testing.T) {
 	// Time passes; only "mid" heartbeats. The others drop out of the seed once unheard
 	// for the member timeout: 3 intervals and one per doubling of the layer (3 members:
 	// 5 x 10 s).
-	ts.clock.Add(55 * time.Second)
+	ts.clock.Advance(55 * time.Second)
 	m, err := call(t, conns["mid"], &proto.SNHeartbeat{Addr: "192.0.2.2:7001", Since: base.Add(-time.Hour)})
 	if err != nil {
 		t.Fatal(err)
@@ -364,7 +384,7 @@ func TestSupernodeAdmissionAndSeed(t *testing.T) {
 	if peers := m.(*proto.SNPeers).Supernodes; len(peers) != 0 {
 		t.Fatalf("heartbeat peers %+v, want none live besides itself", peers)
 	}
-	ts.clock.Add(10 * time.Second)
+	ts.clock.Advance(10 * time.Second)
 	c2, _ := login(t, ts, newKey(), "uuu", "password-u")
 	m, _ = call(t, c2, &proto.Seed{})
 	if s := m.(*proto.SeedOK).Supernodes; len(s) != 1 || s[0].Addr != "192.0.2.2:7001" {
@@ -422,21 +442,12 @@ func TestGarbageAndOthersKeepWorking(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	waitFor(t, func() bool { return ts.Metrics().Get("tls_errors") >= 1 && ts.Metrics().Get("frame_errors") == 1 })
+	eventually.That(t, 10*time.Second, "the garbage counted as a TLS error and a frame error", func() bool {
+		return ts.Metrics().Get("tls_errors") >= 1 && ts.Metrics().Get("frame_errors") == 1
+	})
 }
 
 func containsBytes(b []byte, s string) bool { return strings.Contains(string(b), s) }
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // TestMembersDeltas: supernodes follow the member list through its changes; one whose
 // connection closes leaves the list at once.
@@ -459,7 +470,7 @@ func TestMembersDeltas(t *testing.T) {
 		t.Fatalf("full list %+v", full)
 	}
 	conns[2].Close()
-	waitFor(t, func() bool {
+	eventually.That(t, 10*time.Second, "the closed supernode's departure in the deltas", func() bool {
 		m, err := call(t, conns[0], &proto.Members{Since: full.Version})
 		if err != nil {
 			return false

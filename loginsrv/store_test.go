@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -548,6 +549,11 @@ func TestSQLiteSurvivesSIGKILL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The child waits on its stdin, which this end holds open until the child is killed:
+	// if this process goes away first, the child sees the end and exits.
+	if _, err := cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -587,7 +593,7 @@ func sqliteCrashChild(path string) {
 		}
 	}
 	fmt.Println("written 50")
-	time.Sleep(time.Minute) // wait to be killed; never closes s
+	io.Copy(io.Discard, os.Stdin) // wait to be killed (or orphaned); never closes s
 	os.Exit(3)
 }
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/peerline/peerline/internal/eventually"
 	"github.com/peerline/peerline/internal/proto"
 )
 
@@ -27,12 +28,7 @@ func (h *hold) wait() {
 // reached waits until a caller is held.
 func (h *hold) reached(t *testing.T, what string) {
 	t.Helper()
-	for i := 0; h.waiting.Load() == 0; i++ {
-		if i > 500 {
-			t.Fatalf("%s never reached the store", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually.That(t, 5*time.Second, what+" to reach the store", func() bool { return h.waiting.Load() > 0 })
 }
 
 // slowStore holds User while block is set, so that resumes pile up.
@@ -56,7 +52,9 @@ func TestResumesBounded(t *testing.T) {
 	var ss *slowStore
 	ts := startServer(t, func(c *Config) {
 		ss = &slowStore{Store: c.Store, hold: newHold()}
-		c.Store, c.MaxResumes, c.ResumeWait = ss, 1, 100*time.Millisecond
+		// No AuthTimeout, so that the only timers on the clock are the write-behind
+		// ticker and the second resume's wait for a turn.
+		c.Store, c.MaxResumes, c.ResumeWait, c.AuthTimeout = ss, 1, 100*time.Millisecond, -1
 	})
 	name := mustUser(t, ts)
 	k1, k2 := newKey(), newKey()
@@ -70,7 +68,24 @@ func TestResumesBounded(t *testing.T) {
 		first <- err
 	}()
 	ss.reached(t, "the first resume")
-	_, err := call(t, ts.dial(t, k2), &proto.Resume{Credential: ok2.Credential})
+	second := make(chan error, 1)
+	c2 := ts.dial(t, k2)
+	go func() {
+		_, err := call(t, c2, &proto.Resume{Credential: ok2.Credential})
+		second <- err
+	}()
+	bctx, bcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer bcancel()
+	if err := ts.clock.BlockUntilContext(bctx, 2); err != nil {
+		t.Fatalf("the second resume never waited for a turn: %v", err)
+	}
+	select {
+	case err := <-second:
+		t.Fatalf("the second resume was answered before ResumeWait passed: %v", err)
+	default:
+	}
+	ts.clock.Advance(ts.cfg.ResumeWait)
+	err := <-second
 	pe, ok := proto.AsError(err)
 	if !ok || !errors.Is(err, proto.ErrBusy) || pe.RetryAfter() < time.Second {
 		t.Fatalf("second resume with the only turn taken: %v", err)
@@ -104,7 +119,7 @@ func TestLayerTargetFromPopulation(t *testing.T) {
 	if _, err := call(t, a, &proto.SNHeartbeat{Addr: "192.0.2.1:7001", Clients: 150, MaxClients: 500}); err != nil {
 		t.Fatal(err)
 	}
-	ts.clock.Add(2 * time.Second) // past the layer's recomputation interval
+	ts.clock.Advance(2 * time.Second) // past the layer's recomputation interval
 	m, err := call(t, b, &proto.SNHeartbeat{Addr: "192.0.2.2:7001", Clients: 50, MaxClients: 500})
 	if err != nil {
 		t.Fatal(err)
@@ -117,17 +132,17 @@ func TestLayerTargetFromPopulation(t *testing.T) {
 		t.Fatalf("loads %+v, want the other supernode with its load", p.Supernodes)
 	}
 	// a's clients vanish: within the window the target holds.
-	ts.clock.Add(2 * time.Second)
+	ts.clock.Advance(2 * time.Second)
 	call(t, a, &proto.SNHeartbeat{Addr: "192.0.2.1:7001", Clients: 0, MaxClients: 500})
-	ts.clock.Add(2 * time.Second)
+	ts.clock.Advance(2 * time.Second)
 	if l := ts.Layer(); l.LayerWanted != 4 {
 		t.Fatalf("layer %+v within the window, want the peak's 4", l)
 	}
 	// Past the window the population is what is attached now: 50 clients, one supernode.
-	ts.clock.Add(2 * time.Minute)
+	ts.clock.Advance(2 * time.Minute)
 	call(t, a, &proto.SNHeartbeat{Addr: "192.0.2.1:7001", Clients: 0, MaxClients: 500})
 	call(t, b, &proto.SNHeartbeat{Addr: "192.0.2.2:7001", Clients: 50, MaxClients: 500})
-	ts.clock.Add(2 * time.Second)
+	ts.clock.Advance(2 * time.Second)
 	if l := ts.Layer(); l.LayerWanted != 1 || l.LayerSize != 2 || l.Short() {
 		t.Fatalf("layer %+v after the window, want 2 of 1", l)
 	}
@@ -151,7 +166,7 @@ func TestRegistrationsWrittenBehind(t *testing.T) {
 	var ss *slowSNStore
 	ts := startServer(t, func(c *Config) {
 		ss = &slowSNStore{Store: c.Store, hold: newHold()}
-		c.Store, c.SeenFlush = ss, 50*time.Millisecond
+		c.Store = ss
 	})
 	for i := range 3 {
 		c := ts.dial(t, newKey())
@@ -159,23 +174,19 @@ func TestRegistrationsWrittenBehind(t *testing.T) {
 			t.Fatalf("registration %d with the database stuck: %v", i, err)
 		}
 	}
+	ts.clock.Advance(ts.cfg.SeenFlush)
 	ss.reached(t, "the rows")
 	close(ss.release)
-	for i := 0; ; i++ {
-		rows, err := ss.Store.Supernodes(context.Background(), time.Time{}, 10)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(rows) == 3 {
-			break
-		}
-		if i > 500 {
-			t.Fatalf("%d rows written, want 3", len(rows))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	// The counter is added once the batch is written: waiting for it waits for the rows.
+	eventually.That(t, 5*time.Second, "the supernode rows written", func() bool {
+		return ts.Metrics().Get("supernode_rows_written") > 0
+	})
 	if got := ts.Metrics().Get("supernode_rows_written"); got != 3 {
-		t.Fatalf("supernode_rows_written = %d", got)
+		t.Fatalf("supernode_rows_written = %d, want the 3 rows in one batch", got)
+	}
+	rows, err := ss.Store.Supernodes(context.Background(), time.Time{}, 10)
+	if err != nil || len(rows) != 3 {
+		t.Fatalf("%d rows written (%v), want 3", len(rows), err)
 	}
 }
 
@@ -183,7 +194,7 @@ func TestRegistrationsWrittenBehind(t *testing.T) {
 // reaches the database in the next batch, not on the login's path.
 func TestLastSeenBatched(t *testing.T) {
 	var store Store
-	ts := startServer(t, func(c *Config) { store, c.SeenFlush = c.Store, 100*time.Millisecond })
+	ts := startServer(t, func(c *Config) { store = c.Store })
 	mustRegister(t, ts, "ann", "password-a")
 	mustRegister(t, ts, "ben", "password-b")
 	ca, _ := login(t, ts, newKey(), "ann", "password-a")
@@ -191,28 +202,27 @@ func TestLastSeenBatched(t *testing.T) {
 		t.Fatal(err)
 	}
 	login(t, ts, newKey(), "ben", "password-b")
+	seen := ts.clock.Now()
 	m, err := call(t, ca, &proto.BuddyList{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bl := m.(*proto.BuddyListOK); len(bl.Buddies) != 1 || !bl.Buddies[0].LastSeen.Equal(ts.clock.Now()) {
-		t.Fatalf("ben's last-seen as ann sees it: %+v, want %v", bl.Buddies, ts.clock.Now())
+	if bl := m.(*proto.BuddyListOK); len(bl.Buddies) != 1 || !bl.Buddies[0].LastSeen.Equal(seen) {
+		t.Fatalf("ben's last-seen as ann sees it: %+v, want %v", bl.Buddies, seen)
 	}
-	for i := 0; ; i++ {
-		u, err := store.User(context.Background(), "ben")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if u.LastSeen.Equal(ts.clock.Now()) {
-			break
-		}
-		if i > 300 {
-			t.Fatalf("ben's last-seen never written: %v", u.LastSeen)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if u, err := store.User(context.Background(), "ben"); err != nil || !u.LastSeen.IsZero() {
+		t.Fatalf("ben's last-seen in the database before a flush: %v (%v), want none yet", u.LastSeen, err)
 	}
-	if ts.Metrics().Get("last_seen_written") < 2 || ts.Metrics().Get("write_behind_flushes") == 0 {
-		t.Fatalf("last_seen_written %d, flushes %d", ts.Metrics().Get("last_seen_written"), ts.Metrics().Get("write_behind_flushes"))
+	ts.clock.Advance(ts.cfg.SeenFlush)
+	// The counter is added once the batch is written: waiting for it waits for the rows.
+	eventually.That(t, 5*time.Second, "a write-behind flush", func() bool {
+		return ts.Metrics().Get("write_behind_flushes") > 0
+	})
+	if u, err := store.User(context.Background(), "ben"); err != nil || !u.LastSeen.Equal(seen) {
+		t.Fatalf("ben's last-seen in the database after a flush: %v (%v), want %v", u.LastSeen, err, seen)
+	}
+	if got := ts.Metrics().Get("last_seen_written"); got != 2 {
+		t.Fatalf("last_seen_written = %d, want ann's and ben's in one batch", got)
 	}
 }
 

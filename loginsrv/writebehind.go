@@ -119,7 +119,7 @@ func (w *writeBehind) flush(ctx context.Context, st Store) (seen, sns int, err e
 
 // runWriteBehind flushes every SeenFlush until ctx ends, then once more.
 func (s *Server) runWriteBehind(ctx context.Context) {
-	t := time.NewTicker(s.cfg.SeenFlush)
+	t := s.clk.NewTicker(s.cfg.SeenFlush)
 	defer t.Stop()
 	for {
 		select {
@@ -128,7 +128,7 @@ func (s *Server) runWriteBehind(ctx context.Context) {
 			s.flushWrites(fctx)
 			cancel()
 			return
-		case <-t.C:
+		case <-t.Chan():
 			s.flushWrites(ctx)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	transport "github.com/pion/transport/v4"
 
+	"github.com/peerline/peerline/internal/clocks"
 	"github.com/peerline/peerline/internal/metrics"
 )
 
@@ -107,17 +108,6 @@ type Config struct {
 	Clock clockwork.Clock
 }
 
-// nowClock is a clock that tells the time of now: Config.Now, for callers that set only
-// that.
-type nowClock struct {
-	clockwork.Clock
-	now func() time.Time
-}
-
-func (c nowClock) Now() time.Time                  { return c.now() }
-func (c nowClock) Since(t time.Time) time.Duration { return c.now().Sub(t) }
-func (c nowClock) Until(t time.Time) time.Duration { return t.Sub(c.now()) }
-
 // validate checks c and returns a copy with every default filled in.
 func (c Config) validate() (Config, error) {
 	if len(c.Secret) == 0 {
@@ -196,12 +186,7 @@ func (c Config) validate() (Config, error) {
 	if c.Realm == "" {
 		c.Realm = DefaultRealm
 	}
-	if c.Clock == nil {
-		c.Clock = clockwork.NewRealClock()
-		if c.Now != nil {
-			c.Clock = nowClock{c.Clock, c.Now}
-		}
-	}
+	c.Clock = clocks.Pick(c.Clock, c.Now)
 	if c.Now == nil {
 		c.Now = c.Clock.Now
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/peerline/peerline/internal/backoff"
+	"github.com/peerline/peerline/internal/clocks"
 	"github.com/peerline/peerline/internal/dht"
 	"github.com/peerline/peerline/internal/identity"
 	"github.com/peerline/peerline/internal/index"
@@ -126,14 +127,6 @@ type Config struct {
 	// clock, telling Now's time if Now is set.
 	Clock clockwork.Clock
 }
-
-// nowClock is a clock that tells the time of now.
-type nowClock struct {
-	clockwork.Clock
-	now func() time.Time
-}
-
-func (c nowClock) Now() time.Time { return c.now() }
 
 // Supernode is one running supernode.
 type Supernode struct {
@@ -235,12 +228,7 @@ func New(cfg Config) (*Supernode, error) {
 	// bounded, and logged once per interval for one source (counted as log_suppressed).
 	// The relay and STUN service log through the same limits.
 	cfg.Logger = ratelog.Wrap(cfg.Logger, cfg.Metrics)
-	if cfg.Clock == nil {
-		cfg.Clock = clockwork.NewRealClock()
-		if cfg.Now != nil {
-			cfg.Clock = nowClock{cfg.Clock, cfg.Now}
-		}
-	}
+	cfg.Clock = clocks.Pick(cfg.Clock, cfg.Now)
 	if cfg.Now == nil {
 		cfg.Now = cfg.Clock.Now
 	}
@@ -262,7 +250,7 @@ func New(cfg Config) (*Supernode, error) {
 		adm:     newAdmission(cfg.AttachConcurrency),
 		gate: serve.NewGate(serve.Config{
 			Max: cfg.MaxClients, PerAddr: cfg.PerAddr, PerPrefix: cfg.PerPrefix, Reserve: cfg.Reserve,
-			AuthTimeout: cfg.AuthTimeout, Counter: cfg.Metrics, Now: cfg.Now,
+			AuthTimeout: cfg.AuthTimeout, Counter: cfg.Metrics, Now: cfg.Now, Clock: cfg.Clock,
 			// Clients take a reset for busy and move on: the cheapest shed.
 			ResetShed: true,
 		}),

@@ -31,6 +31,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/peerline/peerline/internal/clocks"
 	"github.com/peerline/peerline/internal/metrics"
 )
 
@@ -53,17 +54,6 @@ type Config struct {
 	// and tells the time; nil = the real clock, telling Now's time if Now is set.
 	Clock clockwork.Clock
 }
-
-// nowClock is a clock that tells the time of now: Config.Now, for callers that set only
-// that.
-type nowClock struct {
-	clockwork.Clock
-	now func() time.Time
-}
-
-func (c nowClock) Now() time.Time                  { return c.now() }
-func (c nowClock) Since(t time.Time) time.Duration { return c.now().Sub(t) }
-func (c nowClock) Until(t time.Time) time.Duration { return t.Sub(c.now()) }
 
 func (c *Config) setDefaults() {
 	if c.Max <= 0 {
@@ -90,12 +80,7 @@ func (c *Config) setDefaults() {
 	if c.Counter == nil {
 		c.Counter = metrics.Discard
 	}
-	if c.Clock == nil {
-		c.Clock = clockwork.NewRealClock()
-		if c.Now != nil {
-			c.Clock = nowClock{c.Clock, c.Now}
-		}
-	}
+	c.Clock = clocks.Pick(c.Clock, c.Now)
 	if c.Now == nil {
 		c.Now = c.Clock.Now
 	}
