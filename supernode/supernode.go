@@ -269,7 +269,8 @@ type Relay interface {
 type RelayParams struct {
 	Secret  []byte       // the login server's, for this supernode: the relay's credentials
 	Logger  *slog.Logger // the supernode's, for the relay
-	Metrics *metrics.Set // the supernode's: the relay counts into it
+	Metrics *metrics.Set    // the supernode's: the relay counts into it
+	Clock   clockwork.Clock // the supernode's
 }
 
 // startRelay starts the TURN relay with the secret from the login server, once.
@@ -279,7 +280,7 @@ func (sn *Supernode) startRelay(secret []byte) error {
 	if sn.relay != nil || sn.cfg.NewRelay == nil || sn.runCtx.Err() != nil {
 		return nil
 	}
-	srv, err := sn.cfg.NewRelay(RelayParams{Secret: secret, Logger: sn.log.With("role", "relay"), Metrics: sn.m})
+	srv, err := sn.cfg.NewRelay(RelayParams{Secret: secret, Logger: sn.log.With("role", "relay"), Metrics: sn.m, Clock: sn.clk})
 	if err != nil {
 		return err
 	}

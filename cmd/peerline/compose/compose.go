@@ -38,6 +38,9 @@ func Relay(cfg relay.Config) func(supernode.RelayParams) (supernode.Relay, error
 		if c.Metrics == nil {
 			c.Metrics = p.Metrics
 		}
+		if c.Clock == nil && c.Now == nil {
+			c.Clock = p.Clock
+		}
 		s, err := relay.New(c)
 		if err != nil {
 			return nil, err
