@@ -267,8 +267,8 @@ type Relay interface {
 
 // RelayParams is what a supernode gives the relay it starts.
 type RelayParams struct {
-	Secret  []byte       // the login server's, for this supernode: the relay's credentials
-	Logger  *slog.Logger // the supernode's, for the relay
+	Secret  []byte          // the login server's, for this supernode: the relay's credentials
+	Logger  *slog.Logger    // the supernode's, for the relay
 	Metrics *metrics.Set    // the supernode's: the relay counts into it
 	Clock   clockwork.Clock // the supernode's
 }
