@@ -59,7 +59,7 @@ func (c *Client) attachLoop(ctx context.Context) {
 				c.m.Inc("retry_budget_spent")
 			}
 			c.log.Warn("attach failed; retrying", "err", err, "in", d.Round(time.Millisecond))
-			if !backoff.Sleep(ctx.Done(), d) {
+			if !c.sleep(ctx, d) {
 				return
 			}
 			continue
@@ -93,14 +93,14 @@ func (c *Client) attachLoop(ctx context.Context) {
 				c.m.Inc("retry_budget_spent")
 			}
 			c.log.Warn("supernode took the attachment but not the publication; retrying", "supernode", a.name, "addr", a.addr, "err", err, "in", d.Round(time.Millisecond))
-			if !backoff.Sleep(ctx.Done(), d) {
+			if !c.sleep(ctx, d) {
 				return
 			}
 			continue
 		}
 		c.log.Warn("lost supernode; reattaching", "supernode", a.name, "addr", a.addr, "err", err)
 		// A short pause only: the cache holds other supernodes to try at once.
-		if !backoff.Sleep(ctx.Done(), bo.Next()/4) {
+		if !c.sleep(ctx, bo.Next()/4) {
 			return
 		}
 	}
@@ -458,9 +458,9 @@ func (c *Client) stayAttached(ctx context.Context, a *attachment, settled func()
 	// of the spread, or past buddyFresh if the list is recent (buddyReread); soon, and again with back-off until it succeeds, for one whose
 	// first read failed (it has no list to watch its buddies with).
 	listBo := backoff.Backoff{Base: c.cfg.RetryBase, Max: c.cfg.RetryMax}
-	laterTimer := time.NewTimer(c.buddyReread(readAt))
+	laterTimer := c.clk.NewTimer(c.buddyReread(readAt))
 	defer laterTimer.Stop()
-	later := laterTimer.C
+	later := laterTimer.Chan()
 	if !known {
 		c.mu.Lock()
 		readNow := c.buddiesKnown
@@ -489,9 +489,9 @@ func (c *Client) stayAttached(ctx context.Context, a *attachment, settled func()
 	// moment (after a mass reboot, or a supernode's crash) would otherwise keep
 	// republishing in step, the whole population's keep-alives arriving at one instant
 	// every period for as long as they run.
-	keep := time.NewTimer(jittered(a.keep))
+	keep := c.clk.NewTimer(jittered(a.keep))
 	defer keep.Stop()
-	peers := time.NewTimer(firstPeers)
+	peers := c.clk.NewTimer(firstPeers)
 	defer peers.Stop()
 	for {
 		select {
@@ -508,7 +508,7 @@ func (c *Client) stayAttached(ctx context.Context, a *attachment, settled func()
 			return ctx.Err()
 		case <-a.conn.Done():
 			return a.conn.Err()
-		case <-peers.C:
+		case <-peers.Chan():
 			peers.Reset(jittered(c.cfg.RefreshInterval))
 			c.refreshPeers(ctx, a)
 		case <-later:
@@ -521,9 +521,9 @@ func (c *Client) stayAttached(ctx context.Context, a *attachment, settled func()
 			c.mu.Unlock()
 			if !known {
 				laterTimer.Reset(listBo.Next())
-				later = laterTimer.C
+				later = laterTimer.Chan()
 			}
-		case <-keep.C:
+		case <-keep.Chan():
 			keep.Reset(jittered(a.keep))
 			if err := c.publish(ctx, a, false); err != nil {
 				if errors.Is(err, proto.ErrCredExpired) || errors.Is(err, proto.ErrRefused) {

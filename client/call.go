@@ -110,7 +110,7 @@ type call struct {
 	id       string
 	peer     string
 	outgoing bool
-	started  time.Time         // when it was placed or began to ring (monotonic)
+	started  time.Time         // when it was placed or began to ring, in real time (see Call)
 	startAt  time.Time         // the same, by the client's clock (Config.Now)
 	answers  chan *callsig.Msg // outgoing: the accept or reject
 	hungUp   chan struct{}     // the peer hung up
@@ -171,7 +171,9 @@ func (c *Client) openLeg(ctx context.Context, k *call, controlling bool, peerNAT
 	return l, nil
 }
 
-// withDuration bounds ctx by d when d > 0.
+// withDuration bounds ctx by d when d > 0. The bound is real time, not the client's
+// clock: a call's length is the length of its audio, which the media session paces in
+// real time.
 func withDuration(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	if d > 0 {
 		return context.WithTimeout(ctx, d)
@@ -261,6 +263,10 @@ func (c *Client) ringTimeout() time.Duration {
 // opts.Duration passes, the source ends, the peer hangs up or ctx is done.
 func (c *Client) Call(ctx context.Context, name string, opts CallOptions) (CallReport, error) {
 	rep := CallReport{Peer: name, Outgoing: true, StartedAt: c.cfg.Now()}
+	// A call's report measures in real time (its set-up, signalling and duration): the
+	// audio it times runs on the media session's own real-time pacing, which a fake
+	// clock does not move. Its timers (the ring timeout, the retries of the search, the
+	// punch timing) are the client's clock's.
 	start := time.Now()
 	if name == c.user {
 		return fail(rep, "failed", ErrCallSelf)
@@ -310,13 +316,13 @@ func (c *Client) Call(ctx context.Context, name string, opts CallOptions) (CallR
 	go c.sender(cctx, k)
 
 	var ans *callsig.Msg
-	ring := time.NewTimer(c.ringTimeout())
+	ring := c.clk.NewTimer(c.ringTimeout())
 	defer ring.Stop()
 	// While it rings, every way out but an answer tells the callee at once, so that its
 	// phone stops ringing now and not at its own ring timeout.
 	select {
 	case ans = <-k.answers:
-	case <-ring.C:
+	case <-ring.Chan():
 		c.hangupSignal(ctx, k, callsig.ReasonTimeout)
 		return fail(rep, "no answer", callErr(ErrNoAnswer, "%s did not answer", name))
 	case <-k.hungUp:
@@ -389,12 +395,8 @@ func (g *gatedSource) ReadFrame(pcm []int16) error {
 func (c *Client) locate(ctx context.Context, a *attachment, name string) (index.Record, error) {
 	var lastErr error
 	for try := 0; try < 3; try++ {
-		if try > 0 {
-			select {
-			case <-time.After(300 * time.Millisecond):
-			case <-ctx.Done():
-				return index.Record{}, ctx.Err()
-			}
+		if try > 0 && !c.sleep(ctx, 300*time.Millisecond) {
+			return index.Record{}, ctx.Err()
 		}
 		ok, err := rpc.Call[*proto.SearchOK](ctx, a.conn, &proto.Search{Name: name})
 		if err != nil {
@@ -636,10 +638,10 @@ func (c *Client) onInvite(m *callsig.Msg, sender identity.Credential) error {
 	c.callWG.Add(1)
 	go func() {
 		defer c.callWG.Done()
-		t := time.NewTimer(c.ringTimeout())
+		t := c.clk.NewTimer(c.ringTimeout())
 		defer t.Stop()
 		select {
-		case <-t.C:
+		case <-t.Chan():
 			// The caller's phone stops ringing with ours: it hears "no answer" now,
 			// not at its own ring timeout.
 			if c.missed(k, "unanswered") {
@@ -722,7 +724,7 @@ func (c *Client) Active() []CallReport {
 
 // Answer answers a ringing call (id "" = the one ringing) and runs it to its end.
 func (c *Client) Answer(ctx context.Context, id string, opts CallOptions) (CallReport, error) {
-	start := time.Now()
+	start := time.Now() // the report's measure, in real time as in Call
 	k := c.callToAnswer(id)
 	// Until a call is found the report names none: nothing of it is kept.
 	rep := CallReport{StartedAt: c.cfg.Now()}

@@ -272,7 +272,13 @@ func TestCallBusyAndHold(t *testing.T) {
 	if err := a.Hold("", true); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3500 * time.Millisecond)
+	// The hold lasts until bob has seen alice on hold for 3.5 s. This is real time, and
+	// the property measured: the media sessions pace the hold packets (one every 3 s) in
+	// real time, and bob's side measures the hold as it sees it.
+	overlaytest.Eventually(t, 10*time.Second, "bob sees alice on hold for 3.5 s", func() bool {
+		act := b.Active()
+		return len(act) == 1 && act[0].Media.PeerHeldMs >= 3500
+	})
 	if err := a.Hold("", false); err != nil {
 		t.Fatal(err)
 	}

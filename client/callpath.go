@@ -118,7 +118,8 @@ type leg struct {
 	mu         sync.Mutex // mu protects the following fields
 	cands      []string   // local ICE candidates gathered so far
 	gathered   bool
-	relayAddr  string // our relayed transport address, once allocated
+	relayAddr  string        // our relayed transport address, once allocated
+	grew       chan struct{} // closed when cands, gathered or relayAddr change; nil = nobody waits
 	relayTCP   bool
 	publicIPs  []string
 	turnClient *turn.Client
@@ -138,7 +139,7 @@ type leg struct {
 	urgent     func(callsig.Msg) // sends at once, past the queue: the punch timing
 
 	iceOnce sync.Once
-	pingAt  time.Time       // caller: when the last punch ping went out
+	pingAt  time.Time       // caller: when the last punch ping went out (real time)
 	pongs   int             // caller: punch pongs received
 	bestRTT time.Duration   // caller: the shortest signalling round trip seen
 	ctx     context.Context // the leg's own work stops with it
@@ -276,12 +277,14 @@ func (l *leg) onCandidate(cand ice.Candidate) {
 	l.mu.Lock()
 	if cand == nil {
 		l.gathered = true
+		l.grewLocked()
 		l.mu.Unlock()
 		return
 	}
 	s := cand.Marshal()
 	l.log.Debug("local candidate", "cand", s)
 	l.cands = append(l.cands, s)
+	l.grewLocked()
 	send := l.onLocal
 	if cand.Type() == ice.CandidateTypeServerReflexive {
 		if ip := cand.Address(); ip != "" && !slices.Contains(l.publicIPs, ip) {
@@ -294,18 +297,41 @@ func (l *leg) onCandidate(cand ice.Candidate) {
 	}
 }
 
+// grewLocked wakes a firstSignal waiting for what this side has to offer; l.mu is held.
+func (l *leg) grewLocked() {
+	if l.grew != nil {
+		close(l.grew)
+		l.grew = nil
+	}
+}
+
 // firstSignal fills m (an invite or accept) with what this side has now: ICE credentials,
-// the candidates gathered within wait, the relay if already allocated.
+// the candidates gathered within wait, the relay if already allocated. It waits, up to
+// wait by the client's clock, for the gathering to end or for a candidate and the relay
+// to be there; every candidate, the end of the gathering and the allocation wake it
+// (grew), so it goes out the moment it has enough. What comes later is trickled.
 func (l *leg) firstSignal(ctx context.Context, m *callsig.Msg, wait time.Duration) {
-	deadline := time.Now().Add(wait)
+	deadline := l.c.clk.NewTimer(wait)
+	defer deadline.Stop()
+waiting:
 	for {
 		l.mu.Lock()
 		ready := l.gathered || (len(l.cands) > 0 && l.relayAddr != "")
+		if !ready && l.grew == nil {
+			l.grew = make(chan struct{})
+		}
+		grew := l.grew
 		l.mu.Unlock()
-		if ready || time.Now().After(deadline) || ctx.Err() != nil {
+		if ready {
 			break
 		}
-		time.Sleep(5 * time.Millisecond)
+		select {
+		case <-grew:
+		case <-deadline.Chan():
+			break waiting
+		case <-ctx.Done():
+			break waiting
+		}
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -398,6 +424,7 @@ func (l *leg) allocate(ctx context.Context, a *attachment) error {
 		return nil
 	}
 	l.turnClient, l.turnConn, l.alloc, l.plain, l.relayAddr, l.relayTCP = tc, conn, alloc, plain, relayed, tcp
+	l.grewLocked()
 	send := l.onLocal
 	pub := publicList(l.publicIPs)
 	l.mu.Unlock()
@@ -504,6 +531,9 @@ const punchTimeout = 3 * time.Second
 // beginPunch starts the punch timing once both sides' ICE credentials are known: the
 // caller sends the ping; the callee waits for "go". Either checks on its own if the
 // timing does not complete.
+//
+// The round trips are measured in real time, as they are delays on the network; the
+// waits they set (half the shortest, and the timeout) are the client's clock's.
 func (l *leg) beginPunch() {
 	l.mu.Lock()
 	send := l.urgent
@@ -565,10 +595,10 @@ func (l *leg) startICEAfter(d time.Duration) {
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
-		t := time.NewTimer(d)
+		t := l.c.clk.NewTimer(d)
 		defer t.Stop()
 		select {
-		case <-t.C:
+		case <-t.Chan():
 			l.startICE()
 		case <-l.ctx.Done():
 		}
@@ -602,16 +632,12 @@ func (l *leg) runICE(ctx context.Context) {
 	l.mu.Lock()
 	ufrag, pwd := l.remote.ufrag, l.remote.pwd
 	l.mu.Unlock()
-	if d := l.c.cfg.Call.TestHookDirectDelay; d > 0 {
-		select {
-		case <-time.After(d):
-		case <-ctx.Done():
-			return
-		}
+	if d := l.c.cfg.Call.TestHookDirectDelay; d > 0 && !l.c.sleep(ctx, d) {
+		return
 	}
 	var conn *ice.Conn
 	var err error
-	start := time.Now()
+	start := time.Now() // for the log: how long pion's checks took, in real time
 	if l.controlling {
 		conn, err = l.agent.Dial(ctx, ufrag, pwd)
 	} else {

@@ -23,11 +23,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	transport "github.com/pion/transport/v3"
 
 	"github.com/peerline/peerline/hostcache"
 	"github.com/peerline/peerline/internal/atomicfile"
 	"github.com/peerline/peerline/internal/backoff"
+	"github.com/peerline/peerline/internal/clocks"
 	"github.com/peerline/peerline/internal/ctl"
 	"github.com/peerline/peerline/internal/datadir"
 	"github.com/peerline/peerline/internal/e2ee"
@@ -93,7 +95,14 @@ type Config struct {
 	Call       CallConfig       // placing and answering calls
 	Logger     *slog.Logger     // nil = slog.Default()
 	Metrics    *metrics.Set     // nil = a fresh set
-	Now        func() time.Time // nil = time.Now
+	Now        func() time.Time // nil = Clock's
+	// Clock runs the client's timers (keep-alives, retries and their back-off, the
+	// refreshes, the renewal of the credential, the timers of a call's set-up) and tells
+	// its time; nil = the real clock, telling Now's time if Now is set. A test that
+	// passes a fake clock drives the client's protocol by advancing it. The ICE agents
+	// and TURN clients of calls, the media sessions and socket deadlines keep to real
+	// time.
+	Clock clockwork.Clock
 }
 
 // Errors.
@@ -105,6 +114,7 @@ var (
 // Client is one user's running node.
 type Client struct {
 	cfg   Config
+	clk   clockwork.Clock // cfg.Clock, or the real clock
 	log   *slog.Logger
 	m     *metrics.Set
 	key   ed25519.PrivateKey
@@ -223,8 +233,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = &metrics.Set{}
 	}
+	cfg.Clock = clocks.Pick(cfg.Clock, cfg.Now)
 	if cfg.Now == nil {
-		cfg.Now = time.Now
+		cfg.Now = cfg.Clock.Now
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
@@ -247,6 +258,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	c := &Client{
 		cfg:        cfg,
+		clk:        cfg.Clock,
 		log:        cfg.Logger,
 		m:          cfg.Metrics,
 		key:        key,
@@ -382,7 +394,7 @@ type loginLoop struct {
 	running bool               // a goroutine is logging in
 	again   bool               // kicked while running: log in once more
 	ended   bool               // Run is returning: start nothing more
-	timer   *time.Timer        // the next renewal
+	timer   clockwork.Timer    // the next renewal
 	fatal   error
 	wg      sync.WaitGroup
 }
@@ -444,7 +456,7 @@ func (l *loginLoop) scheduleLocked(wait time.Duration) {
 	if l.timer != nil {
 		l.timer.Stop()
 	}
-	l.timer = time.AfterFunc(wait, l.kick)
+	l.timer = l.c.clk.AfterFunc(wait, l.kick)
 }
 
 // renewalIn returns how long until the credential is half-way to expiry (a second at
@@ -519,11 +531,24 @@ func (c *Client) loginRetrying(ctx context.Context) error {
 		c.mu.Unlock()
 		c.m.Inc("login_retries")
 		c.log.Warn("login failed; retrying", "err", err, "in", d.Round(time.Millisecond))
-		if !backoff.Sleep(ctx.Done(), d) {
+		if !c.sleep(ctx, d) {
 			return nil
 		}
 	}
 	return nil
+}
+
+// sleep waits d on the client's clock, or until ctx ends; it reports whether the full
+// delay passed. Every back-off of the client waits here.
+func (c *Client) sleep(ctx context.Context, d time.Duration) bool {
+	t := c.clk.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.Chan():
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // loginSerial logs in once, after any login under way on another path has ended.
@@ -626,8 +651,8 @@ const cacheSaveDelay = 2 * time.Second
 // cacheSaver writes the host cache cacheSaveDelay after the first change since its last
 // write, on a timer rather than a goroutine of its own.
 type cacheSaver struct {
-	mu    sync.Mutex  // mu protects timer
-	timer *time.Timer // non-nil while a write is due
+	mu    sync.Mutex      // mu protects timer
+	timer clockwork.Timer // non-nil while a write is due
 }
 
 // saveCache has the host cache written soon.
@@ -637,7 +662,7 @@ func (c *Client) saveCache() {
 	if c.saver.timer != nil {
 		return // a write is due and will carry this change
 	}
-	c.saver.timer = time.AfterFunc(cacheSaveDelay, func() {
+	c.saver.timer = c.clk.AfterFunc(cacheSaveDelay, func() {
 		c.saver.mu.Lock()
 		c.saver.timer = nil
 		c.saver.mu.Unlock()

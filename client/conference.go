@@ -175,7 +175,9 @@ func push(q [][]int16, f []int16) [][]int16 {
 	return append(q, f)
 }
 
-// run mixes until ctx ends; the mixer's own source ending silences it, nothing more.
+// run mixes until ctx ends; the mixer's own source ending silences it, nothing more. It
+// mixes a frame every frame duration of real time, not of the client's clock: the legs'
+// media sessions send and play their frames at that pace.
 func (h *hub) run(ctx context.Context) error {
 	t := time.NewTicker(media.FrameDuration)
 	defer t.Stop()

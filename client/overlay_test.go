@@ -155,13 +155,16 @@ func TestPresenceAndBlocking(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A control: bob, back online, is carol's buddy too; once she sees him, presence
-	// reaches her, and three keep-alives later alice's would have too.
+	// reaches her. Her supernode renews all her watches every keep-alive period, and each
+	// renewal brings her bob's presence again: three renewals later alice's would have
+	// reached her too.
 	o.StartClient(b.Dir, "", "", nil)
 	if err := ask(t, c, client.CmdBuddyAdd, []string{"bob"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	o.Eventually("carol sees bob online", online(c, "bob", true))
-	time.Sleep(3 * keep)
+	seen := c.Metrics().Get("presence_updates")
+	o.Eventually("three renewals of carol's watches", func() bool { return c.Metrics().Get("presence_updates") >= seen+3 })
 	listed := false
 	for _, p := range c.Buddies() {
 		if p.Name != "alice" {

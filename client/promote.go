@@ -131,17 +131,18 @@ func (c *Client) promoteLoop(ctx context.Context) {
 	}
 	start := c.cfg.Now()
 	var cooldownUntil time.Time
-	t := time.NewTicker(p.CheckInterval)
+	t := c.clk.NewTicker(p.CheckInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.Chan():
 		}
 		if c.cfg.Now().Before(cooldownUntil) {
 			continue
 		}
+		c.m.Inc("promotion_checks")
 		st, addr, ln, err := c.promotionCheck(ctx, start)
 		if err != nil {
 			st.Reason = err.Error()
@@ -302,7 +303,7 @@ func (c *Client) measureUpload(ctx context.Context, a *attachment) (float64, err
 	const rounds = 8
 	mctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	start := time.Now()
+	start := time.Now() // a bandwidth, measured in real time whatever the client's clock
 	for i := 0; i < rounds; i++ {
 		if _, err := rpc.Call[*proto.BandwidthOK](mctx, a.conn, &proto.Bandwidth{Payload: payload}); err != nil {
 			return 0, err

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/peerline/peerline/client"
 	"github.com/peerline/peerline/e2e/overlaytest"
 	"github.com/peerline/peerline/hostcache"
@@ -142,8 +144,25 @@ func TestPromotionRefillsLayer(t *testing.T) {
 	if m.Get("sn_promotions_paced") == 0 {
 		t.Fatal("no promotion paced: the eligible clients were all admitted at once")
 	}
-	// And it stays at four: the two others keep being refused or held back.
-	time.Sleep(time.Second)
+	// And it stays at four: the two others keep being refused or held back. Each checks
+	// every 100 ms; twenty more checks each span two seconds, in which the login server,
+	// pacing one promotion every two seconds, would have admitted one more if it would.
+	var others []*overlaytest.Client
+	var checks []uint64
+	for _, c := range cs {
+		if !c.Status().Promotion.Admitted {
+			others = append(others, c)
+			checks = append(checks, c.Metrics().Get("promotion_checks"))
+		}
+	}
+	o.Eventually("twenty more promotion checks by each of the others", func() bool {
+		for i, c := range others {
+			if c.Metrics().Get("promotion_checks") < checks[i]+20 {
+				return false
+			}
+		}
+		return true
+	})
 	if got := o.Login.Metrics().Get("sn_promotions"); got != 2 || o.Login.Layer().LayerSize != 4 {
 		t.Fatalf("promotions went on past the target: %d, layer %+v", got, o.Login.Layer())
 	}
@@ -188,19 +207,38 @@ func TestShedConnectionIsBusyNotDead(t *testing.T) {
 	if err := hc.Save(); err != nil {
 		t.Fatal(err)
 	}
-	a2 := o.StartClient(a.Dir, "", "", func(c *client.Config) { c.Login.Addr = "127.0.0.1:1" })
-	o.Eventually("the shed seen", func() bool { return a2.Metrics().Get("attach_shed") >= 1 })
-	// Back-off alone (50 ms base here) would have retried several times in a second.
-	time.Sleep(time.Second)
+	// alice runs on the test's clock: her back-off and the time she leaves the shedder
+	// alone pass only as the test advances it.
+	clk := clockwork.NewFakeClockAt(time.Now())
+	shed := clk.Now()
+	a2 := o.StartClient(a.Dir, "", "", func(c *client.Config) { c.Login.Addr = "127.0.0.1:1"; c.Clock = clk })
+	o.Eventually("the shed seen, and the attach round over", func() bool {
+		m := a2.Metrics()
+		return m.Get("attach_shed") >= 1 && m.Get("attach_failures") >= 1
+	})
 	st := a2.Status()
 	if n := accepted.Load(); n != 1 || st.Busy != 1 {
-		t.Fatalf("shedder dialled %d times in a second, %d supernodes busy; counters %v", n, st.Busy, st.Counters)
+		t.Fatalf("shedder dialled %d times, %d supernodes busy; counters %v", n, st.Busy, st.Counters)
 	}
 	for _, e := range a2.HostCache().Ranked() {
 		if e.Addr == ln.Addr().String() && e.Failures > 0 {
 			t.Fatalf("a shed counted as a failure: %+v", e)
 		}
 	}
+	// Back-off alone (50 ms base, 1 s cap here) would dial the shedder again within a
+	// second; a shed leaves it alone for 5 s. The clock moves 100 ms at each poll, so the
+	// second dial comes at the first poll past the time she waited.
+	o.Eventually("alice dials the shedder again", func() bool {
+		if accepted.Load() >= 2 {
+			return true
+		}
+		clk.Advance(100 * time.Millisecond)
+		return false
+	})
+	if waited := clk.Since(shed); waited < 5*time.Second {
+		t.Fatalf("shedder dialled again after %v of alice's time, want 5 s (counters %v)", waited, a2.Metrics().Snapshot())
+	}
+	t.Logf("shedder dialled again after %v of alice's time", clk.Since(shed))
 }
 
 // onlyInCache leaves addr alone in the host cache file of the client in dir.

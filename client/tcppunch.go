@@ -128,16 +128,15 @@ func (l *leg) runTCP(port int, remote string, rnat callsig.NAT) {
 	d := net.Dialer{Control: reuseport.Control, LocalAddr: &net.TCPAddr{Port: port}, Timeout: time.Second}
 	var conn net.Conn
 	var err error
+	// The attempts are paced by the client's clock, an attempt every tcpRetry; the
+	// dial's own timeout is a socket's, in real time.
 	for i := 0; i < tcpAttempts && l.ctx.Err() == nil; i++ {
-		start := time.Now()
+		start := l.c.clk.Now()
 		if conn, err = d.DialContext(l.ctx, "tcp4", remote); err == nil {
 			break
 		}
 		l.log.Debug("tcp punch attempt failed", "attempt", i, "err", err)
-		select {
-		case <-time.After(tcpRetry - min(tcpRetry, time.Since(start))):
-		case <-l.ctx.Done():
-		}
+		l.c.sleep(l.ctx, tcpRetry-min(tcpRetry, l.c.clk.Since(start)))
 	}
 	if conn == nil {
 		l.c.m.Inc("call_tcp_punch_failed")
