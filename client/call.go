@@ -12,10 +12,8 @@ import (
 	"github.com/peerline/peerline/internal/callsig"
 	"github.com/peerline/peerline/internal/e2ee"
 	"github.com/peerline/peerline/internal/identity"
-	"github.com/peerline/peerline/internal/index"
 	"github.com/peerline/peerline/internal/media"
 	"github.com/peerline/peerline/internal/proto"
-	"github.com/peerline/peerline/internal/rpc"
 )
 
 // Calls. The caller finds the callee through the overlay, and the two exchange
@@ -23,7 +21,8 @@ import (
 // supernodes: invite, accept or reject, trickled candidates and relays, hangup. Each side
 // brings a leg (callpath.go): ICE for direct and punched paths, a TURN allocation on its
 // supernode's relay for relayed ones. The media session (package media) sends on the
-// best live path and fails over between them.
+// best live path and fails over between them. The client's phone (phone.go) runs them,
+// apart from the client's lock.
 
 // CallConfig is how a client places and answers calls.
 type CallConfig struct {
@@ -137,7 +136,7 @@ func newCallID() string {
 func (k *call) peerHungUp() { k.hangOnce.Do(func() { close(k.hungUp) }) }
 
 // sender sends one call's signalling in order, so candidates never overtake the invite.
-func (c *Client) sender(ctx context.Context, k *call) {
+func (p *phone) sender(ctx context.Context, k *call) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -150,8 +149,8 @@ func (c *Client) sender(ctx context.Context, k *call) {
 			box := k.peerBox
 			k.mu.Unlock()
 			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			if err := c.signal(sctx, k.peer, box, &m); err != nil {
-				c.log.Debug("call signal not delivered", "call", k.id[:8], "type", m.T, "err", err)
+			if err := p.sig.signal(sctx, k.peer, box, &m); err != nil {
+				p.log.Debug("call signal not delivered", "call", k.id[:8], "type", m.T, "err", err)
 			}
 			cancel()
 		}
@@ -160,8 +159,8 @@ func (c *Client) sender(ctx context.Context, k *call) {
 
 // openLeg brings up this side's transport for call k with a peer behind a NAT of class
 // peerNAT; its signals go through k's queue, the punch timing past it.
-func (c *Client) openLeg(ctx context.Context, k *call, controlling bool, peerNAT string) (*leg, error) {
-	l, err := c.newLeg(ctx, k.id, controlling, peerNAT, k.queue, c.urgentSender(ctx, k))
+func (p *phone) openLeg(ctx context.Context, k *call, controlling bool, peerNAT string) (*leg, error) {
+	l, err := p.newLeg(ctx, k.id, controlling, peerNAT, k.queue, p.urgentSender(ctx, k))
 	if err != nil {
 		return nil, err
 	}
@@ -183,18 +182,18 @@ func withDuration(ctx context.Context, d time.Duration) (context.Context, contex
 
 // urgentSender returns a function that sends a message of call k at once, in its own
 // goroutine, past the queue of candidates.
-func (c *Client) urgentSender(ctx context.Context, k *call) func(callsig.Msg) {
+func (p *phone) urgentSender(ctx context.Context, k *call) func(callsig.Msg) {
 	return func(m callsig.Msg) {
-		c.callWG.Add(1)
+		p.wg.Add(1)
 		go func() {
-			defer c.callWG.Done()
+			defer p.wg.Done()
 			k.mu.Lock()
 			box := k.peerBox
 			k.mu.Unlock()
 			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
-			if err := c.signal(sctx, k.peer, box, &m); err != nil {
-				c.log.Debug("call signal not delivered", "call", k.id[:8], "type", m.T, "err", err)
+			if err := p.sig.signal(sctx, k.peer, box, &m); err != nil {
+				p.log.Debug("call signal not delivered", "call", k.id[:8], "type", m.T, "err", err)
 			}
 		}()
 	}
@@ -202,15 +201,15 @@ func (c *Client) urgentSender(ctx context.Context, k *call) func(callsig.Msg) {
 
 // hangupSignal tells the peer of call k that it is over, for reason, and waits (a little)
 // until the message is handed to the supernode: the call's context may be done already.
-func (c *Client) hangupSignal(ctx context.Context, k *call, reason string) {
+func (p *phone) hangupSignal(ctx context.Context, k *call, reason string) {
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	k.mu.Lock()
 	box := k.peerBox
 	k.mu.Unlock()
 	m := callsig.Msg{T: callsig.THangup, Call: k.id, Reason: reason}
-	if err := c.signal(hctx, k.peer, box, &m); err != nil {
-		c.log.Debug("call signal not delivered", "call", k.id[:8], "type", m.T, "err", err)
+	if err := p.sig.signal(hctx, k.peer, box, &m); err != nil {
+		p.log.Debug("call signal not delivered", "call", k.id[:8], "type", m.T, "err", err)
 	}
 }
 
@@ -227,33 +226,9 @@ func (k *call) queue(m callsig.Msg) {
 	}
 }
 
-// signal seals one signalling message for the peer and sends it through our supernode.
-func (c *Client) signal(ctx context.Context, to string, box [32]byte, m *callsig.Msg) error {
-	a, err := c.attachedConn()
-	if err != nil {
-		return err
-	}
-	text, err := callsig.Encode(m)
-	if err != nil {
-		return err
-	}
-	c.mu.Lock()
-	cred := c.cred
-	c.mu.Unlock()
-	env, err := e2ee.Seal(e2ee.Message{From: c.user, To: to, Sent: c.cfg.Now(), Kind: e2ee.KindCall, Text: string(text)}, c.key, cred, box)
-	if err != nil {
-		return err
-	}
-	_, err = a.conn.Call(ctx, &proto.Msg{To: to, Envelope: env})
-	if err == nil {
-		c.m.Inc("call_signals_sent")
-	}
-	return err
-}
-
-func (c *Client) ringTimeout() time.Duration {
-	if c.cfg.Call.RingTimeout > 0 {
-		return c.cfg.Call.RingTimeout
+func (p *phone) ringTimeout() time.Duration {
+	if p.cfg.RingTimeout > 0 {
+		return p.cfg.RingTimeout
 	}
 	return 30 * time.Second
 }
@@ -262,20 +237,24 @@ func (c *Client) ringTimeout() time.Duration {
 // overlay, invited, and once it answers the audio flows on the best path until
 // opts.Duration passes, the source ends, the peer hangs up or ctx is done.
 func (c *Client) Call(ctx context.Context, name string, opts CallOptions) (CallReport, error) {
-	rep := CallReport{Peer: name, Outgoing: true, StartedAt: c.cfg.Now()}
+	return c.phone.place(ctx, name, opts)
+}
+
+// place is Client.Call.
+func (p *phone) place(ctx context.Context, name string, opts CallOptions) (CallReport, error) {
+	rep := CallReport{Peer: name, Outgoing: true, StartedAt: p.now()}
 	// A call's report measures in real time (its set-up, signalling and duration): the
 	// audio it times runs on the media session's own real-time pacing, which a fake
 	// clock does not move. Its timers (the ring timeout, the retries of the search, the
 	// punch timing) are the client's clock's.
 	start := time.Now()
-	if name == c.user {
+	if name == p.user {
 		return fail(rep, "failed", ErrCallSelf)
 	}
-	a, err := c.attachedConn()
-	if err != nil {
+	if err := p.sig.online(); err != nil {
 		return fail(rep, "failed", err)
 	}
-	rec, err := c.locate(ctx, a, name)
+	rec, err := p.sig.locate(ctx, name)
 	switch {
 	case errors.Is(err, proto.ErrOffline):
 		return fail(rep, "offline", err)
@@ -288,42 +267,42 @@ func (c *Client) Call(ctx context.Context, name string, opts CallOptions) (CallR
 		answers: make(chan *callsig.Msg, 1), hungUp: make(chan struct{}), peerBox: rec.BoxKey,
 		sendq: make(chan callsig.Msg, 64)}
 	rep.Call = k.id
-	c.mu.Lock()
-	if len(c.calls) > 0 && !opts.inConf {
-		c.mu.Unlock()
+	p.mu.Lock()
+	if len(p.calls) > 0 && !opts.inConf {
+		p.mu.Unlock()
 		return fail(rep, "failed", ErrInCall)
 	}
-	c.calls[k.id] = k
-	c.mu.Unlock()
-	defer c.endCall(k)
+	p.calls[k.id] = k
+	p.mu.Unlock()
+	defer p.endCall(k)
 
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	l, err := c.openLeg(cctx, k, true, rec.NAT)
+	l, err := p.openLeg(cctx, k, true, rec.NAT)
 	if err != nil {
 		return fail(rep, "failed", err)
 	}
 	defer l.close()
-	inv := callsig.Msg{T: callsig.TInvite, Call: k.id, Box: c.box.Public[:], Conf: opts.conf}
+	inv := callsig.Msg{T: callsig.TInvite, Call: k.id, Box: p.boxPub[:], Conf: opts.conf}
 	l.firstSignal(cctx, &inv, 50*time.Millisecond)
 	rep.LocalNAT = inv.NAT.Classic
-	if err := c.signal(cctx, name, rec.BoxKey, &inv); err != nil {
+	if err := p.sig.signal(cctx, name, rec.BoxKey, &inv); err != nil {
 		if errors.Is(err, proto.ErrBlocked) {
 			return fail(rep, "blocked", err)
 		}
 		return fail(rep, "failed", err)
 	}
-	go c.sender(cctx, k)
+	go p.sender(cctx, k)
 
 	var ans *callsig.Msg
-	ring := c.clk.NewTimer(c.ringTimeout())
+	ring := p.clk.NewTimer(p.ringTimeout())
 	defer ring.Stop()
 	// While it rings, every way out but an answer tells the callee at once, so that its
 	// phone stops ringing now and not at its own ring timeout.
 	select {
 	case ans = <-k.answers:
 	case <-ring.Chan():
-		c.hangupSignal(ctx, k, callsig.ReasonTimeout)
+		p.hangupSignal(ctx, k, callsig.ReasonTimeout)
 		return fail(rep, "no answer", callErr(ErrNoAnswer, "%s did not answer", name))
 	case <-k.hungUp:
 		k.mu.Lock()
@@ -333,11 +312,11 @@ func (c *Client) Call(ctx context.Context, name string, opts CallOptions) (CallR
 			return fail(rep, "rejected", callErr(ErrCallRejected, "%s rejected the call", name))
 		}
 		// Hangup here while it rang.
-		c.hangupSignal(ctx, k, callsig.ReasonCancelled)
-		c.m.Inc("calls_cancelled")
+		p.hangupSignal(ctx, k, callsig.ReasonCancelled)
+		p.m.Inc("calls_cancelled")
 		return fail(rep, "cancelled", callErr(ErrCallCancelled, "you hung up before %s answered", name))
 	case <-ctx.Done():
-		c.hangupSignal(ctx, k, callsig.ReasonCancelled)
+		p.hangupSignal(ctx, k, callsig.ReasonCancelled)
 		return fail(rep, "failed", ctx.Err())
 	}
 	if ans.T == callsig.TReject {
@@ -355,14 +334,12 @@ func (c *Client) Call(ctx context.Context, name string, opts CallOptions) (CallR
 	k.mu.Lock()
 	peerCred := k.peerCred
 	k.mu.Unlock()
-	c.mu.Lock()
-	myCred := c.credInfo
-	c.mu.Unlock()
+	myCred := p.sig.self()
 	key, err := callsig.MediaKey(l.ephPriv, ans.Eph, k.id, credBinding(myCred), credBinding(peerCred), l.ephPub, ans.Eph)
 	if err != nil {
 		return fail(rep, "failed", err)
 	}
-	return c.runMedia(cctx, k, l, key, ans, opts, rep, start)
+	return p.runMedia(cctx, k, l, key, ans, opts, rep, start)
 }
 
 // gatedSource sends silence until the call has a live path, then the real source: the
@@ -389,57 +366,6 @@ func (g *gatedSource) ReadFrame(pcm []int16) error {
 	return g.src.ReadFrame(pcm)
 }
 
-// locate finds where an online user is now. A record that expired on its way here (a
-// holder that missed the user's last publication, answering at the edge of the record's
-// life) is asked for again, a few times, before the user counts as unreachable.
-func (c *Client) locate(ctx context.Context, a *attachment, name string) (index.Record, error) {
-	var lastErr error
-	for try := 0; try < 3; try++ {
-		if try > 0 && !c.sleep(ctx, 300*time.Millisecond) {
-			return index.Record{}, ctx.Err()
-		}
-		ok, err := rpc.Call[*proto.SearchOK](ctx, a.conn, &proto.Search{Name: name})
-		if err != nil {
-			return index.Record{}, err
-		}
-		if !ok.Found && !c.userExists(ctx, name) {
-			return index.Record{}, proto.ErrNoSuchUser.With("no such user %s", name)
-		}
-		if !ok.Found || !ok.Online {
-			return index.Record{}, proto.ErrOffline.With("%s is offline", name)
-		}
-		rec, err := index.Verify(ok.Record, c.cfg.Login.Key, c.cfg.Now())
-		if err == nil {
-			return rec, nil
-		}
-		lastErr = fmt.Errorf("the overlay returned a bad record: %w", err)
-		if !errors.Is(err, index.ErrExpired) {
-			break
-		}
-		c.m.Inc("search_expired_records")
-	}
-	return index.Record{}, lastErr
-}
-
-// userExists asks the login server's directory whether an account named name exists, for
-// a name the overlay has no record of. When the directory cannot say (the login server is
-// unreachable), the user counts as existing: offline is the safe answer.
-func (c *Client) userExists(ctx context.Context, name string) bool {
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	d, err := c.directory(dctx, name)
-	if err != nil {
-		c.log.Debug("directory unavailable; taking the user as offline", "err", err)
-		return true
-	}
-	for _, e := range d.Results {
-		if e.Name == name {
-			return true
-		}
-	}
-	return false
-}
-
 // credBinding is what of a credential the media key is bound to: the name and key it
 // certifies.
 func credBinding(cr identity.Credential) []byte {
@@ -457,11 +383,11 @@ func fail(rep CallReport, result string, err error) (CallReport, error) {
 }
 
 // runMedia runs the audio of an answered call until it ends, and reports.
-func (c *Client) runMedia(ctx context.Context, k *call, l *leg, key [32]byte, remote *callsig.Msg, opts CallOptions, rep CallReport, start time.Time) (CallReport, error) {
+func (p *phone) runMedia(ctx context.Context, k *call, l *leg, key [32]byte, remote *callsig.Msg, opts CallOptions, rep CallReport, start time.Time) (CallReport, error) {
 	gate := &gatedSource{src: opts.Source}
 	s, err := media.NewSession(media.Config{
 		Key: key, Caller: k.outgoing, Source: gate, Sink: opts.Sink,
-		Logger: c.log.With("call", k.id[:8]), Metrics: c.m,
+		Logger: p.log.With("call", k.id[:8]), Metrics: p.m,
 	})
 	if err != nil {
 		return fail(rep, "failed", err)
@@ -483,7 +409,7 @@ func (c *Client) runMedia(ctx context.Context, k *call, l *leg, key [32]byte, re
 		l.addRemote(m)
 	}
 	l.beginPunch()
-	c.emit(Event{Kind: "call", Time: c.cfg.Now(), Name: k.peer, Call: k.id, State: "active"})
+	p.ev.emit(Event{Kind: "call", Time: p.now(), Name: k.peer, Call: k.id, State: "active"})
 
 	rctx, cancel := withDuration(ctx, opts.Duration)
 	defer cancel()
@@ -513,7 +439,7 @@ func (c *Client) runMedia(ctx context.Context, k *call, l *leg, key [32]byte, re
 	default:
 	}
 	if !peerLeft {
-		c.hangupSignal(ctx, k, callsig.ReasonHangup)
+		p.hangupSignal(ctx, k, callsig.ReasonHangup)
 	}
 	rep.Media = s.Stats()
 	rep.Path = string(rep.Media.ActiveKind)
@@ -527,46 +453,46 @@ func (c *Client) runMedia(ctx context.Context, k *call, l *leg, key [32]byte, re
 	if rep.Media.FramesReceived == 0 {
 		rep.Result = "failed"
 		rep.Error = "no audio arrived: no path worked"
-		c.m.Inc("calls_failed")
+		p.m.Inc("calls_failed")
 		return rep, errors.New(rep.Error)
 	}
 	if runErr != nil && !errors.Is(runErr, context.Canceled) && !errors.Is(runErr, context.DeadlineExceeded) {
 		rep.Error = runErr.Error()
 	}
-	c.m.Inc("calls_completed")
-	c.emit(Event{Kind: "call", Time: c.cfg.Now(), Name: k.peer, Call: k.id, State: "ended"})
+	p.m.Inc("calls_completed")
+	p.ev.emit(Event{Kind: "call", Time: p.now(), Name: k.peer, Call: k.id, State: "ended"})
 	return rep, nil
 }
 
-func (c *Client) endCall(k *call) {
-	c.mu.Lock()
-	if c.calls[k.id] == k {
-		delete(c.calls, k.id)
+func (p *phone) endCall(k *call) {
+	p.mu.Lock()
+	if p.calls[k.id] == k {
+		delete(p.calls, k.id)
 	}
-	c.mu.Unlock()
+	p.mu.Unlock()
 	k.mu.Lock()
 	k.state = "ended"
 	k.mu.Unlock()
 }
 
 // onCallSignal handles call signalling from an opened e2ee message.
-func (c *Client) onCallSignal(msg e2ee.Message, sender identity.Credential) error {
+func (p *phone) onCallSignal(msg e2ee.Message, sender identity.Credential) error {
 	m, err := callsig.Decode([]byte(msg.Text))
 	if err != nil {
-		c.m.Inc("call_signals_rejected")
+		p.m.Inc("call_signals_rejected")
 		return proto.ErrRefused.With("call signal refused: %v", err)
 	}
-	c.m.Inc("call_signals_received")
-	c.mu.Lock()
-	k := c.calls[m.Call]
-	c.mu.Unlock()
+	p.m.Inc("call_signals_received")
+	p.mu.Lock()
+	k := p.calls[m.Call]
+	p.mu.Unlock()
 	if k != nil && k.peer != sender.Name {
-		c.m.Inc("call_signals_rejected")
+		p.m.Inc("call_signals_rejected")
 		return proto.ErrRefused.With("call %s is not with %s", m.Call[:8], sender.Name)
 	}
 	switch m.T {
 	case callsig.TInvite:
-		return c.onInvite(m, sender)
+		return p.onInvite(m, sender)
 	case callsig.TAccept, callsig.TReject:
 		if k == nil || !k.outgoing {
 			return nil
@@ -596,69 +522,69 @@ func (c *Client) onCallSignal(msg e2ee.Message, sender identity.Credential) erro
 			return nil
 		}
 		k.peerHungUp()
-		c.emit(Event{Kind: "call", Time: c.cfg.Now(), Name: k.peer, Call: k.id, State: "hung up"})
+		p.ev.emit(Event{Kind: "call", Time: p.now(), Name: k.peer, Call: k.id, State: "hung up"})
 	}
 	return nil
 }
 
 // onInvite rings, or answers busy.
-func (c *Client) onInvite(m *callsig.Msg, sender identity.Credential) error {
+func (p *phone) onInvite(m *callsig.Msg, sender identity.Credential) error {
 	if len(m.Box) != 32 {
-		c.m.Inc("call_signals_rejected")
+		p.m.Inc("call_signals_rejected")
 		return proto.ErrRefused.With("invite without a box key")
 	}
-	k := &call{id: m.Call, peer: sender.Name, state: "ringing", invite: m, started: time.Now(), startAt: c.cfg.Now(),
+	k := &call{id: m.Call, peer: sender.Name, state: "ringing", invite: m, started: time.Now(), startAt: p.now(),
 		peerCred: sender, hungUp: make(chan struct{}), sendq: make(chan callsig.Msg, 64)}
 	copy(k.peerBox[:], m.Box)
-	c.mu.Lock()
-	if _, dup := c.calls[m.Call]; dup {
-		c.mu.Unlock()
+	p.mu.Lock()
+	if _, dup := p.calls[m.Call]; dup {
+		p.mu.Unlock()
 		return nil
 	}
-	busy := len(c.calls) > 0 // a call in progress or ringing
+	busy := len(p.calls) > 0 // a call in progress or ringing
 	if !busy {
-		c.calls[k.id] = k
+		p.calls[k.id] = k
 	}
-	c.mu.Unlock()
+	p.mu.Unlock()
 	if busy {
-		c.m.Inc("calls_busy")
-		c.callWG.Add(1)
+		p.m.Inc("calls_busy")
+		p.wg.Add(1)
 		go func() {
-			defer c.callWG.Done()
-			ctx, cancel := context.WithTimeout(c.runCtx(), 5*time.Second)
+			defer p.wg.Done()
+			ctx, cancel := context.WithTimeout(p.runCtx(), 5*time.Second)
 			defer cancel()
-			c.signal(ctx, k.peer, k.peerBox, &callsig.Msg{T: callsig.TReject, Call: k.id, Reason: callsig.ReasonBusy})
+			p.sig.signal(ctx, k.peer, k.peerBox, &callsig.Msg{T: callsig.TReject, Call: k.id, Reason: callsig.ReasonBusy})
 		}()
 		return nil
 	}
-	c.m.Inc("calls_ringing")
-	c.log.Info("incoming call", "from", k.peer, "call", k.id[:8])
-	c.emit(Event{Kind: "call", Time: c.cfg.Now(), From: k.peer, Call: k.id, State: "ringing"})
-	runCtx := c.runCtx()
-	c.callWG.Add(1)
+	p.m.Inc("calls_ringing")
+	p.log.Info("incoming call", "from", k.peer, "call", k.id[:8])
+	p.ev.emit(Event{Kind: "call", Time: p.now(), From: k.peer, Call: k.id, State: "ringing"})
+	runCtx := p.runCtx()
+	p.wg.Add(1)
 	go func() {
-		defer c.callWG.Done()
-		t := c.clk.NewTimer(c.ringTimeout())
+		defer p.wg.Done()
+		t := p.clk.NewTimer(p.ringTimeout())
 		defer t.Stop()
 		select {
 		case <-t.Chan():
 			// The caller's phone stops ringing with ours: it hears "no answer" now,
 			// not at its own ring timeout.
-			if c.missed(k, "unanswered") {
+			if p.missed(k, "unanswered") {
 				ctx, cancel := context.WithTimeout(runCtx, 5*time.Second)
-				c.signal(ctx, k.peer, k.peerBox, &callsig.Msg{T: callsig.TReject, Call: k.id, Reason: callsig.ReasonTimeout})
+				p.sig.signal(ctx, k.peer, k.peerBox, &callsig.Msg{T: callsig.TReject, Call: k.id, Reason: callsig.ReasonTimeout})
 				cancel()
 			}
 		case <-k.hungUp:
-			c.missed(k, fmt.Sprintf("%s hung up before you answered", k.peer))
+			p.missed(k, fmt.Sprintf("%s hung up before you answered", k.peer))
 		case <-runCtx.Done():
 		}
 	}()
-	if c.cfg.Call.AutoAnswer {
-		c.callWG.Add(1)
+	if p.cfg.AutoAnswer {
+		p.wg.Add(1)
 		go func() {
-			defer c.callWG.Done()
-			c.autoAnswer(k.id)
+			defer p.wg.Done()
+			p.autoAnswer(k.id)
 		}()
 	}
 	return nil
@@ -666,7 +592,7 @@ func (c *Client) onInvite(m *callsig.Msg, sender identity.Credential) error {
 
 // missed ends incoming call k if it is still ringing, and records it as missed (why says
 // how). A call answered or rejected meanwhile is left alone (missed returns false).
-func (c *Client) missed(k *call, why string) bool {
+func (p *phone) missed(k *call, why string) bool {
 	k.mu.Lock()
 	ringing := k.state == "ringing"
 	if ringing {
@@ -676,20 +602,23 @@ func (c *Client) missed(k *call, why string) bool {
 	if !ringing {
 		return false
 	}
-	c.endCall(k)
-	c.m.Inc("calls_missed")
-	c.recordReport(CallReport{Call: k.id, Peer: k.peer, Result: "missed", Error: why, StartedAt: k.startAt,
+	p.endCall(k)
+	p.m.Inc("calls_missed")
+	p.recordReport(CallReport{Call: k.id, Peer: k.peer, Result: "missed", Error: why, StartedAt: k.startAt,
 		DurationMs: ms(time.Since(k.started))})
-	c.emit(Event{Kind: "call", Time: c.cfg.Now(), From: k.peer, Call: k.id, State: "missed"})
+	p.ev.emit(Event{Kind: "call", Time: p.now(), From: k.peer, Call: k.id, State: "missed"})
 	return true
 }
 
 // Ringing lists the calls ringing now.
-func (c *Client) Ringing() []CallReport {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+func (c *Client) Ringing() []CallReport { return c.phone.ringing() }
+
+// ringing is Client.Ringing.
+func (p *phone) ringing() []CallReport {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	var out []CallReport
-	for _, k := range c.calls {
+	for _, k := range p.calls {
 		k.mu.Lock()
 		if k.state == "ringing" && !k.outgoing {
 			out = append(out, CallReport{Call: k.id, Peer: k.peer, Result: "ringing", StartedAt: k.startAt})
@@ -700,13 +629,16 @@ func (c *Client) Ringing() []CallReport {
 }
 
 // Active lists the calls in progress, with their statistics so far.
-func (c *Client) Active() []CallReport {
-	c.mu.Lock()
-	calls := make([]*call, 0, len(c.calls))
-	for _, k := range c.calls {
+func (c *Client) Active() []CallReport { return c.phone.active() }
+
+// active is Client.Active.
+func (p *phone) active() []CallReport {
+	p.mu.Lock()
+	calls := make([]*call, 0, len(p.calls))
+	for _, k := range p.calls {
 		calls = append(calls, k)
 	}
-	c.mu.Unlock()
+	p.mu.Unlock()
 	var out []CallReport
 	for _, k := range calls {
 		k.mu.Lock()
@@ -724,10 +656,15 @@ func (c *Client) Active() []CallReport {
 
 // Answer answers a ringing call (id "" = the one ringing) and runs it to its end.
 func (c *Client) Answer(ctx context.Context, id string, opts CallOptions) (CallReport, error) {
+	return c.phone.answer(ctx, id, opts)
+}
+
+// answer is Client.Answer.
+func (p *phone) answer(ctx context.Context, id string, opts CallOptions) (CallReport, error) {
 	start := time.Now() // the report's measure, in real time as in Call
-	k := c.callToAnswer(id)
+	k := p.callToAnswer(id)
 	// Until a call is found the report names none: nothing of it is kept.
-	rep := CallReport{StartedAt: c.cfg.Now()}
+	rep := CallReport{StartedAt: p.now()}
 	switch {
 	case k == nil && id == "":
 		return fail(rep, "failed", ErrNothingRinging)
@@ -743,57 +680,55 @@ func (c *Client) Answer(ctx context.Context, id string, opts CallOptions) (CallR
 	if len(inv.Conf) > 0 && !opts.inConf {
 		// Asked to mix a conference: call the others, and answer this call as one leg.
 		k.mu.Unlock()
-		reports, err := c.mix(ctx, inv.Conf, opts, k.id)
+		reports, err := p.mix(ctx, inv.Conf, opts, k.id)
 		rep := reports[len(reports)-1]
 		return rep, err
 	}
 	k.state = "answering"
 	k.mu.Unlock()
 	rep.Call, rep.Peer = k.id, k.peer
-	defer c.endCall(k)
+	defer p.endCall(k)
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	peerNAT := ""
 	if inv.NAT != nil {
 		peerNAT = inv.NAT.Classic
 	}
-	l, err := c.openLeg(cctx, k, false, peerNAT)
+	l, err := p.openLeg(cctx, k, false, peerNAT)
 	if err != nil {
 		return fail(rep, "failed", err)
 	}
 	defer l.close()
 	acc := callsig.Msg{T: callsig.TAccept, Call: k.id}
 	l.firstSignal(cctx, &acc, 50*time.Millisecond)
-	c.mu.Lock()
-	myCred := c.credInfo
-	c.mu.Unlock()
+	myCred := p.sig.self()
 	key, err := callsig.MediaKey(l.ephPriv, inv.Eph, k.id, credBinding(k.peerCred), credBinding(myCred), inv.Eph, l.ephPub)
 	if err != nil {
 		return fail(rep, "failed", err)
 	}
-	if err := c.signal(cctx, k.peer, k.peerBox, &acc); err != nil {
+	if err := p.sig.signal(cctx, k.peer, k.peerBox, &acc); err != nil {
 		return fail(rep, "failed", fmt.Errorf("accept not delivered: %w", err))
 	}
-	go c.sender(cctx, k)
-	return c.runMedia(cctx, k, l, key, inv, opts, rep, start)
+	go p.sender(cctx, k)
+	return p.runMedia(cctx, k, l, key, inv, opts, rep, start)
 }
 
 // callToAnswer returns the call id names, or an incoming call that rings for id "", or
 // nil: the call Answer or Reject acts on.
-func (c *Client) callToAnswer(id string) *call {
+func (p *phone) callToAnswer(id string) *call {
 	if id == "" {
-		return c.ringingCall()
+		return p.ringingCall()
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.calls[id]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.calls[id]
 }
 
 // ringingCall returns an incoming call that rings, or nil.
-func (c *Client) ringingCall() *call {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, x := range c.calls {
+func (p *phone) ringingCall() *call {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, x := range p.calls {
 		x.mu.Lock()
 		ringing := !x.outgoing && x.state == "ringing"
 		x.mu.Unlock()
@@ -805,8 +740,11 @@ func (c *Client) ringingCall() *call {
 }
 
 // Reject refuses a ringing call (id "" = the one ringing).
-func (c *Client) Reject(ctx context.Context, id string) error {
-	k := c.callToAnswer(id)
+func (c *Client) Reject(ctx context.Context, id string) error { return c.phone.reject(ctx, id) }
+
+// reject is Client.Reject.
+func (p *phone) reject(ctx context.Context, id string) error {
+	k := p.callToAnswer(id)
 	if k == nil || k.outgoing {
 		if id == "" {
 			return ErrNothingRinging
@@ -822,25 +760,28 @@ func (c *Client) Reject(ctx context.Context, id string) error {
 	if !ringing {
 		return callErr(ErrNothingRinging, "call %s is not ringing", k.id[:8])
 	}
-	c.endCall(k)
+	p.endCall(k)
 	k.peerHungUp() // the ring timer stops; the call is not missed, it was refused
-	c.recordReport(CallReport{Call: k.id, Peer: k.peer, Result: "rejected", Error: "you rejected the call",
+	p.recordReport(CallReport{Call: k.id, Peer: k.peer, Result: "rejected", Error: "you rejected the call",
 		StartedAt: k.startAt, DurationMs: ms(time.Since(k.started))})
-	return c.signal(ctx, k.peer, k.peerBox, &callsig.Msg{T: callsig.TReject, Call: k.id, Reason: callsig.ReasonRejected})
+	return p.sig.signal(ctx, k.peer, k.peerBox, &callsig.Msg{T: callsig.TReject, Call: k.id, Reason: callsig.ReasonRejected})
 }
 
 // Hangup ends the call in progress (id "" = any): an outgoing call that still rings is
 // cancelled (the callee stops ringing and counts a missed call), an incoming one that
 // rings is rejected, and rejected says so.
-func (c *Client) Hangup(id string) (rejected bool, err error) {
-	c.mu.Lock()
+func (c *Client) Hangup(id string) (rejected bool, err error) { return c.phone.hangup(id) }
+
+// hangup is Client.Hangup.
+func (p *phone) hangup(id string) (rejected bool, err error) {
+	p.mu.Lock()
 	var k *call
-	for _, x := range c.calls {
+	for _, x := range p.calls {
 		if id == "" || x.id == id {
 			k = x
 		}
 	}
-	c.mu.Unlock()
+	p.mu.Unlock()
 	if k == nil {
 		if id == "" {
 			return false, callErr(ErrNoSuchCall, "no call is in progress or ringing")
@@ -852,9 +793,9 @@ func (c *Client) Hangup(id string) (rejected bool, err error) {
 	k.local = true
 	k.mu.Unlock()
 	if incomingRinging {
-		ctx, cancel := context.WithTimeout(c.runCtx(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(p.runCtx(), 5*time.Second)
 		defer cancel()
-		return true, c.Reject(ctx, k.id)
+		return true, p.reject(ctx, k.id)
 	}
 	k.peerHungUp() // ends our session (or the ringing in Call); the peer is then told
 	return false, nil
@@ -862,15 +803,18 @@ func (c *Client) Hangup(id string) (rejected bool, err error) {
 
 // Hold puts the call in progress (id "" = any) on hold, or takes it off: on hold the
 // client sends one packet every 3 s instead of audio, and resumes where it was.
-func (c *Client) Hold(id string, on bool) error {
-	c.mu.Lock()
+func (c *Client) Hold(id string, on bool) error { return c.phone.hold(id, on) }
+
+// hold is Client.Hold.
+func (p *phone) hold(id string, on bool) error {
+	p.mu.Lock()
 	var k *call
-	for _, x := range c.calls {
+	for _, x := range p.calls {
 		if id == "" || x.id == id {
 			k = x
 		}
 	}
-	c.mu.Unlock()
+	p.mu.Unlock()
 	if k == nil {
 		return ErrNoSuchCall
 	}
@@ -885,34 +829,38 @@ func (c *Client) Hold(id string, on bool) error {
 }
 
 // autoAnswer answers with the configured audio and records to the configured directory.
-func (c *Client) autoAnswer(id string) {
-	opts, closeAll, err := c.answerAudio(id)
+func (p *phone) autoAnswer(id string) {
+	opts, closeAll, err := p.answerAudio(id)
 	if err != nil {
-		c.log.Warn("cannot answer", "call", id[:8], "err", err)
+		p.log.Warn("cannot answer", "call", id[:8], "err", err)
 		return
 	}
 	defer closeAll()
-	rep, err := c.Answer(c.runCtx(), id, opts)
+	rep, err := p.answer(p.runCtx(), id, opts)
 	if err != nil {
-		c.log.Warn("answered call failed", "call", id[:8], "err", err)
+		p.log.Warn("answered call failed", "call", id[:8], "err", err)
 	}
-	c.recordReport(rep)
+	p.recordReport(rep)
 }
 
-func (c *Client) recordReport(rep CallReport) {
-	c.mu.Lock()
-	c.reports = append(c.reports, rep)
-	if len(c.reports) > 32 {
-		c.reports = c.reports[len(c.reports)-32:]
+// recordReport keeps rep among the reports of the last calls, and logs it.
+func (p *phone) recordReport(rep CallReport) {
+	p.mu.Lock()
+	p.reports = append(p.reports, rep)
+	if len(p.reports) > maxReports {
+		p.reports = p.reports[len(p.reports)-maxReports:]
 	}
-	c.mu.Unlock()
-	c.log.Info("call ended", "call", rep.Call, "peer", rep.Peer, "result", rep.Result, "path", rep.Path,
+	p.mu.Unlock()
+	p.log.Info("call ended", "call", rep.Call, "peer", rep.Peer, "result", rep.Result, "path", rep.Path,
 		"setup_ms", rep.SetupMs, "frames_received", rep.Media.FramesReceived)
 }
 
 // Reports lists the reports of the last calls this client answered or placed.
-func (c *Client) Reports() []CallReport {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]CallReport(nil), c.reports...)
+func (c *Client) Reports() []CallReport { return c.phone.lastReports() }
+
+// lastReports is Client.Reports.
+func (p *phone) lastReports() []CallReport {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]CallReport(nil), p.reports...)
 }

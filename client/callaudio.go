@@ -96,23 +96,23 @@ func openSink(path, format string) (media.FrameSink, func(), error) {
 
 // answerAudio is the audio of a call answered on our own: CallConfig.AnswerSend (or a
 // tone) into it, and a recording in CallConfig.RecordDir.
-func (c *Client) answerAudio(id string) (CallOptions, func(), error) {
+func (p *phone) answerAudio(id string) (CallOptions, func(), error) {
 	format := AudioTone
-	if c.cfg.Call.AnswerSend != "" {
+	if p.cfg.AnswerSend != "" {
 		format = AudioWAV
 	}
-	src, closeSrc, err := openSource(c.cfg.Call.AnswerSend, format, true)
+	src, closeSrc, err := openSource(p.cfg.AnswerSend, format, true)
 	if err != nil {
 		return CallOptions{}, func() {}, err
 	}
 	var sink media.FrameSink = media.Discard{}
 	closeSink := func() {}
-	if c.cfg.Call.RecordDir != "" {
-		if err := os.MkdirAll(c.cfg.Call.RecordDir, 0o755); err != nil {
+	if p.cfg.RecordDir != "" {
+		if err := os.MkdirAll(p.cfg.RecordDir, 0o755); err != nil {
 			closeSrc()
 			return CallOptions{}, func() {}, err
 		}
-		sink, closeSink, err = openSink(filepath.Join(c.cfg.Call.RecordDir, id+".wav"), AudioWAV)
+		sink, closeSink, err = openSink(filepath.Join(p.cfg.RecordDir, id+".wav"), AudioWAV)
 		if err != nil {
 			closeSrc()
 			return CallOptions{}, func() {}, err

@@ -19,7 +19,6 @@ import (
 
 	"github.com/peerline/peerline/internal/callsig"
 	"github.com/peerline/peerline/internal/media"
-	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/internal/x25519"
 )
 
@@ -104,7 +103,7 @@ func normClassic(n callsig.NAT) string {
 // paths, and a TURN allocation on our supernode's relay with a plain UDP socket for the
 // relayed ones.
 type leg struct {
-	c           *Client
+	p           *phone
 	log         *slog.Logger
 	callID      string
 	controlling bool
@@ -169,19 +168,17 @@ func randomString(n int) string {
 // newLeg gathers this side's candidates and allocates on the relay, in the background;
 // onLocal is called with every candidate or relay found after the first signal was built.
 // peerNAT is the peer's NAT class as far as known ("" = not yet).
-func (c *Client) newLeg(ctx context.Context, callID string, controlling bool, peerNAT string, onLocal, urgent func(callsig.Msg)) (*leg, error) {
+func (p *phone) newLeg(ctx context.Context, callID string, controlling bool, peerNAT string, onLocal, urgent func(callsig.Msg)) (*leg, error) {
 	priv := make([]byte, 32)
 	rand.Read(priv)
 	pub, err := x25519.X25519(priv, x25519.Basepoint)
 	if err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	nat := c.nat
-	a := c.attached
-	c.mu.Unlock()
+	nat := p.net.natStatus()
+	sn := p.net.supernode()
 	l := &leg{
-		c: c, log: c.log.With("call", callID[:8]), callID: callID, controlling: controlling,
+		p: p, log: p.log.With("call", callID[:8]), callID: callID, controlling: controlling,
 		nat:     callsig.NAT{Classic: nat.Classic, Mapping: string(nat.Mapping), Filtering: string(nat.Filtering), UDPBlocked: nat.UDPBlocked},
 		ephPriv: priv, ephPub: pub, ufrag: randomString(16), pwd: randomString(32),
 		udpBlocked: nat.UDPBlocked, onLocal: onLocal, urgent: urgent,
@@ -192,8 +189,8 @@ func (c *Client) newLeg(ctx context.Context, callID string, controlling bool, pe
 		l.publicIPs = append(l.publicIPs, ip)
 	}
 	var urls []*stun.URI
-	if a != nil && a.stun != "" && !l.udpBlocked {
-		if u, err := stun.ParseURI("stun:" + a.stun); err == nil {
+	if sn.stun != "" && !l.udpBlocked {
+		if u, err := stun.ParseURI("stun:" + sn.stun); err == nil {
 			urls = append(urls, u)
 		}
 	}
@@ -219,7 +216,7 @@ func (c *Client) newLeg(ctx context.Context, callID string, controlling bool, pe
 		NetworkTypes:           []ice.NetworkType{ice.NetworkTypeUDP4},
 		CandidateTypes:         []ice.CandidateType{ice.CandidateTypeHost, ice.CandidateTypeServerReflexive},
 		MulticastDNSMode:       ice.MulticastDNSModeDisabled,
-		IncludeLoopback:        c.cfg.Call.Loopback,
+		IncludeLoopback:        p.cfg.Loopback,
 		CheckInterval:          &check,
 		MaxBindingRequests:     &maxReq,
 		KeepaliveInterval:      &keepalive,
@@ -230,12 +227,12 @@ func (c *Client) newLeg(ctx context.Context, callID string, controlling bool, pe
 		PrflxAcceptanceMinWait: &reflexiveWait,
 		STUNGatherTimeout:      &stunWait,
 		LoggerFactory:          lf,
-		Net:                    c.cfg.Net,
+		Net:                    p.net.iceNet(),
 	}
 	if l.udpBlocked {
 		cfg.CandidateTypes = []ice.CandidateType{ice.CandidateTypeHost}
 	}
-	if !c.cfg.Call.Loopback {
+	if !p.cfg.Loopback {
 		cfg.IPFilter = func(ip net.IP) bool { return !ip.IsLoopback() }
 	}
 	agent, err := ice.NewAgent(cfg)
@@ -253,19 +250,19 @@ func (c *Client) newLeg(ctx context.Context, callID string, controlling bool, pe
 	}
 	// The TCP punch serves only where UDP is blocked on either side: learn the mapping
 	// for it only then (it costs a connection to the relay).
-	if a != nil && a.turn != "" && c.cfg.Net == nil && (l.udpBlocked || normClassic(callsig.NAT{Classic: peerNAT}) == "udp-blocked") {
+	if sn.turn != "" && p.net.iceNet() == nil && (l.udpBlocked || normClassic(callsig.NAT{Classic: peerNAT}) == "udp-blocked") {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			l.gatherTCP(ctx, a.turn)
+			l.gatherTCP(ctx, sn.turn)
 		}()
 	}
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
-		if err := l.allocate(ctx, a); err != nil {
+		if err := l.allocate(ctx, sn); err != nil {
 			l.log.Warn("no relay for this call", "err", err)
-			c.m.Inc("call_relay_failed")
+			p.m.Inc("call_relay_failed")
 		}
 	}()
 	return l, nil
@@ -311,7 +308,7 @@ func (l *leg) grewLocked() {
 // to be there; every candidate, the end of the gathering and the allocation wake it
 // (grew), so it goes out the moment it has enough. What comes later is trickled.
 func (l *leg) firstSignal(ctx context.Context, m *callsig.Msg, wait time.Duration) {
-	deadline := l.c.clk.NewTimer(wait)
+	deadline := l.p.clk.NewTimer(wait)
 	defer deadline.Stop()
 waiting:
 	for {
@@ -358,23 +355,23 @@ func publicList(ips []string) []string {
 
 // allocate gets TURN credentials for our supernode's relay from the login server and
 // allocates a relayed address on it: over UDP, or over TCP when UDP is blocked.
-func (l *leg) allocate(ctx context.Context, a *attachment) error {
+func (l *leg) allocate(ctx context.Context, sn supernodeServices) error {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	srv, err := l.relayServer(cctx, a)
+	srv, err := l.relayServer(cctx, sn)
 	if err != nil {
 		return err
 	}
 	var conn net.PacketConn
 	tcp := l.udpBlocked || srv.TCP
 	if tcp {
-		nc, err := l.c.cfg.Dialer.DialContext(cctx, "tcp", srv.Addr)
+		nc, err := l.p.net.dial(cctx, "tcp", srv.Addr)
 		if err != nil {
 			return err
 		}
 		conn = turn.NewSTUNConn(nc)
 	} else {
-		conn, err = l.c.cfg.ListenPacket("udp4", ":0")
+		conn, err = l.p.net.listenPacket("udp4", ":0")
 		if err != nil {
 			return err
 		}
@@ -403,7 +400,7 @@ func (l *leg) allocate(ctx context.Context, a *attachment) error {
 	}
 	var plain net.PacketConn
 	if !tcp {
-		plain, err = l.c.cfg.ListenPacket("udp4", ":0")
+		plain, err = l.p.net.listenPacket("udp4", ":0")
 		if err != nil {
 			alloc.Close()
 			tc.Close()
@@ -428,7 +425,7 @@ func (l *leg) allocate(ctx context.Context, a *attachment) error {
 	send := l.onLocal
 	pub := publicList(l.publicIPs)
 	l.mu.Unlock()
-	l.c.m.Inc("call_relay_allocations")
+	l.p.m.Inc("call_relay_allocations")
 	l.log.Debug("relay allocated", "relayed", relayed, "tcp", tcp)
 	if send != nil {
 		send(callsig.Msg{T: callsig.TCandidate, Call: l.callID, Relays: []string{relayed}, Public: pub})
@@ -448,26 +445,25 @@ type TURNServer struct {
 // relayServer picks the relay for this call's allocation: one configured by hand
 // (CallConfig.TURN), else the relay of the supernode we are attached to, else a
 // standalone relay the login server knows, each with credentials from the login server.
-func (l *leg) relayServer(ctx context.Context, a *attachment) (TURNServer, error) {
-	if len(l.c.cfg.Call.TURN) > 0 {
-		return l.c.cfg.Call.TURN[0], nil
+func (l *leg) relayServer(ctx context.Context, sn supernodeServices) (TURNServer, error) {
+	if len(l.p.cfg.TURN) > 0 {
+		return l.p.cfg.TURN[0], nil
 	}
-	req := &proto.TurnCreds{}
-	if a != nil && a.turn != "" {
-		req.Relay = a.id
+	relay := ""
+	if sn.turn != "" {
+		relay = sn.id
 	}
-	m, err := l.c.loginCall(ctx, req)
+	creds, err := l.p.net.turnCredentials(ctx, relay)
 	if err != nil {
 		return TURNServer{}, fmt.Errorf("turn credentials: %w", err)
 	}
-	ok, _ := m.(*proto.TurnCredsOK)
-	if ok == nil || len(ok.Creds) == 0 {
+	if len(creds) == 0 {
 		return TURNServer{}, errors.New("no relay: the supernode runs none and the login server knows none")
 	}
-	cr := ok.Creds[0]
+	cr := creds[0]
 	addr := cr.Addr
-	if req.Relay != "" {
-		addr = a.turn
+	if relay != "" {
+		addr = sn.turn
 	}
 	return TURNServer{Addr: addr, Username: cr.Username, Password: cr.Password}, nil
 }
@@ -512,11 +508,11 @@ func (l *leg) addRemote(m *callsig.Msg) {
 		l.log.Debug("remote candidate", "cand", s)
 		cand, err := ice.UnmarshalCandidate(s)
 		if err != nil {
-			l.c.m.Inc("call_bad_candidates")
+			l.p.m.Inc("call_bad_candidates")
 			continue
 		}
 		if err := l.agent.AddRemoteCandidate(cand); err != nil {
-			l.c.m.Inc("call_bad_candidates")
+			l.p.m.Inc("call_bad_candidates")
 		}
 	}
 	if m.Punch != "" {
@@ -595,7 +591,7 @@ func (l *leg) startICEAfter(d time.Duration) {
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
-		t := l.c.clk.NewTimer(d)
+		t := l.p.clk.NewTimer(d)
 		defer t.Stop()
 		select {
 		case <-t.Chan():
@@ -632,7 +628,7 @@ func (l *leg) runICE(ctx context.Context) {
 	l.mu.Lock()
 	ufrag, pwd := l.remote.ufrag, l.remote.pwd
 	l.mu.Unlock()
-	if d := l.c.cfg.Call.TestHookDirectDelay; d > 0 && !l.c.sleep(ctx, d) {
+	if d := l.p.cfg.TestHookDirectDelay; d > 0 && !l.p.sleep(ctx, d) {
 		return
 	}
 	var conn *ice.Conn
@@ -647,7 +643,7 @@ func (l *leg) runICE(ctx context.Context) {
 		if ctx.Err() == nil {
 			l.log.Info("no direct path", "err", err)
 		}
-		l.c.m.Inc("call_ice_failed")
+		l.p.m.Inc("call_ice_failed")
 		return
 	}
 	pair, err := l.agent.GetSelectedCandidatePair()
@@ -664,7 +660,7 @@ func (l *leg) runICE(ctx context.Context) {
 		}
 	}
 	l.log.Info("ice connected", "path", kind, "pair", name, "after", time.Since(start).Round(time.Millisecond))
-	l.c.m.Inc("call_ice_connected")
+	l.p.m.Inc("call_ice_connected")
 	l.addPath(kind, name, conn, rank)
 }
 
@@ -731,10 +727,10 @@ func (l *leg) maybeRelayPaths() {
 			kind = PathRelayTCP
 		}
 		s.AddPath(media.PathKind(kind), "relay to relay "+l.relayAddr+" <-> "+peerRelay.String(),
-			&allocPath{pc: alloc, allowed: allowed, target: peerRelay, fixed: true, hook: l.c.cfg.Call.TestHookRelayed}, rankRelayTCP)
+			&allocPath{pc: alloc, allowed: allowed, target: peerRelay, fixed: true, hook: l.p.cfg.TestHookRelayed}, rankRelayTCP)
 		return
 	}
-	hook := l.c.cfg.Call.TestHookRelayed
+	hook := l.p.cfg.TestHookRelayed
 	s.AddPath(PathRelayUDP, "via peer relay "+peerRelay.String(), &plainPath{pc: plain, peer: peerRelay, hook: hook}, rankRelayUDP)
 	s.AddPath(PathRelayUDP, "via own relay "+l.relayAddr, &allocPath{pc: alloc, allowed: allowed, hook: hook}, rankRelayOwn)
 }
@@ -778,12 +774,12 @@ func (l *leg) turnRead(tc *turn.Client, conn net.PacketConn, ip netip.Addr, port
 		}
 		if ua, ok := from.(*net.UDPAddr); ok && ip.IsValid() {
 			if a := ua.AddrPort(); a.Addr().Unmap() != ip || a.Port() != port {
-				l.c.m.Inc("turn_stray")
+				l.p.m.Inc("turn_stray")
 				continue
 			}
 		}
 		if _, err := tc.HandleInbound(buf[:n], from); err != nil {
-			l.c.m.Inc("turn_bad")
+			l.p.m.Inc("turn_bad")
 			l.log.Debug("relay datagram not handled", "from", from, "err", err)
 		}
 	}

@@ -123,8 +123,8 @@ type Client struct {
 	cache *hostcache.Cache
 	saver cacheSaver
 
+	phone  *phone         // the calls, with their own lock (phone.go)
 	login  loginLoop      // keeps the credential fresh while Run runs
-	callWG sync.WaitGroup // calls answered on our own
 	lsWG   sync.WaitGroup // the readers of connections to the login server
 	budget *backoff.Budget
 	// loginSem serialises logins: the login loop's and the ones loginCall makes when
@@ -156,22 +156,9 @@ type Client struct {
 	natClassic   string
 	nat          NATStatus
 	promotion    PromotionStatus
-	layer        proto.Layer      // the supernode layer against its target, as the supernode said
-	sn           SupernodeRole    // the supernode role, while promoted
-	crashed      bool             // Crash was called: no goodbye
-	calls        map[string]*call // ringing and active calls, by id
-	reports      []CallReport     // of the last calls
-	runCtx_      context.Context  // Run's context, for calls answered on our own
-}
-
-// runCtx is the context of Run: work the client starts on its own stops with it.
-func (c *Client) runCtx() context.Context {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.runCtx_ == nil {
-		return context.Background()
-	}
-	return c.runCtx_
+	layer        proto.Layer   // the supernode layer against its target, as the supernode said
+	sn           SupernodeRole // the supernode role, while promoted
+	crashed      bool          // Crash was called: no goodbye
 }
 
 // Crash makes the client fall silent at once, as a killed process would: its connections
@@ -266,7 +253,6 @@ func New(cfg Config) (*Client, error) {
 		box:        box,
 		cache:      cache,
 		presence:   make(map[string]*Presence),
-		calls:      make(map[string]*call),
 		user:       cfg.User,
 		loginSem:   make(chan struct{}, 1),
 		callBo:     backoff.Backoff{Base: cfg.RetryBase, Max: cfg.RetryMax},
@@ -282,6 +268,7 @@ func New(cfg Config) (*Client, error) {
 		return nil, ErrNoUser
 	}
 	c.log = c.log.With("user", c.user)
+	c.phone = newPhone(c)
 	c.loadBuddies()
 	c.loadSeq()
 	c.loadNAT()
@@ -325,14 +312,12 @@ func (c *Client) SupernodeRole() SupernodeRole {
 // errors that retrying cannot fix (wrong password, no such user, no password to use).
 func (c *Client) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
-	c.mu.Lock()
-	c.runCtx_ = ctx
-	c.mu.Unlock()
+	c.phone.start(ctx)
 	var wg sync.WaitGroup
 	defer func() {
 		cancel()
 		wg.Wait()
-		c.callWG.Wait()
+		c.phone.wait()
 		c.flushCache()
 		c.mu.Lock()
 		if c.lsConn != nil {

@@ -48,25 +48,26 @@ type ConferenceReport struct {
 // Conference starts a conference with names, and runs it to its end (opts.Duration, the
 // end of opts.Source, or every other participant gone).
 func (c *Client) Conference(ctx context.Context, names []string, opts CallOptions) (ConferenceReport, error) {
-	a, err := c.attachedConn()
-	if err != nil {
+	return c.phone.conference(ctx, names, opts)
+}
+
+// conference is Client.Conference.
+func (p *phone) conference(ctx context.Context, names []string, opts CallOptions) (ConferenceReport, error) {
+	if err := p.sig.online(); err != nil {
 		return ConferenceReport{}, err
 	}
 	if len(names) < 2 || len(names) > callsig.MaxConf {
 		return ConferenceReport{}, fmt.Errorf("a conference takes 2 to %d other participants", callsig.MaxConf)
 	}
-	if slices.Contains(names, c.user) {
+	if slices.Contains(names, p.user) {
 		return ConferenceReport{}, errors.New("you are in the conference already; name the others")
 	}
-	c.mu.Lock()
-	mixer, best := c.user, natRank(c.nat.Classic)
-	noMix := c.cfg.Call.NoMixing
-	c.mu.Unlock()
-	if noMix {
+	mixer, best := p.user, natRank(p.net.natStatus().Classic)
+	if p.cfg.NoMixing {
 		mixer, best = "", 1<<30
 	}
 	for _, n := range names {
-		rec, err := c.locate(ctx, a, n)
+		rec, err := p.sig.locate(ctx, n)
 		if err != nil {
 			return ConferenceReport{}, err
 		}
@@ -74,9 +75,9 @@ func (c *Client) Conference(ctx context.Context, names []string, opts CallOption
 			mixer, best = n, r
 		}
 	}
-	c.log.Info("conference", "participants", names, "mixer", mixer)
-	if mixer == c.user {
-		legs, err := c.mix(ctx, names, opts, "")
+	p.log.Info("conference", "participants", names, "mixer", mixer)
+	if mixer == p.user {
+		legs, err := p.mix(ctx, names, opts, "")
 		return ConferenceReport{Mixer: mixer, Legs: legs}, err
 	}
 	var others []string
@@ -86,13 +87,13 @@ func (c *Client) Conference(ctx context.Context, names []string, opts CallOption
 		}
 	}
 	opts.conf = others
-	rep, err := c.Call(ctx, mixer, opts)
+	rep, err := p.place(ctx, mixer, opts)
 	return ConferenceReport{Mixer: mixer, Legs: []CallReport{rep}}, err
 }
 
 // mix runs a conference with this client as the mixer: it calls every name (and, when
 // hosting for someone else, answers the call with id answer), and mixes until the end.
-func (c *Client) mix(ctx context.Context, names []string, opts CallOptions, answer string) ([]CallReport, error) {
+func (p *phone) mix(ctx context.Context, names []string, opts CallOptions, answer string) ([]CallReport, error) {
 	ctx, cancel := withDuration(ctx, opts.Duration)
 	defer cancel()
 	n := len(names)
@@ -113,14 +114,14 @@ func (c *Client) mix(ctx context.Context, names []string, opts CallOptions, answ
 			var rep CallReport
 			var err error
 			if answer != "" && i == n-1 {
-				rep, err = c.Answer(ctx, answer, o)
+				rep, err = p.answer(ctx, answer, o)
 				// The one who asked for the conference left: it is over.
 				cancel()
 			} else {
-				rep, err = c.Call(ctx, names[i], o)
+				rep, err = p.place(ctx, names[i], o)
 			}
 			if err != nil {
-				c.log.Info("conference leg ended", "peer", rep.Peer, "err", err)
+				p.log.Info("conference leg ended", "peer", rep.Peer, "err", err)
 			}
 			reports[i] = rep
 			h.leave(i)

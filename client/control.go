@@ -176,7 +176,7 @@ func (c *Client) handleControl(ctx context.Context, r ctl.Request) (any, error) 
 		defer closeAll()
 		cr, err := c.Conference(ctx, r.Args[5:], opts)
 		for _, l := range cr.Legs {
-			c.recordReport(l)
+			c.phone.recordReport(l)
 		}
 		if err != nil && len(cr.Legs) == 0 {
 			return nil, err
@@ -203,7 +203,7 @@ func (c *Client) handleControl(ctx context.Context, r ctl.Request) (any, error) 
 			}
 			return nil, err
 		}
-		c.recordReport(rep)
+		c.phone.recordReport(rep)
 		return rep, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -15,7 +15,7 @@ import (
 // otherwise when its wait has passed on the client's clock, with what there is by then.
 func TestFirstSignalWaitsForWhatItOffers(t *testing.T) {
 	clk := clockwork.NewFakeClock()
-	l := &leg{c: &Client{clk: clk}, ufrag: "ufrag", pwd: "pwd"}
+	l := &leg{p: &phone{clk: clk}, ufrag: "ufrag", pwd: "pwd"}
 	const wait = 50 * time.Millisecond
 	signal := func() <-chan callsig.Msg {
 		out := make(chan callsig.Msg, 1)

@@ -344,7 +344,7 @@ func (c *Client) onDeliver(d *proto.Deliver) error {
 		return proto.ErrBlocked
 	}
 	if msg.Kind == e2ee.KindCall {
-		return c.onCallSignal(msg, sender)
+		return c.phone.onCallSignal(msg, sender)
 	}
 	ev := Event{Kind: "message", Time: c.cfg.Now(), From: msg.From, Text: msg.Text, Sent: msg.Sent}
 	c.mu.Lock()
@@ -512,6 +512,57 @@ func (c *Client) directory(ctx context.Context, q string) (SearchResult, error) 
 		res.User = &UserLocation{Name: q, LastSeen: d.Results[0].LastSeen}
 	}
 	return res, nil
+}
+
+// locate finds where an online user is now. A record that expired on its way here (a
+// holder that missed the user's last publication, answering at the edge of the record's
+// life) is asked for again, a few times, before the user counts as unreachable.
+func (c *Client) locate(ctx context.Context, a *attachment, name string) (index.Record, error) {
+	var lastErr error
+	for try := 0; try < 3; try++ {
+		if try > 0 && !c.sleep(ctx, 300*time.Millisecond) {
+			return index.Record{}, ctx.Err()
+		}
+		ok, err := rpc.Call[*proto.SearchOK](ctx, a.conn, &proto.Search{Name: name})
+		if err != nil {
+			return index.Record{}, err
+		}
+		if !ok.Found && !c.userExists(ctx, name) {
+			return index.Record{}, proto.ErrNoSuchUser.With("no such user %s", name)
+		}
+		if !ok.Found || !ok.Online {
+			return index.Record{}, proto.ErrOffline.With("%s is offline", name)
+		}
+		rec, err := index.Verify(ok.Record, c.cfg.Login.Key, c.cfg.Now())
+		if err == nil {
+			return rec, nil
+		}
+		lastErr = fmt.Errorf("the overlay returned a bad record: %w", err)
+		if !errors.Is(err, index.ErrExpired) {
+			break
+		}
+		c.m.Inc("search_expired_records")
+	}
+	return index.Record{}, lastErr
+}
+
+// userExists asks the login server's directory whether an account named name exists, for
+// a name the overlay has no record of. When the directory cannot say (the login server is
+// unreachable), the user counts as existing: offline is the safe answer.
+func (c *Client) userExists(ctx context.Context, name string) bool {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	d, err := c.directory(dctx, name)
+	if err != nil {
+		c.log.Debug("directory unavailable; taking the user as offline", "err", err)
+		return true
+	}
+	for _, e := range d.Results {
+		if e.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // Message sends text to user, end-to-end encrypted: only the recipient can read it, and

@@ -131,15 +131,15 @@ func (l *leg) runTCP(port int, remote string, rnat callsig.NAT) {
 	// The attempts are paced by the client's clock, an attempt every tcpRetry; the
 	// dial's own timeout is a socket's, in real time.
 	for i := 0; i < tcpAttempts && l.ctx.Err() == nil; i++ {
-		start := l.c.clk.Now()
+		start := l.p.clk.Now()
 		if conn, err = d.DialContext(l.ctx, "tcp4", remote); err == nil {
 			break
 		}
 		l.log.Debug("tcp punch attempt failed", "attempt", i, "err", err)
-		l.c.sleep(l.ctx, tcpRetry-min(tcpRetry, l.c.clk.Since(start)))
+		l.p.sleep(l.ctx, tcpRetry-min(tcpRetry, l.p.clk.Since(start)))
 	}
 	if conn == nil {
-		l.c.m.Inc("call_tcp_punch_failed")
+		l.p.m.Inc("call_tcp_punch_failed")
 		l.log.Info("no tcp path", "remote", remote, "err", err)
 		return
 	}
@@ -151,7 +151,7 @@ func (l *leg) runTCP(port int, remote string, rnat callsig.NAT) {
 	}
 	name := fmt.Sprintf("tcp %s -> %s", conn.LocalAddr(), conn.RemoteAddr())
 	l.log.Info("tcp path connected", "path", kind, "conn", name)
-	l.c.m.Inc("call_tcp_punched")
+	l.p.m.Inc("call_tcp_punched")
 	l.addPath(kind, name, newTCPPath(conn), rankTCP)
 }
 
