@@ -33,6 +33,7 @@ import (
 
 	"github.com/peerline/peerline/client"
 	"github.com/peerline/peerline/e2e/netlab"
+	"github.com/peerline/peerline/internal/eventually"
 	"github.com/peerline/peerline/internal/identity"
 	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/internal/rpc"
@@ -524,7 +525,10 @@ func udpFlood(addr string, froms []string, d time.Duration, max int) (sent, got 
 					s.Add(int64(n))
 				}
 				if i%64 == 0 {
-					time.Sleep(time.Millisecond) // loopback drops what floods its queue
+					// The flood's pacing, in real time: loopback drops what floods
+					// its queue, so a pause every 64 datagrams keeps what is sent
+					// reaching the listener under attack.
+					time.Sleep(time.Millisecond)
 				}
 			}
 		}()
@@ -709,16 +713,13 @@ func TestAttackEveryListener(t *testing.T) {
 	ctx := context.Background()
 	// The supernode is admitted and every step works before any attack; each real-user
 	// address has authenticated once, as users who were online before a flood have.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		step, err := tg.round(ctx)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the real user's round fails before any attack: %s: %v", step, err)
-		}
-		time.Sleep(200 * time.Millisecond)
+	var step string
+	var err error
+	if eventually.Await(20*time.Second, "the real user's round to succeed", func() bool {
+		step, err = tg.round(ctx)
+		return err == nil
+	}) != nil {
+		t.Fatalf("the real user's round fails before any attack: %s: %v", step, err)
 	}
 	for range realUsers[1:] {
 		if step, err := tg.round(ctx); err != nil {
@@ -743,6 +744,9 @@ func TestAttackEveryListener(t *testing.T) {
 			if hold == 0 {
 				hold = 4 * time.Second
 			}
+			// The real user must be served throughout the attack: its rounds, once a
+			// second, go on for this long of real time while the attack holds what it
+			// opened, which nothing but time passing can stand in for.
 			time.Sleep(max(0, hold-time.Since(start)))
 			logGrowth := p.logSize() - logBefore
 			close(stop)

@@ -25,6 +25,7 @@ import (
 	"github.com/peerline/peerline/client"
 	"github.com/peerline/peerline/e2e/netlab"
 	"github.com/peerline/peerline/internal/callsig"
+	"github.com/peerline/peerline/internal/eventually"
 	"github.com/peerline/peerline/internal/media"
 )
 
@@ -171,26 +172,36 @@ func netlabBin(t *testing.T) string { return netlab.BuildPeerline(t) }
 // waitReady waits until every client is attached and has detected its NAT.
 func (cl *callLab) waitReady(t *testing.T, want map[string]string) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for name, c := range cl.clients {
-		for {
+	ready := map[string]bool{}
+	var wrong, notReady string
+	if eventually.Await(60*time.Second, "every client attached and its NAT detected", func() bool {
+		for name, c := range cl.clients {
+			if ready[name] {
+				continue
+			}
 			st := c.status(t)
-			if st.Supernode != nil && st.NAT != nil && st.NAT.Classic != "" {
-				if w, ok := want[name]; ok && st.NAT.Classic != w {
-					t.Fatalf("%s detects %q, want %q", name, st.NAT.Classic, w)
-				}
-				break
+			if st.Supernode == nil || st.NAT == nil || st.NAT.Classic == "" {
+				notReady = fmt.Sprintf("%s not ready: %+v", name, st)
+				return false
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s not ready: %+v", name, st)
+			if w, ok := want[name]; ok && st.NAT.Classic != w {
+				wrong = fmt.Sprintf("%s detects %q, want %q", name, st.NAT.Classic, w)
+				return true
 			}
-			time.Sleep(200 * time.Millisecond)
+			ready[name] = true
 		}
+		return true
+	}) != nil {
+		t.Fatal(notReady)
+	}
+	if wrong != "" {
+		t.Fatal(wrong)
 	}
 }
 
-// call runs `peerline call` from caller to callee and returns the report.
-func (cl *callLab) call(t *testing.T, caller, callee string, args ...string) (client.CallReport, error) {
+// call runs `peerline call` from caller to callee and returns the report. It does not
+// touch the test, so any goroutine may call it.
+func (cl *callLab) call(caller, callee string, args ...string) (client.CallReport, error) {
 	c := cl.clients[caller]
 	argv := append(append([]string{"call", "--data", c.dir, "--json"}, args...), callee)
 	cmd := exec.Command(cl.bin, argv...)
@@ -208,24 +219,27 @@ func (cl *callLab) call(t *testing.T, caller, callee string, args ...string) (cl
 	return rep, err
 }
 
-// calleeReport waits for the callee's report of call id.
-func (cl *callLab) calleeReport(t *testing.T, callee, id string) client.CallReport {
+// calleeReport waits for the callee's report of call id. It does not touch the test,
+// so the goroutines that run pairs call it too.
+func (cl *callLab) calleeReport(callee, id string) (client.CallReport, error) {
 	c := cl.clients[callee]
-	for i := 0; i < 100; i++ {
+	var rep client.CallReport
+	err := eventually.Await(10*time.Second, fmt.Sprintf("%s's report of call %s", callee, id), func() bool {
 		out, err := exec.Command(cl.bin, "calls", "--data", c.dir, "--json").Output()
-		if err == nil {
-			var st client.CallsStatus
-			json.Unmarshal(out, &st)
-			for _, r := range st.Reports {
-				if r.Call == id {
-					return r
-				}
+		if err != nil {
+			return false
+		}
+		var st client.CallsStatus
+		json.Unmarshal(out, &st)
+		for _, r := range st.Reports {
+			if r.Call == id {
+				rep = r
+				return true
 			}
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Errorf("%s never reported call %s", callee, id)
-	return client.CallReport{}
+		return false
+	})
+	return rep, err
 }
 
 // noiseWAV writes n frames of seeded noise as an 8 kHz WAV and returns the µ-law frames
@@ -364,7 +378,7 @@ func TestCallMatrix(t *testing.T) {
 			started[i], busy[p.caller], busy[p.callee] = true, true, true
 			running++
 			go func() {
-				results[i] = cl.runPair(t, p.caller, p.callee, p.want, wav, sent)
+				results[i] = cl.runPair(p.caller, p.callee, p.want, wav, sent)
 				done <- i
 			}()
 		}
@@ -409,16 +423,20 @@ func median(v []float64) float64 {
 
 // runPair plays the WAV from caller to callee and checks what arrived, then places three
 // short calls for the setup time.
-func (cl *callLab) runPair(t *testing.T, caller, callee, want, wav string, sent [][]int16) pairResult {
+func (cl *callLab) runPair(caller, callee, want, wav string, sent [][]int16) pairResult {
 	r := pairResult{caller: caller, callee: callee, want: want}
-	rep, err := cl.call(t, caller, callee, "--send", wav)
+	rep, err := cl.call(caller, callee, "--send", wav)
 	if err != nil {
 		r.err = fmt.Errorf("call: %v (%+v)", err, rep)
 		return r
 	}
 	r.got = rep.Path
 	r.setups = append(r.setups, rep.SetupMs)
-	cr := cl.calleeReport(t, callee, rep.Call)
+	cr, err := cl.calleeReport(callee, rep.Call)
+	if err != nil {
+		r.err = err
+		return r
+	}
 	if cr.Result != "completed" {
 		r.err = fmt.Errorf("callee's side: %+v", cr)
 		return r
@@ -429,12 +447,15 @@ func (cl *callLab) runPair(t *testing.T, caller, callee, want, wav string, sent 
 		return r
 	}
 	for i := 0; i < 2; i++ {
-		rep, err := cl.call(t, caller, callee, "--duration", "1s")
+		rep, err := cl.call(caller, callee, "--duration", "1s")
 		if err != nil {
 			r.err = fmt.Errorf("short call %d: %v", i, err)
 			return r
 		}
-		cl.calleeReport(t, callee, rep.Call)
+		if _, err := cl.calleeReport(callee, rep.Call); err != nil {
+			r.err = fmt.Errorf("short call %d: %v", i, err)
+			return r
+		}
 		r.setups = append(r.setups, rep.SetupMs)
 	}
 	return r
@@ -491,22 +512,16 @@ func TestCallFailover(t *testing.T) {
 			}
 			res := make(chan result, 1)
 			go func() {
-				rep, err := cl.call(t, "caller", "callee", "--send", wav)
+				rep, err := cl.call("caller", "callee", "--send", wav)
 				res <- result{rep, err}
 			}()
 			// Let audio flow for a while, then kill.
 			var act client.CallReport
-			deadline := time.Now().Add(20 * time.Second)
-			for {
+			eventually.That(t, 20*time.Second, "the call to get going (100 frames received)", func() bool {
 				var ok bool
-				if act, ok = cl.activeCall(t, "caller"); ok && act.Media.FramesReceived > 100 {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatal("the call never got going")
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
+				act, ok = cl.activeCall(t, "caller")
+				return ok && act.Media.FramesReceived > 100
+			})
 			kill := "sn1"
 			if victim == "carrying relay" {
 				// The caller sends via the peer's relay (rank 2): the callee's supernode's.
@@ -527,7 +542,10 @@ func TestCallFailover(t *testing.T) {
 			if r.err != nil {
 				t.Fatalf("call: %v (%+v)", r.err, r.rep)
 			}
-			cr := cl.calleeReport(t, "callee", r.rep.Call)
+			cr, err := cl.calleeReport("callee", r.rep.Call)
+			if err != nil {
+				t.Fatal(err)
+			}
 			changes := append(r.rep.Media.PathChanges, cr.Media.PathChanges...)
 			same, diff, err := matchRecording(filepath.Join(cl.clients["callee"].dir, "rec", r.rep.Call+".wav"), sent)
 			if err != nil {
@@ -570,11 +588,14 @@ func TestCallMovesToDirect(t *testing.T) {
 	const frames = 300 // 6 s
 	wav := filepath.Join(cl.root, "in.wav")
 	sent := noiseWAV(t, wav, frames)
-	rep, err := cl.call(t, "caller", "callee", "--send", wav)
+	rep, err := cl.call("caller", "callee", "--send", wav)
 	if err != nil {
 		t.Fatalf("call: %v", err)
 	}
-	cr := cl.calleeReport(t, "callee", rep.Call)
+	cr, err := cl.calleeReport("callee", rep.Call)
+	if err != nil {
+		t.Fatal(err)
+	}
 	changes := rep.Media.PathChanges
 	moved := false
 	for _, ch := range changes {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/e2e/netlab"
+	"github.com/peerline/peerline/internal/eventually"
 )
 
 // runCode runs the binary with args (in dir, with env added) and returns exit code,
@@ -130,9 +131,9 @@ func TestCLIExitCodes(t *testing.T) {
 	t.Run("supernode status shows clients, ring and records", func(t *testing.T) {
 		// alice is attached to one of the two; find which.
 		var text string
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			var all []string
+		var all []string
+		if eventually.Await(20*time.Second, "a supernode status showing alice, a ring of 2 and records", func() bool {
+			all = all[:0]
 			for i := range o.sns {
 				_, s, _ := runCode(t, "", nil, "status", "--data", filepath.Join(o.root, fmt.Sprintf("sn%d", i+1)))
 				all = append(all, s)
@@ -140,13 +141,9 @@ func TestCLIExitCodes(t *testing.T) {
 					text = s
 				}
 			}
-			if text != "" && strings.Contains(text, "ring:       2 members") && !strings.Contains(text, "records:    0 held") {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("supernode status never showed alice, a ring of 2 and records:\n%s", strings.Join(all, "\n"))
-			}
-			time.Sleep(200 * time.Millisecond)
+			return text != "" && strings.Contains(text, "ring:       2 members") && !strings.Contains(text, "records:    0 held")
+		}) != nil {
+			t.Fatalf("supernode status never showed alice, a ring of 2 and records:\n%s", strings.Join(all, "\n"))
 		}
 		if !strings.Contains(text, "records:") || !strings.Contains(text, "peer 127.0.0.1:") {
 			t.Fatalf("status text:\n%s", text)

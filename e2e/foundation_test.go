@@ -25,6 +25,7 @@ import (
 
 	"github.com/peerline/peerline/client"
 	"github.com/peerline/peerline/e2e/netlab"
+	"github.com/peerline/peerline/internal/eventually"
 	"github.com/peerline/peerline/internal/identity"
 	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/internal/rpc"
@@ -182,30 +183,14 @@ func freeAddr(t *testing.T) string {
 
 func waitListening(t *testing.T, addr string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	eventually.That(t, 20*time.Second, "something listening on "+addr, func() bool {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing listens on %s after 20s", addr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func eventually(t *testing.T, limit time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > limit {
-			t.Fatalf("timed out after %v waiting for: %s", limit, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return time.Since(start)
+		c.Close()
+		return true
+	})
 }
 
 // loginsrvInit creates a login server's key material and returns its key.
@@ -328,15 +313,15 @@ func TestByHandOverlayReattach(t *testing.T) {
 			t.Fatalf("register %s: %v\n%s", u, err, out)
 		}
 	}
-	// The login server lists both supernodes once they heartbeat; start clients then.
-	time.Sleep(1500 * time.Millisecond)
+	// The login server lists both supernodes once they are admitted; start clients then.
+	waitListed(t, filepath.Join(root, "sn1"), filepath.Join(root, "sn2"))
 	for _, u := range users {
 		startProc(t, "client-"+u, []string{"PEERLINE_PASSWORD=password-" + u}, "client", "--data", filepath.Join(root, u),
 			"--login", lsAddr, "--login-key", keyText, "--user", u)
 	}
 	var st statusJSON
 	for _, u := range users {
-		eventually(t, 20*time.Second, u+" attached", func() bool {
+		eventually.That(t, 20*time.Second, u+" attached", func() bool {
 			var err error
 			st, err = status(t, filepath.Join(root, u))
 			return err == nil && st.Supernode != nil
@@ -346,16 +331,18 @@ func TestByHandOverlayReattach(t *testing.T) {
 	aliceDir := filepath.Join(root, "alice")
 	st, _ = status(t, aliceDir)
 	// Let the client's host cache learn the other supernode before the kill.
-	eventually(t, 20*time.Second, "alice's host cache holds both supernodes", func() bool {
+	eventually.That(t, 20*time.Second, "alice's host cache holds both supernodes", func() bool {
 		b, err := os.ReadFile(filepath.Join(aliceDir, client.HostCacheFile))
 		return err == nil && strings.Count(string(b), `"addr"`) == 2
 	})
 	victim := st.Supernode.Addr
 	sns[victim].kill(syscall.SIGKILL)
-	took := eventually(t, 10*time.Second, "alice reattached to the other supernode", func() bool {
+	killed := time.Now()
+	eventually.That(t, 10*time.Second, "alice reattached to the other supernode", func() bool {
 		st, err := status(t, aliceDir)
 		return err == nil && st.Supernode != nil && st.Supernode.Addr != victim
 	})
+	took := time.Since(killed)
 	st, _ = status(t, aliceDir)
 	t.Logf("supernode %s killed; alice reattached to %s in %v", victim, st.Supernode.Addr, took.Round(time.Millisecond))
 }

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/e2e/netlab"
+	"github.com/peerline/peerline/internal/eventually"
 )
 
 const interruptChildEnv = "PEERLINE_LAB_INTERRUPT_CHILD"
@@ -104,6 +105,9 @@ func TestLabInterruptChild(t *testing.T) {
 	if err := os.Rename(ready+".tmp", ready); err != nil {
 		t.Fatal(err)
 	}
+	// The parent's SIGKILL, SIGTERM or SIGINT comes meanwhile: what the parent looks at
+	// is how this process ends, so it waits for nothing of its own. The bound is for a
+	// parent gone before it stopped the child.
 	time.Sleep(3 * time.Minute)
 	t.Fatal("the parent test never stopped this child")
 }
@@ -146,22 +150,29 @@ func startInterruptChild(t *testing.T) (*child, childLab) {
 			t.Logf("---- child output ----\n%s", c.out.String())
 		}
 	})
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
+	var report []byte
+	if eventually.Await(2*time.Minute, "the child's lab running", func() bool {
 		if b, err := os.ReadFile(ready); err == nil {
-			var rep childLab
-			if err := json.Unmarshal(b, &rep); err != nil {
-				t.Fatalf("child's report: %v", err)
-			}
-			return c, rep
+			report = b
+			return true
 		}
-		if exited, err := c.wait(50 * time.Millisecond); exited {
-			t.Fatalf("child exited before its lab ran: %v", err)
+		select {
+		case <-c.done:
+			return true
+		default:
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("child's lab not running after 2 minutes")
-		}
+	}) != nil {
+		t.Fatal("child's lab not running after 2 minutes")
 	}
+	if report == nil {
+		t.Fatalf("child exited before its lab ran: %v", c.err)
+	}
+	var rep childLab
+	if err := json.Unmarshal(report, &rep); err != nil {
+		t.Fatalf("child's report: %v", err)
+	}
+	return c, rep
 }
 
 // leftovers lists what of the child's lab still exists: namespaces named after its id,
@@ -203,12 +214,10 @@ func TestLabInterrupted(t *testing.T) {
 		}
 		// The servers die with the test process (Pdeathsig); the namespaces and the orphan
 		// remain, as after a harness's timeout kill.
-		deadline := time.Now().Add(5 * time.Second)
-		for rep.Procs["peerline stun"].alive() || rep.Procs["sleep"].alive() {
-			if time.Now().After(deadline) {
-				t.Fatalf("the lab's processes outlived their test process: %v", leftovers(rep))
-			}
-			time.Sleep(20 * time.Millisecond)
+		if eventually.Await(5*time.Second, "the lab's processes ended with their test process", func() bool {
+			return !rep.Procs["peerline stun"].alive() && !rep.Procs["sleep"].alive()
+		}) != nil {
+			t.Fatalf("the lab's processes outlived their test process: %v", leftovers(rep))
 		}
 		before := leftovers(rep)
 		t.Logf("after SIGKILL: %d left: %v", len(before), before)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/e2e/netlab"
+	"github.com/peerline/peerline/internal/eventually"
 )
 
 // overlay runs a login server (with its metrics endpoint) and n supernodes as processes.
@@ -42,6 +43,16 @@ func startOverlay(t *testing.T, n int) *overlay {
 		o.sns = append(o.sns, addr)
 	}
 	return o
+}
+
+// waitListed is waitListed for the overlay's supernodes.
+func (o *overlay) waitListed(t *testing.T) {
+	t.Helper()
+	var dirs []string
+	for i := range o.sns {
+		dirs = append(dirs, filepath.Join(o.root, fmt.Sprintf("sn%d", i+1)))
+	}
+	waitListed(t, dirs...)
 }
 
 func (o *overlay) register(t *testing.T, users ...string) {
@@ -86,15 +97,16 @@ func (o *overlay) counter(t *testing.T, name string) int {
 // NAT.
 func waitNATKnown(t *testing.T, dirs ...string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for _, dir := range dirs {
-		for field(statusMap(t, dir), "nat", "classic") == nil {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s never attached and detected its NAT", dir)
+	known := map[string]bool{}
+	eventually.That(t, 20*time.Second, fmt.Sprintf("%v attached and their NAT detected", dirs), func() bool {
+		for _, dir := range dirs {
+			if !known[dir] && field(statusMap(t, dir), "nat", "classic") == nil {
+				return false
 			}
-			time.Sleep(100 * time.Millisecond)
+			known[dir] = true
 		}
-	}
+		return true
+	})
 }
 
 func statusMap(t *testing.T, dir string) map[string]any {
@@ -127,14 +139,14 @@ var quickPromote = []string{"--promote-uptime", "1s", "--promote-min-upload", "1
 func TestPromotionWithBinaries(t *testing.T) {
 	o := startOverlay(t, 3)
 	o.register(t, "alice", "bob")
-	time.Sleep(time.Second) // supernodes heartbeat into the seed
+	o.waitListed(t)
 	alice := o.client(t, "alice", quickPromote...)
 	bob := o.client(t, "bob", append([]string{"--no-supernode"}, quickPromote...)...)
-	eventually(t, 30*time.Second, "alice promoted and admitted", func() bool {
+	eventually.That(t, 30*time.Second, "alice promoted and admitted", func() bool {
 		return field(statusMap(t, alice), "promotion", "admitted") == true
 	})
 	addr, _ := field(statusMap(t, alice), "promotion", "addr").(string)
-	eventually(t, 10*time.Second, "the infrastructure supernodes count alice's supernode in their ring", func() bool {
+	eventually.That(t, 10*time.Second, "the infrastructure supernodes count alice's supernode in their ring", func() bool {
 		return field(statusMap(t, filepath.Join(o.root, "sn1")), "ring_size") == float64(4)
 	})
 	st := statusMap(t, bob)
@@ -153,11 +165,11 @@ func TestPromotionWithBinaries(t *testing.T) {
 func TestOverlaySearchWithBinaries(t *testing.T) {
 	o := startOverlay(t, 3)
 	o.register(t, "alice", "bob")
-	time.Sleep(time.Second)
+	o.waitListed(t)
 	alice := o.client(t, "alice", "--no-supernode", "--prefer-supernode", o.sns[0])
 	bob := o.client(t, "bob", "--no-supernode", "--prefer-supernode", o.sns[2])
 	for _, d := range []string{alice, bob} {
-		eventually(t, 20*time.Second, d+" attached", func() bool { return field(statusMap(t, d), "supernode", "addr") != nil })
+		eventually.That(t, 20*time.Second, d+" attached", func() bool { return field(statusMap(t, d), "supernode", "addr") != nil })
 	}
 	if a, b := field(statusMap(t, alice), "supernode", "addr"), field(statusMap(t, bob), "supernode", "addr"); a == b {
 		t.Fatalf("alice and bob share supernode %v", a)
@@ -171,7 +183,7 @@ func TestOverlaySearchWithBinaries(t *testing.T) {
 		json.Unmarshal(out, &m)
 		return m
 	}
-	eventually(t, 10*time.Second, "alice finds bob online", func() bool {
+	eventually.That(t, 10*time.Second, "alice finds bob online", func() bool {
 		return field(search(alice, "bob"), "user", "online") == true
 	})
 	before := o.counter(t, "directory_queries")

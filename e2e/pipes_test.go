@@ -14,6 +14,7 @@ import (
 
 	"github.com/peerline/peerline/client"
 	"github.com/peerline/peerline/e2e/netlab"
+	"github.com/peerline/peerline/internal/eventually"
 	"github.com/peerline/peerline/internal/media"
 )
 
@@ -42,23 +43,20 @@ func TestCallWithPipes(t *testing.T) {
 		d := media.DecodeUlaw(make([]int16, len(u)), u)
 		want[[8]int16(d[:8])] = d
 	}
-	cmd := exec.Command(netlab.BuildPeerline(t), "call", "--data", alice, "--send", "-", "--record", "-", "--json", "bob")
-	cmd.Stdin = &raw
+	bin := netlab.BuildPeerline(t)
 	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var err error
+	// bob's record may not have reached the overlay yet: a call that finds him offline
+	// is tried again.
+	if eventually.Await(30*time.Second, "a call that finds bob online", func() bool {
 		stdout.Reset()
 		stderr.Reset()
-		if err := cmd.Run(); err == nil {
-			break
-		} else if !strings.Contains(stderr.String(), "offline") || time.Now().After(deadline) {
-			t.Fatalf("peerline call: %v\n%s", err, stderr.String())
-		}
-		// bob's record may not have reached the overlay yet.
-		cmd = exec.Command(cmd.Path, cmd.Args[1:]...)
+		cmd := exec.Command(bin, "call", "--data", alice, "--send", "-", "--record", "-", "--json", "bob")
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(raw.Bytes()), &stdout, &stderr
-		time.Sleep(200 * time.Millisecond)
+		err = cmd.Run()
+		return err == nil || !strings.Contains(stderr.String(), "offline")
+	}) != nil || err != nil {
+		t.Fatalf("peerline call: %v\n%s", err, stderr.String())
 	}
 	var rep client.CallReport
 	if err := json.Unmarshal(stderr.Bytes()[bytes.IndexByte(stderr.Bytes(), '{'):], &rep); err != nil {
@@ -68,18 +66,20 @@ func TestCallWithPipes(t *testing.T) {
 	if stdout.Len() < 50*2*media.FrameSamples || stdout.Len()%2 != 0 {
 		t.Fatalf("alice's stdout has %d bytes of bob's audio", stdout.Len())
 	}
+	// bob's recording is complete once he reports the call.
 	var rec []byte
-	for i := 0; i < 100; i++ {
+	eventually.Await(10*time.Second, "bob's report of the call and its recording", func() bool {
 		matches, _ := filepath.Glob(filepath.Join(bobRec, rep.Call+".wav"))
-		if len(matches) == 1 {
-			out, _ := exec.Command(netlab.BuildPeerline(t), "calls", "--data", bob, "--json").Output()
-			if bytes.Contains(out, []byte(rep.Call)) {
-				rec, _ = os.ReadFile(matches[0])
-				break
-			}
+		if len(matches) != 1 {
+			return false
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		out, _ := exec.Command(bin, "calls", "--data", bob, "--json").Output()
+		if !bytes.Contains(out, []byte(rep.Call)) {
+			return false
+		}
+		rec, _ = os.ReadFile(matches[0])
+		return true
+	})
 	if len(rec) < 44 {
 		t.Fatal("bob recorded nothing")
 	}

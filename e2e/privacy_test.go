@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/e2e/netlab"
+	"github.com/peerline/peerline/internal/eventually"
 )
 
 func privacyMarker(prefix string) string {
@@ -51,7 +52,7 @@ func TestNoSecretsInLogsWithBinaries(t *testing.T) {
 			t.Fatalf("register %s: %v\n%s", u, err, out)
 		}
 	}
-	time.Sleep(time.Second) // the login server lists the supernodes once they heartbeat
+	waitListed(t, filepath.Join(root, "sn1"), filepath.Join(root, "sn2"))
 	dirs := map[string]string{}
 	for _, u := range []string{"alice", "bob"} {
 		dirs[u] = filepath.Join(root, u)
@@ -80,18 +81,18 @@ func TestNoSecretsInLogsWithBinaries(t *testing.T) {
 		return string(out), err
 	}
 	toBob, toAlice := privacyMarker("text-to-bob-"), privacyMarker("text-to-alice-")
-	eventually(t, 20*time.Second, "alice messages bob", func() bool {
+	eventually.That(t, 20*time.Second, "alice messages bob", func() bool {
 		_, err := peerline("msg", "--data", dirs["alice"], "bob", "hi "+toBob)
 		return err == nil
 	})
-	eventually(t, 20*time.Second, "bob messages alice", func() bool {
+	eventually.That(t, 20*time.Second, "bob messages alice", func() bool {
 		_, err := peerline("msg", "--data", dirs["bob"], "alice", toAlice)
 		return err == nil
 	})
 	if out, err := peerline("inbox", "--data", dirs["bob"]); err != nil || !strings.Contains(out, toBob) {
 		t.Fatalf("bob's inbox: %v %s", err, out)
 	}
-	eventually(t, 30*time.Second, "alice calls bob", func() bool {
+	eventually.That(t, 30*time.Second, "alice calls bob", func() bool {
 		out, err := peerline("call", "--data", dirs["alice"], "--duration", "2s", "bob")
 		if err != nil {
 			t.Logf("call: %v %s", err, out)

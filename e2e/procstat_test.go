@@ -12,10 +12,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/peerline/peerline/client"
 	"github.com/peerline/peerline/internal/ctl"
+	"github.com/peerline/peerline/internal/eventually"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat (100 on Linux).
@@ -88,6 +90,9 @@ type snStatus struct {
 	Records    int               `json:"records"`
 	Clients    []string          `json:"clients"`
 	Counters   map[string]uint64 `json:"counters"`
+	Load       struct {
+		LayerSize int `json:"layer_size"`
+	} `json:"load"`
 }
 
 // supernodeStatus asks the supernode whose data dir is dir for its status.
@@ -97,6 +102,24 @@ func supernodeStatus(dir string) (snStatus, error) {
 	var st snStatus
 	err := ctl.Do(ctx, filepath.Join(dir, client.SocketFile), ctl.Request{Cmd: client.CmdStatus}, &st)
 	return st, err
+}
+
+// waitListed waits until the supernodes whose data dirs are dirs are all on the login
+// server's list, the seed it hands a client at login, and know each other: each is
+// admitted, holds all of them in its ring, and has heard from a heartbeat answer that the
+// layer has that many. A client started then finds the whole layer.
+func waitListed(t *testing.T, dirs ...string) {
+	t.Helper()
+	n := len(dirs)
+	eventually.That(t, 30*time.Second, fmt.Sprintf("all %d supernodes admitted, in one ring and told of a layer of %d", n, n), func() bool {
+		for _, dir := range dirs {
+			st, err := supernodeStatus(dir)
+			if err != nil || !st.Registered || st.RingSize != n || st.Load.LayerSize != n {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // clientStatus asks a client process for its status.

@@ -22,6 +22,7 @@ import (
 
 	"github.com/peerline/peerline/client"
 	"github.com/peerline/peerline/e2e/netlab"
+	"github.com/peerline/peerline/internal/eventually"
 	"github.com/peerline/peerline/internal/identity"
 	"github.com/peerline/peerline/internal/proto"
 )
@@ -150,16 +151,11 @@ func startStorm(t *testing.T, cfg stormConfig) *storm {
 	}
 	// Every supernode registered and in the others' ring, so the login server's seed
 	// names them all.
-	eventually(t, 30*time.Second, "every supernode registered and in one ring", func() bool {
-		for _, sn := range s.sns {
-			st, err := supernodeStatus(sn.dir)
-			if err != nil || !st.Registered || st.RingSize != cfg.supernodes {
-				return false
-			}
-		}
-		return true
-	})
-	time.Sleep(2 * time.Second) // two heartbeats: the seed lists every supernode
+	var dirs []string
+	for _, sn := range s.sns {
+		dirs = append(dirs, sn.dir)
+	}
+	waitListed(t, dirs...)
 	for i := 0; i < cfg.clients; i++ {
 		c := &stormClient{user: fmt.Sprintf("storm%04d", i), ip: sourceIP(10, i)}
 		c.dir = filepath.Join(s.root, c.user)
@@ -210,6 +206,8 @@ func registerRetrying(ls client.LoginServer, ip net.IP, name, password string) e
 		if pe, ok := proto.AsError(err); ok && pe.RetryAfter() > 0 {
 			wait = pe.RetryAfter()
 		}
+		// The login server's limits run on its clock and it said when to come back: a
+		// retry before then is refused again, and no state of it can be polled instead.
 		time.Sleep(wait)
 	}
 	return fmt.Errorf("register %s: %w", name, err)
@@ -282,7 +280,7 @@ func (s *storm) killAll(t *testing.T) {
 	for _, c := range s.clients {
 		<-c.done
 	}
-	eventually(t, 60*time.Second, "the supernodes drop every killed client", func() bool {
+	eventually.That(t, 60*time.Second, "the supernodes drop every killed client", func() bool {
 		n, err := s.attached()
 		return err == nil && n == 0
 	})
@@ -361,6 +359,10 @@ func (s *storm) phase(t *testing.T, name string, limit time.Duration) phaseResul
 				t.Fatalf("%s: client %s exited: %v\n%s", name, c.user, c.cmd.ProcessState, tailLines(b, 20))
 			}
 		}
+		// The phase measures the servers' CPU over the storm, and each look asks every
+		// supernode for its status, the list of its clients with it: the looks come
+		// every 100 ms, not at the 10 ms pace of the shared wait, so as to add little to
+		// what is measured.
 		time.Sleep(100 * time.Millisecond)
 	}
 
@@ -370,7 +372,7 @@ func (s *storm) phase(t *testing.T, name string, limit time.Duration) phaseResul
 	var at []time.Duration
 	for _, c := range s.clients {
 		var st client.Status
-		eventually(t, 30*time.Second, c.user+" says it is attached", func() bool {
+		eventually.That(t, 30*time.Second, c.user+" says it is attached", func() bool {
 			var err error
 			st, err = clientStatus(c.dir)
 			return err == nil && st.Supernode != nil

@@ -45,6 +45,7 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/e2e/netlab"
+	"github.com/peerline/peerline/internal/eventually"
 )
 
 // cmdLine is one command line of the README or of a --help example.
@@ -332,19 +333,24 @@ func (w *walker) ctlJSON(args ...string) (map[string]any, error) {
 	return m, json.Unmarshal(b, &m)
 }
 
-// until polls cond every 100 ms for at most limit.
+// until waits at most limit for cond; the line fails if p, when there is one, exits
+// first.
 func (w *walker) until(l cmdLine, limit time.Duration, what string, p *bgProc, cond func() bool) {
 	w.t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if p != nil && !p.running() {
-			b, _ := os.ReadFile(p.log)
-			w.fail(l, "exited (%v) before %s\n%s", p.err, what, b)
+	exited := false
+	err := eventually.Await(limit, what, func() bool {
+		if cond() {
+			return true
 		}
-		if time.Now().After(deadline) {
-			w.fail(l, "not %s after %v", what, limit)
-		}
-		time.Sleep(100 * time.Millisecond)
+		exited = p != nil && !p.running()
+		return exited
+	})
+	if exited {
+		b, _ := os.ReadFile(p.log)
+		w.fail(l, "exited (%v) before %s\n%s", p.err, what, b)
+	}
+	if err != nil {
+		w.fail(l, "not %s after %v", what, limit)
 	}
 }
 
@@ -696,13 +702,25 @@ func (w *walker) arecordCall(l cmdLine, pl string, aplay bool) {
 	w.expect(l, o, 0, "completed")
 }
 
-// waitActive waits until the client on data has a call in progress.
+// waitActive waits until the client on data is in a call: one in progress whose audio
+// arrives. A call still setting up is not one yet: hung up then, it fails for want of
+// audio instead of ending as a person in a call would end it.
 func (w *walker) waitActive(l cmdLine, data string, p *bgProc) {
 	w.t.Helper()
-	w.until(l, 30*time.Second, "in a call", p, func() bool {
+	w.until(l, 30*time.Second, "in a call, its audio arriving", p, func() bool {
 		st, err := w.ctlJSON("calls", "--data", data, "--json")
-		a, _ := st["active"].([]any)
-		return err == nil && len(a) > 0
+		if err != nil {
+			return false
+		}
+		active, _ := st["active"].([]any)
+		for _, c := range active {
+			call, _ := c.(map[string]any)
+			m, _ := call["media"].(map[string]any)
+			if n, _ := m["frames_received"].(float64); n > 0 {
+				return true
+			}
+		}
+		return false
 	})
 }
 

@@ -315,8 +315,12 @@ func (l *Lab) doTeardown(fast bool) error {
 	for i, n := range nodes {
 		names[i] = n.ns
 	}
-	for _, pid := range killInNamespaces(names, 5*time.Second) {
+	killed, err := killInNamespaces(names, 5*time.Second)
+	for _, pid := range killed {
 		l.logf("killed stray pid %d in the lab's namespaces", pid)
+	}
+	if err != nil {
+		errs = append(errs, err.Error())
 	}
 	var batch strings.Builder
 	for _, n := range existingNS(names) {

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/peerline/peerline/internal/eventually"
 )
 
 // Proc is a long-running process inside a host's namespace, with its stdout and stderr in
@@ -124,17 +126,21 @@ func (p *Proc) Log() string {
 
 // WaitLog waits until the process's log contains substr, the process exits, or timeout.
 func (p *Proc) WaitLog(substr string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
+	exited := false
+	err := eventually.Await(timeout, fmt.Sprintf("%s to log %q", p.Name, substr), func() bool {
 		if strings.Contains(p.Log(), substr) {
-			return nil
+			return true
 		}
-		if p.exited() {
-			return fmt.Errorf("netlab: %s exited (%v) before logging %q", p.Name, p.Err(), substr)
-		}
-		time.Sleep(20 * time.Millisecond)
+		exited = p.exited()
+		return exited
+	})
+	if exited {
+		return fmt.Errorf("netlab: %s exited (%v) before logging %q", p.Name, p.Err(), substr)
 	}
-	return fmt.Errorf("netlab: %s did not log %q within %v", p.Name, substr, timeout)
+	if err != nil {
+		return fmt.Errorf("netlab: %w", err)
+	}
+	return nil
 }
 
 // Run runs argv inside h's namespace to completion (killed when ctx ends) and returns its

@@ -79,7 +79,11 @@ func onSignal(ch <-chan os.Signal) {
 	signal.Reset(interruptSignals...)
 	s, _ := sig.(syscall.Signal)
 	syscall.Kill(os.Getpid(), s)
-	time.Sleep(5 * time.Second) // the signal is delivered meanwhile
+	// The signal is delivered meanwhile and ends the process with its default action,
+	// so that the parent sees death by the signal. Nothing can be awaited for that: it
+	// is the end of this process. The exit is there for a signal whose default action
+	// does not end it.
+	time.Sleep(5 * time.Second)
 	os.Exit(128 + int(s))
 }
 

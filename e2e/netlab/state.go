@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/peerline/peerline/internal/eventually"
 )
 
 // A lab records itself in a state file before it creates anything, so that the next lab
@@ -234,8 +236,11 @@ func Reap() ([]Reaped, error) {
 func (st *labState) reap() (Reaped, error) {
 	r := Reaped{ID: st.id, CreatorPID: st.pid}
 	existing := existingNS(st.ns)
-	r.Killed = killInNamespaces(existing, 5*time.Second)
 	var errs []error
+	var err error
+	if r.Killed, err = killInNamespaces(existing, 5*time.Second); err != nil {
+		errs = append(errs, err)
+	}
 	for _, ns := range existing {
 		if err := deleteNS(ns); err != nil {
 			errs = append(errs, err)
@@ -286,8 +291,8 @@ func nsIdentity(path string) (nsID, bool) {
 
 // killInNamespaces SIGKILLs every process whose network namespace is one of names (the
 // calling process excepted), and waits up to limit until none is left in them. It
-// returns the PIDs it killed.
-func killInNamespaces(names []string, limit time.Duration) []int {
+// returns the PIDs it killed, and an error if some were still there at the limit.
+func killInNamespaces(names []string, limit time.Duration) ([]int, error) {
 	want := map[nsID]bool{}
 	for _, n := range names {
 		if id, ok := nsIdentity(filepath.Join(netnsDir, n)); ok {
@@ -295,28 +300,28 @@ func killInNamespaces(names []string, limit time.Duration) []int {
 		}
 	}
 	if len(want) == 0 {
-		return nil
+		return nil, nil
 	}
 	killed := map[int]bool{}
-	deadline := time.Now().Add(limit)
-	for {
+	// Each try kills what is there now: a process may fork while its parent dies.
+	err := eventually.Await(limit, fmt.Sprintf("no process left in namespaces %v", names), func() bool {
 		pids := pidsIn(want)
-		if len(pids) == 0 || time.Now().After(deadline) {
-			break
-		}
 		for _, pid := range pids {
 			if killVerified(pid, want) {
 				killed[pid] = true
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return len(pids) == 0
+	})
 	out := make([]int, 0, len(killed))
 	for pid := range killed {
 		out = append(out, pid)
 	}
 	sort.Ints(out)
-	return out
+	if err != nil {
+		return out, fmt.Errorf("netlab: %w", err)
+	}
+	return out, nil
 }
 
 // pidsIn lists the processes (thread group leaders) whose network namespace is in want.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/peerline/peerline/client"
 	"github.com/peerline/peerline/internal/callsig"
+	"github.com/peerline/peerline/internal/eventually"
 	"github.com/peerline/peerline/internal/media"
 	"github.com/peerline/peerline/internal/memnet"
 )
@@ -35,24 +36,24 @@ func TestCallInSimulation(t *testing.T) {
 	}
 	defer s.Close()
 	t.Logf("%d supernodes and %d users up in %v", sns, users, time.Since(start).Round(time.Millisecond))
-	deadline := time.Now().Add(time.Minute)
-	for i := range nats {
-		for {
+	// The client detects its NAT after attaching, and again if a test timed out (under
+	// -race a loaded machine answers late).
+	var notYet string
+	if eventually.Await(time.Minute, "every caller attached, its NAT detected as set up", func() bool {
+		for i := range nats {
 			st := s.Users[i].Client().Status()
-			if st.NAT != nil && st.Supernode != nil && st.NAT.Classic == classic[i] {
-				break
-			}
-			if time.Now().After(deadline) {
+			if st.NAT == nil || st.Supernode == nil || st.NAT.Classic != classic[i] {
 				got := "no NAT detected"
 				if st.NAT != nil {
 					got = fmt.Sprintf("detected %q", st.NAT.Classic)
 				}
-				t.Fatalf("%s after a minute: %s, attached %v; want %q", s.Users[i].Name, got, st.Supernode != nil, classic[i])
+				notYet = fmt.Sprintf("%s after a minute: %s, attached %v; want %q", s.Users[i].Name, got, st.Supernode != nil, classic[i])
+				return false
 			}
-			// The client detects its NAT after attaching, and again if a test timed
-			// out (under -race a loaded machine answers late).
-			time.Sleep(50 * time.Millisecond)
 		}
+		return true
+	}) != nil {
+		t.Fatal(notYet)
 	}
 	for i := 0; i+1 < len(nats); i += 2 {
 		a, b := s.Users[i], s.Users[i+1]

@@ -73,6 +73,8 @@ func profileLater(spec string) error {
 	if err != nil {
 		return err
 	}
+	// The profile covers the window of wall-clock time asked for, START after the test
+	// binary began and LENGTH long: real time passing is the point.
 	go func() {
 		time.Sleep(start)
 		if err := pprof.StartCPUProfile(f); err != nil {

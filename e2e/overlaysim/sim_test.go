@@ -126,6 +126,10 @@ func churn(t *testing.T, virtual bool) {
 	stopProfile := profileChurn(t)
 	killed := s.KillSupernodes(sns / 10)
 	t.Logf("%s%s: killed %d supernodes; waiting one keep-alive period (%v)", time.Now().Format("15:04:05.000"), wall(), len(killed), keep)
+	// The property is that every online user is found one keep-alive period after the
+	// kill, the time the protocol gives the supernodes to notice the dead and place
+	// their records again: that period passing is what is tested. Inside the bubble the
+	// sleep is virtual time, passed as soon as the overlay has nothing else to do.
 	time.Sleep(keep)
 	stopProfile()
 	heap, _ = mem.Peak()

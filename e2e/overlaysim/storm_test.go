@@ -15,6 +15,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/peerline/peerline/internal/eventually"
+	"github.com/peerline/peerline/internal/proto"
 	"github.com/peerline/peerline/internal/timeline"
 )
 
@@ -276,6 +278,9 @@ func (st *storm) waitReady(limit time.Duration) {
 			st.t.Fatalf("%s: only %d of %d users attached and published after %v:\n%s", st.name, ready, n, limit,
 				strings.Join(stuck, "\n"))
 		}
+		// A look walks every user (100,000 at full scale), and the storm measures its
+		// CPU: a look every 100 ms, not at the 10 ms pace of the shared wait, adds
+		// little to what is measured. Inside the bubble this is virtual time.
 		time.Sleep(100 * time.Millisecond)
 	}
 	t100 := time.Since(st.start)
@@ -333,17 +338,13 @@ func (st *storm) checkLoad() {
 // and reports the time from the storm's start and what the login server admitted.
 func (st *storm) waitLayer(limit time.Duration) {
 	s := st.sim
-	deadline := time.Now().Add(limit)
-	for {
-		l := s.Login.Layer()
-		if l.LayerWanted > 0 && l.LayerSize >= l.LayerWanted {
-			break
-		}
-		if time.Now().After(deadline) {
-			st.t.Errorf("%s: the layer is at %d of %d supernodes wanted after %v", st.name, l.LayerSize, l.LayerWanted, limit)
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
+	var l proto.Layer
+	if eventually.Await(limit, "the layer back at its target", func() bool {
+		l = s.Login.Layer()
+		return l.LayerWanted > 0 && l.LayerSize >= l.LayerWanted
+	}) != nil {
+		st.t.Errorf("%s: the layer is at %d of %d supernodes wanted after %v", st.name, l.LayerSize, l.LayerWanted, limit)
+		return
 	}
 	took := time.Since(st.start)
 	lm := s.Login.Metrics()
@@ -354,7 +355,7 @@ func (st *storm) waitLayer(limit time.Duration) {
 			promoted++
 		}
 	}
-	l := s.Login.Layer()
+	l = s.Login.Layer()
 	st.logf("%s: layer refilled to %d of %d wanted in %v; promotions admitted %.0f, paced %.0f, refused as unneeded %.0f; %d users serve as supernodes",
 		st.name, l.LayerSize, l.LayerWanted, took.Round(time.Millisecond), got("sn_promotions"), got("sn_promotions_paced"),
 		got("sn_promotions_unneeded"), promoted)
@@ -375,6 +376,7 @@ func (st *storm) found() {
 		// 100,000 users some 50,000 connections that close after two idle seconds
 		// (supernode lookupIdle). On the real clock the next storm's own seconds do
 		// that; on the virtual one it would begin in the same instant and carry them.
+		// Virtual time: it passes as soon as the overlay has nothing else to do.
 		time.Sleep(5 * time.Second)
 	}
 }
@@ -421,6 +423,10 @@ func (st *storm) buddiesAndMessages(n int) {
 	}
 	var all int
 	var bad []string
+	// A look asks up to 2,000 clients for their status, buddy list and all: looks every
+	// 500 ms, not at the 10 ms pace of the shared wait, under which the looks would be
+	// most of the work while presence spreads, and on the virtual clock would cost wall
+	// time for every 10 ms of virtual time. Inside the bubble the sleep is virtual time.
 	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(500 * time.Millisecond) {
 		if all, bad = seen(); all == len(sample) || time.Now().After(deadline) {
 			break

@@ -64,8 +64,8 @@ func TestNoFatalOffTestGoroutine(t *testing.T) {
 	for _, p := range pkgs {
 		p.findFatal(pkgs)
 	}
-	if !pkgs[modulePath+"/e2e/overlaytest"].fatal["Eventually"] {
-		t.Fatal("the check does not see that Eventually fails the test")
+	if !pkgs[modulePath+"/internal/eventually"].fatal["That"] || !pkgs[modulePath+"/e2e/overlaytest"].fatal["Eventually"] {
+		t.Fatal("the check does not see that eventually.That and Eventually fail the test")
 	}
 	var bad []string
 	for _, p := range pkgs {
@@ -117,8 +117,13 @@ func isTest(x ast.Expr) bool {
 	return false
 }
 
-// helperPkgs are the non-test packages whose functions may fail a test.
-var helperPkgs = map[string]bool{modulePath + "/e2e/overlaytest": true, modulePath + "/e2e/netlab": true}
+// helperPkgs are the non-test packages whose functions may fail a test: the shared wait
+// (its That) among them.
+var helperPkgs = map[string]bool{
+	modulePath + "/e2e/overlaytest":     true,
+	modulePath + "/e2e/netlab":          true,
+	modulePath + "/internal/eventually": true,
+}
 
 // imports maps a file's package names to import paths.
 func imports(f *ast.File) map[string]string {
