@@ -89,8 +89,9 @@ type CallReport struct {
 	Peer     string `json:"peer"`
 	Outgoing bool   `json:"outgoing"`
 	// Result is completed, rejected, busy, blocked, no answer, cancelled (the caller hung
-	// up while it rang), missed (the callee's side of no answer or cancelled), offline,
-	// no such user or failed; "in progress" for an active call.
+	// up while it rang), missed (the callee's side of no answer or cancelled), hung up
+	// (by either side once answered, before any audio arrived), offline, no such user or
+	// failed; "in progress" for an active call.
 	Result     string      `json:"result"`
 	Error      string      `json:"error,omitempty"`
 	Predicted  string      `json:"predicted_path,omitempty"`
@@ -122,6 +123,9 @@ type call struct {
 	peerBox  [32]byte
 	leg      *leg
 	pending  []*callsig.Msg // candidates that came before the leg
+	// peerReason is the reason of the peer's hangup: callsig.ReasonFailed when its
+	// side ended for want of audio, not by a person.
+	peerReason string
 	session  *media.Session
 	sendq    chan callsig.Msg
 	local    bool // Hangup was called here: the peer must still be told
@@ -429,8 +433,9 @@ func (p *phone) runMedia(ctx context.Context, k *call, l *leg, key [32]byte, rem
 		}
 	}()
 	runErr := s.Run(rctx)
+	rep.Media = s.Stats()
 	k.mu.Lock()
-	local := k.local
+	local, peerReason := k.local, k.peerReason
 	k.mu.Unlock()
 	peerLeft := false
 	select {
@@ -439,9 +444,12 @@ func (p *phone) runMedia(ctx context.Context, k *call, l *leg, key [32]byte, rem
 	default:
 	}
 	if !peerLeft {
-		p.hangupSignal(ctx, k, callsig.ReasonHangup)
+		reason := callsig.ReasonHangup
+		if rep.Media.FramesReceived == 0 && !local {
+			reason = callsig.ReasonFailed // no audio and nobody hung up: our paths failed
+		}
+		p.hangupSignal(ctx, k, reason)
 	}
-	rep.Media = s.Stats()
 	rep.Path = string(rep.Media.ActiveKind)
 	rep.DurationMs = ms(time.Since(start))
 	select {
@@ -450,6 +458,17 @@ func (p *phone) runMedia(ctx context.Context, k *call, l *leg, key [32]byte, rem
 	default:
 	}
 	rep.Result = "completed"
+	if rep.Media.FramesReceived == 0 && (local || peerLeft && peerReason != callsig.ReasonFailed) {
+		// Hung up, on either side, before the first frame came: the call ended as a
+		// person asked, before any path carried audio, which says nothing of the paths.
+		rep.Result = "hung up"
+		rep.Error = "you hung up before any audio arrived"
+		if peerLeft {
+			rep.Error = k.peer + " hung up before any audio arrived"
+		}
+		p.m.Inc("calls_hung_up_before_audio")
+		return rep, errors.New(rep.Error)
+	}
 	if rep.Media.FramesReceived == 0 {
 		rep.Result = "failed"
 		rep.Error = "no audio arrived: no path worked"
@@ -521,6 +540,9 @@ func (p *phone) onCallSignal(msg e2ee.Message, sender identity.Credential) error
 		if k == nil {
 			return nil
 		}
+		k.mu.Lock()
+		k.peerReason = m.Reason
+		k.mu.Unlock()
 		k.peerHungUp()
 		p.ev.emit(Event{Kind: "call", Time: p.now(), Name: k.peer, Call: k.id, State: "hung up"})
 	}

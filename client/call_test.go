@@ -321,3 +321,45 @@ func TestCallHangupByCallee(t *testing.T) {
 		t.Fatalf("alice's call went on for %v (%d frames) after bob hung up", took, rep.Media.FramesSent)
 	}
 }
+
+// TestCallHungUpBeforeAudio: alice hangs up an answered call before any path carried
+// audio (no relay, and the ICE checks held back). Both reports say who hung up, not that
+// the paths failed, and no call counts as failed.
+func TestCallHungUpBeforeAudio(t *testing.T) {
+	noPath := func(c *client.Config) {
+		c.Call.Loopback, c.Call.TestHookDirectDelay = true, time.Hour
+		c.NATTimeout = 300 * time.Millisecond
+	}
+	_, a, b := twoUsersWith(t, overlaytest.Options{Supernodes: 3, CacheTTL: -1}, noPath, func(c *client.Config) {
+		noPath(c)
+		c.Call.AutoAnswer = true
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	type result struct {
+		rep client.CallReport
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rep, err := a.Call(ctx, "bob", client.CallOptions{Source: &media.Sine{Freq: 440, Frames: 3000}})
+		done <- result{rep, err}
+	}()
+	overlaytest.Eventually(t, 10*time.Second, "the call answered", func() bool { return len(a.Active()) == 1 && len(b.Active()) == 1 })
+	if _, err := a.Hangup(""); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err == nil || r.rep.Result != "hung up" || r.rep.Error != "you hung up before any audio arrived" {
+		t.Fatalf("alice's call: %v, %+v; want hung up by her", r.err, r.rep)
+	}
+	overlaytest.Eventually(t, 10*time.Second, "bob's report", func() bool { return len(b.Reports()) > 0 })
+	if br := b.Reports()[0]; br.Result != "hung up" || br.Error != "alice hung up before any audio arrived" {
+		t.Fatalf("bob's report: %+v; want alice's hangup", br)
+	}
+	for _, c := range []*overlaytest.Client{a, b} {
+		if n := c.Metrics().Get("calls_failed"); n != 0 {
+			t.Fatalf("%d calls counted failed", n)
+		}
+	}
+}

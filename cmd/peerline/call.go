@@ -304,6 +304,8 @@ func callOutcome(r client.CallReport) string {
 			return fmt.Sprintf("%s is offline", r.Peer)
 		case "no such user":
 			return fmt.Sprintf("no such user %s", r.Peer)
+		case "hung up":
+			return fmt.Sprintf("call to %s ended: %s", r.Peer, orUnknown(r.Error))
 		}
 		return fmt.Sprintf("call to %s failed: %s", r.Peer, orUnknown(r.Error))
 	}
@@ -317,6 +319,8 @@ func callOutcome(r client.CallReport) string {
 		return fmt.Sprintf("missed call from %s", r.Peer)
 	case "rejected":
 		return fmt.Sprintf("you rejected the call from %s", r.Peer)
+	case "hung up":
+		return fmt.Sprintf("call from %s ended: %s", r.Peer, orUnknown(r.Error))
 	}
 	return fmt.Sprintf("call from %s failed: %s", r.Peer, orUnknown(r.Error))
 }

@@ -190,6 +190,8 @@ func TestCallOutcomeSentence(t *testing.T) {
 		{client.CallReport{Peer: "bob", Outgoing: true, Result: "rejected", Error: "bob rejected the call"}, "bob rejected the call"},
 		{client.CallReport{Peer: "bob", Outgoing: true, Result: "no answer"}, "bob did not answer"},
 		{client.CallReport{Peer: "bob", Outgoing: true, Result: "failed", Error: "no audio arrived: no path worked"}, "call to bob failed: no audio arrived: no path worked"},
+		{client.CallReport{Peer: "bob", Outgoing: true, Result: "hung up", Error: "bob hung up before any audio arrived"}, "call to bob ended: bob hung up before any audio arrived"},
+		{client.CallReport{Peer: "bob", Result: "hung up", Error: "you hung up before any audio arrived"}, "call from bob ended: you hung up before any audio arrived"},
 		{client.CallReport{Peer: "alice", Result: "missed"}, "missed call from alice"},
 	} {
 		if got := callOutcome(c.rep); got != c.want {
