@@ -182,6 +182,18 @@ func (c *cluster) holding(name string) []string {
 	return out
 }
 
+// nonHolder returns the first live node, by ID, that is not one of name's holders in
+// ring.
+func (c *cluster) nonHolder(ring *index.Ring, name string) string {
+	for _, id := range c.live() {
+		if !slices.Contains(holdersIn(ring, name), id) {
+			return id
+		}
+	}
+	c.t.Fatalf("every live node holds %s", name)
+	return ""
+}
+
 // holdersIn returns name's first Replicas holders in ring, sorted.
 func holdersIn(ring *index.Ring, name string) []string {
 	var out []string
@@ -376,13 +388,7 @@ func TestSlowHolderHedged(t *testing.T) {
 	ring := c.setRing()
 	c.publish("alice", "sn00")
 	holders := ring.Holders("alice", 3, nil)
-	var from string
-	for _, id := range c.live() {
-		if !slices.Contains(holdersIn(ring, "alice"), id) {
-			from = id
-			break
-		}
-	}
+	from := c.nonHolder(ring, "alice")
 	first := holders[0].ID
 	c.mu.Lock()
 	c.slow[first] = make(chan struct{})
@@ -421,13 +427,7 @@ func TestDeadHolderSuspected(t *testing.T) {
 	c := newCluster(t, 10)
 	ring := c.setRing()
 	c.publish("alice", "sn00")
-	var from string
-	for _, id := range c.live() {
-		if !slices.Contains(holdersIn(ring, "alice"), id) {
-			from = id
-			break
-		}
-	}
+	from := c.nonHolder(ring, "alice")
 	first := ring.Holders("alice", 3, nil)[0].ID
 	c.mu.Lock()
 	c.down[first] = true
@@ -545,13 +545,7 @@ func TestRestartedHolderGetsRecords(t *testing.T) {
 func TestCopyPassesOverBusyHolder(t *testing.T) {
 	c := newCluster(t, 6)
 	raw := c.user("alice", "sn00", 1, time.Minute)
-	var from string
-	for _, id := range c.live() {
-		if !slices.Contains(holdersIn(c.setRing(), "alice"), id) {
-			from = id
-			break
-		}
-	}
+	from := c.nonHolder(c.setRing(), "alice")
 	nd := c.node(from)
 	cands := nd.Candidates("alice")
 	busy := cands[0].ID
