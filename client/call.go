@@ -126,9 +126,9 @@ type call struct {
 	// peerReason is the reason of the peer's hangup: callsig.ReasonFailed when its
 	// side ended for want of audio, not by a person.
 	peerReason string
-	session  *media.Session
-	sendq    chan callsig.Msg
-	local    bool // Hangup was called here: the peer must still be told
+	session    *media.Session
+	sendq      chan callsig.Msg
+	local      bool // Hangup was called here: the peer must still be told
 }
 
 func newCallID() string {

@@ -526,14 +526,7 @@ func (c *Client) loginRetrying(ctx context.Context) error {
 // sleep waits d on the client's clock, or until ctx ends; it reports whether the full
 // delay passed. Every back-off of the client waits here.
 func (c *Client) sleep(ctx context.Context, d time.Duration) bool {
-	t := c.clk.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.Chan():
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return clocks.Sleep(ctx, c.clk, d)
 }
 
 // loginSerial logs in once, after any login under way on another path has ended.

@@ -11,6 +11,7 @@ import (
 	transport "github.com/pion/transport/v3"
 
 	"github.com/peerline/peerline/internal/callsig"
+	"github.com/peerline/peerline/internal/clocks"
 	"github.com/peerline/peerline/internal/e2ee"
 	"github.com/peerline/peerline/internal/identity"
 	"github.com/peerline/peerline/internal/index"
@@ -147,14 +148,7 @@ func (p *phone) runCtx() context.Context {
 // sleep waits d on the phone's clock, or until ctx ends; it reports whether the full
 // delay passed.
 func (p *phone) sleep(ctx context.Context, d time.Duration) bool {
-	t := p.clk.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.Chan():
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return clocks.Sleep(ctx, p.clk, d)
 }
 
 // The client's side of the interfaces: small adapters, so that the Client's own method

@@ -4,6 +4,7 @@
 package clocks
 
 import (
+	"context"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -30,3 +31,16 @@ type nowClock struct {
 func (c nowClock) Now() time.Time                  { return c.now() }
 func (c nowClock) Since(t time.Time) time.Duration { return c.now().Sub(t) }
 func (c nowClock) Until(t time.Time) time.Duration { return t.Sub(c.now()) }
+
+// Sleep waits d on c, or until ctx ends, and reports whether the full delay passed: the
+// back-offs of the roles wait here, so that a fake clock moves them.
+func Sleep(ctx context.Context, c clockwork.Clock, d time.Duration) bool {
+	t := c.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.Chan():
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

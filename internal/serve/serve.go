@@ -399,18 +399,7 @@ type AcceptBackoff struct {
 // Wait waits for the next delay; it returns false if ctx ended first.
 func (b *AcceptBackoff) Wait(ctx context.Context) bool {
 	b.delay = min(max(2*b.delay, 5*time.Millisecond), time.Second)
-	clk := b.Clock
-	if clk == nil {
-		clk = clockwork.NewRealClock()
-	}
-	t := clk.NewTimer(b.delay)
-	defer t.Stop()
-	select {
-	case <-t.Chan():
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return clocks.Sleep(ctx, clocks.Pick(b.Clock, nil), b.delay)
 }
 
 // Reset starts the delays again from the shortest, after a successful accept.
