@@ -61,9 +61,9 @@ type PromoteConfig struct {
 }
 
 // SupernodeRole is the supernode a promoted client runs, until ctx ends or it demotes
-// itself.
+// itself. Run serves on SupernodeParams.Listener, which it closes when it returns.
 type SupernodeRole interface {
-	Run(ctx context.Context, ln net.Listener) error
+	Run(ctx context.Context) error
 	Registered() bool // admitted by the login server
 }
 
@@ -71,7 +71,8 @@ type SupernodeRole interface {
 type SupernodeParams struct {
 	Key            ed25519.PrivateKey // the client's: the role has the user's identity
 	Name           string
-	Advertise      string // the role's address, as others reach it
+	Advertise      string       // the role's address, as others reach it
+	Listener       net.Listener // accepts at Advertise: the role's, once NewSupernode succeeds
 	Login          LoginServer
 	UserCredential []byte // the client's credential: the login server admits the user
 	Dialer         secure.Dialer
@@ -249,7 +250,7 @@ func (c *Client) runSupernode(ctx context.Context, st PromotionStatus, addr stri
 	cred := c.cred
 	c.mu.Unlock()
 	params := SupernodeParams{
-		Key: c.key, Name: "sn-" + c.user, Advertise: addr, Login: c.cfg.Login, UserCredential: cred,
+		Key: c.key, Name: "sn-" + c.user, Advertise: addr, Listener: ln, Login: c.cfg.Login, UserCredential: cred,
 		Dialer: c.cfg.Dialer, MaxClients: p.MaxClients, Logger: c.log.With("role", "supernode"),
 	}
 	max := p.MaxClients
@@ -278,7 +279,7 @@ func (c *Client) runSupernode(ctx context.Context, st PromotionStatus, addr stri
 	c.mu.Unlock()
 	c.m.Inc("promotions")
 	c.log.Info("promoted to supernode", "addr", addr)
-	err = sn.Run(ctx, ln)
+	err = sn.Run(ctx)
 	c.mu.Lock()
 	c.sn = nil
 	c.mu.Unlock()

@@ -30,12 +30,8 @@ func TestMemberListSurvivesRestart(t *testing.T) {
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	clk := newClock()
 	run := func() (*testServer, func()) {
-		srv, err := New(Config{Key: key, Store: store, Hasher: NewHasher(TestArgon2Params, 0), AdmitSecret: "s3cret",
-			Clock: clk, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr, stop := serveOn(t, srv, clk)
+		srv, addr, stop := serveOn(t, Config{Key: key, Store: store, Hasher: NewHasher(TestArgon2Params, 0), AdmitSecret: "s3cret",
+			Clock: clk, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, clk)
 		return &testServer{Server: srv, addr: addr, clock: clk}, stop
 	}
 	ids := func(ts *testServer) []string {
@@ -79,7 +75,7 @@ func TestMemberListSurvivesRestart(t *testing.T) {
 
 	clk.Advance(time.Minute)
 	ts, _ = run()
-	// Serve restores before it starts its write-behind ticker, which run waited for.
+	// Run restores before it starts its write-behind ticker, which run waited for.
 	if ts.Metrics().Get("sn_restored") == 0 {
 		t.Fatal("the restarted server restored no supernode")
 	}

@@ -31,16 +31,20 @@ import (
 	"github.com/peerline/peerline/internal/turncred"
 )
 
-// Config configures a Server. Key and Store are required.
+// Config configures a Server. Key, Store and Listener are required.
 type Config struct {
-	Key               ed25519.PrivateKey // signs credentials and authenticates the server
-	Store             Store              // accounts, buddies, supernodes
-	Hasher            *Hasher            // nil = NewHasher(DefaultArgon2Params, 0)
-	AdmitSecret       string             // supernodes must present it to register; "" = refuse all
-	CredentialTTL     time.Duration      // lifetime of user and supernode credentials; 0 = 24h
-	HeartbeatInterval time.Duration      // asked of supernodes; one unheard for 3 intervals (and one per doubling of the layer) leaves the seed; 0 = 10s
-	SeedSize          int                // supernodes in a host-cache seed; 0 = 200
-	MaxConns          int                // connections served at once, more are shed; 0 = 10000
+	Key ed25519.PrivateKey // signs credentials and authenticates the server
+	// Listener accepts the control connections of clients and supernodes. Run owns it and
+	// closes it when it returns; until Run is called (and when New fails) it is the
+	// caller's.
+	Listener          net.Listener
+	Store             Store         // accounts, buddies, supernodes
+	Hasher            *Hasher       // nil = NewHasher(DefaultArgon2Params, 0)
+	AdmitSecret       string        // supernodes must present it to register; "" = refuse all
+	CredentialTTL     time.Duration // lifetime of user and supernode credentials; 0 = 24h
+	HeartbeatInterval time.Duration // asked of supernodes; one unheard for 3 intervals (and one per doubling of the layer) leaves the seed; 0 = 10s
+	SeedSize          int           // supernodes in a host-cache seed; 0 = 200
+	MaxConns          int           // connections served at once, more are shed; 0 = 10000
 	// The admission policy (package serve): no source takes more than its share, and a
 	// connection that has not logged in soon is closed, so that one address or one block
 	// of addresses cannot fill the server while real users are shut out.
@@ -104,6 +108,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Store == nil {
 		return errors.New("loginsrv: Config.Store is required")
+	}
+	if c.Listener == nil {
+		return errors.New("loginsrv: Config.Listener is required")
 	}
 	if c.Hasher == nil {
 		c.Hasher = NewHasher(DefaultArgon2Params, 0)
@@ -173,7 +180,7 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
-// Server is a login server. Create it with New and run it with Serve.
+// Server is a login server. Create it with New and run it with Run.
 type Server struct {
 	cfg      Config
 	clk      clockwork.Clock // cfg.Clock: every timer and every reading of the time
@@ -247,8 +254,8 @@ func (s *Server) OpenConns() int { return s.gate.Open() }
 // Hasher returns the password hasher (tests count its hashes).
 func (s *Server) Hasher() *Hasher { return s.cfg.Hasher }
 
-// Serve accepts control connections on ln until ctx ends, then closes ln and waits for
-// every connection to finish.
+// Run accepts control connections on Config.Listener until ctx ends, then closes the
+// listener and returns once every connection and every goroutine it started has ended.
 // Last-seen times and supernode rows noted meanwhile are written every SeenFlush and
 // once more at the end.
 //
@@ -258,7 +265,9 @@ func (s *Server) Hasher() *Hasher { return s.cfg.Hasher }
 // server that started with an empty list handed the first supernodes to register
 // again a layer of one or two, which they took for the whole layer: every record
 // re-homed onto them and lookups through them missed the users of the others.
-func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+func (s *Server) Run(ctx context.Context) error {
+	ln := s.cfg.Listener
+	defer ln.Close() // the gate closes it once ctx ends; this, when an accept error ends serving first
 	s.restoreMembers(ctx)
 	sctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -838,7 +847,7 @@ func (s *Server) snHeartbeat(ctx context.Context, ss *session, m *proto.SNHeartb
 		return nil, proto.ErrUnauthenticated.With("register the supernode first")
 	}
 	// Heartbeats reach the database only behind (one row per supernode per SeenFlush,
-	// in one transaction): what a restarted server lists again (Serve).
+	// in one transaction): what a restarted server lists again (Run).
 	now := s.clk.Now()
 	s.members.upsert(proto.SupernodeInfo{ID: id, Addr: m.Addr, Since: m.Since}, ss, now)
 	s.writes.noteSupernode(SupernodeRecord{ID: id, Addr: m.Addr, Since: m.Since, FirstSeen: now, LastHeartbeat: now})

@@ -37,18 +37,24 @@ type testServer struct {
 	clock *clockwork.FakeClock
 }
 
-// serveOn runs srv on a fresh loopback listener until stop is called (or the test ends),
-// and returns once its write-behind ticker waits on clk: the one timer a server with no
-// connection runs, so that from then on advancing clk by SeenFlush makes a flush.
-func serveOn(t *testing.T, srv *Server, clk *clockwork.FakeClock) (addr string, stop func()) {
+// serveOn makes a server of cfg on a fresh loopback listener and runs it until stop is
+// called (or the test ends). It returns once its write-behind ticker waits on clk: the
+// one timer a server with no connection runs, so that from then on advancing clk by
+// SeenFlush makes a flush.
+func serveOn(t *testing.T, cfg Config, clk *clockwork.FakeClock) (srv *Server, addr string, stop func()) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.Listener = ln
+	if srv, err = New(cfg); err != nil {
+		ln.Close()
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { srv.Serve(ctx, ln); close(done) }()
+	go func() { srv.Run(ctx); close(done) }()
 	stopped := false
 	stop = func() {
 		if !stopped {
@@ -63,7 +69,7 @@ func serveOn(t *testing.T, srv *Server, clk *clockwork.FakeClock) (addr string, 
 	if err := clk.BlockUntilContext(bctx, 1); err != nil {
 		t.Fatalf("the server's write-behind ticker never started: %v", err)
 	}
-	return ln.Addr().String(), stop
+	return srv, ln.Addr().String(), stop
 }
 
 func startServer(t *testing.T, mod func(*Config)) *testServer {
@@ -80,11 +86,7 @@ func startServer(t *testing.T, mod func(*Config)) *testServer {
 	if mod != nil {
 		mod(&cfg)
 	}
-	srv, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, _ := serveOn(t, srv, clk)
+	srv, addr, _ := serveOn(t, cfg, clk)
 	return &testServer{Server: srv, addr: addr, clock: clk}
 }
 

@@ -41,7 +41,7 @@ type SupernodeRecord struct {
 	LastHeartbeat time.Time // last registration or heartbeat; liveness is judged on it
 	// Left is when it left the login server's list (it said so, its connection closed
 	// or it went unheard); zero while it is on the list. A restarted login server
-	// lists again the rows that had not left (Server.Serve).
+	// lists again the rows that had not left (Server.Run).
 	Left time.Time
 }
 

@@ -14,10 +14,10 @@ import (
 // storm thousands queued on SQLite's one writer: resumes failed on their deadline, a
 // layer of supernodes registering at once (the login server restarted) waited behind
 // them, missed heartbeats and registered again. They are held in memory and written
-// together, in one transaction each, every SeenFlush and when Serve ends. Readers see
+// together, in one transaction each, every SeenFlush and when Run ends. Readers see
 // the pending last-seen time over the stored one, so the directory is never behind; a
 // crash of the process loses at most one interval of them, and supernode rows only
-// seed a restarted server's list of supernodes (Server.Serve).
+// seed a restarted server's list of supernodes (Server.Run).
 type writeBehind struct {
 	mu   sync.Mutex // mu protects the following fields
 	seen map[string]time.Time

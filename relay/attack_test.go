@@ -73,6 +73,7 @@ func TestTCPAcceptWaitsOutErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	release(t, s)
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
@@ -354,18 +355,16 @@ func TestGarbageCounted(t *testing.T) {
 	allocate(t, newClient(t, s, "bob", true))
 }
 
-// After idle and garbage TCP connections and UDP garbage, Close returns at once and
-// leaves no goroutine behind. (Pion ends its read loop on a TCP connection that sends
+// After idle and garbage TCP connections and UDP garbage, Run returns at once when its
+// context ends and leaves no goroutine behind. (Pion ends its read loop on a TCP connection that sends
 // garbage without a read error; the relay used to wait for that loop for 10 s.)
-func TestCloseAfterAttack(t *testing.T) {
+func TestStopAfterAttack(t *testing.T) {
 	before := runtime.NumGoroutine()
 	s, err := New(Config{Secret: testSecret, Listen: "127.0.0.1:0", Listeners: 2, AllowPeer: allowLoopback, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
+	stop := run(t, s)
 	var conns []net.Conn
 	defer func() {
 		for _, c := range conns {
@@ -394,20 +393,20 @@ func TestCloseAfterAttack(t *testing.T) {
 		return s.m.Get(MetricTCPBadFrames) == 20 && s.m.Get(MetricTCPConns) == 100 && s.m.Get(MetricBadPackets) > 0
 	})
 	done := make(chan error, 1)
-	go func() { done <- s.Close() }()
+	go func() { done <- stop() }()
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Errorf("close: %v", err)
+			t.Errorf("run: %v", err)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("Close did not return within 5 s")
+		t.Fatal("Run did not return within 5 s of its context ending")
 	}
 	s.live.mu.Lock()
 	left := s.live.n
 	s.live.mu.Unlock()
 	if left != 0 {
-		t.Errorf("%d sockets or read loops still counted live after Close", left)
+		t.Errorf("%d sockets or read loops still counted live after Run returned", left)
 	}
 	noGoroutinesLeft(t, before)
 }
@@ -531,18 +530,14 @@ func exhaustChild() {
 	if err != nil {
 		fail(err)
 	}
-	if err := s.Start(); err != nil {
-		fail(err)
-	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
 	json.NewEncoder(os.Stdout).Encode(map[string]string{"udp": s.Addr().String(), "tcp": s.TCPAddr().String()})
 	go func() {
 		err := eventually.Await(30*time.Second, "accept errors", func() bool { return s.m.Get(MetricTCPAcceptErrors) >= exhaustedAfter })
 		json.NewEncoder(os.Stdout).Encode(map[string]bool{"exhausted": err == nil})
 	}()
-	<-sig
-	if err := s.Close(); err != nil {
+	if err := s.Run(ctx); err != nil {
 		fail(err)
 	}
 	json.NewEncoder(os.Stdout).Encode(s.Metrics().Snapshot())

@@ -294,6 +294,7 @@ func TestFastPathAllocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	release(t, s)
 	open := func() *net.UDPConn {
 		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 		if err != nil {

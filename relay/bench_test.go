@@ -130,16 +130,12 @@ func relayChild(raw string) int {
 		Secret: []byte(benchSecret), Realm: "bench", Listen: cc.Listen, Listeners: cc.Listeners,
 		MinPort: cc.MinPort, MaxPort: cc.MaxPort, AllowPrivatePeers: true,
 	})
-	if err == nil {
-		err = s.Start()
-	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	json.NewEncoder(os.Stdout).Encode(map[string]any{"udp": s.Addr().String(), "pid": os.Getpid()})
-	<-ctx.Done()
-	s.Close()
+	s.Run(ctx)
 	return 0
 }
 

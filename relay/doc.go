@@ -1,5 +1,5 @@
 // Package relay is Peerline's TURN server (RFC 5766, RFC 8656): the last resort of two
-// clients whose NATs defeat hole punching. Supernodes embed it (New, Start) and
+// clients whose NATs defeat hole punching. Supernodes embed it (New, Run) and
 // 'peerline relay' runs it alone.
 //
 // It is built on github.com/pion/turn/v4, which does the protocol: authentication,
@@ -79,9 +79,11 @@
 //
 // # Lifecycle
 //
-// New checks a Config; Start opens the sockets and serves; Close stops every goroutine
-// the server and pion started and closes every socket, TCP connections included. It
-// returns once every read loop has ended, which it counts itself: pion ends its loop on a
-// TCP connection that sends garbage without a read error, and calls Close, so a
-// connection's loop counts as ended at a read error or at a Close with no read under way.
+// New checks a Config and opens the sockets, so that a port in use is its error and the
+// addresses are known at once; Run serves on them until its context ends, then stops
+// every goroutine the server and pion started and closes every socket, TCP connections
+// included. It returns once every read loop has ended, which it counts itself: pion ends
+// its loop on a TCP connection that sends garbage without a read error, and calls Close,
+// so a connection's loop counts as ended at a read error or at a Close with no read under
+// way.
 package relay

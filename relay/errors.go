@@ -17,8 +17,8 @@ var (
 	ErrBadPortRange = errors.New("relay: relay port range is empty: MinPort must not exceed MaxPort")
 	// ErrNegative means a count, size or rate in Config is negative.
 	ErrNegative = errors.New("relay: Listeners, MaxAllocsPerUser, UserBandwidth, UserBurst and the TCP connection limits must not be negative")
-	// ErrStarted is returned by Start when the server was already started.
-	ErrStarted = errors.New("relay: server already started")
-	// ErrClosed is returned by Start after Close.
+	// ErrStarted is returned by Run while another Run serves.
+	ErrStarted = errors.New("relay: server already running")
+	// ErrClosed is returned by Run after a Run returned: a server runs once.
 	ErrClosed = errors.New("relay: server closed")
 )

@@ -153,6 +153,7 @@ func FuzzScreen(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	release(f, s)
 	src := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 1}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		in := append([]byte(nil), b...)

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -47,11 +48,29 @@ func newServer(t *testing.T, cfg Config) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	run(t, s)
 	return s
+}
+
+// run serves s in the background until the returned stop is called, or the test ends;
+// stop returns Run's error once Run has returned.
+func run(t testing.TB, s *Server) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- s.Run(ctx) }()
+	stop = sync.OnceValue(func() error { cancel(); return <-ran })
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+// release closes, when the test ends, the sockets of a server the test uses without
+// serving on them: a Run whose context is already done.
+func release(t testing.TB, s *Server) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		s.Run(ctx)
+	})
 }
 
 func allowLoopback(ip net.IP) bool { return ip.IsLoopback() }
@@ -159,8 +178,12 @@ func exchange(t *testing.T, a net.PacketConn, to net.Addr, in <-chan datagram, m
 func TestRelayBetweenClients(t *testing.T) {
 	for _, fast := range []bool{true, false} {
 		t.Run(fmt.Sprintf("fast=%v", fast), func(t *testing.T) {
-			s := newServer(t, Config{AllowPeer: allowLoopback})
-			s.fast = fast
+			s, err := New(Config{Secret: testSecret, Listen: "127.0.0.1:0", Listeners: 2, AllowPeer: allowLoopback, Logger: testLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.fast = fast // before Run, whose read loops read it
+			stop := run(t, s)
 			alice := allocate(t, newClient(t, s, "alice", false))
 			bob := allocate(t, newClient(t, s, "bob", false))
 			t.Logf("alice relayed at %s, bob at %s", alice.LocalAddr(), bob.LocalAddr())
@@ -186,14 +209,14 @@ func TestRelayBetweenClients(t *testing.T) {
 				t.Errorf("allocations=%d (now %d) relayed=%d", m.Get(MetricAllocations), s.Allocations(), m.Get(MetricRelayedPackets))
 			}
 			// The fast path's sends went out in batches, both ways: the writers' counts are
-			// the read loops' own, read once Close has ended them.
+			// the read loops' own, read once Run has ended them.
 			s.mu.Lock()
 			var rcs []*relayConn
 			for _, rc := range s.relays {
 				rcs = append(rcs, rc)
 			}
 			s.mu.Unlock()
-			s.Close()
+			stop()
 			toPeers, toClients := 0, 0
 			for _, l := range s.listeners {
 				toPeers += l.out.calls
@@ -386,15 +409,13 @@ func TestTCPAllocation(t *testing.T) {
 	exchange(t, peer, alice.LocalAddr(), aliceIn, "back over tcp")
 }
 
-func TestCloseStopsEverything(t *testing.T) {
+func TestRunStopsEverything(t *testing.T) {
 	before := runtime.NumGoroutine()
 	s, err := New(Config{Secret: testSecret, Listen: "127.0.0.1:0", Listeners: 3, AllowPeer: allowLoopback})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
+	stop := run(t, s)
 	// Clients stay open until the server has closed, so that it closes busy sockets.
 	var (
 		wg      sync.WaitGroup
@@ -445,14 +466,14 @@ func TestCloseStopsEverything(t *testing.T) {
 	}
 	wg.Wait()
 	eventually.That(t, 5*time.Second, "3 allocations", func() bool { return s.Allocations() == 3 })
-	if err := s.Close(); err != nil {
-		t.Errorf("close: %v", err)
+	if err := s.Run(context.Background()); !errors.Is(err, ErrStarted) {
+		t.Errorf("second Run while serving: %v", err)
 	}
-	if err := s.Close(); err != nil {
-		t.Errorf("second close: %v", err)
+	if err := stop(); err != nil {
+		t.Errorf("run: %v", err)
 	}
-	if err := s.Start(); !errors.Is(err, ErrClosed) {
-		t.Errorf("start after close: %v", err)
+	if err := s.Run(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Errorf("Run after Run returned: %v", err)
 	}
 	for i := len(closers) - 1; i >= 0; i-- {
 		closers[i]()
@@ -486,9 +507,10 @@ func TestConfig(t *testing.T) {
 		{Config{Secret: testSecret, Listen: "192.0.2.1:3478"}, nil},
 		{Config{Secret: testSecret, PublicIP: netip.MustParseAddr("192.0.2.1")}, nil},
 	} {
-		_, err := New(tc.cfg)
+		// validate, not New: New would bind the addresses, which are not this host's.
+		_, err := tc.cfg.validate()
 		if !errors.Is(err, tc.want) {
-			t.Errorf("New(%+v) = %v, want %v", tc.cfg, err, tc.want)
+			t.Errorf("validate(%+v) = %v, want %v", tc.cfg, err, tc.want)
 		}
 	}
 	c, _ := Config{Secret: testSecret, PublicIP: netip.MustParseAddr("192.0.2.1"), UserBandwidth: 5000}.validate()

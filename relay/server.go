@@ -52,7 +52,8 @@ const (
 // flushEvery is how often the hot-path counters are added to the metrics set.
 const flushEvery = time.Second
 
-// Server is a TURN relay. Create it with New, serve with Start (or Run), stop with Close.
+// Server is a TURN relay. New opens its sockets; Run serves on them until its context
+// ends, and closes them.
 type Server struct {
 	cfg    Config
 	clk    clockwork.Clock // cfg.Clock: the real clock unless a test gave its own
@@ -61,10 +62,10 @@ type Server struct {
 	peerOK func(net.IP) bool
 	fast   bool // forward channel data on the fast path (tests turn it off to compare)
 
-	ctx         context.Context    // ends with Close
+	ctx         context.Context    // ends when Run stops serving
 	cancel      context.CancelFunc // ends ctx
 	wg          sync.WaitGroup
-	live        tracker  // sockets and read loops still running, for Close to wait on
+	live        tracker  // sockets and read loops still running, for Run to wait on
 	tcpCounters counters // hot-path counts of TURN-over-TCP allocations
 
 	// mu protects the following fields
@@ -88,7 +89,11 @@ type Server struct {
 	flushed map[string]uint64 // hot-path totals already added to m
 }
 
-// New checks cfg and returns a server; Start opens its sockets.
+// New checks cfg and opens the listening sockets: Config.Listeners UDP sockets on one
+// port, and a TCP listener unless NoTCP. Binding here rather than in Run makes a port in
+// use an error of New, which its caller can tell from a relay that failed while serving,
+// and makes Addr and TCPAddr known before Run. Run owns the sockets: a Server that New
+// returned must be Run, if only with a context already done, for them to be closed.
 func New(cfg Config) (*Server, error) {
 	cfg, err := cfg.validate()
 	if err != nil {
@@ -99,7 +104,7 @@ func New(cfg Config) (*Server, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{
+	s := &Server{
 		cfg:     cfg,
 		clk:     cfg.Clock,
 		log:     log,
@@ -112,12 +117,28 @@ func New(cfg Config) (*Server, error) {
 		users:   make(map[string]*user),
 		pending: make(map[flowKey]*user),
 		flushed: make(map[string]uint64),
-	}, nil
+	}
+	if err := s.listen(); err != nil {
+		cancel()
+		return nil, err
+	}
+	return s, nil
 }
 
-// Start opens the listening sockets (Config.Listeners UDP sockets on one port, and a TCP
-// listener unless NoTCP) and starts serving. It returns once the server is ready.
-func (s *Server) Start() error {
+// Run serves on the sockets New opened until ctx ends, then closes every socket and TCP
+// connection and returns once every goroutine the server started (its own and pion's
+// read loops) has ended. A server runs once: Run returns ErrStarted while another Run
+// serves, and ErrClosed after one returned.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.start(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return s.stop()
+}
+
+// start hands the sockets to pion's server and starts serving.
+func (s *Server) start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
@@ -126,9 +147,7 @@ func (s *Server) Start() error {
 	case s.started:
 		return ErrStarted
 	}
-	if err := s.listenLocked(); err != nil {
-		return err
-	}
+	s.started = true
 	var pcs []turn.PacketConnConfig
 	for _, l := range s.listeners {
 		pcs = append(pcs, turn.PacketConnConfig{
@@ -145,6 +164,11 @@ func (s *Server) Start() error {
 			PermissionHandler:     s.permit,
 		})
 	}
+	// From here the read loops run, and Run's stop waits for them.
+	s.live.add(len(s.listeners))
+	if s.tcp != nil {
+		s.live.add(1)
+	}
 	ts, err := turn.NewServer(turn.ServerConfig{
 		PacketConnConfigs: pcs,
 		ListenerConfigs:   lcs,
@@ -155,6 +179,8 @@ func (s *Server) Start() error {
 		EventHandler:      s.events(),
 	})
 	if err != nil {
+		s.closed = true
+		s.cancel()
 		for _, l := range s.listeners {
 			l.conn.Close()
 		}
@@ -164,7 +190,6 @@ func (s *Server) Start() error {
 		return fmt.Errorf("relay: %w", err)
 	}
 	s.turn = ts
-	s.started = true
 	s.wg.Add(1)
 	go s.flushLoop()
 	s.log.Info("relay listening", "udp", s.udpAddr.String(), "tcp", s.tcpAddr.String(),
@@ -173,21 +198,9 @@ func (s *Server) Start() error {
 	return nil
 }
 
-// Run starts the server, serves until ctx is done, and closes it.
-func (s *Server) Run(ctx context.Context) error {
-	if err := s.Start(); err != nil {
-		return err
-	}
-	select {
-	case <-ctx.Done():
-	case <-s.ctx.Done():
-	}
-	return s.Close()
-}
-
-// listenLocked opens the UDP sockets, all on one port, and the TCP listener on the same
-// port number. With port 0 it retries a few times in case TCP's port is taken.
-func (s *Server) listenLocked() error {
+// listen opens the UDP sockets, all on one port, and the TCP listener on the same port
+// number. With port 0 it retries a few times in case TCP's port is taken.
+func (s *Server) listen() error {
 	host, port, _ := net.SplitHostPort(s.cfg.Listen)
 	udp, tcp := "udp", "tcp"
 	if ip, err := netip.ParseAddr(host); err == nil {
@@ -198,14 +211,14 @@ func (s *Server) listenLocked() error {
 	}
 	var err error
 	for try := 0; try < 8; try++ {
-		if err = s.tryListenLocked(udp, tcp, host, port); err == nil || port != "0" {
+		if err = s.tryListen(udp, tcp, host, port); err == nil || port != "0" {
 			return err
 		}
 	}
 	return err
 }
 
-func (s *Server) tryListenLocked(udp, tcp, host, port string) (err error) {
+func (s *Server) tryListen(udp, tcp, host, port string) (err error) {
 	var lis []*udpListener
 	defer func() {
 		if err != nil {
@@ -250,10 +263,8 @@ func (s *Server) tryListenLocked(udp, tcp, host, port string) (err error) {
 		}
 		s.tcp = newTCPListener(s, ln)
 		s.tcpAddr = unmap(ln.Addr().(*net.TCPAddr).AddrPort())
-		s.live.add(1)
 	}
 	s.listeners = lis
-	s.live.add(len(lis))
 	return nil
 }
 
@@ -456,14 +467,14 @@ func (s *Server) bindChannel(src, relayAddr, peer net.Addr, ch uint16, add bool)
 	rc.mu.Unlock()
 }
 
-// Addr is the UDP address the server listens on (valid after Start).
+// Addr is the UDP address the server listens on.
 func (s *Server) Addr() netip.AddrPort {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.udpAddr
 }
 
-// TCPAddr is the TCP address the server listens on; invalid with NoTCP or before Start.
+// TCPAddr is the TCP address the server listens on; invalid with NoTCP.
 func (s *Server) TCPAddr() netip.AddrPort {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -531,15 +542,15 @@ func (s *Server) flushLoop() {
 	}
 }
 
-// closeWait bounds how long Close waits for pion's read loops to see their sockets
+// closeWait bounds how long stop waits for pion's read loops to see their sockets
 // closed; they do at once unless the process is starved. It is measured on the real
 // clock whatever Config.Clock is: it bounds a wait for goroutines to be scheduled, which
 // no test's clock would advance.
 const closeWait = 10 * time.Second
 
-// Close stops the server: it closes every socket and TCP connection and returns once
-// every read loop has ended. It is safe to call more than once.
-func (s *Server) Close() error {
+// stop ends Run's serving: it closes every socket and TCP connection and returns once
+// every read loop has ended.
+func (s *Server) stop() error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -569,7 +580,7 @@ func (s *Server) Close() error {
 	return err
 }
 
-// tracker counts things that must end before Close returns: sockets and the read loops
+// tracker counts things that must end before Run returns: sockets and the read loops
 // on them.
 type tracker struct {
 	mu       sync.Mutex // mu protects the following fields

@@ -33,24 +33,24 @@ func guarded(t *testing.T, mod func(*supernode.Config)) (*supernode.Supernode, s
 		t.Fatal(err)
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ls, err := loginsrv.New(loginsrv.Config{Key: lkey, Store: store, Hasher: loginsrv.NewHasher(loginsrv.TestArgon2Params, 0),
-		AdmitSecret: "s", Logger: quiet})
+	lln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	lln, err := net.Listen("tcp", "127.0.0.1:0")
+	ls, err := loginsrv.New(loginsrv.Config{Key: lkey, Store: store, Hasher: loginsrv.NewHasher(loginsrv.TestArgon2Params, 0),
+		AdmitSecret: "s", Logger: quiet, Listener: lln})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	lsDone := make(chan struct{})
-	go func() { ls.Serve(ctx, lln); close(lsDone) }()
+	go func() { ls.Run(ctx); close(lsDone) }()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	cfg := supernode.Config{Key: key, Advertise: ln.Addr().String(), LoginAddr: lln.Addr().String(),
+	cfg := supernode.Config{Key: key, Listener: ln, Advertise: ln.Addr().String(), LoginAddr: lln.Addr().String(),
 		LoginKey: ls.PublicKey(), AdmitSecret: "s", Logger: quiet}
 	mod(&cfg)
 	sn, err := supernode.New(cfg)
@@ -58,7 +58,7 @@ func guarded(t *testing.T, mod func(*supernode.Config)) (*supernode.Supernode, s
 		t.Fatal(err)
 	}
 	snDone := make(chan struct{})
-	go func() { sn.Run(ctx, ln); close(snDone) }()
+	go func() { sn.Run(ctx); close(snDone) }()
 	t.Cleanup(func() { cancel(); <-snDone; <-lsDone; store.Close() })
 	eventually.That(t, 10*time.Second, "supernode admitted", sn.Registered)
 	return sn, ln.Addr().String()

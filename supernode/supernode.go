@@ -43,14 +43,19 @@ import (
 	"github.com/peerline/peerline/internal/version"
 )
 
-// Config configures a Supernode. Key, Advertise, LoginAddr and LoginKey are required.
+// Config configures a Supernode. Key, Listener, Advertise, LoginAddr and LoginKey are
+// required.
 type Config struct {
-	Key         ed25519.PrivateKey // the supernode's identity key
-	Name        string             // shown in credentials and logs; "" = "sn-" + start of the key
-	Advertise   string             // host:port clients dial, as listed in host caches
-	LoginAddr   string             // host:port of the login server
-	LoginKey    ed25519.PublicKey  // the login server's pinned key
-	AdmitSecret string             // the login server's supernode admission secret (infrastructure supernodes)
+	Key ed25519.PrivateKey // the supernode's identity key
+	// Listener accepts clients' and other supernodes' control connections. Run owns it
+	// and closes it when it returns; until Run is called (and when New fails) it is the
+	// caller's.
+	Listener    net.Listener
+	Name        string            // shown in credentials and logs; "" = "sn-" + start of the key
+	Advertise   string            // host:port clients dial, as listed in host caches
+	LoginAddr   string            // host:port of the login server
+	LoginKey    ed25519.PublicKey // the login server's pinned key
+	AdmitSecret string            // the login server's supernode admission secret (infrastructure supernodes)
 	// UserCredential admits a promoted client instead of AdmitSecret: the user's own
 	// credential for Key; the login server dials Advertise back before it admits.
 	UserCredential []byte
@@ -112,11 +117,11 @@ type Config struct {
 	// (same IP other port, other IP same port, other IP other port) or none. Zero = no
 	// STUN service. The supernode owns and closes them.
 	STUN [4]net.PacketConn
-	// NewRelay starts a TURN relay beside the supernode, keyed with the secret the login
-	// server hands this supernode at admission. The program that composes the roles
-	// provides it (cmd/peerline/compose.Relay builds package relay's), so that this
-	// package knows the relay only by the interface it declares. nil, or a login server
-	// that hands out no secret, = no relay.
+	// NewRelay makes a TURN relay beside the supernode, keyed with the secret the login
+	// server hands this supernode at admission; the supernode runs it inside its Run.
+	// The program that composes the roles provides it (cmd/peerline/compose.Relay builds
+	// package relay's), so that this package knows the relay only by the interface it
+	// declares. nil, or a login server that hands out no secret, = no relay.
 	NewRelay func(RelayParams) (Relay, error)
 	// RelayIP is the IP clients reach the relay at; the zero value = Advertise's.
 	RelayIP netip.Addr
@@ -153,6 +158,7 @@ type Supernode struct {
 	registered bool
 	clients    map[string]*client // by user name
 	relay      Relay              // the TURN relay, once started
+	relayWG    sync.WaitGroup     // the relay's Run, for Run to wait on
 	turnAddr   string             // its address as clients reach it
 	overSince  time.Time          // when the current overload began; zero = not overloaded
 }
@@ -174,6 +180,9 @@ var ErrNotAdmitted = errors.New("supernode: the login server refused admission (
 func New(cfg Config) (*Supernode, error) {
 	if len(cfg.Key) != ed25519.PrivateKeySize {
 		return nil, errors.New("supernode: Config.Key is required")
+	}
+	if cfg.Listener == nil {
+		return nil, errors.New("supernode: Config.Listener is required")
 	}
 	if err := proto.ValidAddr(cfg.Advertise); err != nil {
 		return nil, fmt.Errorf("supernode: advertised address: %w", err)
@@ -259,10 +268,14 @@ func New(cfg Config) (*Supernode, error) {
 	return sn, nil
 }
 
-// Relay is the TURN relay a supernode runs beside itself.
+// Relay is the TURN relay a supernode runs beside itself. Config.NewRelay returns it
+// listening, so that a port in use is an error of NewRelay; the supernode then calls Run
+// once, with its own Run's context, and waits for it to return before its own Run does.
 type Relay interface {
 	Addr() netip.AddrPort // the address it listens on, over UDP and TCP
-	Close() error
+	// Run serves until ctx ends, and returns once the relay's sockets are closed and its
+	// goroutines have ended.
+	Run(ctx context.Context) error
 }
 
 // RelayParams is what a supernode gives the relay it starts.
@@ -273,11 +286,14 @@ type RelayParams struct {
 	Clock   clockwork.Clock // the supernode's
 }
 
-// startRelay starts the TURN relay with the secret from the login server, once.
+// startRelay starts the TURN relay with the secret from the login server, once, and runs
+// it until Run's context ends. It is called from Run's registration loop, so that the
+// relay's Run has begun before Run waits for it.
 func (sn *Supernode) startRelay(secret []byte) error {
 	sn.mu.Lock()
 	defer sn.mu.Unlock()
-	if sn.relay != nil || sn.cfg.NewRelay == nil || sn.runCtx.Err() != nil {
+	ctx := sn.runCtx
+	if sn.relay != nil || sn.cfg.NewRelay == nil || ctx.Err() != nil {
 		return nil
 	}
 	srv, err := sn.cfg.NewRelay(RelayParams{Secret: secret, Logger: sn.log.With("role", "relay"), Metrics: sn.m, Clock: sn.clk})
@@ -289,6 +305,18 @@ func (sn *Supernode) startRelay(secret []byte) error {
 		host = sn.cfg.RelayIP.String()
 	}
 	sn.relay, sn.turnAddr = srv, net.JoinHostPort(host, fmt.Sprint(srv.Addr().Port()))
+	sn.relayWG.Go(func() {
+		if err := srv.Run(ctx); err != nil {
+			// Clients are no longer told of a relay that stopped serving; the next
+			// admission starts another.
+			sn.log.Warn("TURN relay stopped", "err", err)
+			sn.mu.Lock()
+			if sn.relay == srv {
+				sn.relay, sn.turnAddr = nil, ""
+			}
+			sn.mu.Unlock()
+		}
+	})
 	sn.log.Info("TURN relay up", "addr", sn.turnAddr)
 	return nil
 }
@@ -313,9 +341,13 @@ func (sn *Supernode) ID() string { return sn.id }
 // Metrics returns the supernode's counters.
 func (sn *Supernode) Metrics() *metrics.Set { return sn.m }
 
-// Run serves clients on ln and keeps the supernode registered with the login server until
-// ctx ends. It returns ErrNotAdmitted if the login server refuses it.
-func (sn *Supernode) Run(ctx context.Context, ln net.Listener) error {
+// Run serves clients on Config.Listener and keeps the supernode registered with the login
+// server until ctx ends, or the supernode demotes itself. It returns ErrNotAdmitted if
+// the login server refuses it, and returns only once every goroutine it started (the
+// relay's and the STUN service's among them) has ended, with the listener closed.
+func (sn *Supernode) Run(ctx context.Context) error {
+	ln := sn.cfg.Listener
+	defer ln.Close() // the gate closes it once ctx ends; this, on a return before (no STUN service)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sn.mu.Lock()
@@ -323,14 +355,12 @@ func (sn *Supernode) Run(ctx context.Context, ln net.Listener) error {
 	sn.mu.Unlock()
 	sn.demote = cancel
 	defer sn.ov.peers.closeAll()
+	// The relay runs on ctx: cancelled below, it stops, and Run waits for it.
 	defer func() {
+		sn.relayWG.Wait()
 		sn.mu.Lock()
-		r := sn.relay
 		sn.relay, sn.turnAddr = nil, ""
 		sn.mu.Unlock()
-		if r != nil {
-			r.Close()
-		}
 	}()
 	// Run returns only once every goroutine it started has: registered after the
 	// deferred closes above, this runs before them.

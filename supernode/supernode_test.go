@@ -183,13 +183,13 @@ func TestPromotionNeedsReachableAddress(t *testing.T) {
 	// The address is another supernode's: reachable, but it holds a different key.
 	victim := o.Supernodes()[0].Addr
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	sn, err := supernode.New(supernode.Config{Key: key, Advertise: victim, LoginAddr: o.LS.Addr, LoginKey: o.LS.Key, UserCredential: cred, Logger: o.Log})
+	sn, err := supernode.New(supernode.Config{Key: key, Listener: ln, Advertise: victim, LoginAddr: o.LS.Addr, LoginKey: o.LS.Key, UserCredential: cred, Logger: o.Log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := sn.Run(ctx, ln); !errors.Is(err, supernode.ErrNotAdmitted) {
+	if err := sn.Run(ctx); !errors.Is(err, supernode.ErrNotAdmitted) {
 		t.Fatalf("Run = %v, want ErrNotAdmitted", err)
 	}
 	if o.Login.Metrics().Get("sn_dialback_failed") != 1 {

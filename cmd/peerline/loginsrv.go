@@ -147,8 +147,13 @@ func runLoginsrv(c *cli.Context) error {
 	params.MemoryKiB = uint32(c.Uint("argon2-memory"))
 	params.Threads = uint8(c.Uint("argon2-threads"))
 	maxConns := connBudget(10000, 3, 4)
+	ln, err := net.Listen("tcp", c.String("listen"))
+	if err != nil {
+		return fmt.Errorf("--listen %s: %w", c.String("listen"), err)
+	}
 	srv, err := loginsrv.New(loginsrv.Config{
 		Key:               st.Key,
+		Listener:          ln,
 		Store:             store,
 		Hasher:            loginsrv.NewHasher(params, 0),
 		AdmitSecret:       st.AdmitSecret,
@@ -164,11 +169,8 @@ func runLoginsrv(c *cli.Context) error {
 		PromotionsPerSecond: c.Float64("promotions-per-second"),
 	})
 	if err != nil {
+		ln.Close()
 		return err
-	}
-	ln, err := net.Listen("tcp", c.String("listen"))
-	if err != nil {
-		return fmt.Errorf("--listen %s: %w", c.String("listen"), err)
 	}
 	if addr := c.String("metrics-listen"); addr != "" {
 		_, stop, err := serveMetrics(addr, func(w io.Writer) {
@@ -182,7 +184,7 @@ func runLoginsrv(c *cli.Context) error {
 		defer stop()
 	}
 	log.Info("login server listening", "addr", ln.Addr().String(), "login_key", st.PublicKey, "data", st.Dir, "max_conns", maxConns)
-	return srv.Serve(c.Context, ln)
+	return srv.Run(c.Context)
 }
 
 // connBudget is how many connections a server admits: def, or num/den of the descriptors

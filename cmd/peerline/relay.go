@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -92,15 +93,24 @@ func runRelay(c *cli.Context) error {
 		return err
 	}
 	srv, err := relay.New(cfg)
+	var opErr *net.OpError
+	if errors.As(err, &opErr) {
+		// New binds the sockets: a port in use names the flag.
+		return fmt.Errorf("--listen %s: %w", cfg.Listen, err)
+	}
 	if err != nil {
 		return err
 	}
-	if err := srv.Start(); err != nil {
-		return fmt.Errorf("--listen %s: %w", cfg.Listen, err)
-	}
+	// The sockets are Run's from here: it runs from the start, and a failure below ends
+	// it through its context.
+	ctx, cancel := context.WithCancel(c.Context)
+	defer cancel()
+	ran := make(chan error, 1)
+	go func() { ran <- srv.Run(ctx) }()
+	stopRelay := func() { cancel(); <-ran }
 	if addr := c.String("pprof"); addr != "" {
 		if err := servePprof(addr); err != nil {
-			srv.Close()
+			stopRelay()
 			return err
 		}
 	}
@@ -108,7 +118,7 @@ func runRelay(c *cli.Context) error {
 	if addr := c.String("metrics-listen"); addr != "" {
 		bound, stop, err := serveMetrics(addr, func(w io.Writer) { srv.Metrics().WritePrometheus(w, "peerline_relay") })
 		if err != nil {
-			srv.Close()
+			stopRelay()
 			return err
 		}
 		defer stop()
@@ -120,8 +130,7 @@ func runRelay(c *cli.Context) error {
 			"realm": c.String("realm"), "public_ip": srv.PublicIP().String(), "metrics": metricsAddr,
 		})
 	}
-	<-c.Context.Done()
-	err = srv.Close()
+	err = <-ran
 	m := srv.Metrics()
 	log.Info("relay stopped", "allocations", m.Get(relay.MetricAllocations),
 		"relayed_packets", m.Get(relay.MetricRelayedPackets), "dropped", m.Get(relay.MetricDroppedPackets))

@@ -132,7 +132,7 @@ func runSupernode(c *cli.Context) error {
 		newRelay, relayIP = compose.Relay(*rc), rc.PublicIP
 	}
 	sn, err := supernode.New(supernode.Config{
-		STUN: stun, NewRelay: newRelay, RelayIP: relayIP,
+		Listener: ln, STUN: stun, NewRelay: newRelay, RelayIP: relayIP,
 		Key: key, Name: c.String("name"), Advertise: adv,
 		LoginAddr: ls.Addr, LoginKey: ls.Key, AdmitSecret: secret,
 		KeepAlive: c.Duration("keepalive"), Logger: log, Metrics: m,
@@ -166,7 +166,7 @@ func runSupernode(c *cli.Context) error {
 		return nil, proto.ErrBadRequest.With("a supernode answers only %q", ctl.CmdStatus)
 	}, m)
 	log.Info("supernode listening", "addr", ln.Addr().String(), "advertise", adv, "id", sn.ID())
-	return sn.Run(c.Context, ln)
+	return sn.Run(c.Context)
 }
 
 // relayConfig is the supernode's TURN relay: on --turn-listen, or the advertised IP.

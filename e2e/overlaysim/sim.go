@@ -256,16 +256,16 @@ func (s *Sim) startLogin() error {
 	if len(s.opts.CallNATs) > 0 {
 		cfg.RelaySecret = []byte("sim relay secret")
 	}
-	s.Login, err = loginsrv.New(cfg)
-	if err != nil {
+	if cfg.Listener, err = host.Listen("tcp", s.LoginAddr()); err != nil {
 		return err
 	}
-	ln, err := host.Listen("tcp", s.LoginAddr())
+	s.Login, err = loginsrv.New(cfg)
 	if err != nil {
+		cfg.Listener.Close()
 		return err
 	}
 	s.wg.Add(1)
-	go func() { defer s.wg.Done(); s.Login.Serve(s.ctx, ln) }()
+	go func() { defer s.wg.Done(); s.Login.Run(s.ctx) }()
 	return nil
 }
 
@@ -320,7 +320,7 @@ func (s *Sim) startSupernode(i int) error {
 		return err
 	}
 	cfg := supernode.Config{
-		Key: key, Name: fmt.Sprintf("sn%d", i+1), Advertise: addr,
+		Key: key, Name: fmt.Sprintf("sn%d", i+1), Advertise: addr, Listener: ln,
 		LoginAddr: s.LoginAddr(), LoginKey: s.Login.PublicKey(), AdmitSecret: "sim",
 		Dialer: host, MaxClients: s.opts.MaxClients, Logger: s.opts.Logger,
 	}
@@ -354,7 +354,7 @@ func (s *Sim) startSupernode(i int) error {
 	go func() {
 		defer s.wg.Done()
 		defer close(h.done)
-		sn.Run(ctx, ln)
+		sn.Run(ctx)
 		h.ran.Store(true)
 	}()
 	return nil

@@ -459,12 +459,21 @@ func (st *storm) buddiesAndMessages(n int) {
 		}
 		sent++
 	}
-	got := 0
-	for _, u := range sample {
-		b := byName[u.Client().Status().Buddies[0].Name]
-		if b.Client().Metrics().Get("messages_received") > before[b.Name] {
-			got++
+	// Message returns once the recipient's supernode has handed the message on, as a
+	// notification that the recipient reads after: the last few may still be on their
+	// way, so the count waits for them (a lost one is still missing at the deadline).
+	arrived := func() (got int) {
+		for _, u := range sample {
+			b := byName[u.Client().Status().Buddies[0].Name]
+			if b.Client().Metrics().Get("messages_received") > before[b.Name] {
+				got++
+			}
 		}
+		return got
+	}
+	got := arrived()
+	for deadline := time.Now().Add(10 * time.Second); got < sent && time.Now().Before(deadline); got = arrived() {
+		time.Sleep(50 * time.Millisecond)
 	}
 	st.logf("%s: %d messages sent to a buddy, %d recipients got theirs", st.name, sent, got)
 	if sent != len(sample) || got != len(sample) {

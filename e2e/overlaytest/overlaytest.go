@@ -148,10 +148,6 @@ func Start(t testing.TB, opts Options) *Overlay {
 	if opts.LoginConfig != nil {
 		opts.LoginConfig(&lcfg)
 	}
-	o.Login, err = loginsrv.New(lcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	o.net = opts.Net
 	var ln net.Listener
 	if o.net != nil {
@@ -163,9 +159,9 @@ func Start(t testing.TB, opts Options) *Overlay {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o.LS = client.LoginServer{Addr: ln.Addr().String(), Key: o.Login.PublicKey()}
 	o.lcfg = lcfg
 	o.serveLogin(ln)
+	o.LS = client.LoginServer{Addr: ln.Addr().String(), Key: o.Login.PublicKey()}
 	t.Cleanup(func() {
 		o.mu.Lock()
 		sns := o.sns
@@ -193,12 +189,20 @@ func Start(t testing.TB, opts Options) *Overlay {
 	return o
 }
 
-// serveLogin runs o.Login on ln until stopLogin.
+// serveLogin makes o.Login, a login server of o.lcfg on ln, and runs it until stopLogin.
 func (o *Overlay) serveLogin(ln net.Listener) {
+	o.t.Helper()
+	cfg := o.lcfg
+	cfg.Listener = ln
+	srv, err := loginsrv.New(cfg)
+	if err != nil {
+		ln.Close()
+		o.t.Fatal(err)
+	}
+	o.Login = srv
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	srv := o.Login
-	go func() { srv.Serve(ctx, ln); close(done) }()
+	go func() { srv.Run(ctx); close(done) }()
 	o.stopLogin = func() { cancel(); <-done }
 }
 
@@ -217,9 +221,6 @@ func (o *Overlay) RestartLogin() {
 	}
 	if err != nil {
 		o.t.Fatalf("restart the login server: %v", err)
-	}
-	if o.Login, err = loginsrv.New(o.lcfg); err != nil {
-		o.t.Fatal(err)
 	}
 	o.serveLogin(ln)
 }
@@ -293,13 +294,15 @@ func (o *Overlay) AddSupernode(keepAlive time.Duration) *SN {
 // run starts a supernode of cfg on ln.
 func (o *Overlay) run(cfg supernode.Config, host *memnet.Host, ln net.Listener) *SN {
 	o.t.Helper()
+	cfg.Listener = ln
 	sn, err := supernode.New(cfg)
 	if err != nil {
+		ln.Close()
 		o.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &SN{Supernode: sn, Addr: ln.Addr().String(), cancel: cancel, done: make(chan struct{}), cfg: cfg, host: host}
-	go func() { s.err = sn.Run(ctx, ln); close(s.done) }()
+	go func() { s.err = sn.Run(ctx); close(s.done) }()
 	return s
 }
 

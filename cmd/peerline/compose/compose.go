@@ -15,7 +15,7 @@ import (
 func Supernode(configure func(*supernode.Config)) func(client.SupernodeParams) (client.SupernodeRole, error) {
 	return func(p client.SupernodeParams) (client.SupernodeRole, error) {
 		cfg := supernode.Config{
-			Key: p.Key, Name: p.Name, Advertise: p.Advertise, LoginAddr: p.Login.Addr, LoginKey: p.Login.Key,
+			Key: p.Key, Name: p.Name, Advertise: p.Advertise, Listener: p.Listener, LoginAddr: p.Login.Addr, LoginKey: p.Login.Key,
 			UserCredential: p.UserCredential, Dialer: p.Dialer, MaxClients: p.MaxClients, Logger: p.Logger,
 			Overload: p.Overload,
 		}
@@ -27,7 +27,9 @@ func Supernode(configure func(*supernode.Config)) func(client.SupernodeParams) (
 }
 
 // Relay is supernode.Config.NewRelay: package relay's server with cfg, keyed with the
-// supernode's secret, logging and counting as the supernode says unless cfg does.
+// supernode's secret, logging and counting as the supernode says unless cfg does. The
+// server is listening when it returns (a port in use is its error); the supernode runs
+// it.
 func Relay(cfg relay.Config) func(supernode.RelayParams) (supernode.Relay, error) {
 	return func(p supernode.RelayParams) (supernode.Relay, error) {
 		c := cfg
@@ -43,9 +45,6 @@ func Relay(cfg relay.Config) func(supernode.RelayParams) (supernode.Relay, error
 		}
 		s, err := relay.New(c)
 		if err != nil {
-			return nil, err
-		}
-		if err := s.Start(); err != nil {
 			return nil, err
 		}
 		return s, nil

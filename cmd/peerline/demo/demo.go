@@ -140,20 +140,21 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 	}
 	defer store.Close()
 	secret := randomString()
-	ls, err := loginsrv.New(loginsrv.Config{
-		Key: lkey, Store: store, AdmitSecret: secret, HeartbeatInterval: time.Second,
-		RelaySecret: []byte(randomString()),
-		Logger:      r.log.With("role", "loginsrv"),
-	})
-	if err != nil {
-		return res, err
-	}
 	lln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return res, err
 	}
+	ls, err := loginsrv.New(loginsrv.Config{
+		Key: lkey, Store: store, Listener: lln, AdmitSecret: secret, HeartbeatInterval: time.Second,
+		RelaySecret: []byte(randomString()),
+		Logger:      r.log.With("role", "loginsrv"),
+	})
+	if err != nil {
+		lln.Close()
+		return res, err
+	}
 	res.LoginAddr, res.LoginKey = lln.Addr().String(), identity.EncodeKey(ls.PublicKey())
-	r.goRun("login server", func() error { return ls.Serve(ctx, lln) })
+	r.goRun("login server", func() error { return ls.Run(ctx) })
 	r.say("login server   %s  key %s", res.LoginAddr, res.LoginKey)
 
 	// Supernodes.
@@ -172,8 +173,8 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 			return res, err
 		}
 		sn, err := supernode.New(supernode.Config{
-			STUN: stun,
-			Key:  key, Name: fmt.Sprintf("sn%d", i+1), Advertise: ln.Addr().String(),
+			STUN: stun, Listener: ln,
+			Key: key, Name: fmt.Sprintf("sn%d", i+1), Advertise: ln.Addr().String(),
 			LoginAddr: res.LoginAddr, LoginKey: ls.PublicKey(), AdmitSecret: secret,
 			KeepAlive: 2 * time.Second, Logger: r.log.With("role", "supernode"),
 			// A TURN relay on loopback: it must be allowed to relay to loopback peers.
@@ -184,7 +185,7 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 			return res, err
 		}
 		sns[i] = sn
-		r.goRun(sn.Status().Name, func() error { return sn.Run(ctx, ln) })
+		r.goRun(sn.Status().Name, func() error { return sn.Run(ctx) })
 		r.say("supernode      %s  %s", sn.Status().Name, ln.Addr())
 	}
 	if err := r.wait(ctx, "supernodes admitted", func() bool {
