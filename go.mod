@@ -8,6 +8,7 @@ require (
 	github.com/flynn/noise v1.1.0
 	github.com/jonboulle/clockwork v0.5.0
 	github.com/libp2p/go-reuseport v0.4.0
+	github.com/oasisprotocol/curve25519-voi v0.0.0-20230904125328-1f23a7beb09a
 	github.com/pion/ice/v3 v3.0.16
 	github.com/pion/logging v0.2.4
 	github.com/pion/stun/v2 v2.0.0

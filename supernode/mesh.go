@@ -2,13 +2,13 @@ package supernode
 
 import (
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"time"
 
 	"github.com/peerline/peerline/internal/identity"
 	"github.com/peerline/peerline/internal/index"
 	"github.com/peerline/peerline/internal/proto"
+	"github.com/peerline/peerline/internal/sig"
 )
 
 // Unless Config.NoMesh, the messages between supernodes that no user waits on (watches,
@@ -40,13 +40,19 @@ func (sn *Supernode) callVia(ctx context.Context, m index.Member, msg proto.Mess
 	if !ok || via.ID == m.ID || via.ID == sn.id {
 		return p.call(ctx, m, msg)
 	}
-	body, err := proto.Encode(msg)
+	// The body goes in its binary form, which the contact re-encodes as JSON for a
+	// target that reads only JSON (proto.EncodeFor), a signed one excepted.
+	body, err := proto.AppendBinary(nil, msg)
+	binary := err == nil
+	if !binary {
+		body, err = proto.Encode(msg)
+	}
 	if err != nil {
 		return nil, err
 	}
-	v := &proto.Via{To: m.ID, Kind: msg.Type(), Body: body}
+	v := &proto.Via{To: m.ID, Kind: msg.Type(), Body: body, BodyBinary: binary}
 	if v.Kind == proto.TIndexGone {
-		v.Sig = ed25519.Sign(sn.cfg.Key, proto.ViaSigned(m.ID, v.Kind, body))
+		v.Sig = sig.Sign(sn.cfg.Key, proto.ViaSigned(m.ID, v.Kind, body))
 	}
 	resp, err := p.call(ctx, via, v)
 	switch {
@@ -82,7 +88,7 @@ func (sn *Supernode) serveVia(ctx context.Context, peer string, v *proto.Via) (p
 		}
 		cctx, cancel := context.WithTimeout(ctx, viaTimeout)
 		defer cancel()
-		resp, err := sn.ov.peers.call(cctx, m, &proto.Via{From: peer, Kind: v.Kind, Body: v.Body, Sig: v.Sig})
+		resp, err := sn.ov.peers.call(cctx, m, &proto.Via{From: peer, Kind: v.Kind, Body: v.Body, Sig: v.Sig, BodyBinary: v.BodyBinary})
 		if err == nil {
 			sn.m.Inc("via_handed_on")
 			return resp, nil
@@ -111,14 +117,14 @@ func (sn *Supernode) serveVia(ctx context.Context, peer string, v *proto.Via) (p
 		}
 		if v.Kind == proto.TIndexGone {
 			key, err := identity.DecodeKey(v.From)
-			if err != nil || !ed25519.Verify(key, proto.ViaSigned(sn.id, v.Kind, v.Body), v.Sig) {
+			if err != nil || !sig.Verify(key, proto.ViaSigned(sn.id, v.Kind, v.Body), v.Sig) {
 				sn.m.Inc("via_refused")
 				return nil, proto.ErrRefused.With("departure not signed by %s", v.From)
 			}
 		}
 		from = v.From
 	}
-	inner, err := proto.Decode(v.Kind, v.Body)
+	inner, err := proto.DecodeAs(v.Kind, v.Body, v.BodyBinary)
 	if err != nil {
 		sn.m.Inc("via_refused")
 		return nil, proto.ErrBadRequest.With("%v", err)

@@ -79,6 +79,7 @@ import (
 	"golang.org/x/crypto/hkdf"
 
 	"github.com/peerline/peerline/internal/identity"
+	"github.com/peerline/peerline/internal/sig"
 	"github.com/peerline/peerline/internal/x25519"
 )
 
@@ -194,7 +195,7 @@ func signContent(m *Message, cred []byte, key ed25519.PrivateKey, recipientBox *
 	b = append(b, sigContext...)
 	b = append(b, recipientBox[:]...)
 	b = appendFields(b, m, cred)
-	b = append(b, ed25519.Sign(key, b)...)
+	b = append(b, sig.Sign(key, b)...)
 	return b[sigPrefixLen:cap(b)]
 }
 
@@ -423,7 +424,7 @@ func verify(signed []byte, loginPub ed25519.PublicKey, wantTo string, now time.T
 	if cred.Kind != identity.KindUser {
 		return Message{}, identity.Credential{}, fmt.Errorf("%w: %s credential, want user", ErrBadSender, cred.Kind)
 	}
-	if !ed25519.Verify(cred.PubKey, signed[:c.signedLen], c.sig) {
+	if !sig.Verify(cred.PubKey, signed[:c.signedLen], c.sig) {
 		return Message{}, identity.Credential{}, ErrBadSignature
 	}
 	// Only now are the names the sender's words.

@@ -19,8 +19,9 @@ func TestAwait(t *testing.T) {
 }
 
 func TestLeftover(t *testing.T) {
-	stop := make(chan struct{})
-	go parked(stop)
+	started, stop := make(chan struct{}), make(chan struct{})
+	go parked(started, stop)
+	<-started // a goroutine not yet scheduled may show no frame of its own
 	if left := Leftover(30*time.Millisecond, "github.com/peerline/peerline/internal/eventually.parked"); len(left) != 1 {
 		t.Fatalf("%d goroutines left, want the parked one", len(left))
 	}
@@ -30,4 +31,7 @@ func TestLeftover(t *testing.T) {
 	}
 }
 
-func parked(stop chan struct{}) { <-stop }
+func parked(started, stop chan struct{}) {
+	close(started)
+	<-stop
+}

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/internal/atomicfile"
+	"github.com/peerline/peerline/internal/sig"
 )
 
 // Kind says what a credential admits its holder as.
@@ -104,7 +105,7 @@ func Sign(issuer ed25519.PrivateKey, c Credential) ([]byte, error) {
 	b = append(b, c.PubKey...)
 	b = binary.BigEndian.AppendUint64(b, uint64(c.Issued.Unix()))
 	b = binary.BigEndian.AppendUint64(b, uint64(c.Expires.Unix()))
-	return append(b, ed25519.Sign(issuer, signedBytes(b))...), nil
+	return append(b, sig.Sign(issuer, signedBytes(b))...), nil
 }
 
 func signedBytes(body []byte) []byte {
@@ -150,7 +151,7 @@ func Verify(b []byte, issuer ed25519.PublicKey, now time.Time) (Credential, erro
 	if len(issuer) != ed25519.PublicKeySize {
 		return Credential{}, ErrBadKey
 	}
-	if !ed25519.Verify(issuer, signedBytes(b[:len(b)-ed25519.SignatureSize]), c.Sig) {
+	if !sig.Verify(issuer, signedBytes(b[:len(b)-ed25519.SignatureSize]), c.Sig) {
 		return Credential{}, ErrBadSignature
 	}
 	if !now.Before(c.Expires) {

@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/peerline/peerline/internal/identity"
+	"github.com/peerline/peerline/internal/sig"
 )
 
 // Limits of a record.
@@ -111,7 +112,7 @@ func Sign(key ed25519.PrivateKey, r Record) ([]byte, error) {
 	}
 	b = binary.BigEndian.AppendUint64(b, r.Seq)
 	b = binary.BigEndian.AppendUint64(b, uint64(r.Expires.UnixMilli()))
-	b = append(b, ed25519.Sign(key, append([]byte(recordContext), b...))...)
+	b = append(b, sig.Sign(key, append([]byte(recordContext), b...))...)
 	if len(b) > MaxRecordLen {
 		return nil, fmt.Errorf("%w: %d bytes", ErrMalformed, len(b))
 	}
@@ -254,7 +255,7 @@ func verify(b []byte, now time.Time, verifyCred func([]byte) (identity.Credentia
 		return Record{}, ErrNameMismatch
 	}
 	body := b[:len(b)-ed25519.SignatureSize]
-	if !ed25519.Verify(cred.PubKey, append([]byte(recordContext), body...), b[len(body):]) {
+	if !sig.Verify(cred.PubKey, append([]byte(recordContext), body...), b[len(body):]) {
 		return Record{}, ErrBadSignature
 	}
 	if !now.Before(rec.Expires) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/flynn/noise"
+	"github.com/peerline/peerline/internal/sig"
 )
 
 // The overlay's control connections (client to supernode, supernode to supernode, a
@@ -102,7 +103,7 @@ func NewOverlayIdentity(key ed25519.PrivateKey) (*OverlayIdentity, error) {
 	p := make([]byte, 0, payloadLen)
 	p = append(p, payloadV1)
 	p = append(p, pub...)
-	p = append(p, ed25519.Sign(key, staticSigned(static.Public))...)
+	p = append(p, sig.Sign(key, staticSigned(static.Public))...)
 	return &OverlayIdentity{pub: pub, static: static, payload: p}, nil
 }
 
@@ -121,7 +122,7 @@ func peerIdentity(payload, static []byte) (ed25519.PublicKey, error) {
 			ErrHandshake, len(payload), firstByte(payload), payloadLen, payloadV1)
 	}
 	pub := ed25519.PublicKey(append([]byte(nil), payload[1:1+ed25519.PublicKeySize]...))
-	if !ed25519.Verify(pub, staticSigned(static), payload[1+ed25519.PublicKeySize:]) {
+	if !sig.Verify(pub, staticSigned(static), payload[1+ed25519.PublicKeySize:]) {
 		return nil, fmt.Errorf("%w: identity key did not sign the static key", ErrHandshake)
 	}
 	return pub, nil
