@@ -341,9 +341,9 @@ func (c *Client) attachTo(ctx context.Context, e hostcache.Entry) (*attachment, 
 		return nil, err
 	}
 	snKey := tc.PeerKey()
-	conn := rpc.New(tc, rpc.Options{Logger: c.log, Counter: c.m, Handler: clientHandler{c}})
+	conn := rpc.New(tc, rpc.Options{Logger: c.log, Counter: c.m, Handler: clientHandler{c}, JSONOnly: c.cfg.JSONOnly})
 	go conn.Run(context.WithoutCancel(ctx))
-	ok, err := rpc.Call[*proto.AttachOK](ctx, conn, &proto.Attach{Credential: cred})
+	ok, err := rpc.Call[*proto.AttachOK](ctx, conn, &proto.Attach{Credential: cred, Binary: conn.ReadsBinary()})
 	if err != nil {
 		conn.Close()
 		return nil, err

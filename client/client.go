@@ -77,10 +77,13 @@ type Config struct {
 	// The retry budget that every reconnect path (login, attach, reattach) shares
 	// (backoff.Budget): a retry spends a token, a success gives one back, time gives
 	// RetryPerSecond back; with none left the client waits RetryMax before each retry.
-	RetryBurst     float64      // tokens the budget holds, and starts with; 0 = 10
-	RetryPerSecond float64      // tokens given back per second; 0 = 0.1
-	NoControl      bool         // do not open the control socket
-	Events         chan<- Event // presence changes and messages; nil = none; dropped when full
+	RetryBurst     float64 // tokens the budget holds, and starts with; 0 = 10
+	RetryPerSecond float64 // tokens given back per second; 0 = 0.1
+	NoControl      bool    // do not open the control socket
+	// JSONOnly makes the client speak to its supernode as one from before binary bodies
+	// (package proto) would: JSON only. For tests of networks that mix versions.
+	JSONOnly bool
+	Events   chan<- Event // presence changes and messages; nil = none; dropped when full
 	// ListenPacket opens the UDP sockets of NAT detection and of relayed calls; nil =
 	// net.ListenPacket.
 	ListenPacket func(network, addr string) (net.PacketConn, error)

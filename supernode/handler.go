@@ -32,6 +32,7 @@ func (sn *Supernode) serveConn(ctx context.Context, nc net.Conn) {
 		IdleTimeout: 2 * sn.cfg.KeepAlive,
 		Counter:     sn.m,
 		Logger:      sn.log,
+		JSONOnly:    sn.cfg.JSONOnly,
 	})
 	h.conn = c
 	c.Run(ctx)
@@ -133,6 +134,9 @@ const (
 )
 
 func (sn *Supernode) attach(ctx context.Context, h *handler, a *proto.Attach) (proto.Message, error) {
+	if a.Binary {
+		h.conn.PeerReadsBinary()
+	}
 	own := sn.credential()
 	if own == nil {
 		sn.m.Inc("attach_not_ready")
@@ -217,6 +221,9 @@ func (sn *Supernode) hello(ctx context.Context, h *handler, m *proto.SNHello) (p
 	if err != nil {
 		sn.m.Inc("peer_cred_invalid")
 		return nil, proto.ErrCredInvalid.With("%v", err)
+	}
+	if m.Binary {
+		h.conn.PeerReadsBinary() // and the OK below is this end's first binary frame
 	}
 	id := identity.EncodeKey(cred.PubKey)
 	h.mu.Lock()

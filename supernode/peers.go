@@ -348,7 +348,7 @@ func (p *peerPool) dial(ctx context.Context, m index.Member) (*rpc.Conn, error) 
 	if err != nil {
 		return nil, err
 	}
-	c := rpc.New(tc, rpc.Options{Logger: sn.log, Counter: sn.m,
+	c := rpc.New(tc, rpc.Options{Logger: sn.log, Counter: sn.m, JSONOnly: sn.cfg.JSONOnly,
 		Handler: &handler{sn: sn, key: want, remote: m.Addr, peerSN: m.ID}})
 	// Closed by closeAll, eviction, the janitor or the peer; a closed connection leaves
 	// the pool at once, so that its buffers go with it.
@@ -356,7 +356,7 @@ func (p *peerPool) dial(ctx context.Context, m index.Member) (*rpc.Conn, error) 
 		c.Run(context.Background())
 		p.drop(m.ID, c)
 	}()
-	if _, err := c.Call(dctx, &proto.SNHello{Credential: cred}); err != nil {
+	if _, err := c.Call(dctx, &proto.SNHello{Credential: cred, Binary: c.ReadsBinary()}); err != nil {
 		c.Close()
 		return nil, err
 	}

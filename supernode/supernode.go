@@ -109,6 +109,10 @@ type Config struct {
 	// connection to it is open (see callVia). The mesh is on by default; the simulation
 	// turns it off (PEERLINE_SIM_NOMESH=1) to measure what it saves.
 	NoMesh bool
+	// JSONOnly makes the supernode speak as one from before binary bodies (package
+	// proto): JSON only, and a binary frame ends the connection. For tests of networks
+	// that mix versions; false: binary bodies with every peer that reads them.
+	JSONOnly bool
 	// LookupHedge is how long a lookup waits for one holder before it asks the next as
 	// well, so that one slow or dead holder does not stall it; 0 = 250ms.
 	LookupHedge time.Duration

@@ -181,6 +181,9 @@ func (l Layer) validate() error {
 // Attach is a client's first message to a supernode.
 type Attach struct {
 	Credential []byte `json:"credential"`
+	// Binary says the client reads binary bodies (binary.go); older clients leave it
+	// out, and are sent JSON only.
+	Binary bool `json:"binary,omitempty"`
 }
 
 // AttachOK answers Attach.

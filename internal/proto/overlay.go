@@ -105,6 +105,9 @@ type SNPromoteOK struct {
 // SNHello is a supernode's first message to another supernode.
 type SNHello struct {
 	Credential []byte `json:"credential"`
+	// Binary says the dialler reads binary bodies (binary.go); older supernodes leave
+	// it out, and are sent JSON only.
+	Binary bool `json:"binary,omitempty"`
 }
 
 // IndexStore asks a holder to keep a signed user record. With Replicate set, the holder
@@ -162,6 +165,10 @@ type Via struct {
 	Kind Type            `json:"kind"`
 	Body json.RawMessage `json:"body"`
 	Sig  []byte          `json:"sig,omitempty"`
+	// BodyBinary marks Body as the carried message's binary form (see binary.go). Such
+	// a Via travels only in binary frames: EncodeFor re-encodes the body as JSON for a
+	// peer that reads only JSON.
+	BodyBinary bool `json:"-"`
 }
 
 // Forwardable reports whether a Via may carry messages of type t.

@@ -48,6 +48,10 @@ type Options struct {
 	MaxInFlight  int             // requests served at once; 0 = 16 (the reader waits beyond it)
 	Counter      metrics.Counter // counts frame_errors, decode_errors; nil = not counted
 	Logger       *slog.Logger    // nil = slog.Default()
+	// JSONOnly makes this end a peer from before binary bodies: it sends JSON only and
+	// takes a binary frame for a frame error. false: binary bodies go to a peer once it
+	// has shown it reads them (PeerReadsBinary, or a binary frame from it).
+	JSONOnly bool
 }
 
 // ErrClosed is returned by calls on a closed connection.
@@ -65,10 +69,11 @@ type Conn struct {
 	pending map[uint32]chan result
 	err     error
 
-	nextID    atomic.Uint32
-	lastRead  atomic.Int64 // UnixNano of the last frame read; 0 = none yet
-	done      chan struct{}
-	closeOnce sync.Once
+	nextID     atomic.Uint32
+	lastRead   atomic.Int64 // UnixNano of the last frame read; 0 = none yet
+	peerBinary atomic.Bool  // the peer reads binary bodies
+	done       chan struct{}
+	closeOnce  sync.Once
 	// sem holds a token for each request being served; Run waits for the handlers by
 	// taking every token. (A WaitGroup costs more: in a testing/synctest bubble, where
 	// the simulation runs, each Add looks the group up among its memory span's specials,
@@ -111,6 +116,18 @@ func (c *Conn) LastRead() time.Time {
 	}
 	return time.Time{}
 }
+
+// PeerReadsBinary records that the peer reads binary bodies (it said so in its first
+// message): from now on, messages with a binary form go to it in that form. A peer that
+// sends a binary frame is taken to read them too. Without JSONOnly only.
+func (c *Conn) PeerReadsBinary() {
+	if !c.opts.JSONOnly {
+		c.peerBinary.Store(true)
+	}
+}
+
+// ReadsBinary reports whether this end sends binary bodies and reads them.
+func (c *Conn) ReadsBinary() bool { return !c.opts.JSONOnly }
 
 // NetConn returns the underlying connection.
 func (c *Conn) NetConn() net.Conn { return c.nc }
@@ -177,6 +194,13 @@ func (c *Conn) readLoop(ctx context.Context) error {
 		if err == nil {
 			c.lastRead.Store(time.Now().UnixNano())
 		}
+		if err == nil && h.Flags&wire.FlagBinary != 0 {
+			if c.opts.JSONOnly {
+				err = fmt.Errorf("%w: %#x", wire.ErrFlags, h.Flags) // as a peer from before it
+			} else {
+				c.peerBinary.Store(true)
+			}
+		}
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 				return io.EOF
@@ -209,7 +233,7 @@ func (c *Conn) readLoop(ctx context.Context) error {
 		}
 		go func() {
 			defer func() { <-c.sem }()
-			m, err := proto.Decode(proto.Type(h.Type), body)
+			m, err := proto.DecodeAs(proto.Type(h.Type), body, h.Flags&wire.FlagBinary != 0)
 			if err != nil {
 				c.count("decode_errors")
 				c.log.Debug("bad message", "remote", c.nc.RemoteAddr(), "err", err)
@@ -271,7 +295,7 @@ func (c *Conn) claim(id uint32) chan result {
 // deliver decodes an answer and hands it to the call waiting on ch (buffered: never
 // blocks).
 func (c *Conn) deliver(ch chan result, h wire.Header, body []byte) {
-	m, err := proto.Decode(proto.Type(h.Type), body)
+	m, err := proto.DecodeAs(proto.Type(h.Type), body, h.Flags&wire.FlagBinary != 0)
 	if err != nil {
 		c.count("decode_errors")
 		ch <- result{err: err}
@@ -290,9 +314,12 @@ func (c *Conn) deliver(ch chan result, h wire.Header, body []byte) {
 }
 
 func (c *Conn) send(h wire.Header, m proto.Message) error {
-	body, err := proto.Encode(m)
+	body, binary, err := proto.EncodeFor(m, c.peerBinary.Load())
 	if err != nil {
 		return err
+	}
+	if binary {
+		h.Flags |= wire.FlagBinary
 	}
 	bp := framePool.Get().(*[]byte)
 	defer putFrame(bp)

@@ -230,3 +230,106 @@ func TestLargeFramesWrittenInSmallPieces(t *testing.T) {
 		t.Fatalf("writes %v carry %d bytes", ws.sizes, total)
 	}
 }
+
+// flagConn records the flags of the frames written through it (each small frame is one
+// Write).
+type flagConn struct {
+	net.Conn
+	mu    sync.Mutex
+	flags []uint16
+}
+
+func (f *flagConn) Write(b []byte) (int, error) {
+	if h, err := wire.ParseHeader(b); err == nil {
+		f.mu.Lock()
+		f.flags = append(f.flags, h.Flags)
+		f.mu.Unlock()
+	}
+	return f.Conn.Write(b)
+}
+
+func (f *flagConn) binary() (n, of int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, fl := range f.flags {
+		if fl&wire.FlagBinary != 0 {
+			n++
+		}
+	}
+	return n, len(f.flags)
+}
+
+func flagPair(t *testing.T, srv, cli Options) (server, client *Conn, sw, cw *flagConn) {
+	t.Helper()
+	a, b := net.Pipe()
+	sw, cw = &flagConn{Conn: a}, &flagConn{Conn: b}
+	server, client = New(sw, srv), New(cw, cli)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); server.Run(ctx) }()
+	go func() { defer wg.Done(); client.Run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return server, client, sw, cw
+}
+
+// TestBinaryOnceThePeerReadsIt: both ends speak JSON until one learns the other reads
+// binary bodies; the other learns it from the first binary frame.
+func TestBinaryOnceThePeerReadsIt(t *testing.T) {
+	_, client, sw, cw := flagPair(t, Options{Handler: HandlerFunc(echo)}, Options{})
+	ctx := context.Background()
+	if p, err := Call[*proto.Pong](ctx, client, &proto.Ping{Seq: 1}); err != nil || p.Seq != 1 {
+		t.Fatalf("ping: %v %v", p, err)
+	}
+	if n, _ := cw.binary(); n != 0 {
+		t.Fatal("binary sent before the peer said it reads it")
+	}
+	if n, _ := sw.binary(); n != 0 {
+		t.Fatal("binary answer to a JSON peer")
+	}
+	client.PeerReadsBinary()
+	if p, err := Call[*proto.Pong](ctx, client, &proto.Ping{Seq: 2}); err != nil || p.Seq != 2 {
+		t.Fatalf("binary ping: %v %v", p, err)
+	}
+	if n, of := cw.binary(); n != 1 || of != 2 {
+		t.Fatalf("client sent %d binary frames of %d, want 1 of 2", n, of)
+	}
+	if n, of := sw.binary(); n != 1 || of != 2 {
+		t.Fatalf("server answered %d binary frames of %d, want the second", n, of)
+	}
+	// A message without a binary form stays JSON, and an error answer too.
+	if _, err := client.Call(ctx, &proto.Login{Name: "a", Password: "b"}); !errors.Is(err, proto.ErrWrongPassword) {
+		t.Fatalf("login: %v", err)
+	}
+	if n, of := cw.binary(); n != 1 || of != 3 {
+		t.Fatalf("Login went binary: %d of %d", n, of)
+	}
+}
+
+// TestJSONOnlyPeer: an end from before binary bodies is never sent one, and ends the
+// connection on one as it would on any unknown flag.
+func TestJSONOnlyPeer(t *testing.T) {
+	server, client, sw, cw := flagPair(t, Options{Handler: HandlerFunc(echo), JSONOnly: true}, Options{})
+	ctx := context.Background()
+	server.PeerReadsBinary() // what an old peer never does: it must change nothing
+	for i := uint64(1); i <= 3; i++ {
+		if _, err := Call[*proto.Pong](ctx, client, &proto.Ping{Seq: i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _ := sw.binary(); n != 0 || server.ReadsBinary() {
+		t.Fatalf("a JSON-only end sent %d binary frames", n)
+	}
+	if n, _ := cw.binary(); n != 0 {
+		t.Fatalf("%d binary frames to a JSON-only end", n)
+	}
+	client.PeerReadsBinary() // a wrong belief: the old end refuses the frame
+	if _, err := client.Call(ctx, &proto.Ping{Seq: 9}); err == nil {
+		t.Fatal("a JSON-only end answered a binary frame")
+	}
+	select {
+	case <-server.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the JSON-only end kept the connection after a binary frame")
+	}
+}

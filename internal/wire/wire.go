@@ -9,11 +9,12 @@
 //	+-------+-------+-------+-------+-------+-------+-------+-------+----------+
 //	|version| type  |     flags     |           request id          |  length  |
 //	+-------+-------+-------+-------+-------+-------+-------+-------+----------+
-//	| body: length bytes (a JSON object, see package proto)                     |
+//	| body: length bytes (a JSON object, or a binary form: see package proto)   |
 //	+---------------------------------------------------------------------------+
 //
 // All integers are big endian. version is 1. type names the message (package proto).
-// flags: bit 0 marks a response, bit 1 an error response; the other bits must be zero.
+// flags: bit 0 marks a response, bit 1 an error response, bit 2 a binary body (package
+// proto); the other bits must be zero.
 // request id pairs a response with its request; 0 marks a one-way notification.
 // length is at most MaxBody (64 KiB): control messages are small, and a bound here keeps a
 // hostile peer from making us allocate.
@@ -39,7 +40,11 @@ const MaxBody = 64 << 10
 const (
 	FlagResponse uint16 = 1 << 0
 	FlagError    uint16 = 1 << 1
-	knownFlags          = FlagResponse | FlagError
+	// FlagBinary marks a body in the message's binary form instead of JSON (package
+	// proto). It is sent only to a peer that has said it reads it: a peer from before it
+	// takes it for an unknown flag and ends the connection.
+	FlagBinary uint16 = 1 << 2
+	knownFlags        = FlagResponse | FlagError | FlagBinary
 )
 
 // Errors returned by the parsers. Each names a protocol violation; a peer that commits one
