@@ -6,6 +6,7 @@ require (
 	filippo.io/edwards25519 v1.2.0
 	github.com/florianl/go-nfqueue v1.3.1
 	github.com/flynn/noise v1.1.0
+	github.com/huin/goupnp v1.3.1
 	github.com/jonboulle/clockwork v0.5.0
 	github.com/libp2p/go-reuseport v0.4.0
 	github.com/oasisprotocol/curve25519-voi v0.0.0-20230904125328-1f23a7beb09a
