@@ -501,6 +501,28 @@ func (w *walker) do(l cmdLine) {
 			return
 		}
 		w.expect(l, o, 0, "NAT type:         open", "other address 127.0.0.2:")
+	case cmd == "netcheck":
+		// The port-mapping probe asks this machine, not its real router: tests send
+		// traffic only to loopback.
+		if !strings.Contains(args, "--no-portmap") && !strings.Contains(args, "--gateway") {
+			line += " --gateway 127.0.0.1"
+		}
+		o := w.shell(line, nil, 60*time.Second)
+		if strings.Contains(args, "--json") {
+			r := w.jsonOut(l, o.stdout, "nat")
+			nat, _ := r["nat"].(map[string]any)
+			lat, _ := r["latency"].([]any)
+			var first map[string]any
+			if len(lat) > 0 {
+				first, _ = lat[0].(map[string]any)
+			}
+			if nat["classic"] != "open" || first["rtt_ms"] == nil || r["ipv4"] != true {
+				w.fail(l, "want classic open, IPv4 and a round trip: %s", o.stdout)
+			}
+			w.expect(l, o, 0)
+			return
+		}
+		w.expect(l, o, 0, "NAT:             open", "IPv4:            yes", "a call from here to a peer behind:")
 	case cmd == "call":
 		w.callLine(l, line, args)
 	case cmd == "answer":

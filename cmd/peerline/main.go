@@ -95,7 +95,7 @@ func commands() []*cli.Command {
 		demoCommand(),
 		loginsrvCommand(), supernodeCommand(), clientCommand(),
 		registerCommand(), statusCommand(), buddyCommand(), searchCommand(), msgCommand(), inboxCommand(),
-		natCommand(), stunCommand(), relayCommand(),
+		natCommand(), netcheckCommand(), stunCommand(), relayCommand(),
 		callCommand(), answerCommand(), hangupCommand(), holdCommand(), callsCommand(),
 		versionCommand(),
 	}
