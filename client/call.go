@@ -92,17 +92,34 @@ type CallReport struct {
 	// up while it rang), missed (the callee's side of no answer or cancelled), hung up
 	// (by either side once answered, before any audio arrived), offline, no such user or
 	// failed; "in progress" for an active call.
-	Result     string      `json:"result"`
-	Error      string      `json:"error,omitempty"`
-	Predicted  string      `json:"predicted_path,omitempty"`
-	Path       string      `json:"path,omitempty"` // the path the call ended on
-	LocalNAT   string      `json:"local_nat,omitempty"`
-	RemoteNAT  string      `json:"remote_nat,omitempty"`
-	SetupMs    float64     `json:"setup_ms"` // from dialling (or answering) to the first audio frame received
-	SignalMs   float64     `json:"signal_ms,omitempty"`
+	Result    string  `json:"result"`
+	Error     string  `json:"error,omitempty"`
+	Predicted string  `json:"predicted_path,omitempty"`
+	Path      string  `json:"path,omitempty"` // the path the call ended on
+	LocalNAT  string  `json:"local_nat,omitempty"`
+	RemoteNAT string  `json:"remote_nat,omitempty"`
+	SetupMs   float64 `json:"setup_ms"` // from dialling (or answering) to the first audio frame received
+	SignalMs  float64 `json:"signal_ms,omitempty"`
+	// Phases says when each step of the set-up ended, from the same start as SetupMs.
+	Phases     CallPhases  `json:"phases"`
 	Media      media.Stats `json:"media"`
 	StartedAt  time.Time   `json:"started_at"`
 	DurationMs float64     `json:"duration_ms"`
+}
+
+// CallPhases is a call's set-up, step by step: when each step ended, in milliseconds
+// from dialling (or answering); 0 for a step this side does not take or did not reach.
+// The caller looks the callee up, gathers its candidates (and its relay allocation),
+// delivers the invitation, rings until the answer; the callee gathers and delivers its
+// acceptance. Then both run the connectivity checks until each has a live path to send
+// on, and the first audio frame arrives.
+type CallPhases struct {
+	LookupMs     float64 `json:"lookup_ms,omitempty"`
+	GatherMs     float64 `json:"gather_ms,omitempty"`
+	InviteMs     float64 `json:"invite_ms,omitempty"` // caller: invitation delivered; callee: acceptance delivered
+	AnswerMs     float64 `json:"answer_ms,omitempty"` // caller: the answer arrived (the ringing ended)
+	PathMs       float64 `json:"path_ms,omitempty"`   // this side has a live path to send on (seen at the next 20 ms frame); the peer's first frames may come sooner
+	FirstFrameMs float64 `json:"first_frame_ms,omitempty"`
 }
 
 // call is one call in progress.
@@ -259,6 +276,7 @@ func (p *phone) place(ctx context.Context, name string, opts CallOptions) (CallR
 		return fail(rep, "failed", err)
 	}
 	rec, err := p.sig.locate(ctx, name)
+	rep.Phases.LookupMs = ms(time.Since(start))
 	switch {
 	case errors.Is(err, proto.ErrOffline):
 		return fail(rep, "offline", err)
@@ -289,6 +307,7 @@ func (p *phone) place(ctx context.Context, name string, opts CallOptions) (CallR
 	defer l.close()
 	inv := callsig.Msg{T: callsig.TInvite, Call: k.id, Box: p.boxPub[:], Conf: opts.conf}
 	l.firstSignal(cctx, &inv, 50*time.Millisecond)
+	rep.Phases.GatherMs = ms(time.Since(start))
 	rep.LocalNAT = inv.NAT.Classic
 	if err := p.sig.signal(cctx, name, rec.BoxKey, &inv); err != nil {
 		if errors.Is(err, proto.ErrBlocked) {
@@ -296,6 +315,7 @@ func (p *phone) place(ctx context.Context, name string, opts CallOptions) (CallR
 		}
 		return fail(rep, "failed", err)
 	}
+	rep.Phases.InviteMs = ms(time.Since(start))
 	go p.sender(cctx, k)
 
 	var ans *callsig.Msg
@@ -335,6 +355,7 @@ func (p *phone) place(ctx context.Context, name string, opts CallOptions) (CallR
 		return fail(rep, "rejected", callErr(ErrCallRejected, "%s rejected the call", name))
 	}
 	rep.SignalMs = ms(time.Since(start))
+	rep.Phases.AnswerMs = rep.SignalMs
 	k.mu.Lock()
 	peerCred := k.peerCred
 	k.mu.Unlock()
@@ -350,9 +371,10 @@ func (p *phone) place(ctx context.Context, name string, opts CallOptions) (CallR
 // first words of a call are not spoken into the void while ICE and the relays set up.
 // The silence still goes out (no silence suppression), so it is what opens the paths.
 type gatedSource struct {
-	src  media.FrameSource // nil = silence
-	live func() bool
-	open bool
+	src    media.FrameSource // nil = silence
+	live   func() bool
+	open   bool
+	opened func() // called once, when the first path is live
 }
 
 func (g *gatedSource) ReadFrame(pcm []int16) error {
@@ -362,6 +384,9 @@ func (g *gatedSource) ReadFrame(pcm []int16) error {
 			return nil
 		}
 		g.open = true
+		if g.opened != nil {
+			g.opened()
+		}
 	}
 	if g.src == nil {
 		clear(pcm)
@@ -402,6 +427,8 @@ func (p *phone) runMedia(ctx context.Context, k *call, l *leg, key [32]byte, rem
 	}
 	rep.LocalNAT = l.nat.Classic
 	gate.live = func() bool { return s.Stats().ActiveKind != "" }
+	pathAt := make(chan time.Duration, 1)
+	gate.opened = func() { pathAt <- time.Since(start) }
 	k.mu.Lock()
 	k.session, k.state = s, "active"
 	pending := k.pending
@@ -455,6 +482,12 @@ func (p *phone) runMedia(ctx context.Context, k *call, l *leg, key [32]byte, rem
 	select {
 	case d := <-firstAt:
 		rep.SetupMs = ms(d)
+		rep.Phases.FirstFrameMs = rep.SetupMs
+	default:
+	}
+	select {
+	case d := <-pathAt:
+		rep.Phases.PathMs = ms(d)
 	default:
 	}
 	rep.Result = "completed"
@@ -723,6 +756,7 @@ func (p *phone) answer(ctx context.Context, id string, opts CallOptions) (CallRe
 	defer l.close()
 	acc := callsig.Msg{T: callsig.TAccept, Call: k.id}
 	l.firstSignal(cctx, &acc, 50*time.Millisecond)
+	rep.Phases.GatherMs = ms(time.Since(start))
 	myCred := p.sig.self()
 	key, err := callsig.MediaKey(l.ephPriv, inv.Eph, k.id, credBinding(k.peerCred), credBinding(myCred), inv.Eph, l.ephPub)
 	if err != nil {
@@ -731,6 +765,7 @@ func (p *phone) answer(ctx context.Context, id string, opts CallOptions) (CallRe
 	if err := p.sig.signal(cctx, k.peer, k.peerBox, &acc); err != nil {
 		return fail(rep, "failed", fmt.Errorf("accept not delivered: %w", err))
 	}
+	rep.Phases.InviteMs = ms(time.Since(start))
 	go p.sender(cctx, k)
 	return p.runMedia(cctx, k, l, key, inv, opts, rep, start)
 }

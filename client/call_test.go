@@ -92,6 +92,18 @@ func TestCallDirectOnLoopback(t *testing.T) {
 	if rep.Media.FramesReceived == 0 {
 		t.Fatal("alice heard nothing from bob")
 	}
+	// The set-up, step by step, in the order the steps are taken.
+	ph := rep.Phases
+	t.Logf("phases %+v", ph)
+	steps := []float64{ph.LookupMs, ph.GatherMs, ph.InviteMs, ph.AnswerMs, ph.FirstFrameMs}
+	for i, v := range steps {
+		if v <= 0 || (i > 0 && v < steps[i-1]) {
+			t.Fatalf("phases %+v: lookup, gathering, invitation, answer and first frame must end in that order", ph)
+		}
+	}
+	if ph.FirstFrameMs != rep.SetupMs || ph.PathMs <= 0 || ph.PathMs > rep.DurationMs {
+		t.Fatalf("phases %+v against setup %.1f ms and duration %.1f ms", ph, rep.SetupMs, rep.DurationMs)
+	}
 	// bob's side: his recording holds alice's tone.
 	overlaytest.Eventually(t, 10*time.Second, "bob's report", func() bool { return len(b.Reports()) > 0 })
 	br := b.Reports()[0]

@@ -350,6 +350,27 @@ func printCalls(w io.Writer, out client.CallsStatus) {
 	}
 }
 
+// phasesText lists when each set-up step ended, as a call report has them.
+func phasesText(p client.CallPhases, outgoing bool) string {
+	var parts []string
+	add := func(name string, ms float64) {
+		if ms > 0 {
+			parts = append(parts, fmt.Sprintf("%s %.0f", name, ms))
+		}
+	}
+	add("lookup", p.LookupMs)
+	add("gathered", p.GatherMs)
+	if outgoing {
+		add("invited", p.InviteMs)
+		add("answered", p.AnswerMs)
+	} else {
+		add("accepted", p.InviteMs)
+	}
+	add("path", p.PathMs)
+	add("first frame", p.FirstFrameMs)
+	return strings.Join(parts, ", ")
+}
+
 func printReport(w io.Writer, r client.CallReport) {
 	fmt.Fprintln(w, callOutcome(r))
 	if r.Result != "completed" {
@@ -357,7 +378,7 @@ func printReport(w io.Writer, r client.CallReport) {
 	}
 	m := r.Media
 	fmt.Fprintf(w, "  path:        %s (predicted %s; NATs %s / %s)\n", r.Path, orUnknown(r.Predicted), orUnknown(r.LocalNAT), orUnknown(r.RemoteNAT))
-	fmt.Fprintf(w, "  setup:       %.0f ms to the first audio frame\n", r.SetupMs)
+	fmt.Fprintf(w, "  setup:       %.0f ms to the first audio frame (%s)\n", r.SetupMs, phasesText(r.Phases, r.Outgoing))
 	fmt.Fprintf(w, "  frames:      %d sent, %d received, %.2f%% lost, %d late\n", m.FramesSent, m.FramesReceived, m.LossPercent, m.Late)
 	fmt.Fprintf(w, "  rtt/jitter:  %.1f ms / %.1f ms\n", m.RTTMs, m.JitterMs)
 	fmt.Fprintf(w, "  bytes:       %d sent, %d received\n", m.BytesSent, m.BytesReceived)
