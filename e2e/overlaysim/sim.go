@@ -19,7 +19,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -180,7 +179,9 @@ func Start(ctx context.Context, opts Options) (*Sim, error) {
 		opts.Heartbeat = time.Second
 	}
 	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		// Discarded before it is formatted: a text handler writing to io.Discard
+		// formatted every line of 101,000 nodes for nothing (1.4% of a reboot storm).
+		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.MaxClients <= 0 {
 		opts.MaxClients = 20_000
