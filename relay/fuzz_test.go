@@ -6,7 +6,6 @@ import (
 	"flag"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -63,28 +62,7 @@ func fuzzSeeds(t testing.TB) map[string][]byte {
 
 func TestFuzzCorpus(t *testing.T) {
 	for _, target := range []string{"FuzzFrameLen", "FuzzScreen"} {
-		dir := filepath.Join("testdata", "fuzz", target)
-		seeds := fuzzSeeds(t)
-		if *updateCorpus {
-			os.RemoveAll(dir)
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			for name, b := range seeds {
-				if err := fuzzseed.Write(filepath.Join(dir, name), b); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		for name, b := range seeds {
-			got, err := fuzzseed.Read(filepath.Join(dir, name))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, b) {
-				t.Errorf("%s seed %s differs from the one built here; run go test -run TestFuzzCorpus -update-corpus", target, name)
-			}
-		}
+		fuzzseed.Sync(t, filepath.Join("testdata", "fuzz", target), fuzzSeeds(t), *updateCorpus, nil)
 	}
 }
 

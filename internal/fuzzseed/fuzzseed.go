@@ -5,10 +5,13 @@
 package fuzzseed
 
 import (
+	"bytes"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"testing"
 )
 
 const header = "go test fuzz v1"
@@ -46,3 +49,34 @@ func Read(path string) ([]byte, error) {
 
 // Write writes b as the seed file at path.
 func Write(path string, b []byte) error { return os.WriteFile(path, Encode(b), 0o644) }
+
+// Sync holds the corpus in dir (testdata/fuzz/FuzzName) to seeds, by file name: with
+// update it first rewrites dir from them; then every seed must be on disk as built here,
+// and check, if not nil, sees each one as read. A test's TestFuzzCorpus calls it for
+// each target, with update from its -update-corpus flag.
+func Sync(t testing.TB, dir string, seeds map[string][]byte, update bool, check func(t testing.TB, name string, b []byte)) {
+	t.Helper()
+	if update {
+		os.RemoveAll(dir)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, b := range seeds {
+			if err := Write(filepath.Join(dir, name), b); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for name, b := range seeds {
+		got, err := Read(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, b) {
+			t.Errorf("%s seed %s differs from the one built here; run go test -run TestFuzzCorpus -update-corpus", filepath.Base(dir), name)
+		}
+		if check != nil {
+			check(t, name, got)
+		}
+	}
+}

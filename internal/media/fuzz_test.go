@@ -6,7 +6,6 @@ import (
 	"flag"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -126,7 +125,7 @@ func wavSeeds(t testing.TB) map[string][]byte {
 type corpus struct {
 	target string
 	seeds  map[string][]byte
-	check  func(t *testing.T, name string, data []byte)
+	check  func(t testing.TB, name string, data []byte)
 }
 
 func corpora(t *testing.T) []corpus {
@@ -137,7 +136,7 @@ func corpora(t *testing.T) []corpus {
 	}
 	callee := mustCipher(t, false)
 	return []corpus{
-		{"FuzzOpen", packets, func(t *testing.T, name string, data []byte) {
+		{"FuzzOpen", packets, func(t testing.TB, name string, data []byte) {
 			want := ps[name].want
 			if _, err := callee.Open(data); (want == nil) != (err == nil) || (want != nil && !errors.Is(err, want)) {
 				t.Errorf("FuzzOpen seed %s: %v, want %v", name, err, want)
@@ -153,30 +152,7 @@ func corpora(t *testing.T) []corpus {
 // Run with -update-corpus to rewrite them.
 func TestFuzzCorpus(t *testing.T) {
 	for _, c := range corpora(t) {
-		dir := filepath.Join("testdata", "fuzz", c.target)
-		if *updateCorpus {
-			os.RemoveAll(dir)
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			for name, data := range c.seeds {
-				if err := fuzzseed.Write(filepath.Join(dir, name), data); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		for name, data := range c.seeds {
-			got, err := fuzzseed.Read(filepath.Join(dir, name))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, data) {
-				t.Errorf("%s seed %s differs from the one built here; run go test -run TestFuzzCorpus -update-corpus", c.target, name)
-			}
-			if c.check != nil {
-				c.check(t, name, got)
-			}
-		}
+		fuzzseed.Sync(t, filepath.Join("testdata", "fuzz", c.target), c.seeds, *updateCorpus, c.check)
 	}
 }
 

@@ -1,10 +1,8 @@
 package portmap
 
 import (
-	"bytes"
 	"flag"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -61,27 +59,7 @@ func fuzzSeeds() map[string]map[string][]byte {
 
 func TestFuzzCorpus(t *testing.T) {
 	for target, seeds := range fuzzSeeds() {
-		dir := filepath.Join("testdata", "fuzz", target)
-		if *updateCorpus {
-			os.RemoveAll(dir)
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			for name, b := range seeds {
-				if err := fuzzseed.Write(filepath.Join(dir, name), b); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		for name, b := range seeds {
-			got, err := fuzzseed.Read(filepath.Join(dir, name))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, b) {
-				t.Errorf("%s seed %s differs from the one built here; run go test -run TestFuzzCorpus -update-corpus", target, name)
-			}
-		}
+		fuzzseed.Sync(t, filepath.Join("testdata", "fuzz", target), seeds, *updateCorpus, nil)
 	}
 }
 
