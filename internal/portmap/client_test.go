@@ -300,17 +300,7 @@ func TestProbeNATPMPOnly(t *testing.T) {
 		}
 		done <- res
 	}()
-	var res ProbeResult
-	// Each poll moves the fake clock 50 ms, so that UPnP's search times out.
-	eventually.That(t, 10*time.Second, "Probe to return", func() bool {
-		select {
-		case res = <-done:
-			return true
-		default:
-			clk.Advance(50 * time.Millisecond)
-			return false
-		}
-	})
+	res := advanceUntil(t, clk, "Probe to return", done) // until UPnP's search times out
 	if want := (ProbeResult{Gateway: loopback, NATPMP: true, ExternalAddr: routerExt}); res != want {
 		t.Fatalf("probe %+v, want %+v", res, want)
 	}

@@ -324,18 +324,25 @@ func mapUntilDone(t *testing.T, c *Client, clk *clockwork.FakeClock) (Mapping, e
 		m, err := c.Map(t.Context())
 		done <- result{m, err}
 	}()
-	var res result
-	// Each poll moves the fake clock 50 ms: Map's bounds are on it.
-	eventually.That(t, 10*time.Second, "Map to return", func() bool {
+	res := advanceUntil(t, clk, "Map to return", done)
+	return res.m, res.err
+}
+
+// advanceUntil waits for a value on done, moving the fake clock 50 ms at each poll: the
+// client's bounds (its timeouts and resends) are on that clock.
+func advanceUntil[T any](t *testing.T, clk *clockwork.FakeClock, what string, done <-chan T) T {
+	t.Helper()
+	var v T
+	eventually.That(t, 10*time.Second, what, func() bool {
 		select {
-		case res = <-done:
+		case v = <-done:
 			return true
 		default:
 			clk.Advance(50 * time.Millisecond)
 			return false
 		}
 	})
-	return res.m, res.err
+	return v
 }
 
 // natpmpMapReq and pcpMapReq are the requests the tests expect, written out.

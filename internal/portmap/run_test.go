@@ -204,17 +204,7 @@ func TestRunDeletionBounded(t *testing.T) {
 	before := r.count()
 	r.set(func(r *router) { r.silent = true })
 	cancel()
-	var err error
-	// Each poll moves the fake clock 50 ms, toward the deletion's timeout.
-	eventually.That(t, 10*time.Second, "Run to return", func() bool {
-		select {
-		case err = <-done:
-			return true
-		default:
-			clk.Advance(50 * time.Millisecond)
-			return false
-		}
-	})
+	err := advanceUntil(t, clk, "Run to return", done) // toward the deletion's timeout
 	if !isNoResponse(err) {
 		t.Fatalf("Run: %v, want ErrNoResponse", err)
 	}
