@@ -193,6 +193,52 @@ func natRunCase(t *testing.T, bin string, c natCase) *netlab.Lab {
 		t.Fatalf("peerline nat hairpinning %v, want %v\n%s", r.Hairpinning, *c.hairpin, out)
 	}
 
+	// 2b. peerline netcheck, from the same host: the same NAT, reachability as the NAT
+	// allows, coturn timed as a relay, the router asked for port mapping (no lab router
+	// offers any), and a predicted path for every kind.
+	out, err = client.Run(ctx, bin, "netcheck", "--stun", a[2].String()+":3478", "--turn", a[0].String()+":3478",
+		"--json", "--timeout", "1s")
+	if err != nil {
+		t.Fatalf("peerline netcheck: %v\n%s", err, out)
+	}
+	var nc struct {
+		NAT struct {
+			natdetect.Result
+			Hairpinning *bool `json:"hairpinning"`
+		} `json:"nat"`
+		IPv4        bool `json:"ipv4"`
+		TCP         bool `json:"tcp"`
+		PortMapping *struct {
+			PCP    bool   `json:"pcp"`
+			NATPMP bool   `json:"nat_pmp"`
+			UPnP   bool   `json:"upnp"`
+			Error  string `json:"error"`
+		} `json:"port_mapping"`
+		Latency []struct {
+			Server string  `json:"server"`
+			RTTMs  float64 `json:"rtt_ms"`
+		} `json:"latency"`
+		Predicted map[string]string `json:"predicted"`
+	}
+	if err := json.Unmarshal(out, &nc); err != nil {
+		t.Fatalf("peerline netcheck --json: %v\n%s", err, out)
+	}
+	answered := 0
+	for _, l := range nc.Latency {
+		if l.RTTMs > 0 {
+			answered++
+		}
+	}
+	if nc.NAT.Classic != c.classic || string(nc.NAT.Mapping) != c.mapping || string(nc.NAT.Filtering) != c.filtering ||
+		nc.IPv4 != c.udp || nc.TCP == c.udp || (c.udp && answered != 2) || (!c.udp && answered != 0) ||
+		len(nc.Predicted) != 6 || nc.PortMapping == nil || nc.PortMapping.PCP || nc.PortMapping.NATPMP || nc.PortMapping.UPnP {
+		t.Fatalf("peerline netcheck says %s\nwant classic %q, mapping %q, filtering %q, IPv4 %v, both servers timed when UDP passes, no port mapping, 6 predictions",
+			out, c.classic, c.mapping, c.filtering, c.udp)
+	}
+	if c.hairpin != nil && (nc.NAT.Hairpinning == nil || *nc.NAT.Hairpinning != *c.hairpin) {
+		t.Fatalf("peerline netcheck hairpinning %v, want %v\n%s", nc.NAT.Hairpinning, *c.hairpin, out)
+	}
+
 	// 3. Two hosts behind one NAT: the sibling is reachable at its public mapping only
 	// when the NAT hairpins.
 	if c.hairpin != nil {
@@ -208,9 +254,9 @@ func natRunCase(t *testing.T, bin string, c natCase) *netlab.Lab {
 	if left := l.Leftovers(); len(left) > 0 {
 		t.Fatalf("leftovers: %v", left)
 	}
-	t.Logf("%s: coturn agrees (%v), peerline nat: %s / %s / %q (%v); setup %v, teardown %v",
+	t.Logf("%s: coturn agrees (%v), peerline nat: %s / %s / %q (%v), netcheck agrees (%d servers timed, no port mapping); setup %v, teardown %v",
 		c.name, coturnTime.Round(time.Millisecond), r.Mapping, r.Filtering, r.Classic,
-		peerlineTime.Round(time.Millisecond), setup.Round(time.Millisecond), time.Since(t3).Round(time.Millisecond))
+		peerlineTime.Round(time.Millisecond), answered, setup.Round(time.Millisecond), time.Since(t3).Round(time.Millisecond))
 	return l
 }
 
