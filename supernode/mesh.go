@@ -40,17 +40,14 @@ func (sn *Supernode) callVia(ctx context.Context, m index.Member, msg proto.Mess
 	if !ok || via.ID == m.ID || via.ID == sn.id {
 		return p.call(ctx, m, msg)
 	}
-	// The body goes in its binary form, which the contact re-encodes as JSON for a
-	// target that reads only JSON (proto.EncodeFor), a signed one excepted.
+	// The body goes in its binary form (every kind a Via carries has one), which the
+	// contact re-encodes as JSON for a target that reads only JSON (proto.EncodeFor), a
+	// signed one excepted.
 	body, err := proto.AppendBinary(nil, msg)
-	binary := err == nil
-	if !binary {
-		body, err = proto.Encode(msg)
-	}
 	if err != nil {
 		return nil, err
 	}
-	v := &proto.Via{To: m.ID, Kind: msg.Type(), Body: body, BodyBinary: binary}
+	v := &proto.Via{To: m.ID, Kind: msg.Type(), Body: body, BodyBinary: true}
 	if v.Kind == proto.TIndexGone {
 		v.Sig = sig.Sign(sn.cfg.Key, proto.ViaSigned(m.ID, v.Kind, body))
 	}

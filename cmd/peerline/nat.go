@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/peerline/peerline/internal/natdetect"
+	"github.com/peerline/peerline/internal/netcheck"
 )
 
 // natCommand detects the NAT type in front of this host with an RFC 5780 STUN server.
@@ -148,16 +149,9 @@ func printNATText(w io.Writer, r natdetect.Result, lifetimeMeasured bool) {
 // serverAlive checks that at least one of the STUN servers accepts a TCP connection on its
 // port, so that silence over UDP means UDP is blocked and not that no server is there.
 func serverAlive(c *cli.Context, servers []string, timeout time.Duration) error {
-	var last error
-	for _, s := range servers {
-		d := net.Dialer{Timeout: timeout}
-		conn, err := d.DialContext(c.Context, "tcp", s)
-		if err == nil {
-			conn.Close()
-			return nil
-		}
-		last = err
+	if err := netcheck.ServerAlive(c.Context, nil, servers, timeout); err != nil {
+		return fmt.Errorf("no STUN server answered: nothing at %s over UDP, nor over TCP (%v); is the server running? (no answer is not a NAT type)",
+			strings.Join(servers, ", "), err)
 	}
-	return fmt.Errorf("no STUN server answered: nothing at %s over UDP, nor over TCP (%v); is the server running? (no answer is not a NAT type)",
-		strings.Join(servers, ", "), last)
+	return nil
 }

@@ -219,7 +219,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		rep.IPv4 = true
 	}
 	if !rep.IPv4 && !rep.IPv6 {
-		rep.TCP = tcpAlive(ctx, cfg, cfg.Supernodes)
+		rep.TCP = ServerAlive(ctx, cfg.DialContext, cfg.Supernodes, cfg.Timeout) == nil
 	}
 	known := rep.NAT.MappedAddr != "" || (rep.NAT.UDPBlocked && rep.TCP)
 	if cfg.Predict != nil && rep.NAT.Classic != "" && known {
@@ -319,25 +319,35 @@ func ping(ctx context.Context, cfg Config, server string) (time.Duration, error)
 	return best, nil
 }
 
-// tcpAlive reports whether any of servers accepts a TCP connection within Timeout.
-func tcpAlive(ctx context.Context, cfg Config, servers []string) bool {
-	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+// ServerAlive reports whether any of servers (supernodes, STUN servers) accepts a TCP
+// connection on its port within timeout: nil if one does, else the last error. A server
+// that answers no UDP but accepts TCP means UDP is blocked, not that the server is gone.
+// dial nil = a net.Dialer's.
+func ServerAlive(ctx context.Context, dial func(ctx context.Context, network, addr string) (net.Conn, error), servers []string, timeout time.Duration) error {
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	ok := make(chan bool, len(servers))
+	errs := make(chan error, len(servers))
 	for _, s := range servers {
 		go func() {
-			c, err := cfg.DialContext(ctx, "tcp", s)
+			c, err := dial(ctx, "tcp", s)
 			if err == nil {
 				c.Close()
 			}
-			ok <- err == nil
+			errs <- err
 		}()
 	}
-	alive := false
+	var last error = ErrNoServers
 	for range servers {
-		alive = <-ok || alive
+		err := <-errs
+		if err == nil {
+			return nil
+		}
+		last = err
 	}
-	return alive
+	return last
 }
 
 // probePortMap asks the router which port-mapping protocols it speaks.

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 )
 
@@ -39,21 +38,6 @@ type binaryForm interface {
 	appendBinary(b []byte) []byte
 	parseBinary(d *decoder)
 }
-
-// binaryTypes lists the types with a binary form, once the registry is complete (the
-// init functions of the other files fill it).
-var binaryTypes = sync.OnceValue(func() *[256]bool {
-	var has [256]bool
-	for t := range registry {
-		if _, ok := New(t).(binaryForm); ok {
-			has[t] = true
-		}
-	}
-	return &has
-})
-
-// HasBinary reports whether messages of type t have a binary form.
-func HasBinary(t Type) bool { return binaryTypes()[t] }
 
 // ErrNoBinary is returned by AppendBinary for a message without a binary form.
 var ErrNoBinary = errors.New("proto: message has no binary form")

@@ -67,8 +67,11 @@ func TestBinaryRoundTrip(t *testing.T) {
 		}
 	}
 	for t0 := range registry {
-		if HasBinary(t0) != covered[t0] {
-			t.Errorf("type %d (%T): HasBinary %v, in the samples %v", t0, New(t0), HasBinary(t0), covered[t0])
+		if _, has := New(t0).(binaryForm); Forwardable(t0) && !has {
+			t.Errorf("type %d (%T) is handed on in a Via but has no binary form", t0, New(t0))
+		}
+		if _, has := New(t0).(binaryForm); has != covered[t0] {
+			t.Errorf("type %d (%T): binary form %v, in the samples %v", t0, New(t0), has, covered[t0])
 		}
 	}
 }

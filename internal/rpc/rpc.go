@@ -197,8 +197,8 @@ func (c *Conn) readLoop(ctx context.Context) error {
 		if err == nil && h.Flags&wire.FlagBinary != 0 {
 			if c.opts.JSONOnly {
 				err = fmt.Errorf("%w: %#x", wire.ErrFlags, h.Flags) // as a peer from before it
-			} else {
-				c.peerBinary.Store(true)
+			} else if !c.peerBinary.Load() {
+				c.peerBinary.Store(true) // once, not a write per frame
 			}
 		}
 		if err != nil {
