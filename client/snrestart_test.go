@@ -26,6 +26,9 @@ func TestRestartedSupernodeGetsRecords(t *testing.T) {
 		cfg.Prefer, cfg.ParallelAttach = sns[1].Addr, 1
 	})
 	o.Eventually("carol attached", attached(c))
+	// Her first publication is counted when its answer comes back, which is after the
+	// holders stored the record: counted before it, it would look like one made meanwhile.
+	o.Eventually("carol's first publication answered", func() bool { return c.Metrics().Get("publishes") > 0 })
 	o.Eventually("every supernode holds carol", func() bool {
 		for _, sn := range o.Supernodes() {
 			if _, ok := sn.Held("carol"); !ok {
