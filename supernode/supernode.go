@@ -462,10 +462,16 @@ func (sn *Supernode) registerOnce(ctx context.Context) error {
 	late := 0 // heartbeats unanswered in a row on an open connection
 	for {
 		if err := sn.heartbeat(ctx, c, want); err != nil {
+			if ctx.Err() != nil {
+				// Stopped while the heartbeat was out: leave all the same, or the login
+				// server takes the closing connection for a crash.
+				sn.leave(c)
+				return nil
+			}
 			// A login server too busy to answer in time is not gone: dropping the
 			// connection would make it register us again, on top of its load, and the
 			// whole layer does the same at once. Three unanswered in a row is gone.
-			if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil || late >= 2 {
+			if !errors.Is(err, context.DeadlineExceeded) || late >= 2 {
 				return err
 			}
 			late++
