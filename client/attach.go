@@ -314,6 +314,7 @@ func (c *Client) noteBusy(addr string, err error) []proto.SupernodeInfo {
 func (c *Client) recordAttachment(won *attachment) *attachment {
 	c.cache.MarkSuccess(won.addr)
 	c.saveCache()
+	c.keepSession(won, won.ticket, won.secret, won.cred)
 	c.mu.Lock()
 	c.attached = won
 	c.attaches++
@@ -336,7 +337,7 @@ func (c *Client) attachTo(ctx context.Context, e hostcache.Entry) (*attachment, 
 		return nil, errors.New("not logged in")
 	}
 	c.m.Inc("attach_attempts")
-	tc, err := c.ident.DialOverlay(ctx, c.cfg.Dialer, e.Addr, nil)
+	tc, err := c.dialSupernode(ctx, e.Addr)
 	if err != nil {
 		return nil, err
 	}
@@ -348,7 +349,12 @@ func (c *Client) attachTo(ctx context.Context, e hostcache.Entry) (*attachment, 
 		conn.Close()
 		return nil, err
 	}
-	sc, err := identity.VerifyHolder(ok.Credential, c.cfg.Login.Key, snKey, identity.KindSupernode, c.cfg.Now())
+	var sc identity.Credential
+	if c.checkedCredential(e.Addr, snKey, ok.Credential) {
+		sc, err = identity.VerifyHolderChecked(ok.Credential, snKey, identity.KindSupernode, c.cfg.Now())
+	} else {
+		sc, err = identity.VerifyHolder(ok.Credential, c.cfg.Login.Key, snKey, identity.KindSupernode, c.cfg.Now())
+	}
 	if err != nil {
 		conn.Close()
 		c.m.Inc("supernode_cred_invalid")
@@ -363,7 +369,8 @@ func (c *Client) attachTo(ctx context.Context, e hostcache.Entry) (*attachment, 
 	}
 	c.setLayer(ok.Layer)
 	return &attachment{conn: conn, addr: e.Addr, id: identity.EncodeKey(snKey), name: sc.Name,
-		since: ok.Since, at: c.cfg.Now(), keep: keep, stun: ok.STUN, turn: ok.TURN}, nil
+		since: ok.Since, at: c.cfg.Now(), keep: keep, stun: ok.STUN, turn: ok.TURN,
+		ticket: ok.Ticket, secret: tc.ResumptionSecret(), cred: ok.Credential}, nil
 }
 
 // jittered returns a period drawn uniformly from [0.8 d, d]: never later than d, which

@@ -49,6 +49,7 @@ const (
 	BoxKeyFile     = datadir.BoxKeyFile
 	SeqFile        = datadir.SeqFile
 	NATFile        = datadir.NATFile
+	SessionsFile   = datadir.SessionsFile
 	SocketFile     = datadir.SocketFile
 )
 
@@ -126,6 +127,10 @@ type Client struct {
 	cache *hostcache.Cache
 	saver cacheSaver
 
+	sessMu      sync.Mutex // sessMu protects sessions
+	sessions    []session  // saved session tickets, the newest first (sessions.go)
+	sessWriteMu sync.Mutex // one writer of SessionsFile at a time
+
 	phone  *phone         // the calls, with their own lock (phone.go)
 	login  loginLoop      // keeps the credential fresh while Run runs
 	lsWG   sync.WaitGroup // the readers of connections to the login server
@@ -190,6 +195,10 @@ type attachment struct {
 	keep  time.Duration
 	stun  string // the supernode's STUN service, "" if none
 	turn  string // the supernode's TURN relay, "" if none
+
+	// What resumes the session next time (sessions.go): the supernode's ticket, the
+	// secret it seals and the supernode credential checked.
+	ticket, secret, cred []byte
 }
 
 // New prepares a client: it loads or creates the key, the saved credential and the host
@@ -275,6 +284,7 @@ func New(cfg Config) (*Client, error) {
 	c.loadBuddies()
 	c.loadSeq()
 	c.loadNAT()
+	c.loadSessions()
 	return c, nil
 }
 

@@ -24,7 +24,10 @@ func (sn *Supernode) serveConn(ctx context.Context, nc net.Conn) {
 		sn.log.Debug("handshake failed", "remote", nc.RemoteAddr(), "err", err)
 		return
 	}
-	h := &handler{sn: sn, key: tc.PeerKey(), remote: nc.RemoteAddr().String()}
+	h := &handler{sn: sn, key: tc.PeerKey(), remote: nc.RemoteAddr().String(), tc: tc}
+	if tc.Resumed() {
+		sn.m.Inc("handshakes_resumed")
+	}
 	c := rpc.New(tc, rpc.Options{
 		Handler: h,
 		// Clients ping every KeepAlive; one silent for two periods is gone, so its
@@ -75,6 +78,7 @@ type handler struct {
 	key    ed25519.PublicKey
 	remote string
 	conn   *rpc.Conn
+	tc     *secure.OverlayConn // the channel conn runs on
 
 	mu      sync.Mutex // mu protects the following fields
 	user    string     // attached user
@@ -210,6 +214,11 @@ func (sn *Supernode) attach(ctx context.Context, h *handler, a *proto.Attach) (p
 	ok.TURN = sn.TURNAddr()
 	if c := sn.cfg.STUN[0]; c != nil {
 		ok.STUN = c.LocalAddr().String()
+	}
+	if sn.tickets != nil && h.tc != nil {
+		if t, err := sn.tickets.Issue(h.tc); err == nil {
+			ok.Ticket = t
+		}
 	}
 	return ok, nil
 }

@@ -113,6 +113,10 @@ type Config struct {
 	// proto): JSON only, and a binary frame ends the connection. For tests of networks
 	// that mix versions; false: binary bodies with every peer that reads them.
 	JSONOnly bool
+	// NoTickets makes the supernode one from before session tickets: it neither issues
+	// them nor resumes sessions with them (a resuming client gets the XX handshake).
+	// For tests of networks that mix versions.
+	NoTickets bool
 	// LookupHedge is how long a lookup waits for one holder before it asks the next as
 	// well, so that one slow or dead holder does not stall it; 0 = 250ms.
 	LookupHedge time.Duration
@@ -145,10 +149,13 @@ type Supernode struct {
 	id    string
 	since time.Time
 	ident *secure.OverlayIdentity // for every overlay connection, accepted or dialled
-	creds *identity.Cache         // credentials seen (attachments, hellos, records), signature checked
-	ov    *overlay
-	ix    *dht.Node       // the user index (overlay.go)
-	clk   clockwork.Clock // cfg.Clock, or the real clock
+	// tickets seal the session tickets attached clients resume with; nil = none
+	// (NoTickets).
+	tickets *secure.TicketKeys
+	creds   *identity.Cache // credentials seen (attachments, hellos, records), signature checked
+	ov      *overlay
+	ix      *dht.Node       // the user index (overlay.go)
+	clk     clockwork.Clock // cfg.Clock, or the real clock
 	// runCtx is Run's context, for work that outlives a request (set before serving).
 	runCtx context.Context
 	demote context.CancelFunc // ends Run: overload demotion
@@ -267,6 +274,10 @@ func New(cfg Config) (*Supernode, error) {
 			// Clients take a reset for busy and move on: the cheapest shed.
 			ResetShed: true,
 		}),
+	}
+	if !cfg.NoTickets {
+		sn.tickets = secure.NewTicketKeys(cfg.Now)
+		ident.ResumeTickets(sn.tickets)
 	}
 	sn.initOverlay()
 	return sn, nil

@@ -26,4 +26,8 @@ const (
 	// changed, so that a mass restart on unchanged networks costs each client one
 	// publication, not two.
 	NATFile = "nat"
+	// SessionsFile holds the session tickets of the last supernodes attached to and
+	// the secrets they seal (mode 0600), so that a restarted client resumes its
+	// session without a full handshake (internal/secure).
+	SessionsFile = "sessions.json"
 )

@@ -171,6 +171,21 @@ func VerifyHolder(b []byte, issuer, peerKey ed25519.PublicKey, kind Kind, now ti
 	return checkHolder(c, peerKey, kind)
 }
 
+// VerifyHolderChecked is VerifyHolder without the signature's check, for credential
+// bytes whose signature was checked before (a client keeps the supernode credential it
+// checked with the supernode's session ticket): the expiry, the kind and the key are
+// checked as VerifyHolder does.
+func VerifyHolderChecked(b []byte, peerKey ed25519.PublicKey, kind Kind, now time.Time) (Credential, error) {
+	c, err := Parse(b)
+	if err != nil {
+		return Credential{}, err
+	}
+	if !now.Before(c.Expires) {
+		return Credential{}, fmt.Errorf("%w (expired %s)", ErrExpired, c.Expires.Format(time.RFC3339))
+	}
+	return checkHolder(c, peerKey, kind)
+}
+
 // checkHolder is VerifyHolder's checks beyond Verify's.
 func checkHolder(c Credential, peerKey ed25519.PublicKey, kind Kind) (Credential, error) {
 	if c.Kind != kind {

@@ -194,6 +194,9 @@ type AttachOK struct {
 	STUN        string    `json:"stun,omitempty"` // the supernode's RFC 5780 STUN service
 	TURN        string    `json:"turn,omitempty"` // the supernode's TURN relay, UDP and TCP on this host:port
 	Layer                 // as the supernode last heard it from the login server
+	// Ticket resumes this session on the client's next connection to this supernode
+	// (secure.ResumeOverlay); none from a supernode that does not resume sessions.
+	Ticket []byte `json:"ticket,omitempty"`
 }
 
 // TurnCreds asks the login server for short-lived credentials for a relay: a
@@ -410,6 +413,9 @@ func (m *AttachOK) validate() error {
 		}
 	}
 	if err := m.Layer.validate(); err != nil {
+		return err
+	}
+	if err := checkBytes("ticket", m.Ticket, 0, MaxTicket); err != nil {
 		return err
 	}
 	return checkBytes("credential", m.Credential, 1, MaxCredential)

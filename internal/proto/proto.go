@@ -62,6 +62,7 @@ const (
 	MaxName       = 64
 	MaxPassword   = 1024
 	MaxCredential = 256
+	MaxTicket     = 256 // a session ticket (secure.TicketLen is 121)
 	MaxAddr       = 256
 	MaxList       = 200
 	MaxText       = 1024

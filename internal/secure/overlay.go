@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/flynn/noise"
@@ -90,7 +91,8 @@ var (
 type OverlayIdentity struct {
 	pub     ed25519.PublicKey
 	static  noise.DHKey
-	payload []byte // payloadV1 || pub || signature over the static key
+	payload []byte                     // payloadV1 || pub || signature over the static key
+	tickets atomic.Pointer[TicketKeys] // the responder resumes these tickets' sessions; nil = none
 }
 
 // NewOverlayIdentity makes the overlay identity of key, with a fresh static key.
@@ -153,7 +155,7 @@ func (id *OverlayIdentity) DialOverlay(ctx context.Context, d Dialer, addr strin
 // Client runs the initiator's side of the handshake on nc within ctx. On failure the
 // caller closes nc.
 func (id *OverlayIdentity) Client(ctx context.Context, nc net.Conn, verify func(ed25519.PublicKey) error) (*OverlayConn, error) {
-	return handshakeOn(ctx, func() (*OverlayConn, error) { return id.handshake(nc, true, verify) }, nc)
+	return handshakeOn(ctx, func() (*OverlayConn, error) { return id.handshake(nc, true, verify, nil) }, nc)
 }
 
 // AcceptOverlay runs the responder's side of the handshake on an accepted connection
@@ -162,7 +164,7 @@ func (id *OverlayIdentity) Client(ctx context.Context, nc net.Conn, verify func(
 func (id *OverlayIdentity) AcceptOverlay(ctx context.Context, nc net.Conn) (*OverlayConn, error) {
 	hctx, cancel := context.WithTimeout(ctx, HandshakeTimeout)
 	defer cancel()
-	return handshakeOn(hctx, func() (*OverlayConn, error) { return id.handshake(nc, false, nil) }, nc)
+	return handshakeOn(hctx, func() (*OverlayConn, error) { return id.respond(nc) }, nc)
 }
 
 // handshakeOn runs hs on a goroutine of its own, for the reason handshake gives, with
@@ -195,7 +197,9 @@ func handshakeOn(ctx context.Context, hs func() (*OverlayConn, error), nc net.Co
 	return r.c, nil
 }
 
-func (id *OverlayIdentity) handshake(nc net.Conn, initiator bool, verify func(ed25519.PublicKey) error) (*OverlayConn, error) {
+// handshake runs the XX handshake on nc. The responder is given the initiator's first
+// message, which respond has read.
+func (id *OverlayIdentity) handshake(nc net.Conn, initiator bool, verify func(ed25519.PublicKey) error, first []byte) (*OverlayConn, error) {
 	hs, err := noise.NewHandshakeState(noise.Config{
 		CipherSuite:   overlaySuite,
 		Pattern:       noise.HandshakeXX,
@@ -252,9 +256,9 @@ func (id *OverlayIdentity) handshake(nc net.Conn, initiator bool, verify func(ed
 		}
 		tx, rx = c1, c2
 	} else {
-		payload, _, _, err := recv()
+		payload, _, _, err := hs.ReadMessage(nil, first)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %v", ErrHandshake, err)
 		}
 		if len(payload) != 0 {
 			return nil, fmt.Errorf("%w: payload in the first message", ErrHandshake)
@@ -274,7 +278,7 @@ func (id *OverlayIdentity) handshake(nc net.Conn, initiator bool, verify func(ed
 		}
 		tx, rx = c2, c1
 	}
-	return &OverlayConn{nc: nc, peer: peer, tx: tx, rx: rx}, nil
+	return &OverlayConn{nc: nc, peer: peer, tx: tx, rx: rx, binding: hs.ChannelBinding()}, nil
 }
 
 // readHandshakeMessage reads one length-prefixed handshake message into buf.
@@ -298,8 +302,10 @@ func readHandshakeMessage(r io.Reader, buf []byte) ([]byte, error) {
 // OverlayConn is an overlay connection after its handshake: a net.Conn whose bytes are
 // encrypted and authenticated both ways. Between messages it holds no buffer.
 type OverlayConn struct {
-	nc   net.Conn
-	peer ed25519.PublicKey
+	nc      net.Conn
+	peer    ed25519.PublicKey
+	binding []byte // the handshake's hash, from which ResumptionSecret is drawn
+	resumed bool   // the handshake resumed a ticket's session
 
 	rmu  sync.Mutex // rmu protects the reading side: rx, hdr, rbuf, rpool, rerr
 	rx   *noise.CipherState

@@ -113,17 +113,15 @@ func TestOverlayRefusedKey(t *testing.T) {
 // A payload copied from another identity names a key that never signed this static key.
 func TestOverlayCopiedPayloadRefused(t *testing.T) {
 	victim, thief, srv := newIdentity(t), newIdentity(t), newIdentity(t)
-	forged := *thief
-	forged.payload = victim.payload // victim's key and signature, thief's static key
-	_, _, cerr, serr := pair(t, &forged, srv, nil)
+	forged := &OverlayIdentity{pub: thief.pub, static: thief.static, payload: victim.payload} // victim's key and signature, thief's static key
+	_, _, cerr, serr := pair(t, forged, srv, nil)
 	if !errors.Is(serr, ErrHandshake) {
 		t.Fatalf("server accepted a copied identity: %v", serr)
 	}
 	_ = cerr
 	// And the other way: a server that replays another's payload.
-	forgedSrv := *thief
-	forgedSrv.payload = srv.payload
-	_, _, cerr, _ = pair(t, victim, &forgedSrv, nil)
+	forgedSrv := &OverlayIdentity{pub: thief.pub, static: thief.static, payload: srv.payload}
+	_, _, cerr, _ = pair(t, victim, forgedSrv, nil)
 	if !errors.Is(cerr, ErrHandshake) {
 		t.Fatalf("dialler accepted a copied identity: %v", cerr)
 	}

@@ -1,0 +1,103 @@
+package client_test
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/peerline/peerline/client"
+	"github.com/peerline/peerline/e2e/overlaytest"
+	"github.com/peerline/peerline/supernode"
+)
+
+// restartOn stops c and starts its user again from dir, attached to the supernode at
+// addr only.
+func restartOn(t *testing.T, o *overlaytest.Overlay, c *overlaytest.Client, dir, addr string) *overlaytest.Client {
+	t.Helper()
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	c2 := o.StartClient(dir, "", "", func(cfg *client.Config) { cfg.Prefer, cfg.ParallelAttach = addr, 1 })
+	o.Eventually("attached again", attached(c2))
+	return c2
+}
+
+// TestRestartResumesSession: a client restarted from its data directory attaches again
+// with its supernode's session ticket (one X25519 operation a side, no signature), and a
+// supernode restarted since, or one that does not resume sessions, makes the full
+// handshake on the same connection instead.
+func TestRestartResumesSession(t *testing.T) {
+	o := overlaytest.Start(t, overlaytest.Options{Supernodes: 2, SupernodeConfig: func(cfg *supernode.Config) {
+		cfg.NoTickets = cfg.Name == "sn2" // a version from before tickets
+	}})
+	sns := o.Supernodes()
+	o.Register("alice", "correct horse")
+	dir := filepath.Join(t.TempDir(), "alice")
+	prefer := func(addr string) func(*client.Config) {
+		return func(cfg *client.Config) { cfg.Prefer, cfg.ParallelAttach = addr, 1 }
+	}
+	c := o.StartClient(dir, "alice", "correct horse", prefer(sns[0].Addr))
+	o.Eventually("alice attached", attached(c))
+	if got := c.Metrics().Get("attach_resumed"); got != 0 {
+		t.Fatalf("a first attachment resumed (%d)", got)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, client.SessionsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, client.SessionsFile)); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("%s has mode %v, want 0600: it holds secrets", client.SessionsFile, fi.Mode().Perm())
+	}
+	var f struct {
+		Sessions []struct {
+			Addr   string `json:"addr"`
+			Ticket []byte `json:"ticket"`
+		} `json:"sessions"`
+	}
+	if err := json.Unmarshal(b, &f); err != nil || len(f.Sessions) != 1 || f.Sessions[0].Addr != sns[0].Addr {
+		t.Fatalf("%s after the first attachment: %s (%v)", client.SessionsFile, b, err)
+	}
+
+	resumedAt := sns[0].Metrics().Get("handshakes_resumed")
+	c = restartOn(t, o, c, dir, sns[0].Addr)
+	if got := c.Metrics().Get("attach_resumed"); got != 1 {
+		t.Fatalf("attach_resumed = %d after a restart, want 1", got)
+	}
+	if got := sns[0].Metrics().Get("handshakes_resumed") - resumedAt; got != 1 {
+		t.Fatalf("the supernode resumed %d sessions, want 1", got)
+	}
+	if c.Status().Supernode == nil || c.Status().Supernode.Addr != sns[0].Addr {
+		t.Fatalf("attached to %+v", c.Status().Supernode)
+	}
+
+	// The supernode restarts while alice is down: a new process cannot open the ticket
+	// of the last.
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	sn0 := o.Restart(sns[0])
+	o.Eventually("sn0 back", func() bool { return sn0.Registered() })
+	c = o.StartClient(dir, "", "", prefer(sn0.Addr))
+	o.Eventually("alice attached to the restarted supernode", attached(c))
+	if c.Metrics().Get("attach_resumed") != 0 || c.Metrics().Get("attach_ticket_refused") != 1 {
+		t.Fatalf("after the supernode's restart: resumed %d, refused %d; want 0 and 1",
+			c.Metrics().Get("attach_resumed"), c.Metrics().Get("attach_ticket_refused"))
+	}
+	// and its new ticket resumes the next time.
+	c = restartOn(t, o, c, dir, sn0.Addr)
+	if got := c.Metrics().Get("attach_resumed"); got != 1 {
+		t.Fatalf("attach_resumed = %d with the restarted supernode's ticket, want 1", got)
+	}
+
+	// A supernode that does not resume sessions gives no ticket; the one of sn0 stays.
+	c = restartOn(t, o, c, dir, sns[1].Addr)
+	c = restartOn(t, o, c, dir, sns[1].Addr)
+	if c.Metrics().Get("attach_resumed") != 0 || c.Metrics().Get("attach_ticket_refused") != 0 {
+		t.Fatal("a session resumed, or a ticket was tried, with a supernode that gives none")
+	}
+	c = restartOn(t, o, c, dir, sn0.Addr)
+	if got := c.Metrics().Get("attach_resumed"); got != 1 {
+		t.Fatalf("attach_resumed = %d back at sn0, want 1", got)
+	}
+}
