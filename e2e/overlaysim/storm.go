@@ -27,6 +27,16 @@ import (
 // waits until all have stopped, and starts them all again at once from their data
 // directories. It returns when every client is running again, not attached.
 func (s *Sim) RebootUsers(ctx context.Context) error {
+	if err := s.CrashUsers(ctx); err != nil {
+		return err
+	}
+	return s.RestartUsers()
+}
+
+// CrashUsers is the first half of RebootUsers: every user's client crashes at once and
+// CrashUsers waits until all have stopped. Their supernodes see the connections end
+// and tell the users' holders (the departures may still be under way when it returns).
+func (s *Sim) CrashUsers(ctx context.Context) error {
 	dones := make([]<-chan struct{}, len(s.Users))
 	for i, u := range s.Users {
 		// A promoted user's supernode ends with its client: keep its counts.
@@ -49,6 +59,12 @@ func (s *Sim) RebootUsers(ctx context.Context) error {
 			return fmt.Errorf("overlaysim: waiting for clients to stop: %w", ctx.Err())
 		}
 	}
+	return nil
+}
+
+// RestartUsers is the second half of RebootUsers: every user's client starts again at
+// once from its data directory.
+func (s *Sim) RestartUsers() error {
 	for _, u := range s.Users {
 		if err := s.runUser(u); err != nil {
 			return err

@@ -247,6 +247,20 @@ func (st *storm) begin(what string) {
 	}
 }
 
+// phase marks the start of a storm's second part (a reboot's restart after its crash):
+// the time the first part took is logged, and a CPU profile of the storm goes on in
+// NAME.PART.cpu.pb, so that the two parts' costs can be told apart.
+func (st *storm) phase(part string) {
+	wall := st.sim.Figures()["wall_s"] - st.base["wall_s"]
+	st.t.Logf("%s: %s after %.1f s of wall-clock time", st.name, part, wall)
+	if !st.virtual || theWallWatch == nil {
+		return
+	}
+	if dir := os.Getenv("PEERLINE_STORM_PROFILES"); dir != "" {
+		theWallWatch.follow(st.sim, st.wall, filepath.Join(dir, st.name+"."+part+".cpu.pb"))
+	}
+}
+
 // waitReady waits until every user is attached and published again, and reports the
 // times to 99% and 100% from the storm's start.
 func (st *storm) waitReady(limit time.Duration) {
@@ -613,7 +627,11 @@ func storms(t *testing.T, virtual bool, run0 func(string, func(*testing.T))) {
 		if during != nil {
 			during(st)
 		}
-		if err := s.RebootUsers(ctx); err != nil {
+		if err := s.CrashUsers(ctx); err != nil {
+			t.Fatal(err)
+		}
+		st.phase("restart")
+		if err := s.RestartUsers(); err != nil {
 			t.Fatal(err)
 		}
 		st.waitReady(20 * time.Minute)
