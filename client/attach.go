@@ -370,7 +370,7 @@ func (c *Client) attachTo(ctx context.Context, e hostcache.Entry) (*attachment, 
 	c.setLayer(ok.Layer)
 	return &attachment{conn: conn, addr: e.Addr, id: identity.EncodeKey(snKey), name: sc.Name,
 		since: ok.Since, at: c.cfg.Now(), keep: keep, stun: ok.STUN, turn: ok.TURN,
-		ticket: ok.Ticket, secret: tc.ResumptionSecret(), cred: ok.Credential}, nil
+		ticket: ok.Ticket, secret: tc.ResumptionSecret(), cred: ok.Credential, resumed: tc.Resumed()}, nil
 }
 
 // jittered returns a period drawn uniformly from [0.8 d, d]: never later than d, which

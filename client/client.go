@@ -199,6 +199,7 @@ type attachment struct {
 	// What resumes the session next time (sessions.go): the supernode's ticket, the
 	// secret it seals and the supernode credential checked.
 	ticket, secret, cred []byte
+	resumed              bool // the saved ticket resumed this session
 }
 
 // New prepares a client: it loads or creates the key, the saved credential and the host

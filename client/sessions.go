@@ -93,11 +93,25 @@ func (c *Client) checkedCredential(addr string, key ed25519.PublicKey, cred []by
 	return false
 }
 
+// ticketRenewal is the age of a saved ticket past which a new one replaces it. A ticket
+// resumes as often as it is used while it lives (nothing is accepted before a resumed
+// session's first transport message, so a replay gains nothing: see internal/secure),
+// and a population restarting at once then writes no file for tickets it already holds.
+const ticketRenewal = secure.TicketLifetime / 4
+
 // keepSession records the ticket a supernode gave on a new attachment, first, and
-// writes SessionsFile; a supernode that gave none (a version from before tickets)
-// leaves no session behind.
+// writes SessionsFile, unless a ticket of the same supernode process under
+// ticketRenewal old is saved already; a supernode that gave none (a version from before
+// tickets) leaves no session behind.
 func (c *Client) keepSession(a *attachment, ticket []byte, secret []byte, cred []byte) {
 	c.sessMu.Lock()
+	for _, s := range c.sessions {
+		if s.Addr == a.addr && s.Key == a.id && bytes.Equal(s.Credential, cred) &&
+			len(ticket) == secure.TicketLen && c.cfg.Now().Sub(s.Saved) < ticketRenewal && a.resumed {
+			c.sessMu.Unlock()
+			return // the saved ticket resumed this session: it is still good
+		}
+	}
 	c.sessions = slices.DeleteFunc(c.sessions, func(s session) bool { return s.Addr == a.addr })
 	if len(ticket) == secure.TicketLen {
 		s := session{Addr: a.addr, Key: a.id, Ticket: ticket, Secret: secret, Credential: cred, Saved: c.cfg.Now().UTC()}

@@ -61,6 +61,9 @@ func TestRestartResumesSession(t *testing.T) {
 
 	resumedAt := sns[0].Metrics().Get("handshakes_resumed")
 	c = restartOn(t, o, c, dir, sns[0].Addr)
+	if again, _ := os.ReadFile(filepath.Join(dir, client.SessionsFile)); string(again) != string(b) {
+		t.Fatalf("a resumed session rewrote %s: the saved ticket still resumes", client.SessionsFile)
+	}
 	if got := c.Metrics().Get("attach_resumed"); got != 1 {
 		t.Fatalf("attach_resumed = %d after a restart, want 1", got)
 	}
@@ -80,6 +83,9 @@ func TestRestartResumesSession(t *testing.T) {
 	o.Eventually("sn0 back", func() bool { return sn0.Registered() })
 	c = o.StartClient(dir, "", "", prefer(sn0.Addr))
 	o.Eventually("alice attached to the restarted supernode", attached(c))
+	if again, _ := os.ReadFile(filepath.Join(dir, client.SessionsFile)); string(again) == string(b) {
+		t.Fatalf("the restarted supernode's ticket did not replace the refused one in %s", client.SessionsFile)
+	}
 	if c.Metrics().Get("attach_resumed") != 0 || c.Metrics().Get("attach_ticket_refused") != 1 {
 		t.Fatalf("after the supernode's restart: resumed %d, refused %d; want 0 and 1",
 			c.Metrics().Get("attach_resumed"), c.Metrics().Get("attach_ticket_refused"))

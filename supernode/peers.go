@@ -134,6 +134,9 @@ var errNotAdmitted = errors.New("supernode: not admitted yet")
 // call sends m to member and returns the answer. Transport failures wrap errTransport,
 // timeouts errSlow. A pooled connection may have died since its last use (the peer
 // restarted, or closed it as idle): that costs one fresh dial, not a suspicion.
+// peerCallTimeout bounds each call to another supernode.
+const peerCallTimeout = 5 * time.Second
+
 func (p *peerPool) call(ctx context.Context, m index.Member, msg proto.Message) (proto.Message, error) {
 	for attempt := 0; ; attempt++ {
 		c, fresh, err := p.get(ctx, m, !isLookup(msg))
@@ -146,9 +149,7 @@ func (p *peerPool) call(ctx context.Context, m index.Member, msg proto.Message) 
 			}
 			return nil, peerErr(m.Addr, err)
 		}
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		resp, err := c.Call(cctx, msg)
-		cancel()
+		resp, err := c.CallTimeout(ctx, msg, peerCallTimeout)
 		p.done(m.ID, c)
 		if err == nil {
 			return resp, nil

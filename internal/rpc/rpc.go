@@ -381,6 +381,21 @@ func (c *Conn) Notify(m proto.Message) error {
 // Call sends req and waits for its answer until ctx ends. A remote error comes back as a
 // *proto.Error.
 func (c *Conn) Call(ctx context.Context, req proto.Message) (proto.Message, error) {
+	return c.call(ctx, req, nil)
+}
+
+// CallTimeout is Call bounded by d as well as by ctx, without a context of its own: on
+// d's end it returns context.DeadlineExceeded, as a context's deadline would. A
+// supernode sends every message to another under a timeout, and a context for each
+// (its timer, and its place among the children of a context that thousands of calls
+// share) was 2.4% of the CPU of a reboot storm of 100,000 clients.
+func (c *Conn) CallTimeout(ctx context.Context, req proto.Message, d time.Duration) (proto.Message, error) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	return c.call(ctx, req, t.C)
+}
+
+func (c *Conn) call(ctx context.Context, req proto.Message, timeout <-chan time.Time) (proto.Message, error) {
 	id := c.nextID.Add(1)
 	if id == 0 {
 		id = c.nextID.Add(1)
@@ -404,6 +419,9 @@ func (c *Conn) Call(ctx context.Context, req proto.Message) (proto.Message, erro
 	case <-ctx.Done():
 		c.forget(id)
 		return nil, ctx.Err()
+	case <-timeout:
+		c.forget(id)
+		return nil, context.DeadlineExceeded
 	}
 }
 

@@ -333,3 +333,34 @@ func TestJSONOnlyPeer(t *testing.T) {
 		t.Fatal("the JSON-only end kept the connection after a binary frame")
 	}
 }
+
+// CallTimeout gives up after its duration as a context's deadline would, leaves no
+// pending call behind (the late answer is dropped), and the connection goes on.
+func TestCallTimeout(t *testing.T) {
+	release := make(chan struct{})
+	_, client, _ := pair(t, Options{Handler: HandlerFunc(func(ctx context.Context, c *Conn, m proto.Message) (proto.Message, error) {
+		if _, ok := m.(*proto.Seed); ok {
+			<-release
+		}
+		return echo(ctx, c, m)
+	})})
+	defer close(release)
+	if _, err := client.CallTimeout(context.Background(), &proto.Seed{}, 20*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a call past its timeout: %v, want context.DeadlineExceeded", err)
+	}
+	client.mu.Lock()
+	pending := len(client.pending)
+	client.mu.Unlock()
+	if pending != 0 {
+		t.Fatalf("%d calls still pending after the timeout", pending)
+	}
+	pong, err := client.CallTimeout(context.Background(), &proto.Ping{Seq: 7}, 5*time.Second)
+	if err != nil || pong.(*proto.Pong).Seq != 7 {
+		t.Fatalf("a call within its timeout: %v, %v", pong, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := client.CallTimeout(ctx, &proto.Seed{}, 5*time.Second); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a call whose context ended: %v, want context.Canceled", err)
+	}
+}
