@@ -12,6 +12,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -130,6 +131,7 @@ type Client struct {
 	sessMu      sync.Mutex // sessMu protects sessions
 	sessions    []session  // saved session tickets, the newest first (sessions.go)
 	sessWriteMu sync.Mutex // one writer of SessionsFile at a time
+	checkedCred []byte     // the user credential SessionsFile says was checked (New only)
 
 	phone  *phone         // the calls, with their own lock (phone.go)
 	login  loginLoop      // keeps the credential fresh while Run runs
@@ -276,6 +278,7 @@ func New(cfg Config) (*Client, error) {
 	if cache.Corrupted() {
 		c.m.Inc("hostcache_corrupt")
 	}
+	c.loadSessions()
 	c.loadCredential()
 	if c.user == "" {
 		return nil, ErrNoUser
@@ -285,7 +288,6 @@ func New(cfg Config) (*Client, error) {
 	c.loadBuddies()
 	c.loadSeq()
 	c.loadNAT()
-	c.loadSessions()
 	return c, nil
 }
 
@@ -295,7 +297,14 @@ func (c *Client) loadCredential() {
 	if err != nil {
 		return
 	}
-	cred, err := identity.VerifyHolder(b, c.cfg.Login.Key, c.key.Public().(ed25519.PublicKey), identity.KindUser, c.cfg.Now())
+	var cred identity.Credential
+	if bytes.Equal(b, c.checkedCred) {
+		// Checked against this login server's key before (SessionsFile): its signature
+		// has not changed since. Expiry, kind and key are checked all the same.
+		cred, err = identity.VerifyHolderChecked(b, c.key.Public().(ed25519.PublicKey), identity.KindUser, c.cfg.Now())
+	} else {
+		cred, err = identity.VerifyHolder(b, c.cfg.Login.Key, c.key.Public().(ed25519.PublicKey), identity.KindUser, c.cfg.Now())
+	}
 	if err != nil {
 		c.log.Info("saved credential not usable; a password login is needed", "err", err)
 		return

@@ -39,7 +39,10 @@ type session struct {
 
 // sessionsFile is the layout of SessionsFile.
 type sessionsFile struct {
-	Login    string    `json:"login"` // the login server key the credentials were checked against
+	Login string `json:"login"` // the login server key the credentials were checked against
+	// User is the user's credential as last checked against Login: a restart that finds
+	// the same bytes in CredentialFile needs no signature check for it.
+	User     []byte    `json:"user_credential,omitempty"`
 	Sessions []session `json:"sessions"`
 }
 
@@ -55,6 +58,7 @@ func (c *Client) loadSessions() {
 		c.m.Inc("sessions_file_unusable")
 		return
 	}
+	c.checkedCred = f.User
 	now := c.cfg.Now()
 	for _, s := range f.Sessions {
 		if len(s.Ticket) != secure.TicketLen || now.Sub(s.Saved) >= secure.TicketLifetime || len(c.sessions) == maxSessions {
@@ -122,6 +126,7 @@ func (c *Client) keepSession(a *attachment, ticket []byte, secret []byte, cred [
 	}
 	f := sessionsFile{Login: identity.EncodeKey(c.cfg.Login.Key), Sessions: slices.Clone(c.sessions)}
 	c.sessMu.Unlock()
+	f.User = c.credential()
 	c.writeSessions(f)
 }
 
@@ -134,6 +139,7 @@ func (c *Client) forgetSession(addr string) {
 	f := sessionsFile{Login: identity.EncodeKey(c.cfg.Login.Key), Sessions: slices.Clone(c.sessions)}
 	c.sessMu.Unlock()
 	if changed {
+		f.User = c.credential()
 		c.writeSessions(f)
 	}
 }

@@ -2,9 +2,12 @@ package client_test
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/peerline/peerline/client"
 	"github.com/peerline/peerline/e2e/overlaytest"
@@ -105,5 +108,46 @@ func TestRestartResumesSession(t *testing.T) {
 	c = restartOn(t, o, c, dir, sn0.Addr)
 	if got := c.Metrics().Get("attach_resumed"); got != 1 {
 		t.Fatalf("attach_resumed = %d back at sn0, want 1", got)
+	}
+}
+
+// TestCheckedCredentialOnlyAsSaved: the credential's signature goes unchecked at start
+// only when the credential file holds the very bytes sessions.json says were checked; a
+// credential changed on disk is checked (and refused) as before.
+func TestCheckedCredentialOnlyAsSaved(t *testing.T) {
+	o := overlaytest.Start(t, overlaytest.Options{})
+	o.Register("alice", "correct horse")
+	dir := filepath.Join(t.TempDir(), "alice")
+	c := o.StartClient(dir, "alice", "correct horse", nil)
+	o.Eventually("alice attached", attached(c))
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, client.SessionsFile))
+	if err != nil || !json.Valid(b) || !strings.Contains(string(b), `"user_credential"`) {
+		t.Fatalf("%s holds no checked credential: %s (%v)", client.SessionsFile, b, err)
+	}
+	c = o.StartClient(dir, "", "", nil)
+	o.Eventually("alice attached again", attached(c))
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, client.CredentialFile)
+	cred, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cred[len(cred)-1] ^= 1 // the signature's last byte
+	if err := os.WriteFile(path, cred, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c = o.StartClient(dir, "alice", "", nil) // no password: only a valid saved credential attaches
+	select {
+	case err := <-c.Done():
+		if !errors.Is(err, client.ErrNeedPassword) {
+			t.Fatalf("a forged credential on disk: Run = %v, want ErrNeedPassword", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a client started on a forged credential")
 	}
 }
