@@ -124,8 +124,11 @@ type observed struct {
 	Failures                 int
 }
 
-func newSlot(e Entry) slot {
-	s := slot{addr: unique.Make(e.Addr), rep: unique.Make(report{PubKey: e.PubKey, Source: e.Source, Since: e.Since})}
+func newSlot(e Entry) slot { return slotAt(unique.Make(e.Addr), e) }
+
+// slotAt is newSlot for an entry whose address handle is made already.
+func slotAt(addr unique.Handle[string], e Entry) slot {
+	s := slot{addr: addr, rep: unique.Make(report{PubKey: e.PubKey, Source: e.Source, Since: e.Since})}
 	if !e.LastSuccess.IsZero() || !e.LastFailure.IsZero() || e.Failures != 0 {
 		s.obs = &observed{LastSuccess: e.LastSuccess, LastFailure: e.LastFailure, Failures: e.Failures}
 	}

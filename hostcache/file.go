@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unique"
 
 	"github.com/peerline/peerline/internal/atomicfile"
 )
@@ -55,6 +56,9 @@ func Open(path string, opts Options) (*Cache, error) {
 		return nil, fmt.Errorf("hostcache: read %s: %w", path, err)
 	}
 
+	if c.loadWritten(data) {
+		return c, nil
+	}
 	entries, dropped, err := decodeCounted(data)
 	if err != nil {
 		bad := path + corruptSuffix
@@ -66,11 +70,17 @@ func Open(path string, opts Options) (*Cache, error) {
 		c.corrupted = true
 		return c, nil
 	}
+	c.loadEntries(entries, dropped)
+	return c, nil
+}
+
+// loadEntries fills the new cache c with entries decoded from its file, dropped of
+// them invalid or duplicates.
+func (c *Cache) loadEntries(entries []Entry, dropped int) {
 	if dropped > 0 {
 		c.log.Warn("hostcache: dropped invalid or duplicate entries from host cache file",
-			"path", path, "dropped", dropped, "kept", len(entries))
+			"path", c.path, "dropped", dropped, "kept", len(entries))
 	}
-
 	now := c.clock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -78,19 +88,67 @@ func Open(path string, opts Options) (*Cache, error) {
 	for _, e := range entries {
 		// A time from the future (the clock stepped back, or the file was
 		// edited) would otherwise keep a success bonus or block age-out.
-		if e.LastSuccess.After(now) {
-			e.LastSuccess = now
-		}
-		if e.LastFailure.After(now) {
-			e.LastFailure = now
-		}
+		e.LastSuccess, e.LastFailure = notAfter(e.LastSuccess, now), notAfter(e.LastFailure, now)
 		if c.agedOut(&e, now) {
 			continue
 		}
 		c.entries = append(c.entries, newSlot(e))
 	}
 	c.trimLocked(now)
-	return c, nil
+}
+
+// loadWritten fills the new cache c from data if data is exactly as encode writes a
+// file, and reports whether it was: what decodeCounted and Open's loop do, entry by
+// entry, without the list of entries between them (a population restarting at once
+// opens its caches at once, and that list was half of what an Open allocated).
+func (c *Cache) loadWritten(data []byte) bool {
+	if len(data) > maxFileSize {
+		return false
+	}
+	now := c.clock()
+	n := bytes.Count(data, []byte("\n  {"))
+	entries := make([]slot, 0, n)
+	seen := make(map[unique.Handle[string]]struct{}, n)
+	dropped := 0
+	ok := forEachWritten(data, func(e Entry) {
+		e, err := normalize(e)
+		if err != nil {
+			dropped++
+			return
+		}
+		addr := unique.Make(e.Addr)
+		if _, dup := seen[addr]; dup {
+			dropped++
+			return
+		}
+		seen[addr] = struct{}{}
+		// A time from the future (the clock stepped back, or the file was edited)
+		// would otherwise keep a success bonus or block age-out.
+		e.LastSuccess, e.LastFailure = notAfter(e.LastSuccess, now), notAfter(e.LastFailure, now)
+		if c.agedOut(&e, now) {
+			return
+		}
+		entries = append(entries, slotAt(addr, e))
+	})
+	if !ok {
+		return false
+	}
+	if dropped > 0 {
+		c.log.Warn("hostcache: dropped invalid or duplicate entries from host cache file",
+			"path", c.path, "dropped", dropped, "kept", len(seen))
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.entries = entries
+	c.trimLocked(now)
+	return true
+}
+
+func notAfter(t, now time.Time) time.Time {
+	if t.After(now) {
+		return now
+	}
+	return t
 }
 
 // fileBufs hold the bytes of a file being read or written: nothing decoded from them
@@ -291,23 +349,33 @@ func decodeCounted(data []byte) (entries []Entry, dropped int, err error) {
 // the two to each other) at a tenth of the cost: every client reads its cache at start,
 // so a mass reboot reads the whole population's at once.
 func decodeWritten(data []byte) ([]Entry, bool) {
-	s := scanner{b: data}
-	if !s.lit("{\"version\": " + strconv.Itoa(fileVersion) + ", \"entries\": [") {
+	entries := make([]Entry, 0, bytes.Count(data, []byte("\n  {")))
+	if !forEachWritten(data, func(e Entry) { entries = append(entries, e) }) {
 		return nil, false
 	}
-	entries := make([]Entry, 0, bytes.Count(data, []byte("\n  {")))
+	return entries, true
+}
+
+// forEachWritten calls f with each entry of data, in order, and reports whether data
+// is exactly as encode writes a file. When it is not, f may have been called for the
+// entries before the first difference: what it did with them is to be discarded.
+func forEachWritten(data []byte, f func(Entry)) bool {
+	s := scanner{b: data}
+	if !s.lit("{\"version\": " + strconv.Itoa(fileVersion) + ", \"entries\": [") {
+		return false
+	}
 	for first := true; ; first = false {
 		if first && s.lit("]}\n") || !first && s.lit("\n]}\n") {
-			return entries, len(s.b) == 0
+			return len(s.b) == 0
 		}
 		if !first && !s.lit(",") {
-			return nil, false
+			return false
 		}
 		e, ok := s.entry()
 		if !ok {
-			return nil, false
+			return false
 		}
-		entries = append(entries, e)
+		f(e)
 	}
 }
 
