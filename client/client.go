@@ -130,6 +130,7 @@ type Client struct {
 
 	sessMu      sync.Mutex // sessMu protects sessions
 	sessions    []session  // saved session tickets, the newest first (sessions.go)
+	sessDirty   bool       // sessions changed since SessionsFile was written
 	sessWriteMu sync.Mutex // one writer of SessionsFile at a time
 	checkedCred []byte     // the user credential SessionsFile says was checked (New only)
 
@@ -686,6 +687,7 @@ func (c *Client) writeCache() {
 	if err := c.cache.Save(); err != nil {
 		c.log.Warn("saving the host cache failed", "err", err)
 	}
+	c.writeSessions()
 }
 
 func (c *Client) setErr(err error) { c.setLastErr(err, false) }

@@ -103,8 +103,8 @@ func (c *Client) checkedCredential(addr string, key ed25519.PublicKey, cred []by
 // and a population restarting at once then writes no file for tickets it already holds.
 const ticketRenewal = secure.TicketLifetime / 4
 
-// keepSession records the ticket a supernode gave on a new attachment, first, and
-// writes SessionsFile, unless a ticket of the same supernode process under
+// keepSession records the ticket a supernode gave on a new attachment, first, to be
+// written to SessionsFile with the host cache, unless a ticket of the same supernode process under
 // ticketRenewal old is saved already; a supernode that gave none (a version from before
 // tickets) leaves no session behind.
 func (c *Client) keepSession(a *attachment, ticket []byte, secret []byte, cred []byte) {
@@ -124,30 +124,39 @@ func (c *Client) keepSession(a *attachment, ticket []byte, secret []byte, cred [
 	if len(c.sessions) > maxSessions {
 		c.sessions = c.sessions[:maxSessions]
 	}
-	f := sessionsFile{Login: identity.EncodeKey(c.cfg.Login.Key), Sessions: slices.Clone(c.sessions)}
+	c.sessDirty = true
 	c.sessMu.Unlock()
-	f.User = c.credential()
-	c.writeSessions(f)
+	c.saveCache() // written with the host cache, off the attachment's path
 }
 
-// forgetSession drops addr's session: its ticket was refused outright.
+// forgetSession drops addr's session: its ticket was refused outright. (A session kept
+// but not yet written when the process dies is lost: the next attachment to that
+// supernode makes the full handshake.)
 func (c *Client) forgetSession(addr string) {
 	c.sessMu.Lock()
 	n := len(c.sessions)
 	c.sessions = slices.DeleteFunc(c.sessions, func(s session) bool { return s.Addr == addr })
-	changed := len(c.sessions) != n
-	f := sessionsFile{Login: identity.EncodeKey(c.cfg.Login.Key), Sessions: slices.Clone(c.sessions)}
-	c.sessMu.Unlock()
-	if changed {
-		f.User = c.credential()
-		c.writeSessions(f)
+	if len(c.sessions) != n {
+		c.sessDirty = true
 	}
+	c.sessMu.Unlock()
+	c.saveCache()
 }
 
-// writeSessions writes f to SessionsFile, one writer at a time and in order.
-func (c *Client) writeSessions(f sessionsFile) {
+// writeSessions writes SessionsFile if the sessions changed since it was last written,
+// one writer at a time. It runs with the host cache's write (saveCache, flushCache).
+func (c *Client) writeSessions() {
 	c.sessWriteMu.Lock()
 	defer c.sessWriteMu.Unlock()
+	c.sessMu.Lock()
+	if !c.sessDirty {
+		c.sessMu.Unlock()
+		return
+	}
+	c.sessDirty = false
+	f := sessionsFile{Login: identity.EncodeKey(c.cfg.Login.Key), Sessions: slices.Clone(c.sessions)}
+	c.sessMu.Unlock()
+	f.User = c.credential()
 	b, err := json.Marshal(f)
 	if err == nil {
 		err = atomicfile.WriteFile(filepath.Join(c.cfg.DataDir, SessionsFile), b, 0o600)
