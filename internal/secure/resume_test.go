@@ -7,25 +7,12 @@ import (
 	"errors"
 	"io"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/flynn/noise"
+	"github.com/jonboulle/clockwork"
 )
-
-// fakeClock is a clock tests move by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // pipeDialer dials a responder that accepts each connection with accept.
 type pipeDialer struct {
@@ -132,11 +119,18 @@ func resume(t *testing.T, cli *OverlayIdentity, d *pipeDialer, r Resumption) (*O
 	return c, res, err
 }
 
-func TestResumeSession(t *testing.T) {
-	cli, srv := newIdentity(t), newIdentity(t)
-	keys := NewTicketKeys(nil)
+// resumable runs a full handshake between two new identities, the responder's tickets
+// on clock now (nil: time.Now), and returns them with the ticket the initiator got.
+func resumable(t *testing.T, now func() time.Time) (cli, srv *OverlayIdentity, keys *TicketKeys, r Resumption) {
+	t.Helper()
+	cli, srv = newIdentity(t), newIdentity(t)
+	keys = NewTicketKeys(now)
 	srv.ResumeTickets(keys)
-	r := session(t, cli, srv, keys)
+	return cli, srv, keys, session(t, cli, srv, keys)
+}
+
+func TestResumeSession(t *testing.T) {
+	cli, srv, keys, r := resumable(t, nil)
 	c, s, err := resume(t, cli, newDialer(srv), r)
 	if err != nil || s.err != nil {
 		t.Fatalf("resumption: initiator %v, responder %v", err, s.err)
@@ -165,11 +159,8 @@ func TestResumeSession(t *testing.T) {
 
 // A ticket the responder cannot open leads to the XX handshake on the same connection.
 func TestResumeRefusedFallsBackToXX(t *testing.T) {
-	cli, srv := newIdentity(t), newIdentity(t)
-	clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
-	keys := NewTicketKeys(clock.Now)
-	srv.ResumeTickets(keys)
-	r := session(t, cli, srv, keys)
+	clock := clockwork.NewFakeClockAt(time.Unix(1_800_000_000, 0))
+	cli, srv, _, r := resumable(t, clock.Now)
 
 	tampered := r
 	tampered.Ticket = bytes.Clone(r.Ticket)
@@ -190,7 +181,7 @@ func TestResumeRefusedFallsBackToXX(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			clock.Add(tc.wait)
+			clock.Advance(tc.wait)
 			c, s, err := resume(t, cli, newDialer(tc.srv), Resumption{Ticket: tc.r.Ticket, Secret: tc.r.Secret, Peer: tc.srv.PublicKey()})
 			if err != nil || s.err != nil {
 				t.Fatalf("fallback: initiator %v, responder %v", err, s.err)
@@ -208,12 +199,9 @@ func TestResumeRefusedFallsBackToXX(t *testing.T) {
 
 // Keys change every half lifetime; a ticket lives one lifetime and no longer.
 func TestTicketLifetime(t *testing.T) {
-	cli, srv := newIdentity(t), newIdentity(t)
-	clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
-	keys := NewTicketKeys(clock.Now)
-	srv.ResumeTickets(keys)
-	r := session(t, cli, srv, keys)
-	clock.Add(TicketLifetime * 3 / 4)
+	clock := clockwork.NewFakeClockAt(time.Unix(1_800_000_000, 0))
+	cli, srv, keys, r := resumable(t, clock.Now)
+	clock.Advance(TicketLifetime * 3 / 4)
 	fresh := session(t, cli, srv, keys) // sealed with a newer key
 	if bytes.Equal(r.Ticket[:ticketKeyIDLen], fresh.Ticket[:ticketKeyIDLen]) {
 		t.Fatal("the ticket key did not change after half a lifetime")
@@ -221,7 +209,7 @@ func TestTicketLifetime(t *testing.T) {
 	if c, _, err := resume(t, cli, newDialer(srv), r); err != nil || !c.Resumed() {
 		t.Fatalf("a ticket three quarters into its life did not resume: %v", err)
 	}
-	clock.Add(TicketLifetime / 4)
+	clock.Advance(TicketLifetime / 4)
 	if c, _, err := resume(t, cli, newDialer(srv), r); err != nil || c.Resumed() {
 		t.Fatalf("a ticket at the end of its life resumed (%v)", err)
 	}
@@ -232,10 +220,7 @@ func TestTicketLifetime(t *testing.T) {
 
 // The ticket without its secret is worth nothing: the responder fails the handshake.
 func TestResumeWrongSecret(t *testing.T) {
-	cli, srv := newIdentity(t), newIdentity(t)
-	keys := NewTicketKeys(nil)
-	srv.ResumeTickets(keys)
-	r := session(t, cli, srv, keys)
+	cli, srv, _, r := resumable(t, nil)
 	r.Secret = bytes.Repeat([]byte{7}, resumeSecretLen)
 	_, s, err := resume(t, cli, newDialer(srv), r)
 	if !errors.Is(s.err, ErrHandshake) {
@@ -248,10 +233,7 @@ func TestResumeWrongSecret(t *testing.T) {
 
 // A responder from before tickets closes the connection on a resuming message.
 func TestResumeOldResponder(t *testing.T) {
-	cli, srv := newIdentity(t), newIdentity(t)
-	keys := NewTicketKeys(nil)
-	srv.ResumeTickets(keys)
-	r := session(t, cli, srv, keys)
+	cli, _, _, r := resumable(t, nil)
 	old := &pipeDialer{got: make(chan acceptResult, 1), accept: func(nc net.Conn) (*OverlayConn, error) {
 		var buf [2 + maxHandshakeMessage]byte
 		msg, err := readHandshakeMessage(nc, buf[:])
@@ -269,10 +251,7 @@ func TestResumeOldResponder(t *testing.T) {
 // A recorded first message replayed gets an answer, but whoever replays it cannot send a
 // message the responder accepts.
 func TestResumeReplay(t *testing.T) {
-	cli, srv := newIdentity(t), newIdentity(t)
-	keys := NewTicketKeys(nil)
-	srv.ResumeTickets(keys)
-	r := session(t, cli, srv, keys)
+	cli, srv, _, r := resumable(t, nil)
 	d := newDialer(srv)
 	d.first = new(bytes.Buffer)
 	if _, _, err := resume(t, cli, d, r); err != nil {
